@@ -1,0 +1,2 @@
+//! Simulated viewers for benchmarks.
+fn main() {}
