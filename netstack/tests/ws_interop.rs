@@ -5,41 +5,14 @@
 
 mod common;
 
-use std::io::{self, Cursor, Read, Write};
+use std::io::{self, Cursor};
 
-use common::{decode, decode_bytewise, decode_with_cuts, Ev, Rng};
+use common::{decode, decode_bytewise, decode_with_cuts, Ev, Mem, Rng};
 use netstack::ws::{encode_client_frame, encode_close, encode_frame, Limits, OpCode};
 use tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode as TOpCode};
 use tungstenite::protocol::frame::{CloseFrame, Frame};
 use tungstenite::protocol::{Role, WebSocketConfig};
 use tungstenite::{Message, WebSocket};
-
-/// An in-memory duplex stream: reads from `input` (WouldBlock when drained), writes to
-/// `output`.
-#[derive(Default)]
-struct Mem {
-    input: Cursor<Vec<u8>>,
-    output: Vec<u8>,
-}
-
-impl Read for Mem {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self.input.read(buf)? {
-            0 if !buf.is_empty() => Err(io::ErrorKind::WouldBlock.into()),
-            n => Ok(n),
-        }
-    }
-}
-
-impl Write for Mem {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.output.extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
 
 fn tungstenite(role: Role, input: Vec<u8>) -> WebSocket<Mem> {
     let config = WebSocketConfig {

@@ -1,8 +1,9 @@
 //! Helpers shared by the netstack integration tests: owned events, a deterministic PRNG,
-//! and drivers that feed a byte stream to a decoder in chosen pieces.
+//! drivers that feed a byte stream to a decoder in chosen pieces, and an in-memory stream.
 
 #![allow(dead_code)] // each test binary uses a different subset
 
+use std::io::{self, Cursor, Read, Write};
 use std::ops::ControlFlow;
 
 use netstack::ws::{Decoder, Event, Limits, ProtocolError};
@@ -101,5 +102,33 @@ impl Rng {
     pub fn text(&mut self, chars: usize) -> String {
         const POOL: [char; 8] = ['a', 'Z', ' ', 'é', 'ß', '€', '中', '😀'];
         (0..chars).map(|_| POOL[self.below(POOL.len())]).collect()
+    }
+}
+
+/// An in-memory duplex stream for driving tungstenite: reads from `input` (WouldBlock once
+/// drained, like a non-blocking socket), writes to `output`.
+#[derive(Default)]
+pub struct Mem {
+    pub input: Cursor<Vec<u8>>,
+    pub output: Vec<u8>,
+}
+
+impl Read for Mem {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self.input.read(buf)? {
+            0 if !buf.is_empty() => Err(io::ErrorKind::WouldBlock.into()),
+            n => Ok(n),
+        }
+    }
+}
+
+impl Write for Mem {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.output.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
     }
 }
