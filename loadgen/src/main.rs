@@ -1,2 +1,46 @@
-//! Simulated viewers for benchmarks.
-fn main() {}
+//! `loadgen`: simulated viewers for ovation and the peer servers (see loadgen/README.md).
+//!
+//! `loadgen run ...` coordinates a run; the hidden `loadgen worker` is what the coordinator
+//! spawns for each share of the connections.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+
+use ovation_loadgen::cli::{Cli, Command, RunArgs};
+use ovation_loadgen::{coordinator, worker};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run(args) => run(&args),
+        Command::Worker => worker::run_process(),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("loadgen: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: &RunArgs) -> anyhow::Result<()> {
+    let plan = args.validate().map_err(anyhow::Error::msg)?;
+    // The coordinator holds no viewer sockets, but --in-process workers share its table.
+    worker::raise_nofile_limit();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("building the coordinator runtime")?;
+    let report = rt.block_on(coordinator::run(&plan))?;
+    if let Some(path) = &plan.json {
+        std::fs::write(path, report.to_json() + "\n")
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    if !plan.quiet {
+        print!("{}", report.render());
+    }
+    Ok(())
+}
