@@ -1,1 +1,121 @@
-fn main() {}
+//! The `ovation` binary: `ovation serve` runs the server.
+
+use std::io::Write;
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use ovation::config::{Config, Overrides};
+use ovation::server::Server;
+use tracing_subscriber::EnvFilter;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// ovation: an edge server for live broadcasts. Viewers hold a push WebSocket beside their
+/// media connection; ovation groups them by shared characteristics and reaches a whole group
+/// with one command.
+#[derive(Parser, Debug)]
+#[command(version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the server (embedded defaults: viewers on 127.0.0.1:8080/v1/viewer, operator API on
+    /// 127.0.0.1:8081).
+    Serve(Overrides),
+    /// Print the effective configuration as TOML and exit.
+    Config(Overrides),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(o) => serve(&o),
+        Command::Config(o) => Config::load(&o).and_then(|c| {
+            let mut c = c;
+            if c.api_token.is_some() {
+                c.api_token = Some("<redacted>".into());
+            }
+            print!("{}", toml::to_string(&c)?);
+            Ok(())
+        }),
+    };
+    if let Err(e) = result {
+        eprintln!("ovation: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn serve(o: &Overrides) -> anyhow::Result<()> {
+    let config = Config::load(o)?;
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(&config.log))
+        .context("bad log filter")?;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+
+    let token = match &config.api_token {
+        Some(t) => t.clone(),
+        None => generated_token(&config.data_dir)?,
+    };
+
+    // SIGTERM and SIGINT write a byte into this socket pair; the application core reads it.
+    let (shutdown_rx, shutdown_tx) = UnixStream::pair().context("creating the signal pipe")?;
+    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::low_level::pipe::register(signal, shutdown_tx.try_clone()?)
+            .context("installing signal handlers")?;
+    }
+
+    let server = Server::start(config.clone(), token, shutdown_rx)?;
+    tracing::info!(
+        viewer = %server.viewer_addr,
+        api = %server.api_addr,
+        shards = server.shards,
+        cpu_steering = server.steering,
+        "ovation serving"
+    );
+    // One machine-readable line on stdout for scripts and tests.
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "ovation ready viewer={} api={} shards={} steering={}",
+        server.viewer_addr, server.api_addr, server.shards, server.steering
+    )?;
+    out.flush()?;
+    drop(out);
+    server.join()?;
+    tracing::info!("ovation stopped");
+    Ok(())
+}
+
+/// A fresh random token, written to `<data_dir>/api-token` (mode 0600) for the operator.
+fn generated_token(data_dir: &Path) -> anyhow::Result<String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut bytes = [0u8; 24];
+    getrandom::getrandom(&mut bytes)
+        .map_err(|e| anyhow::anyhow!("reading random bytes for the API token: {e}"))?;
+    let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("creating data directory {}", data_dir.display()))?;
+    let path = data_dir.join("api-token");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    writeln!(f, "{token}")?;
+    tracing::warn!(
+        path = %path.display(),
+        "no --api-token or OVATION_API_TOKEN set: generated a token and wrote it to this file"
+    );
+    Ok(token)
+}

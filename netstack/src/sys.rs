@@ -1,0 +1,243 @@
+//! The socket syscalls that std and socket2 do not wrap, and the only `unsafe` in ovation.
+//!
+//! - [`reuseport_listeners`]: one `SO_REUSEPORT` listener per shard, created in shard order.
+//! - [`attach_cpu_steering`]: a classic-BPF reuseport program that picks the listener of the
+//!   shard running on the CPU that processed the connection's packets (`SKF_AD_CPU`), as the
+//!   kernel's `reuseport_bpf_cpu` selftest does.
+//! - [`send_nonblocking`]: one `send(2)` with `MSG_DONTWAIT | MSG_NOSIGNAL`, for the fan-out
+//!   fast path that writes a shared frame to a socket whose send queue is empty.
+//! - [`shutdown_write`]: half-close after a close frame.
+//! - [`from_owned_fd`]: hands an owned descriptor to a runtime type that only offers
+//!   `FromRawFd` (glommio's listener and stream types).
+//! - [`current_cpu`], [`pin_current_thread`]: for tests and tools that check steering.
+
+use std::io;
+use std::net::{SocketAddr, TcpListener};
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
+
+use socket2::{Domain, Protocol, Socket, Type};
+
+/// `SO_ATTACH_REUSEPORT_CBPF` from `asm-generic/socket.h` (libc exports it for Android only).
+#[cfg(not(any(target_arch = "mips", target_arch = "mips64", target_arch = "sparc64")))]
+const SO_ATTACH_REUSEPORT_CBPF: libc::c_int = 51;
+
+// Classic BPF opcodes (linux/bpf_common.h): class | size/op | mode/source.
+const BPF_LD: u16 = 0x00;
+const BPF_ALU: u16 = 0x04;
+const BPF_JMP: u16 = 0x05;
+const BPF_RET: u16 = 0x06;
+const BPF_W: u16 = 0x00;
+const BPF_ABS: u16 = 0x20;
+const BPF_JEQ: u16 = 0x10;
+const BPF_MOD: u16 = 0x90;
+const BPF_K: u16 = 0x00;
+const BPF_A: u16 = 0x10;
+const BPF_LD_W_ABS: u16 = BPF_LD | BPF_W | BPF_ABS;
+const BPF_JMP_JEQ_K: u16 = BPF_JMP | BPF_JEQ | BPF_K;
+const BPF_ALU_MOD_K: u16 = BPF_ALU | BPF_MOD | BPF_K;
+const BPF_RET_K: u16 = BPF_RET | BPF_K;
+const BPF_RET_A: u16 = BPF_RET | BPF_A;
+
+/// Creates `count` listening TCP sockets on `addr`, all in one `SO_REUSEPORT` group, in order:
+/// the kernel numbers a group's sockets by the order they join it, and the steering program
+/// returns those numbers. When `addr` has port 0 the first socket picks the port and the others
+/// bind to it. Sockets are non-blocking and have `SO_REUSEADDR` set.
+pub fn reuseport_listeners(
+    addr: SocketAddr,
+    count: usize,
+    backlog: i32,
+) -> io::Result<Vec<TcpListener>> {
+    let mut out = Vec::with_capacity(count);
+    let mut bind_addr = addr;
+    for _ in 0..count {
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+        socket.set_reuse_address(true)?;
+        socket.set_reuse_port(true)?;
+        socket.set_nonblocking(true)?;
+        socket.bind(&bind_addr.into())?;
+        socket.listen(backlog)?;
+        let listener: TcpListener = socket.into();
+        bind_addr = listener.local_addr()?;
+        out.push(listener);
+    }
+    Ok(out)
+}
+
+/// Builds the classic-BPF program that maps the current CPU to a socket index in the reuseport
+/// group: `cpus[i]` is the CPU that shard `i` is pinned to. A CPU without a shard (for example
+/// one outside the configured set) is spread with `cpu % shards`.
+pub fn cpu_steering_program(cpus: &[usize]) -> Vec<libc::sock_filter> {
+    let n = cpus.len().max(1) as u32;
+    let mut prog = Vec::with_capacity(cpus.len() * 2 + 3);
+    prog.push(insn(BPF_LD_W_ABS, 0, 0, (libc::SKF_AD_OFF + libc::SKF_AD_CPU) as u32));
+    for (index, &cpu) in cpus.iter().enumerate() {
+        // if A == cpu: return index (jt = 0 falls into the `ret`, jf = 1 skips it).
+        prog.push(insn(BPF_JMP_JEQ_K, 0, 1, cpu as u32));
+        prog.push(insn(BPF_RET_K, 0, 0, index as u32));
+    }
+    prog.push(insn(BPF_ALU_MOD_K, 0, 0, n));
+    prog.push(insn(BPF_RET_A, 0, 0, 0));
+    prog
+}
+
+fn insn(code: u16, jt: u8, jf: u8, k: u32) -> libc::sock_filter {
+    libc::sock_filter { code, jt, jf, k }
+}
+
+/// Attaches [`cpu_steering_program`] to the reuseport group `listener` belongs to.
+#[cfg(not(any(target_arch = "mips", target_arch = "mips64", target_arch = "sparc64")))]
+pub fn attach_cpu_steering(listener: &impl AsRawFd, cpus: &[usize]) -> io::Result<()> {
+    let mut prog = cpu_steering_program(cpus);
+    let fprog = libc::sock_fprog {
+        len: prog.len() as libc::c_ushort,
+        filter: prog.as_mut_ptr(),
+    };
+    // SAFETY: `fprog` points at `prog`, which lives until the call returns; the kernel copies
+    // the program during setsockopt and keeps no pointer to our memory. The length passed is the
+    // size of the `sock_fprog` we pass by pointer.
+    let rc = unsafe {
+        libc::setsockopt(
+            listener.as_raw_fd(),
+            libc::SOL_SOCKET,
+            SO_ATTACH_REUSEPORT_CBPF,
+            (&fprog as *const libc::sock_fprog).cast(),
+            std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Reuseport CPU steering needs the generic socket option numbers.
+#[cfg(any(target_arch = "mips", target_arch = "mips64", target_arch = "sparc64"))]
+pub fn attach_cpu_steering(_listener: &impl AsRawFd, _cpus: &[usize]) -> io::Result<()> {
+    Err(io::Error::from(io::ErrorKind::Unsupported))
+}
+
+/// One non-blocking `send(2)`: never blocks, never raises SIGPIPE. `Ok(n)` may be short;
+/// `WouldBlock` means the socket's send buffer is full.
+pub fn send_nonblocking(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
+    loop {
+        // SAFETY: `buf` is a valid, initialised slice for the duration of the call and the kernel
+        // only reads `buf.len()` bytes from it. A stale or closed `fd` makes send fail with
+        // EBADF/ENOTSOCK, which is returned as an error, not undefined behaviour.
+        let rc = unsafe {
+            libc::send(
+                fd,
+                buf.as_ptr().cast(),
+                buf.len(),
+                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+            )
+        };
+        if rc >= 0 {
+            return Ok(rc as usize);
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
+}
+
+/// `shutdown(fd, SHUT_WR)`: sends FIN after the queued bytes, so a close frame is not cut off
+/// by a reset when unread input is pending at `close(2)`.
+pub fn shutdown_write(fd: RawFd) -> io::Result<()> {
+    // SAFETY: shutdown takes no pointers; a stale `fd` yields EBADF/ENOTSOCK as an error.
+    let rc = unsafe { libc::shutdown(fd, libc::SHUT_WR) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Moves an owned descriptor into a type that only implements `FromRawFd`.
+///
+/// `T` must be the kind of object the descriptor is (a TCP listener for a listener type, a
+/// connected stream socket for a stream type); ownership passes to the returned value.
+pub fn from_owned_fd<T: FromRawFd>(fd: impl Into<OwnedFd>) -> T {
+    let raw = fd.into().into_raw_fd();
+    // SAFETY: `raw` comes from an `OwnedFd` we just gave up, so it is open and owned by no one
+    // else; the returned `T` becomes its only owner and closes it on drop.
+    unsafe { T::from_raw_fd(raw) }
+}
+
+/// Pins the calling thread to `cpu` (`sched_setaffinity(0, ...)`).
+pub fn pin_current_thread(cpu: usize) -> io::Result<()> {
+    if cpu >= libc::CPU_SETSIZE as usize {
+        return Err(io::Error::from(io::ErrorKind::InvalidInput));
+    }
+    // SAFETY: cpu_set_t is a plain bitmask for which all-zero is a valid (empty) value.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `cpu` is below CPU_SETSIZE (checked above), so CPU_SET stays inside `set`; the
+    // kernel reads exactly size_of::<cpu_set_t>() bytes from the pointer we pass.
+    let rc = unsafe {
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set)
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// The CPU the calling thread runs on, or `None` where `sched_getcpu` fails.
+pub fn current_cpu() -> Option<usize> {
+    // SAFETY: sched_getcpu takes no arguments and only reads the calling thread's state.
+    let cpu = unsafe { libc::sched_getcpu() };
+    usize::try_from(cpu).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn steering_program_maps_cpus_to_indexes() {
+        let prog = cpu_steering_program(&[2, 3]);
+        assert_eq!(prog.len(), 1 + 2 * 2 + 2);
+        assert_eq!(prog[0].k, (libc::SKF_AD_OFF + libc::SKF_AD_CPU) as u32);
+        assert_eq!((prog[1].code, prog[1].k), (BPF_JMP_JEQ_K, 2));
+        assert_eq!((prog[2].code, prog[2].k), (BPF_RET_K, 0));
+        assert_eq!((prog[3].code, prog[3].k), (BPF_JMP_JEQ_K, 3));
+        assert_eq!((prog[4].code, prog[4].k), (BPF_RET_K, 1));
+        assert_eq!((prog[5].code, prog[5].k), (BPF_ALU_MOD_K, 2));
+        assert_eq!(prog[6].code, BPF_RET_A);
+    }
+
+    #[test]
+    fn listeners_share_one_port_and_accept_steering() {
+        let listeners = reuseport_listeners("127.0.0.1:0".parse().unwrap(), 2, 16).unwrap();
+        let port = listeners[0].local_addr().unwrap().port();
+        assert_ne!(port, 0);
+        assert_eq!(listeners[1].local_addr().unwrap().port(), port);
+        attach_cpu_steering(&listeners[0], &[0, 1]).expect("attach reuseport cbpf");
+    }
+
+    #[test]
+    fn send_nonblocking_reports_would_block_when_full() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (_server, _) = listener.accept().unwrap();
+        let chunk = vec![0u8; 1 << 16];
+        let mut total = 0usize;
+        let err = loop {
+            match send_nonblocking(client.as_raw_fd(), &chunk) {
+                Ok(n) => total += n,
+                Err(e) => break e,
+            }
+            assert!(total < 1 << 30, "send buffer never filled");
+        };
+        assert_eq!(err.kind(), io::ErrorKind::WouldBlock);
+        assert!(total > 0);
+    }
+
+    #[test]
+    fn current_cpu_is_known() {
+        assert!(current_cpu().is_some());
+    }
+}

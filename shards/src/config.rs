@@ -1,0 +1,47 @@
+//! Per-shard settings, fixed at start.
+
+use std::time::Duration;
+
+use netstack::ws::Limits;
+
+/// What every shard needs to know to serve viewers. Built by the binary from its configuration.
+#[derive(Clone, Debug)]
+pub struct ShardConfig {
+    /// The WebSocket path viewers connect to (`/v1/viewer`).
+    pub path: String,
+    /// Most open viewer connections on one shard; more get HTTP 503.
+    pub max_connections: usize,
+    /// Longest time from accept to a complete upgrade request (slowloris guard).
+    pub handshake_timeout: Duration,
+    /// Largest upgrade request head; larger gets 431.
+    pub max_header_bytes: usize,
+    /// WebSocket frame and message size limits; larger gets close 1009.
+    pub limits: Limits,
+    /// Bytes that may wait in one viewer's send queue; a viewer over it is closed with 1008.
+    pub send_queue_bytes: usize,
+    /// A viewer silent this long gets a ping.
+    pub ping_interval: Duration,
+    /// A ping unanswered this long closes the viewer.
+    pub pong_timeout: Duration,
+    /// How long a closing viewer may take to answer our close frame.
+    pub close_timeout: Duration,
+    /// Most messages one viewer may send per second before it gets `rate_limited` errors.
+    pub max_messages_per_sec: u32,
+}
+
+impl Default for ShardConfig {
+    fn default() -> Self {
+        ShardConfig {
+            path: "/v1/viewer".into(),
+            max_connections: 1_000_000,
+            handshake_timeout: Duration::from_secs(10),
+            max_header_bytes: 8 * 1024,
+            limits: Limits::default(),
+            send_queue_bytes: 256 * 1024,
+            ping_interval: Duration::from_secs(30),
+            pong_timeout: Duration::from_secs(15),
+            close_timeout: Duration::from_secs(5),
+            max_messages_per_sec: 50,
+        }
+    }
+}

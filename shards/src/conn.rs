@@ -1,0 +1,500 @@
+//! One viewer connection after its handshake: its state, its send queue, and the driver future
+//! that reads, writes and closes it.
+//!
+//! Memory matters here (millions of idle viewers per large server), so an idle connection
+//! holds: this struct, its profile, glommio's socket with one pending readiness poll, and an
+//! empty send queue and decoder (no heap). Reads go into the shard's one scratch buffer, and
+//! only in the poll that found the socket readable, so no read buffer waits on an idle socket.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::future::Future;
+use std::io;
+use std::ops::ControlFlow;
+use std::os::fd::{AsRawFd, RawFd};
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
+
+use futures_lite::{AsyncRead, AsyncWrite};
+use glommio::net::TcpStream;
+use netstack::ws::{self, close_code, Decoder, Event, OpCode};
+use serde_json::Value;
+
+use crate::profile::{self, Profile, ViewerId};
+use crate::proto::{Frame, Request, ShardEvent, Slot, Telemetry, ViewerRef};
+use crate::shard::Shard;
+use crate::stats::ShardStats;
+
+/// Reads per poll before the driver yields to other connections.
+const READ_BUDGET: usize = 16;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum State {
+    Open,
+    /// Our close frame is queued. The connection ends once it is written and the peer has
+    /// answered (or sent EOF), or at `deadline` (shard ticks) whatever happens.
+    Closing {
+        deadline: u32,
+        peer_closed: bool,
+        write_shut: bool,
+    },
+    /// Drop the socket at the next poll, with no more bytes.
+    Abort,
+    /// Finished: out of the shard's table.
+    Done,
+}
+
+#[derive(Default)]
+struct OutQueue {
+    frames: VecDeque<Frame>,
+    /// Bytes of `frames[0]` already written.
+    head_written: usize,
+    /// Bytes queued and not yet written.
+    bytes: usize,
+}
+
+pub(crate) struct Conn {
+    pub slot: Slot,
+    pub viewer: Cell<ViewerId>,
+    fd: RawFd,
+    stream: RefCell<TcpStream>,
+    decoder: RefCell<Decoder>,
+    out: RefCell<OutQueue>,
+    waker: RefCell<Option<Waker>>,
+    pub state: Cell<State>,
+    /// Shard tick of the last frame received.
+    pub last_rx: Cell<u32>,
+    /// Shard tick our keepalive ping went out, 0 when none is outstanding.
+    pub ping_sent: Cell<u32>,
+    /// (tick second, messages in it): the per-viewer message rate limit.
+    rate: Cell<(u32, u32)>,
+    pub profile: RefCell<Profile>,
+}
+
+impl Conn {
+    pub fn new(
+        slot: Slot,
+        stream: TcpStream,
+        limits: ws::Limits,
+        profile: Profile,
+        now: u32,
+    ) -> Conn {
+        Conn {
+            slot,
+            viewer: Cell::new(profile.viewer),
+            fd: stream.as_raw_fd(),
+            stream: RefCell::new(stream),
+            decoder: RefCell::new(Decoder::new(limits)),
+            out: RefCell::new(OutQueue::default()),
+            waker: RefCell::new(None),
+            state: Cell::new(State::Open),
+            last_rx: Cell::new(now),
+            ping_sent: Cell::new(0),
+            rate: Cell::new((0, 0)),
+            profile: RefCell::new(profile),
+        }
+    }
+
+    pub fn at(&self, shard: &Shard) -> ViewerRef {
+        ViewerRef {
+            shard: shard.index,
+            slot: self.slot,
+            viewer: self.viewer.get(),
+        }
+    }
+
+    pub fn is_open(&self) -> bool {
+        self.state.get() == State::Open
+    }
+
+    fn wake(&self) {
+        if let Some(w) = self.waker.borrow().as_ref() {
+            w.wake_by_ref();
+        }
+    }
+
+    /// Queues `frame` (shared, encoded once) for this viewer. When nothing is queued the frame
+    /// is written straight away with one non-blocking send; the rest waits in the queue for the
+    /// driver. A viewer whose queue would pass the limit is closed with 1008: a slow viewer
+    /// costs bounded memory and never stalls the shard.
+    pub fn send(&self, shard: &Shard, frame: &Frame) {
+        if !self.is_open() {
+            return;
+        }
+        ShardStats::add(&shard.stats.frames_out, 1);
+        let mut out = self.out.borrow_mut();
+        if out.frames.is_empty() {
+            match netstack::sys::send_nonblocking(self.fd, frame) {
+                Ok(n) if n == frame.len() => return,
+                Ok(n) => {
+                    out.head_written = n;
+                    out.bytes = frame.len() - n;
+                    out.frames.push_back(frame.clone());
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    out.bytes = frame.len();
+                    out.frames.push_back(frame.clone());
+                }
+                Err(_) => {
+                    drop(out);
+                    self.state.set(State::Abort);
+                    self.wake();
+                    return;
+                }
+            }
+            drop(out);
+            self.wake();
+            return;
+        }
+        if out.bytes + frame.len() > shard.config.send_queue_bytes {
+            drop(out);
+            ShardStats::add(&shard.stats.closed_slow, 1);
+            tracing::debug!(viewer = %self.viewer.get(), "slow consumer closed");
+            self.close(shard, close_code::POLICY, "slow consumer: send queue full");
+            return;
+        }
+        out.bytes += frame.len();
+        out.frames.push_back(frame.clone());
+    }
+
+    /// Sends a JSON message to this viewer alone.
+    pub fn send_json(&self, shard: &Shard, json: &str) {
+        let frame = text_frame(json);
+        self.send(shard, &frame);
+    }
+
+    /// Sends `{"type":"error",...}`; the connection stays open.
+    pub fn send_error(&self, shard: &Shard, code: &str, message: &str) {
+        let json = serde_json::json!({"type": "error", "code": code, "message": message});
+        self.send_json(shard, &json.to_string());
+    }
+
+    /// Starts the close handshake with `code`: queued frames that have not started are
+    /// dropped (a closing viewer gets no more data), the close frame goes last.
+    pub fn close(&self, shard: &Shard, code: u16, reason: &str) {
+        if !self.is_open() {
+            return;
+        }
+        let mut frame = Vec::with_capacity(4 + reason.len());
+        ws::encode_close(code, reason, &mut frame);
+        {
+            let mut out = self.out.borrow_mut();
+            let keep = usize::from(out.head_written > 0);
+            while out.frames.len() > keep {
+                if let Some(f) = out.frames.pop_back() {
+                    out.bytes -= f.len();
+                }
+            }
+            out.bytes += frame.len();
+            out.frames.push_back(frame.into());
+        }
+        self.state.set(State::Closing {
+            deadline: shard.now().saturating_add(shard.close_ticks()),
+            peer_closed: false,
+            write_shut: false,
+        });
+        self.wake();
+    }
+
+    /// Drops the connection at the next poll, without a close handshake.
+    pub fn abort(&self) {
+        if self.state.get() != State::Done {
+            self.state.set(State::Abort);
+            self.wake();
+        }
+    }
+
+    /// Writes queued frames until the queue is empty or the socket is full.
+    fn poll_flush(&self, cx: &mut Context<'_>) -> io::Result<()> {
+        let mut out = self.out.borrow_mut();
+        let mut stream = self.stream.borrow_mut();
+        while let Some(front) = out.frames.front() {
+            let front = front.clone();
+            let rest = &front[out.head_written..];
+            match Pin::new(&mut *stream).poll_write(cx, rest) {
+                Poll::Ready(Ok(0)) => return Err(io::ErrorKind::WriteZero.into()),
+                Poll::Ready(Ok(n)) => {
+                    out.bytes -= n;
+                    if n == rest.len() {
+                        out.frames.pop_front();
+                        out.head_written = 0;
+                    } else {
+                        out.head_written += n;
+                    }
+                }
+                Poll::Ready(Err(e)) => return Err(e),
+                Poll::Pending => return Ok(()),
+            }
+        }
+        // Release the ring buffer's memory once a burst is written: idle viewers hold none.
+        if out.frames.capacity() > 0 {
+            out.frames = VecDeque::new();
+        }
+        Ok(())
+    }
+
+    fn out_empty(&self) -> bool {
+        self.out.borrow().frames.is_empty()
+    }
+
+    /// Feeds received bytes to the decoder and handles every complete message.
+    pub fn on_bytes(&self, shard: &Shard, data: &mut [u8]) {
+        let now = shard.now();
+        self.last_rx.set(now);
+        self.ping_sent.set(0);
+        let result = {
+            let mut decoder = self.decoder.borrow_mut();
+            decoder.feed(data, &mut |event| self.on_event(shard, event))
+        };
+        if let Err(err) = result {
+            if self.is_open() {
+                ShardStats::add(&shard.stats.closed_protocol, 1);
+                tracing::debug!(viewer = %self.viewer.get(), %err, "protocol error");
+                self.close(shard, err.close_code(), &err.to_string());
+            }
+        }
+    }
+
+    fn on_event(&self, shard: &Shard, event: Event<'_>) -> ControlFlow<()> {
+        match event {
+            Event::Close(frame) => {
+                match self.state.get() {
+                    State::Open => {
+                        // Echo the peer's code (RFC 6455 5.5.1); no code means 1000.
+                        let code = frame.map_or(close_code::NORMAL, |f| f.code);
+                        self.close(shard, code, "");
+                        self.mark_peer_closed();
+                    }
+                    State::Closing { .. } => self.mark_peer_closed(),
+                    State::Abort | State::Done => {}
+                }
+                return ControlFlow::Break(());
+            }
+            _ if !self.is_open() => {} // closing: data is read and dropped
+            Event::Ping(payload) => {
+                let mut frame = Vec::with_capacity(2 + payload.len());
+                ws::encode_frame(OpCode::Pong, payload, &mut frame);
+                self.send(shard, &Frame::from(frame));
+            }
+            Event::Pong(_) => {}
+            Event::Text(text) => {
+                ShardStats::add(&shard.stats.messages_in, 1);
+                if self.rate_limited(shard) {
+                    self.send_error(shard, "rate_limited", "too many messages; slow down");
+                } else {
+                    self.on_text(shard, text);
+                }
+            }
+            Event::Binary(_) => {
+                ShardStats::add(&shard.stats.messages_in, 1);
+                self.send_error(
+                    shard,
+                    "binary_not_supported",
+                    "messages are JSON text frames",
+                );
+            }
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn mark_peer_closed(&self) {
+        if let State::Closing {
+            deadline,
+            write_shut,
+            ..
+        } = self.state.get()
+        {
+            self.state.set(State::Closing {
+                deadline,
+                peer_closed: true,
+                write_shut,
+            });
+        }
+    }
+
+    fn rate_limited(&self, shard: &Shard) -> bool {
+        let second = shard.now() / crate::shard::TICKS_PER_SEC;
+        let (at, count) = self.rate.get();
+        let count = if at == second { count + 1 } else { 1 };
+        self.rate.set((second, count));
+        count > shard.config.max_messages_per_sec
+    }
+
+    /// One viewer message: a JSON object with a `type`.
+    fn on_text(&self, shard: &Shard, text: &str) {
+        let value: Value = match serde_json::from_str(text) {
+            Ok(v) => v,
+            Err(e) => return self.send_error(shard, "invalid_json", &format!("invalid JSON: {e}")),
+        };
+        let Some(obj) = value.as_object() else {
+            return self.send_error(shard, "not_an_object", "a message is a JSON object");
+        };
+        let Some(kind) = obj.get("type").and_then(Value::as_str) else {
+            return self.send_error(shard, "missing_type", "a message needs a string \"type\"");
+        };
+        let str_field = |name: &str| obj.get(name).and_then(Value::as_str);
+        match kind {
+            "hello" => {
+                {
+                    let mut p = self.profile.borrow_mut();
+                    if let Some(v) = str_field("app_version") {
+                        p.app_version = profile::field(v);
+                    }
+                    if let Some(v) = str_field("hardware") {
+                        p.hardware = profile::field(v);
+                    }
+                    if let Some(v) = str_field("region") {
+                        p.region = profile::region(v);
+                    }
+                    if let Some(v) = str_field("language") {
+                        p.language = profile::primary_language(v);
+                    }
+                }
+                shard.profile_changed(self);
+            }
+            "ping" => self.send_json(shard, r#"{"type":"pong"}"#),
+            "watch" => match str_field("stream").and_then(profile::field) {
+                Some(stream) => shard.request(self, Request::Watch { stream }),
+                None => self.send_error(shard, "bad_field", "watch needs a string \"stream\""),
+            },
+            "vote" => {
+                let poll = str_field("poll").and_then(profile::field);
+                let choice = obj.get("choice").and_then(Value::as_i64);
+                match (poll, choice) {
+                    (Some(poll), Some(choice)) => {
+                        shard.request(self, Request::Vote { poll, choice })
+                    }
+                    _ => self.send_error(
+                        shard,
+                        "bad_field",
+                        "vote needs a string \"poll\" and an integer \"choice\"",
+                    ),
+                }
+            }
+            "telemetry" => {
+                let num = |name: &str| obj.get(name).and_then(Value::as_f64);
+                let t = Telemetry {
+                    bitrate_kbps: num("bitrate_kbps"),
+                    buffering_ms: num("buffering_ms"),
+                    dropped_frames: num("dropped_frames"),
+                    rtt_ms: num("rtt_ms"),
+                };
+                shard.request(self, Request::Telemetry(t));
+            }
+            other => {
+                let mut shown = other.to_owned();
+                shown.truncate(profile::MAX_FIELD_LEN);
+                self.send_error(
+                    shard,
+                    "unknown_type",
+                    &format!("unknown message type {shown:?}"),
+                )
+            }
+        }
+    }
+}
+
+/// Encodes a text message as one frame.
+pub(crate) fn text_frame(json: &str) -> Frame {
+    let mut buf = Vec::with_capacity(ws::header_len(json.len()) + json.len());
+    ws::encode_frame(OpCode::Text, json.as_bytes(), &mut buf);
+    buf.into()
+}
+
+/// The future that serves one connection until it ends.
+pub(crate) struct Driver {
+    pub conn: Rc<Conn>,
+    pub shard: Rc<Shard>,
+}
+
+impl Future for Driver {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let conn = &*self.conn;
+        let shard = &*self.shard;
+        let mut budget = READ_BUDGET;
+        loop {
+            if conn.state.get() == State::Abort {
+                shard.finish(conn);
+                return Poll::Ready(());
+            }
+            if conn.poll_flush(cx).is_err() {
+                shard.finish(conn);
+                return Poll::Ready(());
+            }
+            if let State::Closing {
+                deadline,
+                peer_closed,
+                write_shut,
+            } = conn.state.get()
+            {
+                if conn.out_empty() {
+                    if peer_closed {
+                        shard.finish(conn);
+                        return Poll::Ready(());
+                    }
+                    if !write_shut {
+                        // Our close frame is out: send FIN and wait for the peer's close/EOF.
+                        let _ = netstack::sys::shutdown_write(conn.fd);
+                        conn.state.set(State::Closing {
+                            deadline,
+                            peer_closed,
+                            write_shut: true,
+                        });
+                    }
+                }
+            }
+            let read = {
+                let mut scratch = shard.scratch.borrow_mut();
+                let polled = Pin::new(&mut *conn.stream.borrow_mut()).poll_read(cx, &mut scratch);
+                match polled {
+                    Poll::Ready(Ok(n)) if n > 0 => {
+                        conn.on_bytes(shard, &mut scratch[..n]);
+                        Poll::Ready(Ok(n))
+                    }
+                    other => other,
+                }
+            };
+            match read {
+                Poll::Pending => break,
+                Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => {
+                    // EOF or reset. Anything still queued cannot be acknowledged anyway.
+                    shard.finish(conn);
+                    return Poll::Ready(());
+                }
+                Poll::Ready(Ok(_)) => {
+                    budget -= 1;
+                    if budget == 0 {
+                        cx.waker().wake_by_ref();
+                        break;
+                    }
+                }
+            }
+        }
+        let mut slot = conn.waker.borrow_mut();
+        match slot.as_ref() {
+            Some(w) if w.will_wake(cx.waker()) => {}
+            _ => *slot = Some(cx.waker().clone()),
+        }
+        Poll::Pending
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        // A driver dropped by executor shutdown still leaves the table consistent.
+        if self.conn.state.get() != State::Done {
+            self.shard.finish(&self.conn);
+        }
+    }
+}
+
+/// Sends the shard event for a viewer message the application core answers.
+pub(crate) fn event_for(conn: &Conn, shard: &Shard, request: Request) -> ShardEvent {
+    ShardEvent::Request {
+        at: conn.at(shard),
+        request,
+    }
+}

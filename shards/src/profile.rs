@@ -1,0 +1,446 @@
+//! Viewer profiles and the predicates that put viewers into groups.
+//!
+//! A profile is created by the shard at the handshake from the initial operational data (peer
+//! address, User-Agent, Accept-Language, query parameters) and changes when the viewer sends a
+//! `hello` or watches a stream, or when the application core tags it. The shard owns the
+//! profile; the application core keeps a mirror fed by full snapshots.
+
+use std::fmt;
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+
+/// A viewer's identity, stable across reconnects with a resume token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ViewerId(pub u64);
+
+impl ViewerId {
+    /// The first id of shard `shard`: shards mint ids from disjoint ranges without asking anyone.
+    pub fn first_of_shard(shard: usize) -> u64 {
+        ((shard as u64) << 48) | 1
+    }
+
+    /// Parses the 16-hex-digit form produced by `Display`.
+    pub fn parse(s: &str) -> Option<ViewerId> {
+        if s.len() != 16 {
+            return None;
+        }
+        u64::from_str_radix(s, 16).ok().map(ViewerId)
+    }
+}
+
+impl fmt::Display for ViewerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
+}
+
+macro_rules! label_enum {
+    ($(#[$meta:meta])* $name:ident { $($variant:ident => $label:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        #[serde(rename_all = "lowercase")]
+        pub enum $name { $($variant),+ }
+
+        impl $name {
+            /// The lowercase label used in predicates, the API and the wire protocol.
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $label),+ }
+            }
+        }
+    };
+}
+
+label_enum!(
+    /// Operating system family, from the User-Agent.
+    Os { Windows => "windows", Macos => "macos", Linux => "linux", Ios => "ios", Android => "android",
+         Chromeos => "chromeos", Tvos => "tvos", Tizen => "tizen", Webos => "webos", Other => "other" }
+);
+label_enum!(
+    /// Browser or client family, from the User-Agent. `App` is a native player app.
+    Browser { Chrome => "chrome", Firefox => "firefox", Safari => "safari", Edge => "edge",
+              Opera => "opera", Samsung => "samsung", App => "app", Other => "other" }
+);
+label_enum!(
+    /// Device class, from the User-Agent.
+    Device { Desktop => "desktop", Mobile => "mobile", Tablet => "tablet", Tv => "tv", Other => "other" }
+);
+
+/// The coarse classes ovation groups viewers by. Parsing is a handful of substring checks:
+/// it runs once per connection at connect-storm rates, so a regex database would cost more
+/// than the classification is worth.
+pub fn classify_user_agent(ua: &str) -> (Os, Browser, Device) {
+    let has = |needle: &str| ua.contains(needle);
+    let os = if has("Windows") {
+        Os::Windows
+    } else if has("iPhone") || has("iPad") || has("iPod") || has("iOS") {
+        Os::Ios
+    } else if has("AppleTV") || has("tvOS") {
+        Os::Tvos
+    } else if has("Android") {
+        Os::Android
+    } else if has("CrOS") {
+        Os::Chromeos
+    } else if has("Tizen") {
+        Os::Tizen
+    } else if has("Web0S") || has("webOS") {
+        Os::Webos
+    } else if has("Mac OS X") || has("Macintosh") {
+        Os::Macos
+    } else if has("Linux") || has("X11") {
+        Os::Linux
+    } else {
+        Os::Other
+    };
+    let browser = if has("Edg/") || has("EdgA/") || has("EdgiOS/") || has("Edge/") {
+        Browser::Edge
+    } else if has("OPR/") || has("Opera") {
+        Browser::Opera
+    } else if has("SamsungBrowser/") {
+        Browser::Samsung
+    } else if has("Firefox/") || has("FxiOS/") {
+        Browser::Firefox
+    } else if has("Chrome/") || has("CriOS/") || has("Chromium/") {
+        Browser::Chrome
+    } else if has("Safari/") && has("Version/") {
+        Browser::Safari
+    } else if !has("Mozilla/") && ua.split('/').next().is_some_and(|p| !p.is_empty()) {
+        // "OvationPlayer/3.2 (iPhone; iOS 17.4)", "okhttp/4.12", "AppleCoreMedia/1.0": apps.
+        Browser::App
+    } else {
+        Browser::Other
+    };
+    let tv = has("SmartTV") || has("SMART-TV") || has("AppleTV") || has("Tizen");
+    let device = if tv || os == Os::Tvos || os == Os::Webos {
+        Device::Tv
+    } else if has("iPad") || has("Tablet") || (os == Os::Android && !has("Mobile")) {
+        Device::Tablet
+    } else if has("Mobile") || has("iPhone") || has("iPod") || os == Os::Android {
+        Device::Mobile
+    } else if matches!(os, Os::Windows | Os::Macos | Os::Linux | Os::Chromeos) {
+        Device::Desktop
+    } else if os == Os::Ios {
+        Device::Mobile
+    } else {
+        Device::Other
+    };
+    (os, browser, device)
+}
+
+/// The primary language of an `Accept-Language` header: the first tag's primary subtag,
+/// lowercased (`"hu-HU,hu;q=0.9,en;q=0.8"` gives `"hu"`).
+pub fn primary_language(accept_language: &str) -> Option<Box<str>> {
+    let first = accept_language.split(',').next()?.split(';').next()?.trim();
+    let primary = first.split(['-', '_']).next()?.trim();
+    if primary.is_empty() || primary == "*" || primary.len() > 8 {
+        return None;
+    }
+    if !primary.bytes().all(|b| b.is_ascii_alphabetic()) {
+        return None;
+    }
+    Some(primary.to_ascii_lowercase().into_boxed_str())
+}
+
+/// Longest value kept for any free-form profile field; longer values are cut at a char boundary.
+pub const MAX_FIELD_LEN: usize = 64;
+/// Most extra query parameters kept per viewer.
+pub const MAX_PARAMS: usize = 16;
+
+/// Trims and bounds a peer-supplied string.
+pub fn field(value: &str) -> Option<Box<str>> {
+    let value = value.trim();
+    if value.is_empty() {
+        return None;
+    }
+    let mut end = value.len().min(MAX_FIELD_LEN);
+    while !value.is_char_boundary(end) {
+        end -= 1;
+    }
+    Some(value[..end].into())
+}
+
+/// Normalises a region code: uppercase (`hu` -> `HU`).
+pub fn region(value: &str) -> Option<Box<str>> {
+    field(value).map(|r| r.to_ascii_uppercase().into_boxed_str())
+}
+
+/// Everything the server knows about one viewer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Profile {
+    pub viewer: ViewerId,
+    pub peer: SocketAddr,
+    pub os: Os,
+    pub browser: Browser,
+    pub device: Device,
+    pub language: Option<Box<str>>,
+    pub region: Option<Box<str>>,
+    pub stream: Option<Box<str>>,
+    pub app_version: Option<Box<str>>,
+    pub hardware: Option<Box<str>>,
+    pub tags: Vec<Box<str>>,
+    /// Query parameters other than the ones above, in arrival order.
+    pub params: Vec<(Box<str>, Box<str>)>,
+    /// Unix milliseconds of the handshake.
+    pub connected_at_ms: u64,
+}
+
+impl Profile {
+    /// The profile built from the handshake's initial operational data.
+    pub fn from_handshake(
+        viewer: ViewerId,
+        peer: SocketAddr,
+        user_agent: Option<&str>,
+        accept_language: Option<&str>,
+        query: &[(String, String)],
+        connected_at_ms: u64,
+    ) -> Profile {
+        let (os, browser, device) = classify_user_agent(user_agent.unwrap_or(""));
+        let mut profile = Profile {
+            viewer,
+            peer,
+            os,
+            browser,
+            device,
+            language: accept_language.and_then(primary_language),
+            region: None,
+            stream: None,
+            app_version: None,
+            hardware: None,
+            tags: Vec::new(),
+            params: Vec::new(),
+            connected_at_ms,
+        };
+        for (key, value) in query {
+            match key.as_str() {
+                "region" => profile.region = region(value),
+                // The stream a viewer asks for at connect time still goes through `watch`
+                // validation at the application core; until then it is only a parameter.
+                "lang" | "language" => profile.language = primary_language(value),
+                "resume" => {}
+                _ if profile.params.len() < MAX_PARAMS => {
+                    if let (Some(k), Some(v)) = (field(key), field(value)) {
+                        profile.params.push((k, v));
+                    }
+                }
+                _ => {}
+            }
+        }
+        profile
+    }
+
+    /// The value(s) of a predicate field for this profile.
+    fn matches(&self, field: Field, accepted: &[Box<str>]) -> bool {
+        let one = |value: Option<&str>| value.is_some_and(|v| accepted.iter().any(|a| **a == *v));
+        match field {
+            Field::Os => one(Some(self.os.as_str())),
+            Field::Browser => one(Some(self.browser.as_str())),
+            Field::Device => one(Some(self.device.as_str())),
+            Field::Region => one(self.region.as_deref()),
+            Field::Language => one(self.language.as_deref()),
+            Field::Stream => one(self.stream.as_deref()),
+            Field::AppVersion => one(self.app_version.as_deref()),
+            Field::Hardware => one(self.hardware.as_deref()),
+            Field::Tag => self.tags.iter().any(|t| one(Some(t))),
+        }
+    }
+}
+
+/// A profile field a predicate can test.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Field {
+    Os,
+    Browser,
+    Device,
+    Region,
+    Language,
+    Stream,
+    AppVersion,
+    Hardware,
+    Tag,
+}
+
+impl Field {
+    /// Every field, in the order the API documents them.
+    pub const ALL: [Field; 9] = [
+        Field::Os,
+        Field::Browser,
+        Field::Device,
+        Field::Region,
+        Field::Language,
+        Field::Stream,
+        Field::AppVersion,
+        Field::Hardware,
+        Field::Tag,
+    ];
+
+    /// The name used in API bodies (`tags` is accepted as a synonym of `tag`).
+    pub fn parse(name: &str) -> Option<Field> {
+        Some(match name {
+            "os" => Field::Os,
+            "browser" => Field::Browser,
+            "device" => Field::Device,
+            "region" => Field::Region,
+            "language" => Field::Language,
+            "stream" => Field::Stream,
+            "app_version" => Field::AppVersion,
+            "hardware" => Field::Hardware,
+            "tag" | "tags" => Field::Tag,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Field::Os => "os",
+            Field::Browser => "browser",
+            Field::Device => "device",
+            Field::Region => "region",
+            Field::Language => "language",
+            Field::Stream => "stream",
+            Field::AppVersion => "app_version",
+            Field::Hardware => "hardware",
+            Field::Tag => "tag",
+        }
+    }
+
+    /// Brings an accepted value to the form profiles store.
+    pub fn normalise(self, value: &str) -> Box<str> {
+        match self {
+            Field::Os | Field::Browser | Field::Device | Field::Language => {
+                value.trim().to_ascii_lowercase().into()
+            }
+            Field::Region => value.trim().to_ascii_uppercase().into(),
+            _ => value.trim().into(),
+        }
+    }
+}
+
+/// "All listed fields match, each with one of its accepted values." The empty predicate
+/// matches everyone.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Predicate {
+    pub clauses: Vec<(Field, Vec<Box<str>>)>,
+}
+
+impl Predicate {
+    pub fn matches(&self, profile: &Profile) -> bool {
+        self.clauses
+            .iter()
+            .all(|(field, accepted)| profile.matches(*field, accepted))
+    }
+
+    /// The predicate of a stream's audience group.
+    pub fn stream(stream: &str) -> Predicate {
+        Predicate {
+            clauses: vec![(Field::Stream, vec![stream.into()])],
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CHROME_WIN: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0.0.0 Safari/537.36";
+    const SAFARI_IPHONE: &str = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.4 Mobile/15E148 Safari/604.1";
+    const FIREFOX_LINUX: &str =
+        "Mozilla/5.0 (X11; Linux x86_64; rv:125.0) Gecko/20100101 Firefox/125.0";
+    const CHROME_ANDROID: &str = "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0.0.0 Mobile Safari/537.36";
+    const EDGE_MAC: &str = "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0.0.0 Safari/537.36 Edg/124.0.0.0";
+    const SAFARI_IPAD: &str = "Mozilla/5.0 (iPad; CPU OS 17_4 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.4 Mobile/15E148 Safari/604.1";
+    const APP_IOS: &str = "OvationPlayer/3.2 (iPhone; iOS 17.4)";
+    const TIZEN_TV: &str = "Mozilla/5.0 (SMART-TV; Linux; Tizen 6.0) AppleWebKit/537.36 (KHTML, like Gecko) SamsungBrowser/4.0 Chrome/76.0.3809.146 TV Safari/537.36";
+
+    #[test]
+    fn classifies_common_user_agents() {
+        use Browser as B;
+        use Device as D;
+        let cases = [
+            (CHROME_WIN, Os::Windows, B::Chrome, D::Desktop),
+            (SAFARI_IPHONE, Os::Ios, B::Safari, D::Mobile),
+            (FIREFOX_LINUX, Os::Linux, B::Firefox, D::Desktop),
+            (CHROME_ANDROID, Os::Android, B::Chrome, D::Mobile),
+            (EDGE_MAC, Os::Macos, B::Edge, D::Desktop),
+            (SAFARI_IPAD, Os::Ios, B::Safari, D::Tablet),
+            (APP_IOS, Os::Ios, B::App, D::Mobile),
+            (TIZEN_TV, Os::Tizen, B::Samsung, D::Tv),
+            ("", Os::Other, B::Other, D::Other),
+        ];
+        for (ua, os, browser, device) in cases {
+            assert_eq!(classify_user_agent(ua), (os, browser, device), "{ua}");
+        }
+    }
+
+    #[test]
+    fn language_and_region_are_normalised() {
+        assert_eq!(primary_language("hu-HU,hu;q=0.9").as_deref(), Some("hu"));
+        assert_eq!(primary_language("EN_us").as_deref(), Some("en"));
+        assert_eq!(primary_language("*"), None);
+        assert_eq!(primary_language(""), None);
+        assert_eq!(primary_language("x1"), None);
+        assert_eq!(region(" hu ").as_deref(), Some("HU"));
+        let long = "é".repeat(100);
+        assert!(field(&long).unwrap().len() <= MAX_FIELD_LEN);
+    }
+
+    fn profile(ua: &str, query: &[(&str, &str)]) -> Profile {
+        let query: Vec<(String, String)> = query
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Profile::from_handshake(
+            ViewerId(7),
+            "127.0.0.1:5000".parse().unwrap(),
+            Some(ua),
+            Some("hu-HU"),
+            &query,
+            0,
+        )
+    }
+
+    #[test]
+    fn handshake_profile_takes_query_parameters() {
+        let p = profile(
+            SAFARI_IPHONE,
+            &[("region", "hu"), ("stream", "s1"), ("team", "red")],
+        );
+        assert_eq!(p.region.as_deref(), Some("HU"));
+        assert_eq!(p.language.as_deref(), Some("hu"));
+        assert_eq!(p.stream, None, "stream is set by a validated watch");
+        assert_eq!(
+            p.params,
+            vec![
+                ("stream".into(), "s1".into()),
+                ("team".into(), "red".into())
+            ]
+        );
+    }
+
+    #[test]
+    fn predicates_need_every_field_and_any_value() {
+        let mut p = profile(SAFARI_IPHONE, &[("region", "HU")]);
+        let pred = |clauses: &[(Field, &[&str])]| Predicate {
+            clauses: clauses
+                .iter()
+                .map(|(f, vs)| (*f, vs.iter().map(|v| f.normalise(v)).collect()))
+                .collect(),
+        };
+        assert!(pred(&[]).matches(&p));
+        assert!(pred(&[(Field::Os, &["ios"]), (Field::Region, &["hu", "de"])]).matches(&p));
+        assert!(!pred(&[(Field::Os, &["ios"]), (Field::Region, &["de"])]).matches(&p));
+        assert!(!pred(&[(Field::Stream, &["s1"])]).matches(&p));
+        p.stream = Some("s1".into());
+        assert!(Predicate::stream("s1").matches(&p));
+        assert!(!pred(&[(Field::Tag, &["vip"])]).matches(&p));
+        p.tags.push("vip".into());
+        assert!(pred(&[(Field::Tag, &["vip", "x"])]).matches(&p));
+    }
+
+    #[test]
+    fn viewer_ids_round_trip() {
+        let id = ViewerId(ViewerId::first_of_shard(3) + 41);
+        assert_eq!(ViewerId::parse(&id.to_string()), Some(id));
+        assert_eq!(ViewerId::parse("xyz"), None);
+    }
+}

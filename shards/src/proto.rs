@@ -1,0 +1,106 @@
+//! The typed messages on the lock-free channels between the shards and the application core.
+//!
+//! Each shard has one channel in each direction (glommio `shared_channel`s: single producer,
+//! single consumer, lock-free rings between two executors). Shards send [`ShardEvent`]s up;
+//! the application core sends [`ShardCommand`]s down. A broadcast is one [`ShardCommand::Cast`]
+//! per shard carrying a [`Frame`] encoded once for all shards and all receivers.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::profile::{Predicate, Profile, ViewerId};
+
+/// A complete, encoded WebSocket frame. The same bytes go to every receiver.
+pub type Frame = Arc<[u8]>;
+
+/// Shard-local index of a connection in its shard's table.
+pub type Slot = u32;
+
+/// Identifies a group on every shard. [`GroupId::GLOBAL`] is built in: every open viewer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct GroupId(pub u32);
+
+impl GroupId {
+    pub const GLOBAL: GroupId = GroupId(0);
+}
+
+/// Where a viewer lives: its shard's slot plus its identity, checked by the shard so a command
+/// for a viewer that left (and whose slot was reused) is dropped, never misdelivered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ViewerRef {
+    pub shard: u16,
+    pub slot: Slot,
+    pub viewer: ViewerId,
+}
+
+/// Shard -> application core.
+#[derive(Debug)]
+pub enum ShardEvent {
+    /// A viewer finished its handshake; `profile` is the shard's copy at that moment.
+    Joined {
+        at: ViewerRef,
+        resume: Box<str>,
+        profile: Box<Profile>,
+    },
+    /// The viewer's profile changed on the shard; a full snapshot, so mirrors converge.
+    Changed {
+        at: ViewerRef,
+        profile: Box<Profile>,
+    },
+    /// The viewer's connection is gone.
+    Left { at: ViewerRef },
+    /// A viewer message the application core answers.
+    Request { at: ViewerRef, request: Request },
+}
+
+/// Viewer messages that need the application core.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Request {
+    /// `{"type":"watch","stream":"S"}`.
+    Watch { stream: Box<str> },
+    /// `{"type":"vote","poll":"P","choice":N}`.
+    Vote { poll: Box<str>, choice: i64 },
+    /// `{"type":"telemetry",...}`: connection quality numbers, aggregated per group.
+    Telemetry(Telemetry),
+}
+
+/// Connection-quality telemetry from a player. Absent numbers are `None`.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Telemetry {
+    pub bitrate_kbps: Option<f64>,
+    pub buffering_ms: Option<f64>,
+    pub dropped_frames: Option<f64>,
+    pub rtt_ms: Option<f64>,
+}
+
+/// A change the application core makes to a profile it does not own.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ProfileUpdate {
+    /// The viewer watches this stream now (a validated `watch`), or none.
+    Stream(Option<Box<str>>),
+    /// Replace the viewer's tags.
+    Tags(Vec<Box<str>>),
+}
+
+/// Application core -> shard.
+#[derive(Debug)]
+pub enum ShardCommand {
+    /// Create (or replace) a group: the shard evaluates `predicate` over its own profiles.
+    DefineGroup {
+        id: GroupId,
+        predicate: Arc<Predicate>,
+    },
+    /// Forget a group and free its bitmap.
+    DropGroup { id: GroupId },
+    /// Write `frame` to every member of `group` on this shard.
+    Cast { group: GroupId, frame: Frame },
+    /// Write `frame` to one viewer.
+    Send { to: ViewerRef, frame: Frame },
+    /// Change a profile the shard owns; the shard answers with `ShardEvent::Changed`.
+    Update {
+        to: ViewerRef,
+        update: ProfileUpdate,
+    },
+    /// Stop accepting, close every viewer with 1001, and return within `grace`.
+    Shutdown { grace: Duration },
+}

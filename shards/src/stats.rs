@@ -1,0 +1,60 @@
+//! Per-shard counters, written by the shard's thread only and read by anyone.
+//!
+//! Relaxed atomics on a cache line the shard owns: an uncontended add costs about as much as a
+//! plain one, and the operator API reads them without asking the shard.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::Serialize;
+
+macro_rules! counters {
+    ($($(#[$doc:meta])* $name:ident),+ $(,)?) => {
+        /// Live counters of one shard.
+        #[derive(Debug, Default)]
+        pub struct ShardStats { $($(#[$doc])* pub $name: AtomicU64,)+ }
+
+        /// A copy of [`ShardStats`] at one moment.
+        #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+        pub struct StatsSnapshot { $(pub $name: u64,)+ }
+
+        impl ShardStats {
+            pub fn snapshot(&self) -> StatsSnapshot {
+                StatsSnapshot { $($name: self.$name.load(Ordering::Relaxed),)+ }
+            }
+        }
+    };
+}
+
+counters!(
+    /// Open viewer connections (after the handshake).
+    connections,
+    /// TCP connections accepted.
+    accepted,
+    /// Upgrade requests refused with an HTTP error status.
+    handshake_rejected,
+    /// Handshakes that timed out or whose peer went away.
+    handshake_aborted,
+    /// Viewers closed because their send queue overflowed.
+    closed_slow,
+    /// Viewers closed because they did not answer a ping, or did not finish closing.
+    closed_timeout,
+    /// Viewers closed for a protocol violation (1002, 1007, 1009).
+    closed_protocol,
+    /// Viewers closed by server shutdown.
+    closed_shutdown,
+    /// WebSocket messages received from viewers.
+    messages_in,
+    /// Frames written (or queued) to viewers.
+    frames_out,
+    /// Group-casts executed on this shard.
+    casts,
+);
+
+impl ShardStats {
+    pub(crate) fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+    pub(crate) fn sub(counter: &AtomicU64, n: u64) {
+        counter.fetch_sub(n, Ordering::Relaxed);
+    }
+}

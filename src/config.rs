@@ -1,0 +1,343 @@
+//! Configuration: embedded defaults, overridden by a TOML file (`--config`), overridden by
+//! command-line flags (and `OVATION_API_TOKEN` for the token).
+//!
+//! Every setting has one name, used both as the TOML key and (with `-` for `_`) as the flag.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::Args;
+use serde::{Deserialize, Serialize};
+use shards::ShardConfig;
+
+/// Every setting, with the embedded defaults.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address viewers connect to.
+    pub listen: SocketAddr,
+    /// Address of the operator API.
+    pub api_listen: SocketAddr,
+    /// WebSocket path for viewers.
+    pub viewer_path: String,
+    /// Number of shards; 0 means one per online CPU.
+    pub shards: usize,
+    /// Steer each connection to the shard on the CPU that received its packets.
+    pub cpu_steering: bool,
+    /// Most open viewer connections over all shards.
+    pub max_connections: usize,
+    /// Listen backlog of each shard's listener.
+    pub backlog: i32,
+    /// Longest time a client may take to send its upgrade request.
+    pub handshake_timeout_ms: u64,
+    /// Largest upgrade request head (bytes); larger gets HTTP 431.
+    pub max_header_bytes: usize,
+    /// Largest WebSocket frame payload a viewer may send (bytes); larger gets close 1009.
+    pub max_frame_bytes: usize,
+    /// Largest reassembled WebSocket message (bytes); larger gets close 1009.
+    pub max_message_bytes: usize,
+    /// Bytes that may wait in one viewer's send queue before it is closed as too slow (1008).
+    pub send_queue_bytes: usize,
+    /// Ping a viewer after this many seconds of silence.
+    pub ping_interval_s: u64,
+    /// Close a viewer that has not answered a ping within this many seconds.
+    pub pong_timeout_s: u64,
+    /// How long a closing viewer may take to answer our close frame.
+    pub close_timeout_ms: u64,
+    /// On SIGTERM/SIGINT, how long to wait for viewers to finish closing.
+    pub shutdown_grace_ms: u64,
+    /// Most messages one viewer may send per second.
+    pub max_messages_per_sec: u32,
+    /// Bearer token of the operator API; generated and written to the data directory if unset.
+    pub api_token: Option<String>,
+    /// Where ovation keeps its files (generated API token, poll results).
+    pub data_dir: PathBuf,
+    /// Template of the media endpoint URL sent to viewers: `{stream}` and `{session}` are
+    /// replaced.
+    pub media_url: String,
+    /// Live poll results are pushed at most once per this interval.
+    pub results_interval_ms: u64,
+    /// Log filter (tracing `EnvFilter` syntax, e.g. `info` or `ovation=debug`).
+    pub log: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let shard = ShardConfig::default();
+        Config {
+            listen: "127.0.0.1:8080".parse().expect("literal address"),
+            api_listen: "127.0.0.1:8081".parse().expect("literal address"),
+            viewer_path: shard.path,
+            shards: 0,
+            cpu_steering: true,
+            max_connections: 1_000_000,
+            backlog: 4096,
+            handshake_timeout_ms: shard.handshake_timeout.as_millis() as u64,
+            max_header_bytes: shard.max_header_bytes,
+            max_frame_bytes: shard.limits.max_frame,
+            max_message_bytes: shard.limits.max_message,
+            send_queue_bytes: shard.send_queue_bytes,
+            ping_interval_s: shard.ping_interval.as_secs(),
+            pong_timeout_s: shard.pong_timeout.as_secs(),
+            close_timeout_ms: shard.close_timeout.as_millis() as u64,
+            shutdown_grace_ms: 10_000,
+            max_messages_per_sec: shard.max_messages_per_sec,
+            api_token: None,
+            data_dir: PathBuf::from("ovation-data"),
+            media_url: "http://127.0.0.1:8082/live/{stream}/index.m3u8?session={session}".into(),
+            results_interval_ms: 100,
+            log: "info".into(),
+        }
+    }
+}
+
+/// Command-line overrides: one optional flag per setting.
+#[derive(Args, Debug, Default, Clone)]
+pub struct Overrides {
+    /// TOML file with any of the settings below (flags win over the file).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Address viewers connect to [default: 127.0.0.1:8080].
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+    /// Address of the operator API [default: 127.0.0.1:8081].
+    #[arg(long, value_name = "ADDR")]
+    pub api_listen: Option<SocketAddr>,
+    /// WebSocket path for viewers [default: /v1/viewer].
+    #[arg(long, value_name = "PATH")]
+    pub viewer_path: Option<String>,
+    /// Number of shards; 0 = one per online CPU [default: 0].
+    #[arg(long, value_name = "N")]
+    pub shards: Option<usize>,
+    /// Steer connections to the shard on the CPU that received their packets [default: true].
+    #[arg(long, value_name = "BOOL")]
+    pub cpu_steering: Option<bool>,
+    /// Most open viewer connections over all shards [default: 1000000].
+    #[arg(long, value_name = "N")]
+    pub max_connections: Option<usize>,
+    /// Listen backlog per shard [default: 4096].
+    #[arg(long, value_name = "N")]
+    pub backlog: Option<i32>,
+    /// Time allowed for the upgrade request, in ms [default: 10000].
+    #[arg(long, value_name = "MS")]
+    pub handshake_timeout_ms: Option<u64>,
+    /// Largest upgrade request head in bytes; larger gets 431 [default: 8192].
+    #[arg(long, value_name = "BYTES")]
+    pub max_header_bytes: Option<usize>,
+    /// Largest frame payload a viewer may send; larger gets close 1009 [default: 65536].
+    #[arg(long, value_name = "BYTES")]
+    pub max_frame_bytes: Option<usize>,
+    /// Largest reassembled message; larger gets close 1009 [default: 262144].
+    #[arg(long, value_name = "BYTES")]
+    pub max_message_bytes: Option<usize>,
+    /// Send queue bound per viewer; a viewer over it is closed with 1008 [default: 262144].
+    #[arg(long, value_name = "BYTES")]
+    pub send_queue_bytes: Option<usize>,
+    /// Ping a silent viewer after this many seconds [default: 30].
+    #[arg(long, value_name = "S")]
+    pub ping_interval_s: Option<u64>,
+    /// Close a viewer that leaves a ping unanswered this long [default: 15].
+    #[arg(long, value_name = "S")]
+    pub pong_timeout_s: Option<u64>,
+    /// Time a closing viewer has to answer our close frame, in ms [default: 5000].
+    #[arg(long, value_name = "MS")]
+    pub close_timeout_ms: Option<u64>,
+    /// Time viewers get to close on SIGTERM/SIGINT, in ms [default: 10000].
+    #[arg(long, value_name = "MS")]
+    pub shutdown_grace_ms: Option<u64>,
+    /// Most messages one viewer may send per second [default: 50].
+    #[arg(long, value_name = "N")]
+    pub max_messages_per_sec: Option<u32>,
+    /// Bearer token for the operator API (or OVATION_API_TOKEN); generated if unset.
+    #[arg(
+        long,
+        env = "OVATION_API_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub api_token: Option<String>,
+    /// Directory for ovation's files [default: ovation-data].
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Media endpoint URL template with {stream} and {session}.
+    #[arg(long, value_name = "URL")]
+    pub media_url: Option<String>,
+    /// Live poll results at most once per this many ms [default: 100].
+    #[arg(long, value_name = "MS")]
+    pub results_interval_ms: Option<u64>,
+    /// Log filter, e.g. info or ovation=debug [default: info; RUST_LOG wins].
+    #[arg(long, value_name = "FILTER")]
+    pub log: Option<String>,
+}
+
+macro_rules! apply {
+    ($cfg:ident, $o:ident, $($field:ident),+) => {
+        $(if let Some(v) = $o.$field.clone() { $cfg.$field = v; })+
+    };
+}
+
+impl Config {
+    /// Defaults, then the file named by `--config`, then the flags.
+    pub fn load(o: &Overrides) -> anyhow::Result<Config> {
+        let mut cfg = match &o.config {
+            Some(path) => Config::from_file(path)?,
+            None => Config::default(),
+        };
+        apply!(
+            cfg,
+            o,
+            listen,
+            api_listen,
+            viewer_path,
+            shards,
+            cpu_steering,
+            max_connections,
+            backlog,
+            handshake_timeout_ms,
+            max_header_bytes,
+            max_frame_bytes,
+            max_message_bytes,
+            send_queue_bytes,
+            ping_interval_s,
+            pong_timeout_s,
+            close_timeout_ms,
+            shutdown_grace_ms,
+            max_messages_per_sec,
+            data_dir,
+            media_url,
+            results_interval_ms,
+            log
+        );
+        if o.api_token.is_some() {
+            cfg.api_token = o.api_token.clone();
+        }
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    pub fn from_file(path: &Path) -> anyhow::Result<Config> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading config file {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("in config file {}", path.display()))
+    }
+
+    /// Rejects settings the server cannot run with, naming the setting.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if !self.viewer_path.starts_with('/') {
+            bail!("viewer_path must start with '/': {:?}", self.viewer_path);
+        }
+        if self.max_connections == 0 {
+            bail!("max_connections must be at least 1");
+        }
+        if self.backlog <= 0 {
+            bail!("backlog must be at least 1");
+        }
+        if self.max_header_bytes < 256 {
+            bail!("max_header_bytes must be at least 256");
+        }
+        if self.max_frame_bytes < 125 || self.max_message_bytes < self.max_frame_bytes {
+            bail!("need 125 <= max_frame_bytes <= max_message_bytes");
+        }
+        if self.send_queue_bytes < 4096 {
+            bail!("send_queue_bytes must be at least 4096");
+        }
+        for (name, v) in [
+            ("handshake_timeout_ms", self.handshake_timeout_ms),
+            ("ping_interval_s", self.ping_interval_s),
+            ("pong_timeout_s", self.pong_timeout_s),
+            ("close_timeout_ms", self.close_timeout_ms),
+            ("results_interval_ms", self.results_interval_ms),
+        ] {
+            if v == 0 {
+                bail!("{name} must be greater than 0");
+            }
+        }
+        if let Some(t) = &self.api_token {
+            if t.len() < 16 || !t.bytes().all(|b| b.is_ascii_graphic()) {
+                bail!("api_token must be at least 16 printable ASCII characters without spaces");
+            }
+        }
+        Ok(())
+    }
+
+    /// The settings every shard gets.
+    pub fn shard_config(&self, shards: usize) -> ShardConfig {
+        ShardConfig {
+            path: self.viewer_path.clone(),
+            max_connections: self.max_connections.div_ceil(shards.max(1)),
+            handshake_timeout: Duration::from_millis(self.handshake_timeout_ms),
+            max_header_bytes: self.max_header_bytes,
+            limits: netstack::ws::Limits {
+                max_frame: self.max_frame_bytes,
+                max_message: self.max_message_bytes,
+            },
+            send_queue_bytes: self.send_queue_bytes,
+            ping_interval: Duration::from_secs(self.ping_interval_s),
+            pong_timeout: Duration::from_secs(self.pong_timeout_s),
+            close_timeout: Duration::from_millis(self.close_timeout_ms),
+            max_messages_per_sec: self.max_messages_per_sec,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_documented_values() {
+        let c = Config::default();
+        c.validate().unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.api_listen.to_string(), "127.0.0.1:8081");
+        assert_eq!(c.viewer_path, "/v1/viewer");
+    }
+
+    #[test]
+    fn file_then_flags() {
+        let dir = std::env::temp_dir().join(format!("ovation-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("o.toml");
+        std::fs::write(
+            &path,
+            "listen = \"127.0.0.1:9000\"\nshards = 3\nping_interval_s = 5\n",
+        )
+        .unwrap();
+        let o = Overrides {
+            config: Some(path.clone()),
+            shards: Some(2),
+            ..Default::default()
+        };
+        let c = Config::load(&o).unwrap();
+        assert_eq!(c.listen.port(), 9000);
+        assert_eq!(c.shards, 2, "flag wins over file");
+        assert_eq!(c.ping_interval_s, 5);
+        std::fs::write(&path, "listen = 5\n").unwrap();
+        let err = format!("{:#}", Config::load(&o).unwrap_err());
+        assert!(err.contains("listen"), "{err}");
+        std::fs::write(&path, "nonsense = 1\n").unwrap();
+        let err = format!("{:#}", Config::load(&o).unwrap_err());
+        assert!(err.contains("nonsense"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn invalid_settings_are_named() {
+        let c = Config {
+            pong_timeout_s: 0,
+            ..Config::default()
+        };
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("pong_timeout_s"));
+        let c = Config {
+            api_token: Some("short".into()),
+            ..Config::default()
+        };
+        assert!(c.validate().unwrap_err().to_string().contains("api_token"));
+    }
+}

@@ -1,0 +1,11 @@
+//! ovation: an edge server for live broadcasts.
+//!
+//! This crate is the binary's library half: configuration ([`config`]), the application core
+//! ([`app`]) that mirrors viewer profiles, keeps groups and runs polls, the operator API
+//! ([`api`]), and process assembly ([`server`]) that starts the shards (crate `shards`) and the
+//! application core on their executors and joins them with lock-free channels.
+
+pub mod api;
+pub mod app;
+pub mod config;
+pub mod server;

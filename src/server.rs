@@ -1,0 +1,204 @@
+//! Process assembly: binds the listeners, starts one pinned executor per shard and the
+//! application core's executor, and joins them with lock-free channels.
+
+use std::cell::RefCell;
+use std::net::SocketAddr;
+use std::os::unix::net::UnixStream as StdUnixStream;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use futures_lite::AsyncReadExt;
+use glommio::channels::shared_channel::{self, SharedReceiver, SharedSender};
+use glommio::{CpuSet, ExecutorJoinHandle, LocalExecutorBuilder, Placement};
+use shards::proto::{ShardCommand, ShardEvent};
+use shards::{ShardSpec, ShardStats};
+
+use crate::api;
+use crate::app::downlink::Downlink;
+use crate::app::App;
+use crate::config::Config;
+
+/// Events a shard may have in flight to the application core before its uplink waits.
+const EVENT_CHANNEL: usize = 16 * 1024;
+/// Commands the application core may have in flight to one shard before its downlink waits.
+const COMMAND_CHANNEL: usize = 4 * 1024;
+
+/// A running server: its bound addresses and its threads.
+pub struct Server {
+    pub viewer_addr: SocketAddr,
+    pub api_addr: SocketAddr,
+    pub shards: usize,
+    /// Whether reuseport CPU steering is attached.
+    pub steering: bool,
+    pub api_token: String,
+    threads: Vec<ExecutorJoinHandle<()>>,
+}
+
+impl Server {
+    /// Binds everything and starts the executors. The server stops when a byte (or EOF)
+    /// arrives on `shutdown`: `main` wires SIGTERM and SIGINT to it.
+    pub fn start(
+        config: Config,
+        api_token: String,
+        shutdown: StdUnixStream,
+    ) -> anyhow::Result<Server> {
+        let cpus: Vec<usize> = {
+            let mut v: Vec<usize> = CpuSet::online()
+                .map_err(|e| anyhow::anyhow!("reading the online CPUs: {e}"))?
+                .into_iter()
+                .map(|l| l.cpu)
+                .collect();
+            v.sort_unstable();
+            v.dedup();
+            v
+        };
+        anyhow::ensure!(!cpus.is_empty(), "no online CPU found");
+        let shards = if config.shards == 0 {
+            cpus.len()
+        } else {
+            config.shards
+        };
+        let shard_cpus: Vec<usize> = (0..shards).map(|i| cpus[i % cpus.len()]).collect();
+
+        let listeners =
+            netstack::sys::reuseport_listeners(config.listen, shards, config.backlog)
+                .with_context(|| format!("binding viewer listeners on {}", config.listen))?;
+        let viewer_addr = listeners[0].local_addr()?;
+        let steering = config.cpu_steering && shards <= cpus.len() && {
+            match netstack::sys::attach_cpu_steering(&listeners[0], &shard_cpus) {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::warn!(
+                        error = %e,
+                        "reuseport CPU steering unavailable; falling back to reuseport hashing"
+                    );
+                    false
+                }
+            }
+        };
+
+        let api_listener = std::net::TcpListener::bind(config.api_listen)
+            .with_context(|| format!("binding the operator API on {}", config.api_listen))?;
+        api_listener.set_nonblocking(true)?;
+        let api_addr = api_listener.local_addr()?;
+
+        let config = Arc::new(config);
+        let shard_config = Arc::new(config.shard_config(shards));
+        let stats: Vec<Arc<ShardStats>> = (0..shards).map(|_| Arc::default()).collect();
+        let mut uplinks: Vec<SharedReceiver<ShardEvent>> = Vec::new();
+        let mut downlinks: Vec<SharedSender<ShardCommand>> = Vec::new();
+        let mut threads = Vec::new();
+
+        for (index, listener) in listeners.into_iter().enumerate() {
+            let (ev_tx, ev_rx) = shared_channel::new_bounded(EVENT_CHANNEL);
+            let (cmd_tx, cmd_rx) = shared_channel::new_bounded(COMMAND_CHANNEL);
+            uplinks.push(ev_rx);
+            downlinks.push(cmd_tx);
+            let spec = ShardSpec {
+                index,
+                listener,
+                config: shard_config.clone(),
+                stats: stats[index].clone(),
+                events: ev_tx,
+                commands: cmd_rx,
+            };
+            let handle = LocalExecutorBuilder::new(Placement::Fixed(shard_cpus[index]))
+                .name(&format!("shard-{index}"))
+                .spawn(move || shards::run(spec))
+                .map_err(|e| anyhow::anyhow!("starting shard {index}: {e}"))?;
+            threads.push(handle);
+        }
+
+        // The application core gets a core of its own when one is left over.
+        let placement = match cpus.get(shards) {
+            Some(&cpu) => Placement::Fixed(cpu),
+            None => Placement::Unbound,
+        };
+        let app_config = config.clone();
+        let token = api_token.clone();
+        let app = LocalExecutorBuilder::new(placement)
+            .name("app-core")
+            .spawn(move || {
+                app_core(
+                    app_config,
+                    stats,
+                    uplinks,
+                    downlinks,
+                    api_listener,
+                    token,
+                    shutdown,
+                )
+            })
+            .map_err(|e| anyhow::anyhow!("starting the application core: {e}"))?;
+        threads.push(app);
+
+        Ok(Server {
+            viewer_addr,
+            api_addr,
+            shards,
+            steering,
+            api_token,
+            threads,
+        })
+    }
+
+    /// Waits for every executor to finish.
+    pub fn join(self) -> anyhow::Result<()> {
+        for t in self.threads {
+            t.join()
+                .map_err(|e| anyhow::anyhow!("executor failed: {e}"))?;
+        }
+        Ok(())
+    }
+}
+
+async fn app_core(
+    config: Arc<Config>,
+    stats: Vec<Arc<ShardStats>>,
+    uplinks: Vec<SharedReceiver<ShardEvent>>,
+    downlinks: Vec<SharedSender<ShardCommand>>,
+    api_listener: std::net::TcpListener,
+    api_token: String,
+    shutdown: StdUnixStream,
+) {
+    let locals: Vec<Rc<Downlink>> = downlinks.iter().map(|_| Rc::default()).collect();
+    let app = Rc::new(RefCell::new(App::new(
+        config.clone(),
+        stats,
+        locals.clone(),
+    )));
+
+    let mut links = Vec::new();
+    for (i, (up, down)) in uplinks.into_iter().zip(downlinks).enumerate() {
+        let app = app.clone();
+        let local = locals[i].clone();
+        links.push(glommio::spawn_local(async move {
+            let (up, down) = futures_lite::future::zip(up.connect(), down.connect()).await;
+            let pump = async {
+                while let Some(event) = up.recv().await {
+                    app.borrow_mut().on_event(event);
+                }
+            };
+            futures_lite::future::zip(pump, local.run(down)).await;
+        }));
+    }
+
+    let api = glommio::spawn_local(api::serve(
+        netstack::sys::from_owned_fd(api_listener),
+        app.clone(),
+        Rc::from(api_token.as_str()),
+    ));
+
+    let mut signals: glommio::net::UnixStream = netstack::sys::from_owned_fd(shutdown);
+    let mut byte = [0u8; 1];
+    let _ = signals.read(&mut byte).await;
+    tracing::info!("shutting down: closing viewers with 1001");
+    drop(api);
+    let grace = Duration::from_millis(config.shutdown_grace_ms);
+    app.borrow().broadcast(|| ShardCommand::Shutdown { grace });
+    for link in links {
+        link.await;
+    }
+}
