@@ -4,8 +4,8 @@
 //
 // It owns a viewer WebSocket listener, a control HTTP listener and the set of connected
 // viewers. A broadcast is serialised once and framed once with `WebSocket.Sender.frame`; the
-// same Buffer (header + payload) is then written to every viewer's socket, the pre-framing
-// approach the ws maintainers recommend for broadcasting to many clients. A viewer whose socket
+// same Buffer (header + payload) is then written to every viewer's socket, so no per-viewer
+// framing work is done (ws.send would frame again for each viewer). A viewer whose socket
 // holds more than MAX_QUEUED_BYTES unwritten is terminated as a slow consumer.
 
 const http = require('node:http');
