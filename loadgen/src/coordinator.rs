@@ -228,6 +228,8 @@ pub async fn run(plan: &RunPlan) -> anyhow::Result<Report> {
     facts.cut_short = fleet.cut_short || Instant::now() >= fleet.stop_at;
 
     fleet.broadcast(Command::Stop);
+    // From here on the limit is the hard deadline (a second Ctrl-C cuts it short).
+    fleet.stop_at = deadline;
     if !fleet.wait(Fleet::all_reported, deadline).await {
         facts.cut_short = true;
     }

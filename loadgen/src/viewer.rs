@@ -64,10 +64,12 @@ pub struct ViewerEnv {
 
 impl ViewerEnv {
     pub fn new(spec: &WorkerSpec, stop: watch::Receiver<bool>) -> Self {
-        let mut ws_config = WebSocketConfig::default();
-        ws_config.write_buffer_size = 0; // small messages, written at once
-        ws_config.max_message_size = Some(MAX_MESSAGE_BYTES);
-        ws_config.max_frame_size = Some(MAX_MESSAGE_BYTES);
+        let ws_config = WebSocketConfig {
+            write_buffer_size: 0, // small messages, written at once
+            max_message_size: Some(MAX_MESSAGE_BYTES),
+            max_frame_size: Some(MAX_MESSAGE_BYTES),
+            ..WebSocketConfig::default()
+        };
         ViewerEnv {
             target: spec.target.clone(),
             streams: spec.streams.clone(),
@@ -289,6 +291,8 @@ pub async fn run_viewer(env: Rc<ViewerEnv>, local: u64) {
                     Some(Ok(Message::Close(frame))) => {
                         let code = frame.map_or_else(|| "no_code".to_owned(), |f| u16::from(f.code).to_string());
                         env.counters(|c| c.unexpected_close(code));
+                        // Send the close reply tungstenite queued, so the server sees a clean close.
+                        let _ = timeout(env.close_timeout, ws.flush()).await;
                         return;
                     }
                     Some(Ok(_)) => {} // ping (answered by tungstenite), pong, binary
