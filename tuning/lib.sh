@@ -765,7 +765,7 @@ ot_eval_conntrack() {
         return 0
     fi
     ot_sysctl_min net.netfilter.nf_conntrack_max "$OT_NEED_CONNTRACK" \
-        "one entry per tracked connection; after a mass reconnect the old ones linger 120 s (TIME_WAIT) beside the new: 2 x $OT_CONNECTIONS, ~320 bytes each"
+        "one entry per tracked connection; after a mass reconnect the old ones linger 120 s (TIME_WAIT) beside the new: 2 x $OT_CONNECTIONS, ~300 bytes each"
     local final=$OT_NEED_CONNTRACK
     if n=$(ot_uint "$cur") && ((n > final)); then final=$n; fi
     ot_sysctl_min net.netfilter.nf_conntrack_buckets "$(ot_ceil_div "$final" 4)" \
