@@ -195,7 +195,10 @@ fn many_cpus_use_comma_separated_mask_groups() {
     assert_eq!(out.status("eth0 rx-0 rps_cpus"), "ok", "{}", out.stdout);
     // Lower groups are zero-padded to 8 digits.
     let out = host.run("check", &["--json", "--nic", "eth0", "--cpus", "0,32-33"]);
-    assert_eq!(out.json_row("eth0 rx-0 rps_cpus")["recommended"], "3,00000001");
+    assert_eq!(
+        out.json_row("eth0 rx-0 rps_cpus")["recommended"],
+        "3,00000001"
+    );
 }
 
 #[test]
