@@ -3,9 +3,11 @@
 //! This crate is the binary's library half: configuration ([`config`]), the application core
 //! ([`app`]) that mirrors viewer profiles, keeps groups and runs polls, the operator API
 //! ([`api`]), and process assembly ([`server`]) that starts the shards (crate `shards`) and the
-//! application core on their executors and joins them with lock-free channels.
+//! application core on their executors and joins them with lock-free channels. [`limits`]
+//! checks at startup that the host's limits fit the configuration.
 
 pub mod api;
 pub mod app;
 pub mod config;
+pub mod limits;
 pub mod server;

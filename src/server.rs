@@ -60,6 +60,7 @@ impl Server {
         } else {
             config.shards
         };
+        crate::limits::check_host_limits(config.max_connections as u64, shards).log();
         let shard_cpus: Vec<usize> = (0..shards).map(|i| cpus[i % cpus.len()]).collect();
 
         let listeners =

@@ -165,7 +165,7 @@ pub fn region(value: &str) -> Option<Box<str>> {
 }
 
 /// Everything the server knows about one viewer.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Profile {
     pub viewer: ViewerId,
     pub peer: SocketAddr,
@@ -182,6 +182,16 @@ pub struct Profile {
     pub params: Vec<(Box<str>, Box<str>)>,
     /// Unix milliseconds of the handshake.
     pub connected_at_ms: u64,
+}
+
+/// A hash of a whole profile with fixed keys, equal in every thread and process of one build:
+/// mirror audits compare these instead of shipping profiles.
+pub fn profile_hash(p: &Profile) -> u64 {
+    use std::hash::{Hash, Hasher};
+    #[allow(deprecated)] // SipHasher's fixed keys are the point here.
+    let mut h = std::hash::SipHasher::new();
+    p.hash(&mut h);
+    h.finish()
 }
 
 impl Profile {

@@ -51,6 +51,12 @@ pub enum ShardEvent {
     Left { at: ViewerRef },
     /// A viewer message the application core answers.
     Request { at: ViewerRef, request: Request },
+    /// Answer to [`ShardCommand::Audit`]: every viewer this shard owns with its profile hash.
+    Audit {
+        audit: u64,
+        shard: u16,
+        profiles: Vec<(ViewerRef, u64)>,
+    },
 }
 
 /// Viewer messages that need the application core.
@@ -101,6 +107,8 @@ pub enum ShardCommand {
         to: ViewerRef,
         update: ProfileUpdate,
     },
+    /// List every viewer with a hash of its profile (mirror consistency check).
+    Audit { audit: u64 },
     /// Stop accepting, close every viewer with 1001, and return within `grace`.
     Shutdown { grace: Duration },
 }

@@ -25,7 +25,7 @@ use netstack::ws::{self, close_code, OpCode};
 use crate::bitset::Bitset;
 use crate::config::ShardConfig;
 use crate::conn::{self, Conn, Driver, State};
-use crate::profile::{Predicate, Profile, ViewerId};
+use crate::profile::{profile_hash, Predicate, Profile, ViewerId};
 use crate::proto::{
     Frame, GroupId, ProfileUpdate, Request, ShardCommand, ShardEvent, Slot, ViewerRef,
 };
@@ -347,6 +347,19 @@ pub async fn run(spec: ShardSpec) {
                 }
             }
             ShardCommand::Update { to, update } => shard.apply(to, update),
+            ShardCommand::Audit { audit } => {
+                let profiles = shard
+                    .conns
+                    .borrow()
+                    .iter()
+                    .map(|(_, c)| (c.at(&shard), profile_hash(&c.profile.borrow())))
+                    .collect();
+                shard.emit(ShardEvent::Audit {
+                    audit,
+                    shard: shard.index,
+                    profiles,
+                });
+            }
             ShardCommand::Shutdown { grace: g } => {
                 grace = Some(g);
                 break;

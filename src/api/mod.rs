@@ -10,7 +10,10 @@ use std::rc::Rc;
 use glommio::net::TcpListener;
 use serde_json::json;
 
-use crate::app::App;
+use serde_json::Value;
+use shards::profile::ViewerId;
+
+use crate::app::{validate, App};
 use http::{Request, Response};
 
 /// Accepts API connections until the task is dropped.
@@ -58,9 +61,58 @@ pub fn handle(app: &RefCell<App>, token: &str, req: &Request) -> Response {
         );
     }
     let segments: Vec<&str> = req.path.trim_matches('/').split('/').collect();
+    let mut app = app.borrow_mut();
     match (req.method.as_str(), segments.as_slice()) {
-        ("GET", ["api", "stats"]) => stats(&app.borrow()),
-        (_, ["api", "stats"]) => method_not_allowed(),
+        ("GET", ["api", "stats"]) => stats(&app),
+        ("GET", ["api", "streams"]) => list_streams(&app),
+        ("POST", ["api", "streams"]) => create_stream(&mut app, &req.body),
+        ("GET", ["api", "groups"]) => {
+            let groups: Vec<Value> = app.groups.values().map(|g| app.group_json(g)).collect();
+            Response::json(200, json!({ "groups": groups }))
+        }
+        ("POST", ["api", "groups"]) => create_group(&mut app, &req.body),
+        ("GET", ["api", "groups", id]) => match app.group_by_key(id) {
+            Some(g) => {
+                let mut body = app.group_json(g);
+                body["telemetry"] = app.group_telemetry(g);
+                Response::json(200, body)
+            }
+            None => not_found("group", id),
+        },
+        ("DELETE", ["api", "groups", id]) => match app.delete_group(id) {
+            Ok(()) => Response::json(200, json!({ "deleted": id })),
+            Err((status, message)) => Response::error(status, "cannot_delete", message),
+        },
+        ("POST", ["api", "groups", id, "messages"]) => group_message(&app, id, &req.body),
+        ("GET", ["api", "viewers", id]) => match find_viewer(&app, id) {
+            Some(v) => Response::json(200, viewer_json(v)),
+            None => not_found("viewer", id),
+        },
+        ("PUT", ["api", "viewers", id, "tags"]) => set_tags(&app, id, &req.body),
+        ("POST", ["api", "audits"]) => {
+            let id = app.start_audit();
+            Response::json(202, json!({ "id": id, "shards": app.shards() }))
+        }
+        ("GET", ["api", "audits", id]) => {
+            let audit = id.parse::<u64>().ok().and_then(|n| app.audits.get(&n));
+            match audit {
+                Some(a) => Response::json(
+                    200,
+                    json!({
+                        "id": id,
+                        "done": a.shards_reported == app.shards(),
+                        "shards_reported": a.shards_reported,
+                        "viewers_checked": a.viewers_checked,
+                        "mismatches": a.mismatches,
+                    }),
+                ),
+                None => not_found("audit", id),
+            }
+        }
+        (_, ["api", "stats" | "streams" | "groups" | "audits"])
+        | (_, ["api", "groups" | "viewers" | "audits", _])
+        | (_, ["api", "groups", _, "messages"])
+        | (_, ["api", "viewers", _, "tags"]) => method_not_allowed(),
         _ => Response::error(
             404,
             "not_found",
@@ -73,22 +125,173 @@ fn method_not_allowed() -> Response {
     Response::error(405, "method_not_allowed", "method not allowed on this path")
 }
 
+fn not_found(what: &str, id: &str) -> Response {
+    Response::error(404, "not_found", format!("no {what} \"{id}\""))
+}
+
+fn bad(message: impl Into<String>) -> Response {
+    Response::error(400, "bad_request", message)
+}
+
 fn stats(app: &App) -> Response {
-    let shards: Vec<_> = app
-        .shard_snapshots()
-        .into_iter()
+    let snapshots = app.shard_snapshots();
+    let shards: Vec<_> = snapshots
+        .iter()
         .enumerate()
         .map(|(i, s)| json!({"shard": i, "connections": s.connections, "counters": s}))
         .collect();
-    let connections: u64 = app.shard_snapshots().iter().map(|s| s.connections).sum();
+    let connections: u64 = snapshots.iter().map(|s| s.connections).sum();
+    let groups: Vec<Value> = app
+        .groups
+        .values()
+        .map(|g| json!({"id": g.key, "name": g.name, "size": g.size}))
+        .collect();
     Response::json(
         200,
         json!({
             "connections": connections,
             "viewers": app.viewers.len(),
+            "streams": app.streams.len(),
             "shards": shards,
+            "groups": groups,
         }),
     )
+}
+
+fn stream_json(app: &App, s: &crate::app::Stream) -> Value {
+    let audience = app.groups.get(&s.group).map_or(0, |g| g.size);
+    json!({
+        "id": s.id,
+        "title": s.title,
+        "group": format!("stream:{}", s.id),
+        "audience": audience,
+        "created_ms": s.created_ms,
+    })
+}
+
+fn list_streams(app: &App) -> Response {
+    let streams: Vec<Value> = app.streams.values().map(|s| stream_json(app, s)).collect();
+    Response::json(200, json!({ "streams": streams }))
+}
+
+fn create_stream(app: &mut App, body: &[u8]) -> Response {
+    let parsed = validate::object(body).and_then(|obj| {
+        validate::only_fields(&obj, &["id", "title"])?;
+        let id = validate::identifier(&obj, "id")?;
+        let title = match obj.get("title") {
+            None | Some(Value::Null) => None,
+            Some(_) => Some(validate::string(&obj, "title", 200)?),
+        };
+        Ok((id, title))
+    });
+    let (id, title) = match parsed {
+        Ok(v) => v,
+        Err(e) => return bad(e),
+    };
+    match app.add_stream(id, title) {
+        Ok(s) => {
+            let s = s.clone();
+            Response::json(201, stream_json(app, &s))
+        }
+        Err(e) => Response::error(409, "exists", e),
+    }
+}
+
+fn create_group(app: &mut App, body: &[u8]) -> Response {
+    let parsed = validate::object(body).and_then(|obj| {
+        validate::only_fields(&obj, &["name", "match"])?;
+        let name = validate::string(&obj, "name", validate::MAX_NAME)?;
+        let predicate = validate::predicate(obj.get("match").ok_or("\"match\" is required")?)?;
+        Ok((name, predicate))
+    });
+    match parsed {
+        Ok((name, predicate)) => {
+            let key = app.add_custom_group(name, predicate);
+            let group = app.group_by_key(&key).map(|g| app.group_json(g));
+            Response::json(201, group.unwrap_or(Value::Null))
+        }
+        Err(e) => bad(e),
+    }
+}
+
+fn group_message(app: &App, id: &str, body: &[u8]) -> Response {
+    let payload = match validate::object(body).and_then(|mut obj| {
+        validate::only_fields(&obj, &["payload"])?;
+        obj.remove("payload")
+            .ok_or_else(|| "\"payload\" is required".to_owned())
+    }) {
+        Ok(p) => p,
+        Err(e) => return bad(e),
+    };
+    match app.cast(id, &payload) {
+        Some(members) => Response::json(202, json!({ "group": id, "members": members })),
+        None => not_found("group", id),
+    }
+}
+
+fn find_viewer<'a>(app: &'a App, id: &str) -> Option<&'a crate::app::Viewer> {
+    ViewerId::parse(id).and_then(|v| app.viewers.get(&v))
+}
+
+fn viewer_json(v: &crate::app::Viewer) -> Value {
+    let p = &v.profile;
+    json!({
+        "id": p.viewer.to_string(),
+        "shard": v.at.shard,
+        "peer": p.peer.to_string(),
+        "os": p.os.as_str(),
+        "browser": p.browser.as_str(),
+        "device": p.device.as_str(),
+        "language": p.language,
+        "region": p.region,
+        "stream": p.stream,
+        "app_version": p.app_version,
+        "hardware": p.hardware,
+        "tags": p.tags,
+        "params": p.params.iter().map(|(k, v)| json!([k, v])).collect::<Vec<_>>(),
+        "connected_at_ms": p.connected_at_ms,
+        "telemetry": v.telemetry.map(|t| json!({
+            "bitrate_kbps": t.bitrate_kbps,
+            "buffering_ms": t.buffering_ms,
+            "dropped_frames": t.dropped_frames,
+            "rtt_ms": t.rtt_ms,
+        })),
+    })
+}
+
+fn set_tags(app: &App, id: &str, body: &[u8]) -> Response {
+    let tags = validate::object(body).and_then(|obj| {
+        validate::only_fields(&obj, &["tags"])?;
+        let Some(Value::Array(items)) = obj.get("tags") else {
+            return Err("\"tags\" must be an array of strings".to_owned());
+        };
+        if items.len() > validate::MAX_VALUES {
+            return Err(format!("at most {} tags", validate::MAX_VALUES));
+        }
+        items
+            .iter()
+            .map(|t| match t.as_str().map(str::trim) {
+                Some(s) if !s.is_empty() && s.chars().count() <= validate::MAX_NAME => {
+                    Ok(Box::<str>::from(s))
+                }
+                _ => Err(format!(
+                    "each tag must be a string of 1 to {} characters",
+                    validate::MAX_NAME
+                )),
+            })
+            .collect::<Result<Vec<_>, _>>()
+    });
+    let tags = match tags {
+        Ok(t) => t,
+        Err(e) => return bad(e),
+    };
+    let Some(viewer) = ViewerId::parse(id) else {
+        return not_found("viewer", id);
+    };
+    match app.set_tags(viewer, tags.clone()) {
+        Some(()) => Response::json(202, json!({ "viewer": id, "tags": tags })),
+        None => not_found("viewer", id),
+    }
 }
 
 #[cfg(test)]

@@ -261,7 +261,10 @@ impl ServerFrame {
 
 impl Raw {
     pub fn connect(addr: SocketAddr) -> Raw {
-        let stream = TcpStream::connect(addr).expect("connect");
+        Raw::from_stream(TcpStream::connect(addr).expect("connect"))
+    }
+
+    pub fn from_stream(stream: TcpStream) -> Raw {
         stream.set_read_timeout(Some(WAIT)).unwrap();
         Raw {
             stream,
