@@ -141,7 +141,7 @@ pub async fn run(plan: &RunPlan) -> anyhow::Result<Report> {
             let target = expected;
             fleet
                 .wait_stall(
-                    |f| target.is_some_and(|e| f.progress().delivered - before >= e),
+                    |f| target.is_some_and(|e| f.progress().delivered.saturating_sub(before) >= e),
                     plan.drain_timeout,
                 )
                 .await;

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
@@ -89,8 +89,8 @@ impl FakeServer {
     }
 
     pub async fn start_on(ws: &str, api: &str, token: &str, faults: Faults) -> FakeServer {
-        let ws_listener = TcpListener::bind(ws).await.expect("bind ws");
-        let api_listener = TcpListener::bind(api).await.expect("bind api");
+        let ws_listener = listen(ws);
+        let api_listener = listen(api);
         let state = Arc::new(Mutex::new(State {
             token: token.to_owned(),
             faults,
@@ -128,6 +128,15 @@ impl FakeServer {
     pub fn state(&self) -> MutexGuard<'_, State> {
         lock(&self.state)
     }
+}
+
+/// A listener with a deep accept queue (tokio's default of 1024 overflows in connect storms).
+fn listen(addr: &str) -> TcpListener {
+    let addr: SocketAddr = addr.parse().expect("listen address");
+    let socket = TcpSocket::new_v4().expect("socket");
+    socket.set_reuseaddr(true).expect("SO_REUSEADDR");
+    socket.bind(addr).expect("bind");
+    socket.listen(4096).expect("listen")
 }
 
 fn text(s: String) -> Message {
