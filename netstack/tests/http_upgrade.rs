@@ -323,7 +323,7 @@ fn missing_upgrade_or_wrong_version_is_426() {
 fn oversized_headers_are_431() {
     // Incomplete and longer than the limit.
     let mut long = b"GET /v1/viewer HTTP/1.1\r\nX-Pad: ".to_vec();
-    long.extend(std::iter::repeat(b'a').take(200));
+    long.extend_from_slice(&[b'a'; 200]);
     assert_eq!(
         parse_upgrade(&long, 100),
         Err(HandshakeError::HeadersTooLarge)
