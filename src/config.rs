@@ -59,6 +59,9 @@ pub struct Config {
     pub media_url: String,
     /// Live poll results are pushed at most once per this interval.
     pub results_interval_ms: u64,
+    /// How long a departed viewer may come back with its resume token and keep its identity,
+    /// groups and votes.
+    pub resume_window_s: u64,
     /// Log filter (tracing `EnvFilter` syntax, e.g. `info` or `ovation=debug`).
     pub log: String,
 }
@@ -88,6 +91,7 @@ impl Default for Config {
             data_dir: PathBuf::from("ovation-data"),
             media_url: "http://127.0.0.1:8082/live/{stream}/index.m3u8?session={session}".into(),
             results_interval_ms: 100,
+            resume_window_s: 300,
             log: "info".into(),
         }
     }
@@ -167,6 +171,9 @@ pub struct Overrides {
     /// Live poll results at most once per this many ms [default: 100].
     #[arg(long, value_name = "MS")]
     pub results_interval_ms: Option<u64>,
+    /// Seconds a departed viewer may resume with its token [default: 300].
+    #[arg(long, value_name = "S")]
+    pub resume_window_s: Option<u64>,
     /// Log filter, e.g. info or ovation=debug [default: info; RUST_LOG wins].
     #[arg(long, value_name = "FILTER")]
     pub log: Option<String>,
@@ -208,6 +215,7 @@ impl Config {
             data_dir,
             media_url,
             results_interval_ms,
+            resume_window_s,
             log
         );
         if o.api_token.is_some() {
@@ -278,6 +286,9 @@ impl Config {
             pong_timeout: Duration::from_secs(self.pong_timeout_s),
             close_timeout: Duration::from_millis(self.close_timeout_ms),
             max_messages_per_sec: self.max_messages_per_sec,
+            // Shards report tallies twice per results interval, so a push never waits for
+            // more than half an interval of shard-side coalescing.
+            tally_interval: Duration::from_millis((self.results_interval_ms / 2).max(10)),
         }
     }
 }

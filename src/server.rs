@@ -80,6 +80,7 @@ impl Server {
             }
         };
 
+        let store = crate::app::store::Store::open(&config.data_dir)?;
         let api_listener = std::net::TcpListener::bind(config.api_listen)
             .with_context(|| format!("binding the operator API on {}", config.api_listen))?;
         api_listener.set_nonblocking(true)?;
@@ -124,6 +125,7 @@ impl Server {
             .spawn(move || {
                 app_core(
                     app_config,
+                    store,
                     stats,
                     uplinks,
                     downlinks,
@@ -155,8 +157,10 @@ impl Server {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn app_core(
     config: Arc<Config>,
+    store: crate::app::store::Store,
     stats: Vec<Arc<ShardStats>>,
     uplinks: Vec<SharedReceiver<ShardEvent>>,
     downlinks: Vec<SharedSender<ShardCommand>>,
@@ -170,6 +174,7 @@ async fn app_core(
         stats,
         locals.clone(),
     )));
+    app.borrow_mut().store = Some(store);
 
     let mut links = Vec::new();
     for (i, (up, down)) in uplinks.into_iter().zip(downlinks).enumerate() {
@@ -186,6 +191,17 @@ async fn app_core(
         }));
     }
 
+    // Coalesced live results, poll deadlines and resume expiry.
+    let ticker = {
+        let app = app.clone();
+        let every = Duration::from_millis(config.results_interval_ms);
+        glommio::spawn_local(async move {
+            loop {
+                glommio::timer::sleep(every).await;
+                app.borrow_mut().tick(crate::app::unix_ms());
+            }
+        })
+    };
     let api = glommio::spawn_local(api::serve(
         netstack::sys::from_owned_fd(api_listener),
         app.clone(),
@@ -196,7 +212,7 @@ async fn app_core(
     let mut byte = [0u8; 1];
     let _ = signals.read(&mut byte).await;
     tracing::info!("shutting down: closing viewers with 1001");
-    drop(api);
+    drop((api, ticker));
     let grace = Duration::from_millis(config.shutdown_grace_ms);
     app.borrow().broadcast(|| ShardCommand::Shutdown { grace });
     for link in links {

@@ -27,6 +27,8 @@ pub struct ShardConfig {
     pub close_timeout: Duration,
     /// Most messages one viewer may send per second before it gets `rate_limited` errors.
     pub max_messages_per_sec: u32,
+    /// How often the shard reports changed poll tallies to the application core.
+    pub tally_interval: Duration,
 }
 
 impl Default for ShardConfig {
@@ -42,6 +44,7 @@ impl Default for ShardConfig {
             pong_timeout: Duration::from_secs(15),
             close_timeout: Duration::from_secs(5),
             max_messages_per_sec: 50,
+            tally_interval: Duration::from_millis(50),
         }
     }
 }

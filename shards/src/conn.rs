@@ -22,7 +22,7 @@ use netstack::ws::{self, close_code, Decoder, Event, OpCode};
 use serde_json::Value;
 
 use crate::profile::{self, Profile, ViewerId};
-use crate::proto::{Frame, Request, ShardEvent, Slot, Telemetry, ViewerRef};
+use crate::proto::{Frame, PollSeq, Request, ShardEvent, Slot, Telemetry, ViewerRef, Vote};
 use crate::shard::Shard;
 use crate::stats::ShardStats;
 
@@ -70,6 +70,11 @@ pub(crate) struct Conn {
     /// (tick second, messages in it): the per-viewer message rate limit.
     rate: Cell<(u32, u32)>,
     pub profile: RefCell<Profile>,
+    /// This viewer's current vote in each poll it voted in.
+    pub votes: RefCell<Vec<Vote>>,
+    /// Waiting for the application core to answer its resume claim: no welcome yet, in no
+    /// group, and its messages are refused.
+    pub pending: Cell<bool>,
 }
 
 impl Conn {
@@ -93,6 +98,26 @@ impl Conn {
             ping_sent: Cell::new(0),
             rate: Cell::new((0, 0)),
             profile: RefCell::new(profile),
+            votes: RefCell::new(Vec::new()),
+            pending: Cell::new(false),
+        }
+    }
+
+    /// The viewer's current choice in poll `seq`.
+    pub fn vote_for(&self, seq: PollSeq) -> Option<u8> {
+        self.votes
+            .borrow()
+            .iter()
+            .find(|(s, _)| *s == seq)
+            .map(|&(_, c)| c)
+    }
+
+    /// Records the viewer's current choice in poll `seq`.
+    pub fn set_vote(&self, seq: PollSeq, choice: u8) {
+        let mut votes = self.votes.borrow_mut();
+        match votes.iter_mut().find(|(s, _)| *s == seq) {
+            Some(v) => v.1 = choice,
+            None => votes.push((seq, choice)),
         }
     }
 
@@ -323,6 +348,13 @@ impl Conn {
 
     /// One viewer message: a JSON object with a `type`.
     fn on_text(&self, shard: &Shard, text: &str) {
+        if self.pending.get() {
+            return self.send_error(
+                shard,
+                "resuming",
+                "wait for the welcome before sending messages",
+            );
+        }
         let value: Value = match serde_json::from_str(text) {
             Ok(v) => v,
             Err(e) => return self.send_error(shard, "invalid_json", &format!("invalid JSON: {e}")),
@@ -362,9 +394,7 @@ impl Conn {
                 let poll = str_field("poll").and_then(profile::field);
                 let choice = obj.get("choice").and_then(Value::as_i64);
                 match (poll, choice) {
-                    (Some(poll), Some(choice)) => {
-                        shard.request(self, Request::Vote { poll, choice })
-                    }
+                    (Some(poll), Some(choice)) => shard.vote(self, &poll, choice),
                     _ => self.send_error(
                         shard,
                         "bad_field",

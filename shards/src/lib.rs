@@ -8,6 +8,7 @@
 //!
 //! - [`profile`]: viewer profiles, User-Agent classification, group predicates.
 //! - [`bitset`]: the shard-local group membership bitmaps.
+//! - [`polls`]: vote validation and the shard's signed share of each poll's count.
 //! - [`proto`]: shard <-> application core messages.
 //! - [`config`], [`stats`]: settings and live counters.
 //! - `shard` and `conn`: the runtime (accept, handshake, drivers, fan-out, keepalive, drain).
@@ -15,6 +16,7 @@
 pub mod bitset;
 pub mod config;
 mod conn;
+pub mod polls;
 pub mod profile;
 pub mod proto;
 mod shard;

@@ -16,6 +16,12 @@ pub type Frame = Arc<[u8]>;
 /// Shard-local index of a connection in its shard's table.
 pub type Slot = u32;
 
+/// The application core's number for a poll, shorter than its id on every message.
+pub type PollSeq = u32;
+
+/// A viewer's vote: poll number and choice.
+pub type Vote = (PollSeq, u8);
+
 /// Identifies a group on every shard. [`GroupId::GLOBAL`] is built in: every open viewer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct GroupId(pub u32);
@@ -37,18 +43,28 @@ pub struct ViewerRef {
 #[derive(Debug)]
 pub enum ShardEvent {
     /// A viewer finished its handshake; `profile` is the shard's copy at that moment.
+    /// With `claim` (the `resume` token it presented) the viewer waits, without a welcome,
+    /// for [`ShardCommand::Admit`].
     Joined {
         at: ViewerRef,
         resume: Box<str>,
         profile: Box<Profile>,
+        claim: Option<Box<str>>,
     },
     /// The viewer's profile changed on the shard; a full snapshot, so mirrors converge.
     Changed {
         at: ViewerRef,
         profile: Box<Profile>,
     },
-    /// The viewer's connection is gone.
-    Left { at: ViewerRef },
+    /// The viewer's connection is gone; `votes` are its votes, kept for a resume.
+    Left { at: ViewerRef, votes: Vec<Vote> },
+    /// This shard's share of a poll's count (coalesced); `closed` on the last one.
+    PollTally {
+        seq: PollSeq,
+        shard: u16,
+        tally: Vec<i64>,
+        closed: bool,
+    },
     /// A viewer message the application core answers.
     Request { at: ViewerRef, request: Request },
     /// Answer to [`ShardCommand::Audit`]: every viewer this shard owns with its profile hash.
@@ -64,8 +80,6 @@ pub enum ShardEvent {
 pub enum Request {
     /// `{"type":"watch","stream":"S"}`.
     Watch { stream: Box<str> },
-    /// `{"type":"vote","poll":"P","choice":N}`.
-    Vote { poll: Box<str>, choice: i64 },
     /// `{"type":"telemetry",...}`: connection quality numbers, aggregated per group.
     Telemetry(Telemetry),
 }
@@ -88,6 +102,27 @@ pub enum ProfileUpdate {
     Tags(Vec<Box<str>>),
 }
 
+/// What a resumed viewer gets back: its groups (through the profile fields that decide them)
+/// and its votes (already counted where they were cast).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Restore {
+    pub stream: Option<Box<str>>,
+    pub tags: Vec<Box<str>>,
+    pub app_version: Option<Box<str>>,
+    pub hardware: Option<Box<str>>,
+    pub region: Option<Box<str>>,
+    pub votes: Vec<Vote>,
+}
+
+/// The answer to a resume claim: the identity the viewer gets, its resume token, and, when
+/// the token was recognised, the state it had (`None`: a new viewer).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Admission {
+    pub viewer: ViewerId,
+    pub resume: Box<str>,
+    pub restore: Option<Box<Restore>>,
+}
+
 /// Application core -> shard.
 #[derive(Debug)]
 pub enum ShardCommand {
@@ -107,6 +142,21 @@ pub enum ShardCommand {
         to: ViewerRef,
         update: ProfileUpdate,
     },
+    /// Start counting votes for a poll; members of `audience` may vote.
+    OpenPoll {
+        id: Box<str>,
+        seq: PollSeq,
+        choices: u8,
+        audience: GroupId,
+    },
+    /// Stop counting; the shard answers with its final `PollTally`.
+    ClosePoll { seq: PollSeq },
+    /// Free a closed poll's state (its id is remembered, bounded).
+    DropPoll { seq: PollSeq },
+    /// Answer a resume claim: the viewer gets its welcome now.
+    Admit { to: ViewerRef, admission: Admission },
+    /// Drop a viewer's connection at once (it resumed on a new connection).
+    Evict { to: ViewerRef },
     /// List every viewer with a hash of its profile (mirror consistency check).
     Audit { audit: u64 },
     /// Stop accepting, close every viewer with 1001, and return within `grace`.

@@ -25,9 +25,10 @@ use netstack::ws::{self, close_code, OpCode};
 use crate::bitset::Bitset;
 use crate::config::ShardConfig;
 use crate::conn::{self, Conn, Driver, State};
+use crate::polls::Polls;
 use crate::profile::{profile_hash, Predicate, Profile, ViewerId};
 use crate::proto::{
-    Frame, GroupId, ProfileUpdate, Request, ShardCommand, ShardEvent, Slot, ViewerRef,
+    Admission, Frame, GroupId, ProfileUpdate, Request, ShardCommand, ShardEvent, Slot, ViewerRef,
 };
 use crate::stats::ShardStats;
 
@@ -100,6 +101,7 @@ pub(crate) struct Shard {
     drained: Notify,
     draining: Cell<bool>,
     ping_frame: Frame,
+    polls: RefCell<Polls>,
 }
 
 impl Shard {
@@ -129,6 +131,7 @@ impl Shard {
             drained: Notify::default(),
             draining: Cell::new(false),
             ping_frame: ping.into(),
+            polls: RefCell::new(Polls::default()),
         }
     }
 
@@ -164,6 +167,9 @@ impl Shard {
     }
 
     fn regroup(&self, conn: &Conn) {
+        if conn.pending.get() {
+            return;
+        }
         let profile = conn.profile.borrow();
         for group in self.groups.borrow_mut().values_mut() {
             if group.predicate.matches(&profile) {
@@ -192,7 +198,10 @@ impl Shard {
         };
         if removed.is_some() {
             ShardStats::sub(&self.stats.connections, 1);
-            self.emit(ShardEvent::Left { at: conn.at(self) });
+            self.emit(ShardEvent::Left {
+                at: conn.at(self),
+                votes: conn.votes.take(),
+            });
         }
         if self.draining.get() && self.conns.borrow().is_empty() {
             self.drained.notify();
@@ -203,6 +212,69 @@ impl Shard {
         let conns = self.conns.borrow();
         let conn = conns.get(at.slot as usize)?;
         (conn.viewer.get() == at.viewer).then(|| conn.clone())
+    }
+
+    /// A viewer's vote: checked against the poll and its audience bitmap, counted into this
+    /// shard's tally (moving the viewer's earlier choice), and acknowledged.
+    pub fn vote(&self, conn: &Conn, poll: &str, choice: i64) {
+        let checked = self.polls.borrow().check(poll, choice);
+        let (seq, audience) = match checked {
+            Ok(ok) => ok,
+            Err(e) => return conn.send_error(self, e.code(), e.message()),
+        };
+        let member = self
+            .groups
+            .borrow()
+            .get(&audience)
+            .is_some_and(|g| g.members.contains(conn.slot));
+        if !member {
+            let e = crate::polls::VoteError::NotInAudience;
+            return conn.send_error(self, e.code(), e.message());
+        }
+        let choice = choice as u8; // checked: 0 <= choice < choices <= u8::MAX
+        self.polls
+            .borrow_mut()
+            .count(seq, conn.vote_for(seq), choice);
+        conn.set_vote(seq, choice);
+        let ack = serde_json::json!({"type": "voted", "poll": poll, "choice": choice});
+        conn.send_json(self, &ack.to_string());
+    }
+
+    /// The application core's answer to a resume claim.
+    fn admit(&self, to: ViewerRef, admission: Admission) {
+        let Some(conn) = self.conn(to).filter(|c| c.pending.get()) else {
+            // Gone before the answer: hand the identity back so its votes are not lost.
+            if let Some(restore) = admission.restore {
+                self.emit(ShardEvent::Left {
+                    at: ViewerRef {
+                        viewer: admission.viewer,
+                        ..to
+                    },
+                    votes: restore.votes,
+                });
+            }
+            return;
+        };
+        let resumed = admission.restore.is_some();
+        conn.viewer.set(admission.viewer);
+        {
+            let mut p = conn.profile.borrow_mut();
+            p.viewer = admission.viewer;
+            if let Some(r) = admission.restore {
+                p.stream = r.stream;
+                p.tags = r.tags;
+                p.app_version = r.app_version.or(p.app_version.take());
+                p.hardware = r.hardware.or(p.hardware.take());
+                if p.region.is_none() {
+                    p.region = r.region;
+                }
+                *conn.votes.borrow_mut() = r.votes;
+            }
+        }
+        conn.pending.set(false);
+        let welcome = welcome_json(self, admission.viewer, &admission.resume, resumed);
+        conn.send_json(self, &welcome);
+        self.profile_changed(&conn);
     }
 
     /// Writes `frame` to every member of `group`, a chunk at a time, yielding between chunks
@@ -248,7 +320,7 @@ impl Shard {
     fn define_group(&self, id: GroupId, predicate: Arc<Predicate>) {
         let mut members = Bitset::new();
         for (slot, conn) in self.conns.borrow().iter() {
-            if conn.is_open() && predicate.matches(&conn.profile.borrow()) {
+            if conn.is_open() && !conn.pending.get() && predicate.matches(&conn.profile.borrow()) {
                 members.insert(slot as Slot);
             }
         }
@@ -330,6 +402,7 @@ pub async fn run(spec: ShardSpec) {
     let uplink = glommio::spawn_local(uplink(shard.clone(), events));
     let acceptor = glommio::spawn_local(accept_loop(shard.clone(), listener));
     let sweeper = glommio::spawn_local(sweeper(shard.clone()));
+    let tallies = glommio::spawn_local(report_tallies(shard.clone()));
 
     let mut grace = None;
     while let Some(command) = commands.recv().await {
@@ -347,11 +420,41 @@ pub async fn run(spec: ShardSpec) {
                 }
             }
             ShardCommand::Update { to, update } => shard.apply(to, update),
+            ShardCommand::OpenPoll {
+                id,
+                seq,
+                choices,
+                audience,
+            } => shard.polls.borrow_mut().open(id, seq, choices, audience),
+            ShardCommand::ClosePoll { seq } => {
+                let tally = shard.polls.borrow_mut().close(seq);
+                if let Some(tally) = tally {
+                    shard.emit(ShardEvent::PollTally {
+                        seq,
+                        shard: shard.index,
+                        tally,
+                        closed: true,
+                    });
+                }
+            }
+            ShardCommand::DropPoll { seq } => {
+                shard.polls.borrow_mut().retire(seq);
+                for (_, c) in shard.conns.borrow().iter() {
+                    c.votes.borrow_mut().retain(|(s, _)| *s != seq);
+                }
+            }
+            ShardCommand::Admit { to, admission } => shard.admit(to, admission),
+            ShardCommand::Evict { to } => {
+                if let Some(conn) = shard.conn(to) {
+                    conn.abort();
+                }
+            }
             ShardCommand::Audit { audit } => {
                 let profiles = shard
                     .conns
                     .borrow()
                     .iter()
+                    .filter(|(_, c)| !c.pending.get())
                     .map(|(_, c)| (c.at(&shard), profile_hash(&c.profile.borrow())))
                     .collect();
                 shard.emit(ShardEvent::Audit {
@@ -367,7 +470,7 @@ pub async fn run(spec: ShardSpec) {
         }
     }
     drain(&shard, grace.unwrap_or(Duration::ZERO)).await;
-    drop((sweeper, acceptor, uplink));
+    drop((sweeper, tallies, acceptor, uplink));
 }
 
 /// Stops accepting, closes every viewer with 1001, and waits for them up to `grace`.
@@ -410,6 +513,36 @@ async fn sweeper(shard: Rc<Shard>) {
         sleep(tick).await;
         shard.sweep();
     }
+}
+
+/// Reports changed poll tallies, at most once per `tally_interval`: a vote storm becomes a
+/// few tally messages per second per shard.
+async fn report_tallies(shard: Rc<Shard>) {
+    loop {
+        sleep(shard.config.tally_interval).await;
+        let dirty = shard.polls.borrow_mut().take_dirty();
+        for (seq, tally) in dirty {
+            shard.emit(ShardEvent::PollTally {
+                seq,
+                shard: shard.index,
+                tally,
+                closed: false,
+            });
+        }
+    }
+}
+
+/// The `welcome` message.
+fn welcome_json(shard: &Shard, viewer: ViewerId, resume: &str, resumed: bool) -> String {
+    serde_json::json!({
+        "type": "welcome",
+        "viewer": viewer.to_string(),
+        "resume": resume,
+        "resumed": resumed,
+        "shard": shard.index,
+        "ping_interval_s": shard.config.ping_interval.as_secs(),
+    })
+    .to_string()
 }
 
 async fn uplink(
@@ -572,16 +705,18 @@ async fn handshake(shard: Rc<Shard>, mut stream: TcpStream) {
         unix_ms(),
     );
     let resume = resume_token();
-    let welcome = serde_json::json!({
-        "type": "welcome",
-        "viewer": viewer.to_string(),
-        "resume": &*resume,
-        "shard": shard.index,
-        "ping_interval_s": shard.config.ping_interval.as_secs(),
-    })
-    .to_string();
+    // A viewer presenting a resume token waits for the application core before its welcome.
+    let claim: Option<Box<str>> = query
+        .iter()
+        .find(|(k, _)| k == "resume")
+        .map(|(_, v)| v.trim())
+        .filter(|v| !v.is_empty() && v.len() <= 64)
+        .map(Into::into);
     let mut head = http::switching_protocols(&req.key);
-    ws::encode_frame(OpCode::Text, welcome.as_bytes(), &mut head);
+    if claim.is_none() {
+        let welcome = welcome_json(&shard, viewer, &resume, false);
+        ws::encode_frame(OpCode::Text, welcome.as_bytes(), &mut head);
+    }
     let written = future::or(async { stream.write_all(&head).await.is_ok() }, async {
         sleep(timeout).await;
         false
@@ -605,12 +740,14 @@ async fn handshake(shard: Rc<Shard>, mut stream: TcpStream) {
         entry.insert(conn.clone());
         conn
     };
+    conn.pending.set(claim.is_some());
     ShardStats::add(&shard.stats.connections, 1);
     shard.regroup(&conn);
     shard.emit(ShardEvent::Joined {
         at: conn.at(&shard),
         resume,
         profile: Box::new(conn.profile.borrow().clone()),
+        claim,
     });
     if !rest.is_empty() {
         // Frames the client pipelined behind its upgrade request.

@@ -176,8 +176,25 @@ pub fn parse_head(buf: &[u8]) -> Parsed {
     )
 }
 
-/// Serves one API connection until it closes, times out, or sends a bad request.
-pub async fn serve_connection(mut stream: TcpStream, handler: impl Fn(&Request) -> Response) {
+/// How an API connection ended.
+pub enum Outcome {
+    Done,
+    /// A `GET` on the upgrade path: the caller takes over the connection. Carries the raw
+    /// request head and any bytes received after it.
+    Upgrade {
+        stream: TcpStream,
+        head: Vec<u8>,
+        rest: Vec<u8>,
+    },
+}
+
+/// Serves one API connection until it closes, times out, sends a bad request, or asks for a
+/// WebSocket upgrade on `upgrade_path`.
+pub async fn serve_connection(
+    mut stream: TcpStream,
+    upgrade_path: &str,
+    handler: impl Fn(&Request) -> Response,
+) -> Outcome {
     let mut buf: Vec<u8> = Vec::new();
     loop {
         // Wait for the next request (idle timeout), then give it a bounded time to arrive.
@@ -189,7 +206,7 @@ pub async fn serve_connection(mut stream: TcpStream, handler: impl Fn(&Request) 
         .await;
         match first {
             Some(n) if n > 0 => buf.extend_from_slice(&chunk[..n]),
-            _ if buf.is_empty() => return,
+            _ if buf.is_empty() => return Outcome::Done,
             _ => {}
         }
         let complete = future::or(read_request(&mut stream, &mut buf), async {
@@ -197,10 +214,17 @@ pub async fn serve_connection(mut stream: TcpStream, handler: impl Fn(&Request) 
             None
         })
         .await;
-        let Some((outcome, keep_alive)) = complete else {
-            return;
+        let Some((outcome, keep_alive, head)) = complete else {
+            return Outcome::Done;
         };
         let response = match outcome {
+            Ok(req) if req.method == "GET" && req.path == upgrade_path => {
+                return Outcome::Upgrade {
+                    stream,
+                    head,
+                    rest: std::mem::take(&mut buf),
+                };
+            }
             Ok(req) => handler(&req),
             Err(resp) => resp,
         };
@@ -212,21 +236,21 @@ pub async fn serve_connection(mut stream: TcpStream, handler: impl Fn(&Request) 
             || !keep_alive
         {
             let _ = stream.close().await;
-            return;
+            return Outcome::Done;
         }
     }
 }
 
-/// Reads until `buf` holds a whole request; returns it (or the error to answer) and whether
-/// the connection may be kept. The bytes of the request are removed from `buf`.
+/// Reads until `buf` holds a whole request; returns it (or the error to answer), whether the
+/// connection may be kept, and the raw head. The bytes of the request are removed from `buf`.
 async fn read_request(
     stream: &mut TcpStream,
     buf: &mut Vec<u8>,
-) -> Option<(Result<Request, Response>, bool)> {
+) -> Option<(Result<Request, Response>, bool, Vec<u8>)> {
     let mut chunk = [0u8; 4096];
     loop {
         match parse_head(buf) {
-            Parsed::Bad(resp) => return Some((Err(resp), false)),
+            Parsed::Bad(resp) => return Some((Err(resp), false, Vec::new())),
             Parsed::Head(mut req, head, body, keep_alive) => {
                 while buf.len() < head + body {
                     let n = stream.read(&mut chunk).await.ok()?;
@@ -236,8 +260,9 @@ async fn read_request(
                     buf.extend_from_slice(&chunk[..n]);
                 }
                 req.body = buf[head..head + body].to_vec();
+                let raw_head = buf[..head].to_vec();
                 buf.drain(..head + body);
-                return Some((Ok(req), keep_alive));
+                return Some((Ok(req), keep_alive, raw_head));
             }
             Parsed::Partial => {
                 let n = stream.read(&mut chunk).await.ok()?;

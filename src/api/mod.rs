@@ -24,7 +24,13 @@ pub async fn serve(listener: TcpListener, app: Rc<RefCell<App>>, token: Rc<str>)
                 let app = app.clone();
                 let token = token.clone();
                 glommio::spawn_local(async move {
-                    http::serve_connection(stream, |req| handle(&app, &token, req)).await
+                    let outcome = http::serve_connection(stream, BROADCASTER_PATH, |req| {
+                        handle(&app, &token, req)
+                    })
+                    .await;
+                    if let http::Outcome::Upgrade { stream, head, rest } = outcome {
+                        broadcaster(stream, &app, &token, &head, rest).await;
+                    }
                 })
                 .detach();
             }
@@ -34,6 +40,82 @@ pub async fn serve(listener: TcpListener, app: Rc<RefCell<App>>, token: Rc<str>)
             }
         }
     }
+}
+
+/// Where broadcasters follow their stream's results over WebSocket.
+pub const BROADCASTER_PATH: &str = "/v1/broadcaster";
+
+/// Upgrades a broadcaster: token (header, or `?token=` for browsers, which cannot set
+/// headers on a WebSocket), an existing `?stream=`, then results until either side closes.
+async fn broadcaster(
+    mut stream: glommio::net::TcpStream,
+    app: &RefCell<App>,
+    token: &str,
+    head: &[u8],
+    rest: Vec<u8>,
+) {
+    use futures_lite::AsyncWriteExt;
+    let refuse = |status: u16, reason: &str, message: &str| {
+        netstack::http::response(
+            status,
+            reason,
+            &[("Connection", "close")],
+            "text/plain; charset=utf-8",
+            format!("{message}\n").as_bytes(),
+        )
+    };
+    let verdict = match netstack::http::parse_upgrade(head, 16 * 1024) {
+        Ok(Some(req)) => {
+            let query = netstack::http::parse_query(&req.query);
+            let param = |k: &str| query.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+            let given = req
+                .authorization
+                .as_deref()
+                .and_then(|h| h.strip_prefix("Bearer "))
+                .map(|t| t.trim().to_owned())
+                .or_else(|| param("token"));
+            let stream_id = param("stream").unwrap_or_default();
+            if !given.is_some_and(|g| token_matches(&g, token)) {
+                Err(refuse(401, "Unauthorized", "send the API token"))
+            } else if !app.borrow().streams.contains_key(&stream_id) {
+                Err(refuse(404, "Not Found", "no such stream (?stream=)"))
+            } else {
+                Ok((req.key, stream_id))
+            }
+        }
+        Ok(None) => Err(refuse(400, "Bad Request", "incomplete upgrade request")),
+        Err(e) => Err(e.response()),
+    };
+    let (key, stream_id) = match verdict {
+        Ok(v) => v,
+        Err(response) => {
+            let _ = stream.write_all(&response).await;
+            let _ = stream.close().await;
+            return;
+        }
+    };
+    let sink = std::rc::Rc::new(crate::app::broadcaster::Sink::default());
+    let mut head = netstack::http::switching_protocols(&key);
+    let hello = json!({"type": "welcome", "role": "broadcaster", "stream": stream_id});
+    netstack::ws::encode_frame(
+        netstack::ws::OpCode::Text,
+        hello.to_string().as_bytes(),
+        &mut head,
+    );
+    if let Some(snapshot) = app.borrow().results_snapshot(&stream_id) {
+        netstack::ws::encode_frame(
+            netstack::ws::OpCode::Text,
+            snapshot.to_string().as_bytes(),
+            &mut head,
+        );
+    }
+    if stream.write_all(&head).await.is_err() {
+        return;
+    }
+    app.borrow_mut()
+        .broadcasters
+        .push((stream_id, sink.clone()));
+    crate::app::broadcaster::session(stream, sink, rest).await;
 }
 
 /// Compares without an early exit, so response time does not reveal a token prefix.
@@ -89,6 +171,29 @@ pub fn handle(app: &RefCell<App>, token: &str, req: &Request) -> Response {
             None => not_found("viewer", id),
         },
         ("PUT", ["api", "viewers", id, "tags"]) => set_tags(&app, id, &req.body),
+        ("POST", ["api", "polls"]) => match crate::app::polls::parse_request(&req.body) {
+            Ok(poll) => match app.create_poll(poll) {
+                Ok(p) => Response::json(201, json!({"id": p.id, "closes_at": p.closes_at_ms})),
+                Err(e) => bad(e),
+            },
+            Err(e) => bad(e),
+        },
+        ("GET", ["api", "polls"]) => {
+            let polls: Vec<Value> = app.polls.values().map(|p| p.to_json()).collect();
+            Response::json(200, json!({ "polls": polls }))
+        }
+        ("GET", ["api", "polls", id]) => match app.polls.get(*id) {
+            Some(p) => Response::json(200, p.to_json()),
+            None => match app.store.as_ref().map(|s| s.poll(id)) {
+                Some(Ok(Some(stored))) => Response::json(200, stored),
+                Some(Err(e)) => Response::error(500, "storage", e.to_string()),
+                _ => not_found("poll", id),
+            },
+        },
+        ("POST", ["api", "polls", id, "close"]) => match app.close_poll(id) {
+            Some(state) => Response::json(202, json!({"id": id, "state": state.as_str()})),
+            None => not_found("poll", id),
+        },
         ("POST", ["api", "audits"]) => {
             let id = app.start_audit();
             Response::json(202, json!({ "id": id, "shards": app.shards() }))
@@ -109,8 +214,9 @@ pub fn handle(app: &RefCell<App>, token: &str, req: &Request) -> Response {
                 None => not_found("audit", id),
             }
         }
-        (_, ["api", "stats" | "streams" | "groups" | "audits"])
-        | (_, ["api", "groups" | "viewers" | "audits", _])
+        (_, ["api", "stats" | "streams" | "groups" | "audits" | "polls"])
+        | (_, ["api", "groups" | "viewers" | "audits" | "polls", _])
+        | (_, ["api", "polls", _, "close"])
         | (_, ["api", "groups", _, "messages"])
         | (_, ["api", "viewers", _, "tags"]) => method_not_allowed(),
         _ => Response::error(

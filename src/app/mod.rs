@@ -10,7 +10,10 @@
 //! the watched stream) go down as [`ShardCommand::Update`] and come back as
 //! [`ShardEvent::Changed`].
 
+pub mod broadcaster;
 pub mod downlink;
+pub mod polls;
+pub mod store;
 pub mod validate;
 
 use std::collections::{BTreeMap, HashMap};
@@ -21,12 +24,16 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde_json::{json, Value};
 use shards::profile::{profile_hash, Predicate, Profile, ViewerId};
 use shards::proto::{
-    Frame, GroupId, ProfileUpdate, Request, ShardCommand, ShardEvent, Telemetry, ViewerRef,
+    Admission, Frame, GroupId, PollSeq, ProfileUpdate, Request, Restore, ShardCommand, ShardEvent,
+    Telemetry, ViewerRef, Vote,
 };
 use shards::{ShardStats, StatsSnapshot};
 
 use crate::config::Config;
+use broadcaster::Sink;
 use downlink::Downlink;
+use polls::{Poll, PollRequest, PollState};
+use store::Store;
 
 /// The application core's copy of one viewer.
 #[derive(Debug, Clone)]
@@ -43,6 +50,8 @@ pub struct Viewer {
 pub enum GroupKind {
     Global,
     Stream,
+    /// The audience of a poll; it lives as long as the poll is open.
+    Poll,
     Custom,
 }
 
@@ -51,9 +60,20 @@ impl GroupKind {
         match self {
             GroupKind::Global => "global",
             GroupKind::Stream => "stream",
+            GroupKind::Poll => "poll",
             GroupKind::Custom => "custom",
         }
     }
+}
+
+/// A viewer that left, kept for `resume_window_s` so a reconnect with its token gets back its
+/// identity, groups and votes.
+#[derive(Debug, Clone)]
+pub struct Departed {
+    pub resume: Box<str>,
+    pub profile: Profile,
+    pub votes: Vec<Vote>,
+    pub left_ms: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -100,6 +120,18 @@ pub struct App {
     pub streams: BTreeMap<String, Stream>,
     pub audits: BTreeMap<u64, Audit>,
     next_audit: u64,
+    /// Resume token -> identity, for viewers present and departed.
+    tokens: HashMap<Box<str>, ViewerId>,
+    pub departed: HashMap<ViewerId, Departed>,
+    /// Viewers resuming while their old connection was still open: the new connection (and
+    /// its profile) waits for the old one's `Left`.
+    awaiting: HashMap<ViewerId, (ViewerRef, Profile)>,
+    pub polls: BTreeMap<String, Poll>,
+    poll_seqs: HashMap<PollSeq, String>,
+    next_poll: PollSeq,
+    /// Broadcasters following a stream's results over WebSocket.
+    pub broadcasters: Vec<(String, Rc<Sink>)>,
+    pub store: Option<Store>,
 }
 
 pub fn unix_ms() -> u64 {
@@ -135,6 +167,14 @@ impl App {
             streams: BTreeMap::new(),
             audits: BTreeMap::new(),
             next_audit: 1,
+            tokens: HashMap::new(),
+            departed: HashMap::new(),
+            awaiting: HashMap::new(),
+            polls: BTreeMap::new(),
+            poll_seqs: HashMap::new(),
+            next_poll: 1,
+            broadcasters: Vec::new(),
+            store: None,
         };
         let global = Group {
             id: GroupId::GLOBAL,
@@ -183,20 +223,11 @@ impl App {
                 at,
                 resume,
                 profile,
-            } => {
-                self.count(&profile, 1);
-                if let Some(old) = self.viewers.insert(
-                    at.viewer,
-                    Viewer {
-                        at,
-                        resume,
-                        profile: *profile,
-                        telemetry: None,
-                    },
-                ) {
-                    self.count(&old.profile, -1);
-                }
-            }
+                claim,
+            } => match claim {
+                None => self.join(at, resume, *profile),
+                Some(token) => self.claim(at, resume, *profile, &token),
+            },
             ShardEvent::Changed { at, profile } => {
                 let Some(old) = self.viewers.get(&at.viewer).filter(|v| v.at == at) else {
                     return;
@@ -207,19 +238,143 @@ impl App {
                     v.profile = *profile;
                 }
             }
-            ShardEvent::Left { at } => {
-                if self.viewers.get(&at.viewer).is_some_and(|v| v.at == at) {
-                    if let Some(v) = self.viewers.remove(&at.viewer) {
-                        self.count(&v.profile, -1);
-                    }
-                }
-            }
+            ShardEvent::Left { at, votes } => self.leave(at, votes),
             ShardEvent::Request { at, request } => self.on_request(at, request),
             ShardEvent::Audit {
                 audit,
                 shard,
                 profiles,
             } => self.on_audit(audit, shard, profiles),
+            ShardEvent::PollTally {
+                seq,
+                shard,
+                tally,
+                closed,
+            } => self.on_tally(seq, shard, tally, closed),
+        }
+    }
+
+    fn join(&mut self, at: ViewerRef, resume: Box<str>, profile: Profile) {
+        self.count(&profile, 1);
+        self.tokens.insert(resume.clone(), at.viewer);
+        let viewer = Viewer {
+            at,
+            resume,
+            profile,
+            telemetry: None,
+        };
+        if let Some(old) = self.viewers.insert(at.viewer, viewer) {
+            self.count(&old.profile, -1);
+        }
+    }
+
+    /// A new connection presents a resume token. Its welcome waits for our answer.
+    fn claim(&mut self, at: ViewerRef, resume: Box<str>, profile: Profile, token: &str) {
+        let known = self.tokens.get(token).copied();
+        match known {
+            Some(x) if self.departed.contains_key(&x) => {
+                if let Some(dep) = self.departed.remove(&x) {
+                    self.resume_into(at, x, dep, profile);
+                }
+            }
+            Some(x) if self.viewers.contains_key(&x) && !self.awaiting.contains_key(&x) => {
+                // The old connection is still open (its loss not yet noticed): drop it, and
+                // resume once its `Left` brings back its votes.
+                let old = self.viewers[&x].at;
+                self.command(old.shard, ShardCommand::Evict { to: old });
+                self.awaiting.insert(x, (at, profile));
+            }
+            _ => {
+                let admission = Admission {
+                    viewer: at.viewer,
+                    resume: resume.clone(),
+                    restore: None,
+                };
+                self.command(at.shard, ShardCommand::Admit { to: at, admission });
+                self.join(at, resume, profile);
+            }
+        }
+    }
+
+    /// Gives identity `x` and its departed state to the waiting connection `provisional`.
+    fn resume_into(
+        &mut self,
+        provisional: ViewerRef,
+        x: ViewerId,
+        dep: Departed,
+        mut profile: Profile,
+    ) {
+        let restore = Restore {
+            stream: dep.profile.stream.clone(),
+            tags: dep.profile.tags.clone(),
+            app_version: dep.profile.app_version.clone(),
+            hardware: dep.profile.hardware.clone(),
+            region: dep.profile.region.clone(),
+            votes: dep.votes,
+        };
+        // The same transformation the shard applies; its `Changed` snapshot confirms it.
+        profile.viewer = x;
+        profile.stream = restore.stream.clone();
+        profile.tags = restore.tags.clone();
+        profile.app_version = restore.app_version.clone().or(profile.app_version);
+        profile.hardware = restore.hardware.clone().or(profile.hardware);
+        if profile.region.is_none() {
+            profile.region = restore.region.clone();
+        }
+        self.command(
+            provisional.shard,
+            ShardCommand::Admit {
+                to: provisional,
+                admission: Admission {
+                    viewer: x,
+                    resume: dep.resume.clone(),
+                    restore: Some(Box::new(restore)),
+                },
+            },
+        );
+        let at = ViewerRef {
+            viewer: x,
+            ..provisional
+        };
+        self.join(at, dep.resume, profile);
+        self.offer_open_poll(at);
+    }
+
+    fn leave(&mut self, at: ViewerRef, votes: Vec<Vote>) {
+        if !self.viewers.get(&at.viewer).is_some_and(|v| v.at == at) {
+            return;
+        }
+        let Some(v) = self.viewers.remove(&at.viewer) else {
+            return;
+        };
+        self.count(&v.profile, -1);
+        let dep = Departed {
+            resume: v.resume,
+            profile: v.profile,
+            votes,
+            left_ms: unix_ms(),
+        };
+        match self.awaiting.remove(&at.viewer) {
+            Some((new_at, profile)) => self.resume_into(new_at, at.viewer, dep, profile),
+            None => {
+                self.departed.insert(at.viewer, dep);
+            }
+        }
+    }
+
+    /// Forgets departed viewers older than the resume window.
+    pub fn expire_departed(&mut self, now_ms: u64) {
+        let window = self.config.resume_window_s * 1000;
+        let expired: Vec<ViewerId> = self
+            .departed
+            .iter()
+            .filter(|(_, d)| now_ms.saturating_sub(d.left_ms) > window)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in expired {
+            if let Some(d) = self.departed.remove(&id) {
+                self.tokens.remove(&d.resume);
+            }
         }
     }
 
@@ -244,9 +399,6 @@ impl App {
     fn on_request(&mut self, at: ViewerRef, request: Request) {
         match request {
             Request::Watch { stream } => self.watch(at, &stream),
-            Request::Vote { poll, .. } => {
-                self.send_error(at, "unknown_poll", &format!("no open poll {poll:?}"))
-            }
             Request::Telemetry(t) => {
                 if let Some(v) = self.viewers.get_mut(&at.viewer).filter(|v| v.at == at) {
                     v.telemetry = Some(t);
@@ -281,6 +433,192 @@ impl App {
                 update: ProfileUpdate::Stream(Some(stream.into())),
             },
         );
+        // A late joiner gets the stream's open poll at once, if it is in the audience.
+        if let Some(v) = self.viewers.get(&at.viewer).filter(|v| v.at == at) {
+            let mut profile = v.profile.clone();
+            profile.stream = Some(stream.into());
+            self.offer_poll_for(at, &profile);
+        }
+    }
+
+    /// Sends the open poll of the viewer's stream, if the viewer is in its audience.
+    fn offer_open_poll(&self, at: ViewerRef) {
+        if let Some(v) = self.viewers.get(&at.viewer) {
+            self.offer_poll_for(at, &v.profile);
+        }
+    }
+
+    fn offer_poll_for(&self, at: ViewerRef, profile: &Profile) {
+        let Some(stream) = profile.stream.as_deref() else {
+            return;
+        };
+        let open = self
+            .polls
+            .values()
+            .filter(|p| p.state == PollState::Open && p.stream == stream);
+        for poll in open {
+            let in_audience = self
+                .groups
+                .get(&poll.audience)
+                .is_some_and(|g| g.predicate.matches(profile));
+            if in_audience {
+                self.send_to(at, text_frame(&poll.poll_message().to_string()));
+            }
+        }
+    }
+
+    // ---- polls ----
+
+    /// Opens a poll (FIG. 6, 600-608): its audience group is defined on every shard, the
+    /// shards start counting, and the poll message, assembled once, is cast to the audience.
+    pub fn create_poll(&mut self, req: PollRequest) -> Result<&Poll, String> {
+        if !self.streams.contains_key(&req.stream) {
+            return Err(format!("unknown stream \"{}\"", req.stream));
+        }
+        if self
+            .polls
+            .values()
+            .any(|p| p.stream == req.stream && p.state != PollState::Closed)
+        {
+            return Err(format!(
+                "stream \"{}\" already has an open poll: close it first",
+                req.stream
+            ));
+        }
+        let id = format!("p{}", random_hex(8));
+        let seq = self.next_poll;
+        self.next_poll += 1;
+        let audience = self.add_group(
+            format!("poll:{id}"),
+            format!("audience of poll {id}"),
+            GroupKind::Poll,
+            polls::audience(&req),
+        );
+        let choices = req.choices.len() as u8;
+        self.broadcast(|| ShardCommand::OpenPoll {
+            id: id.as_str().into(),
+            seq,
+            choices,
+            audience,
+        });
+        let poll = Poll::new(id.clone(), seq, req, audience, self.shards(), unix_ms());
+        let frame = text_frame(&poll.poll_message().to_string());
+        self.broadcast(|| ShardCommand::Cast {
+            group: audience,
+            frame: frame.clone(),
+        });
+        self.poll_seqs.insert(seq, id.clone());
+        Ok(self.polls.entry(id).or_insert(poll))
+    }
+
+    /// Stops voting: every shard sends its final tally, and the last one completes the poll.
+    pub fn close_poll(&mut self, id: &str) -> Option<PollState> {
+        let poll = self.polls.get_mut(id)?;
+        if poll.state == PollState::Open {
+            poll.state = PollState::Closing;
+            let seq = poll.seq;
+            self.broadcast(|| ShardCommand::ClosePoll { seq });
+        }
+        self.polls.get(id).map(|p| p.state)
+    }
+
+    fn on_tally(&mut self, seq: PollSeq, shard: u16, tally: Vec<i64>, closed: bool) {
+        let Some(id) = self.poll_seqs.get(&seq).cloned() else {
+            return;
+        };
+        let done = self
+            .polls
+            .get_mut(&id)
+            .is_some_and(|p| p.take_tally(shard as usize, tally, closed));
+        if done {
+            self.finish_poll(&id);
+        }
+    }
+
+    /// The final count: pushed at once, stored durably, and the poll's state freed everywhere.
+    fn finish_poll(&mut self, id: &str) {
+        let Some(poll) = self.polls.get_mut(id) else {
+            return;
+        };
+        poll.state = PollState::Closed;
+        let counts = poll.counts();
+        poll.pushed = Some(counts.clone());
+        poll.pushes += 1;
+        let message = poll.results_message(&counts, true);
+        let (audience, seq, stream) = (poll.audience, poll.seq, poll.stream.clone());
+        let stored = poll.to_json();
+        self.push_results(audience, &stream, &message);
+        if let Some(store) = &self.store {
+            if let Err(e) = store.put_poll(id, &stored) {
+                tracing::error!(poll = id, error = %e, "could not store final poll results");
+            }
+        }
+        self.groups.remove(&audience);
+        self.group_keys.remove(&format!("poll:{id}"));
+        self.broadcast(|| ShardCommand::DropGroup { id: audience });
+        self.broadcast(|| ShardCommand::DropPoll { seq });
+        self.poll_seqs.remove(&seq);
+    }
+
+    /// Casts a results message to the poll's audience and to the stream's broadcasters.
+    fn push_results(&mut self, audience: GroupId, stream: &str, message: &Value) {
+        let frame = text_frame(&message.to_string());
+        self.broadcast(|| ShardCommand::Cast {
+            group: audience,
+            frame: frame.clone(),
+        });
+        self.broadcasters.retain(|(_, sink)| !sink.is_closed());
+        for (s, sink) in &self.broadcasters {
+            if s == stream {
+                sink.push(frame.clone());
+            }
+        }
+    }
+
+    /// The latest results of the stream's open poll, for a broadcaster who just connected.
+    pub fn results_snapshot(&self, stream: &str) -> Option<Value> {
+        let poll = self
+            .polls
+            .values()
+            .filter(|p| p.stream == stream)
+            .max_by_key(|p| p.created_ms)?;
+        Some(poll.results_message(&poll.counts(), poll.state == PollState::Closed))
+    }
+
+    /// Runs every results interval: pushes the counts of open polls that changed since the
+    /// last push (so a vote storm yields one push per interval), closes polls whose time is
+    /// up, and forgets departed viewers past the resume window.
+    pub fn tick(&mut self, now_ms: u64) {
+        let open: Vec<String> = self
+            .polls
+            .iter()
+            .filter(|(_, p)| p.state == PollState::Open)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in open {
+            let mut push = None;
+            let mut due = false;
+            if let Some(poll) = self.polls.get_mut(&id) {
+                let counts = poll.counts();
+                if poll.pushed.as_ref() != Some(&counts) {
+                    push = Some((
+                        poll.audience,
+                        poll.stream.clone(),
+                        poll.results_message(&counts, false),
+                    ));
+                    poll.pushed = Some(counts);
+                    poll.pushes += 1;
+                }
+                due = poll.closes_at_ms <= now_ms;
+            }
+            if let Some((audience, stream, message)) = push {
+                self.push_results(audience, &stream, &message);
+            }
+            if due {
+                self.close_poll(&id);
+            }
+        }
+        self.expire_departed(now_ms);
     }
 
     // ---- streams and groups ----

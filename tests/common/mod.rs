@@ -23,6 +23,8 @@ pub struct Server {
     pub shards: usize,
     pub steering: bool,
     pub data_dir: std::path::PathBuf,
+    /// Leave the data directory behind on drop (for restart tests).
+    pub keep_data: bool,
 }
 
 impl Server {
@@ -37,7 +39,7 @@ impl Server {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_ovation"));
         cmd.arg("serve")
             .args(["--listen", "127.0.0.1:0", "--api-listen", "127.0.0.1:0"])
-            .args(["--api-token", TOKEN, "--log", "warn"])
+            .args(["--api-token", TOKEN, "--log", "error"])
             .arg("--data-dir")
             .arg(&data_dir)
             .args(extra)
@@ -70,6 +72,7 @@ impl Server {
             steering: field("steering") == "true",
             child,
             data_dir,
+            keep_data: false,
         }
     }
 
@@ -124,7 +127,9 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.data_dir);
+        if !self.keep_data {
+            let _ = std::fs::remove_dir_all(&self.data_dir);
+        }
     }
 }
 

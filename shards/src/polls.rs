@@ -1,0 +1,215 @@
+//! Live polls on a shard: validation of votes and the shard's share of the count.
+//!
+//! Each shard counts the votes of its own viewers into a signed tally per poll; the
+//! application core sums the shards' tallies. A vote change is counted exactly once, on the
+//! shard where it happens: +1 for the new choice and -1 for the old one. A viewer's earlier
+//! vote may have been counted on another shard before the viewer resumed here, so a shard's
+//! tally can hold negative entries; the sum over shards is the exact count.
+
+use std::collections::HashMap;
+
+use crate::proto::{GroupId, PollSeq};
+
+/// One poll as a shard knows it.
+#[derive(Debug, Clone)]
+pub struct ShardPoll {
+    pub seq: PollSeq,
+    pub choices: u8,
+    /// The group whose members may vote.
+    pub audience: GroupId,
+    pub open: bool,
+    /// This shard's share of the count, per choice.
+    pub tally: Vec<i64>,
+    /// Changed since the last report to the application core.
+    pub dirty: bool,
+}
+
+/// Why a vote was refused: the `code` and `message` of the viewer's `error`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VoteError {
+    UnknownPoll,
+    Closed,
+    BadChoice,
+    NotInAudience,
+}
+
+impl VoteError {
+    pub fn code(self) -> &'static str {
+        match self {
+            VoteError::UnknownPoll => "unknown_poll",
+            VoteError::Closed => "poll_closed",
+            VoteError::BadChoice => "bad_choice",
+            VoteError::NotInAudience => "not_in_audience",
+        }
+    }
+
+    pub fn message(self) -> &'static str {
+        match self {
+            VoteError::UnknownPoll => "no such poll",
+            VoteError::Closed => "the poll is closed",
+            VoteError::BadChoice => "choice is out of range",
+            VoteError::NotInAudience => "this poll is not open to you",
+        }
+    }
+}
+
+/// Closed polls remembered so late votes get `poll_closed` rather than `unknown_poll`.
+const CLOSED_KEPT: usize = 1024;
+
+/// Every poll this shard has been told about, by id.
+#[derive(Debug, Default)]
+pub struct Polls {
+    by_id: HashMap<Box<str>, ShardPoll>,
+    ids: HashMap<PollSeq, Box<str>>,
+    /// Retired polls, oldest first: only their id is kept.
+    retired: std::collections::VecDeque<PollSeq>,
+}
+
+impl Polls {
+    pub fn open(&mut self, id: Box<str>, seq: PollSeq, choices: u8, audience: GroupId) {
+        self.ids.insert(seq, id.clone());
+        self.by_id.insert(
+            id,
+            ShardPoll {
+                seq,
+                choices,
+                audience,
+                open: true,
+                tally: vec![0; choices as usize],
+                dirty: false,
+            },
+        );
+    }
+
+    /// Stops accepting votes; returns the final tally.
+    pub fn close(&mut self, seq: PollSeq) -> Option<Vec<i64>> {
+        let id = self.ids.get(&seq)?;
+        let poll = self.by_id.get_mut(id)?;
+        poll.open = false;
+        poll.dirty = false;
+        Some(poll.tally.clone())
+    }
+
+    /// Frees a closed poll's tally, keeping its id (bounded) so late votes learn it closed.
+    pub fn retire(&mut self, seq: PollSeq) {
+        let Some(poll) = self.ids.get(&seq).and_then(|id| self.by_id.get_mut(id)) else {
+            return;
+        };
+        poll.open = false;
+        poll.tally = Vec::new();
+        self.retired.push_back(seq);
+        while self.retired.len() > CLOSED_KEPT {
+            if let Some(old) = self.retired.pop_front() {
+                if let Some(id) = self.ids.remove(&old) {
+                    self.by_id.remove(&id);
+                }
+            }
+        }
+    }
+
+    /// Checks a vote and returns the poll's sequence number and audience group; the caller
+    /// checks the audience bitmap and then calls [`Polls::count`].
+    pub fn check(&self, id: &str, choice: i64) -> Result<(PollSeq, GroupId), VoteError> {
+        let poll = self.by_id.get(id).ok_or(VoteError::UnknownPoll)?;
+        if !poll.open {
+            return Err(VoteError::Closed);
+        }
+        if choice < 0 || choice >= i64::from(poll.choices) {
+            return Err(VoteError::BadChoice);
+        }
+        Ok((poll.seq, poll.audience))
+    }
+
+    /// Counts a viewer's vote: `previous` is the choice it had (counted here or elsewhere).
+    pub fn count(&mut self, seq: PollSeq, previous: Option<u8>, choice: u8) {
+        let Some(poll) = self.ids.get(&seq).and_then(|id| self.by_id.get_mut(id)) else {
+            return;
+        };
+        if previous == Some(choice) {
+            return;
+        }
+        if let Some(p) = previous.and_then(|p| poll.tally.get_mut(p as usize)) {
+            *p -= 1;
+        }
+        if let Some(c) = poll.tally.get_mut(choice as usize) {
+            *c += 1;
+        }
+        poll.dirty = true;
+    }
+
+    /// Tallies changed since the last call, for the periodic report.
+    pub fn take_dirty(&mut self) -> Vec<(PollSeq, Vec<i64>)> {
+        self.by_id
+            .values_mut()
+            .filter(|p| p.dirty && p.open)
+            .map(|p| {
+                p.dirty = false;
+                (p.seq, p.tally.clone())
+            })
+            .collect()
+    }
+
+    pub fn is_open(&self, seq: PollSeq) -> bool {
+        self.ids
+            .get(&seq)
+            .and_then(|id| self.by_id.get(id))
+            .is_some_and(|p| p.open)
+    }
+}
+
+/// Adds one shard's tally into the merged counts (the application core's side).
+pub fn merge_counts(into: &mut [i64], from: &[i64]) {
+    for (a, b) in into.iter_mut().zip(from) {
+        *a += b;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn votes_count_once_and_changes_move_counts() {
+        let mut p = Polls::default();
+        p.open("p1".into(), 1, 3, GroupId(5));
+        assert_eq!(p.check("p1", 2), Ok((1, GroupId(5))));
+        assert_eq!(p.check("p1", 3), Err(VoteError::BadChoice));
+        assert_eq!(p.check("p1", -1), Err(VoteError::BadChoice));
+        assert_eq!(p.check("nope", 0), Err(VoteError::UnknownPoll));
+        p.count(1, None, 0);
+        p.count(1, None, 0);
+        p.count(1, Some(0), 2); // a changed vote: total stays 2
+        p.count(1, Some(2), 2); // the same vote again changes nothing
+        assert_eq!(p.take_dirty(), vec![(1, vec![1, 0, 1])]);
+        assert!(p.take_dirty().is_empty());
+        assert_eq!(p.close(1), Some(vec![1, 0, 1]));
+        assert_eq!(p.check("p1", 0), Err(VoteError::Closed));
+        assert!(!p.is_open(1));
+        p.retire(1);
+        assert_eq!(p.check("p1", 0), Err(VoteError::Closed));
+        for seq in 2..(CLOSED_KEPT as u32 + 3) {
+            p.open(format!("q{seq}").into(), seq, 2, GroupId(1));
+            p.close(seq);
+            p.retire(seq);
+        }
+        assert_eq!(
+            p.check("p1", 0),
+            Err(VoteError::UnknownPoll),
+            "oldest forgotten"
+        );
+    }
+
+    #[test]
+    fn a_resumed_viewer_moves_a_vote_counted_elsewhere() {
+        // Shard A counted the first vote; the viewer resumed on shard B and changed it.
+        let (mut a, mut b) = (Polls::default(), Polls::default());
+        a.open("p".into(), 7, 2, GroupId(1));
+        b.open("p".into(), 7, 2, GroupId(1));
+        a.count(7, None, 0);
+        b.count(7, Some(0), 1);
+        let mut merged = vec![0i64; 2];
+        merge_counts(&mut merged, &a.close(7).unwrap());
+        merge_counts(&mut merged, &b.close(7).unwrap());
+        assert_eq!(merged, vec![0, 1]);
+    }
+}

@@ -1,0 +1,146 @@
+//! Broadcasters following their stream's live results over WebSocket
+//! (`/v1/broadcaster?stream=S` on the API address, authenticated with the API token).
+//!
+//! The application core pushes results frames into a [`Sink`]; one task per broadcaster
+//! connection writes them and answers pings and the close handshake. A broadcaster that falls
+//! more than [`SINK_BYTES`] behind is disconnected: results are a stream of snapshots, so it
+//! loses nothing by reconnecting.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::future::poll_fn;
+use std::ops::ControlFlow;
+use std::rc::Rc;
+use std::task::{Poll, Waker};
+
+use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
+use glommio::net::TcpStream;
+use netstack::ws::{self, close_code, Decoder, Event, OpCode};
+use shards::proto::Frame;
+
+/// Most bytes waiting for one broadcaster.
+pub const SINK_BYTES: usize = 1024 * 1024;
+
+#[derive(Default)]
+pub struct Sink {
+    queue: RefCell<VecDeque<Frame>>,
+    bytes: Cell<usize>,
+    waker: RefCell<Option<Waker>>,
+    closed: Cell<bool>,
+}
+
+impl Sink {
+    pub fn push(&self, frame: Frame) {
+        if self.closed.get() {
+            return;
+        }
+        if self.bytes.get() + frame.len() > SINK_BYTES {
+            self.close();
+            return;
+        }
+        self.bytes.set(self.bytes.get() + frame.len());
+        self.queue.borrow_mut().push_back(frame);
+        self.wake();
+    }
+
+    pub fn close(&self) {
+        self.closed.set(true);
+        self.wake();
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closed.get()
+    }
+
+    fn wake(&self) {
+        if let Some(w) = self.waker.borrow_mut().take() {
+            w.wake();
+        }
+    }
+
+    /// The next frame to write; `None` once closed.
+    async fn next(&self) -> Option<Frame> {
+        poll_fn(|cx| {
+            if self.closed.get() {
+                return Poll::Ready(None);
+            }
+            match self.queue.borrow_mut().pop_front() {
+                Some(f) => {
+                    self.bytes.set(self.bytes.get() - f.len());
+                    Poll::Ready(Some(f))
+                }
+                None => {
+                    *self.waker.borrow_mut() = Some(cx.waker().clone());
+                    Poll::Pending
+                }
+            }
+        })
+        .await
+    }
+}
+
+enum Step {
+    Read(std::io::Result<usize>),
+    Write(Option<Frame>),
+}
+
+/// Serves one upgraded broadcaster connection until either side closes.
+pub async fn session(mut stream: TcpStream, sink: Rc<Sink>, mut pending: Vec<u8>) {
+    let mut decoder = Decoder::new(ws::Limits {
+        max_frame: 4096,
+        max_message: 4096,
+    });
+    let mut buf = vec![0u8; 4096];
+    loop {
+        let mut replies: Vec<u8> = Vec::new();
+        let mut close: Option<u16> = None;
+        if !pending.is_empty() {
+            let result = decoder.feed(&mut pending, &mut |event| {
+                match event {
+                    Event::Ping(p) => ws::encode_frame(OpCode::Pong, p, &mut replies),
+                    Event::Close(frame) => {
+                        close = Some(frame.map_or(close_code::NORMAL, |f| f.code));
+                        return ControlFlow::Break(());
+                    }
+                    // Broadcasters only listen; what they send is read and dropped.
+                    _ => {}
+                }
+                ControlFlow::Continue(())
+            });
+            pending.clear();
+            if let Err(e) = result {
+                close = Some(e.close_code());
+            }
+        }
+        if let Some(code) = close {
+            ws::encode_close(code, "", &mut replies);
+            let _ = stream.write_all(&replies).await;
+            let _ = stream.close().await;
+            sink.close();
+            return;
+        }
+        if !replies.is_empty() && stream.write_all(&replies).await.is_err() {
+            break;
+        }
+        let step = future::or(async { Step::Read(stream.read(&mut buf).await) }, async {
+            Step::Write(sink.next().await)
+        })
+        .await;
+        match step {
+            Step::Read(Ok(0)) | Step::Read(Err(_)) => break,
+            Step::Read(Ok(n)) => pending.extend_from_slice(&buf[..n]),
+            Step::Write(Some(frame)) => {
+                if stream.write_all(&frame).await.is_err() {
+                    break;
+                }
+            }
+            Step::Write(None) => {
+                let mut bye = Vec::new();
+                ws::encode_close(close_code::POLICY, "too slow", &mut bye);
+                let _ = stream.write_all(&bye).await;
+                break;
+            }
+        }
+    }
+    sink.close();
+}
