@@ -87,7 +87,7 @@ pub struct RunArgs {
     /// Bearer token for the operator API.
     #[arg(
         long,
-        env = "LOADGEN_API_TOKEN",
+        env = "OVATION_API_TOKEN",
         default_value = "",
         hide_env_values = true
     )]
@@ -96,6 +96,12 @@ pub struct RunArgs {
     /// Group the publisher sends to.
     #[arg(long, default_value = "global")]
     pub group: String,
+
+    /// Do not create the --streams through the API before connecting (by default they are
+    /// created, 409 being fine, whenever viewers watch them: ovation answers a watch for an
+    /// unknown stream with an error).
+    #[arg(long)]
+    pub no_create_streams: bool,
 
     /// Poll storm: create a stream and a poll, let vote viewers vote, close it, time the finals.
     #[arg(long)]
@@ -211,6 +217,8 @@ pub struct RunPlan {
     pub duration_max: Duration,
     pub publish: Option<PublishPlan>,
     pub poll: Option<PollPlan>,
+    /// Create the `--streams` through the API before connecting.
+    pub create_streams: bool,
     pub telemetry_interval: Duration,
     pub connect_timeout: Duration,
     pub drain_timeout: Duration,
@@ -308,7 +316,10 @@ impl RunArgs {
         } else {
             None
         };
-        let api = if publish.is_some() || poll.is_some() {
+        let watches_streams = self.behaviour.weight_of(Behaviour::Watch) > 0
+            || (poll.is_none() && self.behaviour.weight_of(Behaviour::Vote) > 0);
+        let create_streams = watches_streams && !self.no_create_streams;
+        let api = if publish.is_some() || poll.is_some() || create_streams {
             Some(parse_http_url(&self.api)?)
         } else {
             None
@@ -328,6 +339,7 @@ impl RunArgs {
             duration_max: self.duration_max,
             publish,
             poll,
+            create_streams,
             telemetry_interval: Duration::from_millis(self.telemetry_interval_ms),
             connect_timeout: Duration::from_millis(self.connect_timeout_ms),
             drain_timeout: self.drain_timeout,
@@ -535,6 +547,25 @@ mod tests {
         assert_eq!(plan.target.addr, "127.0.0.1:8080".parse().unwrap());
         assert_eq!(plan.target.path_and_query, "/v1/viewer");
         assert!(plan.publish.is_none() && plan.poll.is_none() && plan.api.is_none());
+        assert!(!plan.create_streams, "idle viewers watch nothing");
+        let watch = run(&["--behaviour", "idle:9,watch:1"])
+            .unwrap()
+            .validate()
+            .unwrap();
+        assert!(watch.create_streams && watch.api.is_some());
+        let no = run(&["--behaviour", "watch", "--no-create-streams"])
+            .unwrap()
+            .validate()
+            .unwrap();
+        assert!(!no.create_streams && no.api.is_none());
+        let poll = run(&["--behaviour", "vote", "--poll"])
+            .unwrap()
+            .validate()
+            .unwrap();
+        assert!(
+            !poll.create_streams,
+            "poll voters watch the poll stream only"
+        );
     }
 
     #[test]

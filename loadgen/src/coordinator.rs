@@ -1,7 +1,8 @@
 //! The coordinator: runs a [`RunPlan`] end to end.
 //!
 //! Phases, each bounded by the run's deadline:
-//! 1. (poll mode) create the poll stream, so voters can watch it as they connect;
+//! 1. create the streams viewers will watch (`--streams` when the mix has watchers, the poll
+//!    stream in poll mode), so that their `watch` finds them;
 //! 2. spawn the workers (child processes of this executable, or threads with `--in-process`)
 //!    and wait until each is ready; tell them all to start at once;
 //! 3. wait until every worker reports `connected` (all attempts settled);
@@ -58,16 +59,16 @@ pub async fn run(plan: &RunPlan) -> anyhow::Result<Report> {
         ..RunFacts::default()
     };
 
-    if let (Some(poll), Some(api)) = (&plan.poll, &api) {
-        let body = serde_json::json!({ "id": poll.stream });
-        match api.post_json("/api/streams", &body).await {
-            // 409: the stream exists already, which is as good.
-            Ok(r) if r.is_success() || r.status == 409 => {}
-            Ok(r) => coord.error(format!("api_stream_status_{}", r.status)),
-            Err(e) => {
-                eprintln!("loadgen: creating stream {}: {e:#}", poll.stream);
-                coord.error("api_stream_failed");
-            }
+    if let Some(api) = &api {
+        let mut streams: Vec<&str> = Vec::new();
+        if plan.create_streams {
+            streams.extend(plan.streams.iter().map(String::as_str));
+        }
+        if let Some(poll) = &plan.poll {
+            streams.push(&poll.stream);
+        }
+        for stream in streams {
+            create_stream(api, stream, &mut coord).await;
         }
     }
 
@@ -237,6 +238,19 @@ pub async fn run(plan: &RunPlan) -> anyhow::Result<Report> {
     merged.counters.merge(&coord);
     facts.duration_s = started.elapsed().as_secs_f64();
     Ok(Report::build(&merged, &facts))
+}
+
+/// `POST /api/streams {"id":S}`; a 409 (it exists) is as good as a 201.
+async fn create_stream(api: &ApiClient, stream: &str, coord: &mut Counters) {
+    let body = serde_json::json!({ "id": stream });
+    match api.post_json("/api/streams", &body).await {
+        Ok(r) if r.is_success() || r.status == 409 => {}
+        Ok(r) => coord.error(format!("api_stream_status_{}", r.status)),
+        Err(e) => {
+            eprintln!("loadgen: creating stream {stream}: {e:#}");
+            coord.error("api_stream_failed");
+        }
+    }
 }
 
 /// Where a worker runs.

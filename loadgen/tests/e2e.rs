@@ -160,6 +160,7 @@ async fn publish_and_poll_storm_in_process() {
     assert_eq!(r.endpoints, watchers + voters);
     assert_eq!(st.telemetry, r.telemetry_sent);
     assert_eq!(st.votes, voters);
+    assert_eq!(st.streams, ["s1", "s2", "s3", "loadgen-poll"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
