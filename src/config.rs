@@ -271,10 +271,10 @@ impl Config {
     }
 
     /// The settings every shard gets.
-    pub fn shard_config(&self, shards: usize) -> ShardConfig {
+    pub fn shard_config(&self) -> ShardConfig {
         ShardConfig {
             path: self.viewer_path.clone(),
-            max_connections: self.max_connections.div_ceil(shards.max(1)),
+            max_connections: self.max_connections,
             handshake_timeout: Duration::from_millis(self.handshake_timeout_ms),
             max_header_bytes: self.max_header_bytes,
             limits: netstack::ws::Limits {

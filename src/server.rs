@@ -87,7 +87,8 @@ impl Server {
         let api_addr = api_listener.local_addr()?;
 
         let config = Arc::new(config);
-        let shard_config = Arc::new(config.shard_config(shards));
+        let shard_config = Arc::new(config.shard_config());
+        let open_total = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let stats: Vec<Arc<ShardStats>> = (0..shards).map(|_| Arc::default()).collect();
         let mut uplinks: Vec<SharedReceiver<ShardEvent>> = Vec::new();
         let mut downlinks: Vec<SharedSender<ShardCommand>> = Vec::new();
@@ -105,6 +106,7 @@ impl Server {
                 stats: stats[index].clone(),
                 events: ev_tx,
                 commands: cmd_rx,
+                open_total: open_total.clone(),
             };
             let handle = LocalExecutorBuilder::new(Placement::Fixed(shard_cpus[index]))
                 .name(&format!("shard-{index}"))

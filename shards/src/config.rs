@@ -9,7 +9,8 @@ use netstack::ws::Limits;
 pub struct ShardConfig {
     /// The WebSocket path viewers connect to (`/v1/viewer`).
     pub path: String,
-    /// Most open viewer connections on one shard; more get HTTP 503.
+    /// Most open viewer connections over all shards together; more get HTTP 503. The cap is
+    /// global because steering decides which shard a viewer lands on, not load.
     pub max_connections: usize,
     /// Longest time from accept to a complete upgrade request (slowloris guard).
     pub handshake_timeout: Duration,

@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::future::poll_fn;
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Poll, Waker};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -49,6 +50,8 @@ pub struct ShardSpec {
     pub stats: Arc<ShardStats>,
     pub events: SharedSender<ShardEvent>,
     pub commands: SharedReceiver<ShardCommand>,
+    /// Open viewer connections over all shards, shared by every shard of the process.
+    pub open_total: Arc<AtomicUsize>,
 }
 
 struct Group {
@@ -88,6 +91,7 @@ pub(crate) struct Shard {
     pub index: u16,
     pub config: Arc<ShardConfig>,
     pub stats: Arc<ShardStats>,
+    open_total: Arc<AtomicUsize>,
     /// The read buffer every connection of this shard reads into, one at a time.
     pub scratch: RefCell<Box<[u8]>>,
     conns: RefCell<slab::Slab<Rc<Conn>>>,
@@ -105,7 +109,12 @@ pub(crate) struct Shard {
 }
 
 impl Shard {
-    fn new(index: usize, config: Arc<ShardConfig>, stats: Arc<ShardStats>) -> Shard {
+    fn new(
+        index: usize,
+        config: Arc<ShardConfig>,
+        stats: Arc<ShardStats>,
+        open_total: Arc<AtomicUsize>,
+    ) -> Shard {
         let mut ping = Vec::new();
         ws::encode_frame(OpCode::Ping, b"", &mut ping);
         let mut groups = BTreeMap::new();
@@ -120,6 +129,7 @@ impl Shard {
             index: index as u16,
             config,
             stats,
+            open_total,
             scratch: RefCell::new(vec![0u8; SCRATCH_BYTES].into_boxed_slice()),
             conns: RefCell::new(slab::Slab::new()),
             groups: RefCell::new(groups),
@@ -198,6 +208,7 @@ impl Shard {
         };
         if removed.is_some() {
             ShardStats::sub(&self.stats.connections, 1);
+            self.open_total.fetch_sub(1, Ordering::Relaxed);
             self.emit(ShardEvent::Left {
                 at: conn.at(self),
                 votes: conn.votes.take(),
@@ -392,7 +403,12 @@ fn resume_token() -> Box<str> {
 
 /// Runs a shard until the application core tells it to shut down (or goes away).
 pub async fn run(spec: ShardSpec) {
-    let shard = Rc::new(Shard::new(spec.index, spec.config, spec.stats));
+    let shard = Rc::new(Shard::new(
+        spec.index,
+        spec.config,
+        spec.stats,
+        spec.open_total,
+    ));
     let listener: TcpListener = netstack::sys::from_owned_fd(spec.listener);
     let events = spec.events.connect().await;
     let commands = spec.commands.connect().await;
@@ -663,7 +679,11 @@ async fn handshake(shard: Rc<Shard>, mut stream: TcpStream) {
             if shard.draining.get() {
                 return Err(unavailable("server is shutting down"));
             }
-            if shard.conns.borrow().len() >= shard.config.max_connections {
+            // Reserve a place now: handshakes finishing at once on several shards cannot
+            // overshoot the cap.
+            let before = shard.open_total.fetch_add(1, Ordering::Relaxed);
+            if before >= shard.config.max_connections {
+                shard.open_total.fetch_sub(1, Ordering::Relaxed);
                 return Err(unavailable("server is full"));
             }
             Ok((req, rest))
@@ -724,6 +744,7 @@ async fn handshake(shard: Rc<Shard>, mut stream: TcpStream) {
     .await;
     if !written {
         ShardStats::add(&shard.stats.handshake_aborted, 1);
+        shard.open_total.fetch_sub(1, Ordering::Relaxed);
         return;
     }
 
