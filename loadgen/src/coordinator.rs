@@ -151,6 +151,23 @@ pub async fn run(plan: &RunPlan) -> anyhow::Result<Report> {
 
     if let (Some(poll), Some(api)) = (&plan.poll, &api) {
         let voters = fleet.progress().voters;
+        // The broadcaster follows the results before the poll exists, as a real one would.
+        let follower = match &plan.api {
+            Some(target) => {
+                let addr = std::net::SocketAddr::V4(target.addr);
+                match crate::broadcaster::follow(addr, &poll.stream, &plan.api_token).await {
+                    Ok(rx) => Some(rx),
+                    Err(e) => {
+                        // Peers have no broadcaster endpoint: not an error, just no figure.
+                        eprintln!(
+                            "loadgen: no broadcaster view ({e:#}); timing finals at viewers only"
+                        );
+                        None
+                    }
+                }
+            }
+            None => None,
+        };
         let choices: Vec<String> = (1..=poll.choices).map(|i| format!("Choice {i}")).collect();
         let body = serde_json::json!({
             "stream": poll.stream,
@@ -210,6 +227,13 @@ pub async fn run(plan: &RunPlan) -> anyhow::Result<Report> {
                     plan.drain_timeout,
                 )
                 .await;
+            if let Some(rx) = follower {
+                if let Ok(Ok(view)) = tokio::time::timeout(plan.drain_timeout, rx).await {
+                    facts.broadcaster = Some(view);
+                } else {
+                    coord.error("broadcaster_no_final");
+                }
+            }
             match api.request("GET", &format!("/api/polls/{id}"), None).await {
                 Ok(r) if r.is_success() => {
                     facts.api_poll_total = r.json().and_then(|v| v.get("total")?.as_u64());

@@ -16,10 +16,12 @@
 //! - [`stats`]: counters and histograms, their serialized form and merging.
 //! - [`report`]: the merged figures, the readable summary and the JSON schema.
 //! - [`api`]: a minimal HTTP/1.1 client for the operator API.
+//! - [`broadcaster`]: the broadcaster's WebSocket view of a poll storm's final results.
 //! - [`clock`]: CLOCK_MONOTONIC nanoseconds, shared by publisher and receivers.
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod broadcaster;
 pub mod cli;
 pub mod clock;
 pub mod coordinator;

@@ -59,6 +59,12 @@ pub struct Report {
     pub last_vote_to_final_ms: Option<f64>,
     /// Close request sent to the last final result received.
     pub close_to_final_ms: Option<f64>,
+    /// From the last vote sent to the final results at the broadcaster's WebSocket.
+    pub last_vote_to_broadcaster_final_ms: Option<f64>,
+    /// The total in the broadcaster's final results.
+    pub broadcaster_final_total: Option<u64>,
+    /// Live results pushes the broadcaster received before the final one.
+    pub broadcaster_live_pushes: Option<u64>,
     pub finals_received: u64,
     pub finals_inconsistent: u64,
     pub final_counts: Option<Vec<u64>>,
@@ -89,6 +95,8 @@ pub struct RunFacts {
     pub poll_id: Option<String>,
     pub poll_close_ns: Option<u64>,
     pub api_poll_total: Option<u64>,
+    /// What the broadcaster WebSocket saw (ovation only).
+    pub broadcaster: Option<crate::broadcaster::BroadcasterView>,
     pub duration_s: f64,
     pub cut_short: bool,
 }
@@ -146,6 +154,12 @@ impl Report {
             vote_ack_us: m.vote_ack.summary(),
             last_vote_to_final_ms: span_ms(c.last_vote_ns, c.last_final_ns),
             close_to_final_ms: span_ms(f.poll_close_ns, c.last_final_ns),
+            last_vote_to_broadcaster_final_ms: span_ms(
+                c.last_vote_ns,
+                f.broadcaster.as_ref().and_then(|b| b.final_ns),
+            ),
+            broadcaster_final_total: f.broadcaster.as_ref().and_then(|b| b.final_total),
+            broadcaster_live_pushes: f.broadcaster.as_ref().map(|b| b.live_pushes),
             finals_received: c.finals_received,
             finals_inconsistent: c.finals_inconsistent,
             final_counts: c.final_counts.clone(),
@@ -248,6 +262,16 @@ impl Report {
                     String::new()
                 }
             );
+            if let Some(pushes) = self.broadcaster_live_pushes {
+                let _ = writeln!(
+                    s,
+                    "  broadcaster  last vote -> final {}  final total {}  live pushes {}",
+                    fmt_ms(self.last_vote_to_broadcaster_final_ms),
+                    self.broadcaster_final_total
+                        .map_or("-".to_owned(), |t| t.to_string()),
+                    pushes
+                );
+            }
         }
         let _ = writeln!(s, "  errors       {}", map_line(&self.errors));
         let _ = writeln!(
