@@ -1,5 +1,5 @@
 //! The broadcaster's view of a poll storm: one WebSocket on the server's
-//! `/v1/broadcaster?stream=S` (API token in the query) that records when the final results
+//! `/v1/broadcaster?stream=S` (API token in the Authorization header) that records when the final results
 //! arrive and what they say. Servers without that endpoint (the peers) are reported as such.
 
 use std::net::SocketAddr;
@@ -27,8 +27,12 @@ pub async fn follow(
     stream: &str,
     token: &str,
 ) -> anyhow::Result<oneshot::Receiver<BroadcasterView>> {
-    let url = format!("ws://{api}/v1/broadcaster?stream={stream}&token={token}");
-    let (mut ws, _) = tokio_tungstenite::connect_async(url).await?;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = format!("ws://{api}/v1/broadcaster?stream={stream}").into_client_request()?;
+    request
+        .headers_mut()
+        .insert("Authorization", format!("Bearer {token}").parse()?);
+    let (mut ws, _) = tokio_tungstenite::connect_async(request).await?;
     let (tx, rx) = oneshot::channel();
     tokio::spawn(async move {
         let mut view = BroadcasterView::default();
