@@ -216,6 +216,9 @@ async fn app_core(
     tracing::info!("shutting down: closing viewers with 1001");
     drop((api, ticker));
     let grace = Duration::from_millis(config.shutdown_grace_ms);
+    // Open polls are closed first: each shard answers ClosePoll with its final tally before
+    // it handles Shutdown, so the final counts are stored before the process exits.
+    app.borrow_mut().close_open_polls();
     app.borrow().broadcast(|| ShardCommand::Shutdown { grace });
     for link in links {
         link.await;

@@ -364,6 +364,18 @@ fn api_errors() {
             401
         );
     }
+    // The scheme is case-insensitive (RFC 9110).
+    assert_eq!(api_call(api, "GET", "/api/stats", None, Some(TOKEN)).0, 200);
+    let raw = {
+        use std::io::Write;
+        let mut s = std::net::TcpStream::connect(api).unwrap();
+        s.set_read_timeout(Some(WAIT)).unwrap();
+        s.write_all(format!("GET /api/stats HTTP/1.1\r\nHost: t\r\nAuthorization: bearer {TOKEN}\r\nConnection: close\r\n\r\n").as_bytes()).unwrap();
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out);
+        out
+    };
+    assert_eq!(parse_response(&raw).0, 200);
     // 400 with a message naming the problem.
     let bad = |path: &str, body: &[u8], needle: &str| {
         let raw = raw_api_call(api, "POST", path, body, Some(TOKEN));
@@ -451,6 +463,13 @@ fn api_errors() {
     assert_eq!(server.api("DELETE", "/api/groups/global", None).0, 409);
     assert_eq!(server.api("DELETE", "/api/groups/stream:s", None).0, 409);
     assert_eq!(server.api("PATCH", "/api/streams", None).0, 405);
+    let raw = raw_api_call(api, "PUT", "/api/stats", b"", Some(TOKEN));
+    assert!(
+        String::from_utf8_lossy(&raw).contains("Allow: GET\r\n"),
+        "405 names the allowed methods"
+    );
+    let (_, e) = server.api("DELETE", "/api/groups/g999", None);
+    assert_eq!(e["error"]["code"], "not_found");
     // A request with a body larger than allowed, and chunked bodies.
     let mut s = std::net::TcpStream::connect(api).unwrap();
     s.set_read_timeout(Some(WAIT)).unwrap();

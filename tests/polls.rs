@@ -435,3 +435,28 @@ fn timer_closes_the_poll_and_results_survive_a_restart() {
     assert_eq!(after, before);
     drop(after_restart);
 }
+
+/// SIGTERM closes open polls first: their final counts are stored and survive the restart.
+#[test]
+fn shutdown_closes_and_stores_open_polls() {
+    let data_dir =
+        std::env::temp_dir().join(format!("ovation-polls-shutdown-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&data_dir);
+    let mut server = Server::start_in(&["--shards", "2"], data_dir.clone());
+    server.keep_data = true;
+    stream(&server, "s");
+    let (mut a, _) = watcher(&server, IOS, "s");
+    let poll = create_poll(
+        &server,
+        json!({"stream": "s", "question": "q", "choices": ["a", "b"], "duration_s": 600}),
+    );
+    next_of_type(&mut a, "poll");
+    assert_eq!(vote(&mut a, &poll, 1)["type"], "voted");
+    wait_poll(&server, &poll, "the vote", |p| p["total"] == 1);
+    assert!(server.terminate().success());
+    drop(server);
+    let restarted = Server::start_in(&[], data_dir);
+    let p = poll_state(&restarted, &poll);
+    assert_eq!(p["state"], "closed", "{p}");
+    assert_eq!(p["counts"], json!([0, 1]));
+}

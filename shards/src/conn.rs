@@ -313,11 +313,15 @@ impl Conn {
             }
             Event::Binary(_) => {
                 ShardStats::add(&shard.stats.messages_in, 1);
-                self.send_error(
-                    shard,
-                    "binary_not_supported",
-                    "messages are JSON text frames",
-                );
+                if self.rate_limited(shard) {
+                    self.send_error(shard, "rate_limited", "too many messages; slow down");
+                } else {
+                    self.send_error(
+                        shard,
+                        "binary_not_supported",
+                        "messages are JSON text frames",
+                    );
+                }
             }
         }
         ControlFlow::Continue(())

@@ -98,6 +98,8 @@ pub(crate) struct Shard {
     groups: RefCell<BTreeMap<GroupId, Group>>,
     outbox: RefCell<VecDeque<ShardEvent>>,
     uplink_waker: RefCell<Option<Waker>>,
+    /// Set at the end of a drain: the uplink sends what is queued, then ends.
+    uplink_last: Cell<bool>,
     next_viewer: Cell<u64>,
     epoch: Instant,
     stop_accepting: Notify,
@@ -135,6 +137,7 @@ impl Shard {
             groups: RefCell::new(groups),
             outbox: RefCell::new(VecDeque::new()),
             uplink_waker: RefCell::new(None),
+            uplink_last: Cell::new(false),
             next_viewer: Cell::new(ViewerId::first_of_shard(index)),
             epoch: Instant::now(),
             stop_accepting: Notify::default(),
@@ -486,7 +489,13 @@ pub async fn run(spec: ShardSpec) {
         }
     }
     drain(&shard, grace.unwrap_or(Duration::ZERO)).await;
-    drop((sweeper, tallies, acceptor, uplink));
+    drop((sweeper, tallies, acceptor));
+    // Let the uplink deliver what is queued (final poll tallies above all), bounded in time.
+    shard.uplink_last.set(true);
+    if let Some(w) = shard.uplink_waker.borrow_mut().take() {
+        w.wake();
+    }
+    future::or(uplink, sleep(Duration::from_secs(2))).await;
 }
 
 /// Stops accepting, closes every viewer with 1001, and waits for them up to `grace`.
@@ -567,13 +576,17 @@ async fn uplink(
 ) {
     loop {
         let next = poll_fn(|cx| match shard.outbox.borrow_mut().pop_front() {
-            Some(e) => Poll::Ready(e),
+            Some(e) => Poll::Ready(Some(e)),
+            None if shard.uplink_last.get() => Poll::Ready(None),
             None => {
                 *shard.uplink_waker.borrow_mut() = Some(cx.waker().clone());
                 Poll::Pending
             }
         })
         .await;
+        let Some(next) = next else {
+            return; // drained: everything queued (final tallies, Left events) went up
+        };
         if events.send(next).await.is_err() {
             return; // the application core is gone: the process is stopping
         }

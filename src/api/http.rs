@@ -33,11 +33,17 @@ pub struct Request {
 pub struct Response {
     pub status: u16,
     pub body: Value,
+    /// The `Allow` header of a 405.
+    pub allow: Option<&'static str>,
 }
 
 impl Response {
     pub fn json(status: u16, body: Value) -> Response {
-        Response { status, body }
+        Response {
+            status,
+            body,
+            allow: None,
+        }
     }
 
     /// `{"error":{"code":...,"message":...}}` with `status`.
@@ -57,6 +63,9 @@ impl Response {
         )];
         if self.status == 401 {
             headers.push(("WWW-Authenticate", "Bearer"));
+        }
+        if let Some(allow) = self.allow {
+            headers.push(("Allow", allow));
         }
         netstack::http::response(
             self.status,
@@ -126,14 +135,22 @@ pub fn parse_head(buf: &[u8]) -> Parsed {
     let method = req.method.unwrap_or("").to_owned();
     let target = req.path.unwrap_or("/");
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
-    let mut content_length = 0usize;
+    let mut content_length: Option<usize> = None;
     let mut authorization = None;
     let mut keep_alive = req.version == Some(1);
     for h in req.headers.iter() {
         let value = String::from_utf8_lossy(h.value).trim().to_owned();
         if h.name.eq_ignore_ascii_case("content-length") {
             match value.parse::<usize>() {
-                Ok(n) => content_length = n,
+                // Differing lengths are a framing attack (RFC 9112 6.3): refuse them.
+                Ok(n) if content_length.is_some_and(|c| c != n) => {
+                    return Parsed::Bad(Response::error(
+                        400,
+                        "bad_request",
+                        "conflicting Content-Length headers",
+                    ))
+                }
+                Ok(n) => content_length = Some(n),
                 Err(_) => {
                     return Parsed::Bad(Response::error(400, "bad_request", "bad Content-Length"))
                 }
@@ -155,6 +172,7 @@ pub fn parse_head(buf: &[u8]) -> Parsed {
             }
         }
     }
+    let content_length = content_length.unwrap_or(0);
     if content_length > MAX_BODY {
         return Parsed::Bad(Response::error(
             413,
@@ -301,6 +319,10 @@ mod tests {
             other => panic!("{other:?}"),
         };
         assert_eq!(status(b"GET / HTTP/1.1\r\nContent-Length: x\r\n\r\n"), 400);
+        assert_eq!(
+            status(b"GET / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n"),
+            400
+        );
         assert_eq!(
             status(b"GET / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"),
             411

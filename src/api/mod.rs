@@ -56,10 +56,14 @@ async fn broadcaster(
 ) {
     use futures_lite::AsyncWriteExt;
     let refuse = |status: u16, reason: &str, message: &str| {
+        let mut headers = vec![("Connection", "close")];
+        if status == 401 {
+            headers.push(("WWW-Authenticate", "Bearer"));
+        }
         netstack::http::response(
             status,
             reason,
-            &[("Connection", "close")],
+            &headers,
             "text/plain; charset=utf-8",
             format!("{message}\n").as_bytes(),
         )
@@ -71,8 +75,8 @@ async fn broadcaster(
             let given = req
                 .authorization
                 .as_deref()
-                .and_then(|h| h.strip_prefix("Bearer "))
-                .map(|t| t.trim().to_owned())
+                .and_then(bearer)
+                .map(str::to_owned)
                 .or_else(|| param("token"));
             let stream_id = param("stream").unwrap_or_default();
             if !given.is_some_and(|g| token_matches(&g, token)) {
@@ -94,7 +98,16 @@ async fn broadcaster(
             return;
         }
     };
+    // Register before the first await: a results push from now on lands in the sink, after
+    // the snapshot, so the broadcaster cannot miss an update while its 101 is written.
     let sink = std::rc::Rc::new(crate::app::broadcaster::Sink::default());
+    {
+        let mut app = app.borrow_mut();
+        if let Some(snapshot) = app.results_snapshot(&stream_id) {
+            sink.push(crate::app::text_frame(&snapshot.to_string()));
+        }
+        app.broadcasters.push((stream_id.clone(), sink.clone()));
+    }
     let mut head = netstack::http::switching_protocols(&key);
     let hello = json!({"type": "welcome", "role": "broadcaster", "stream": stream_id});
     netstack::ws::encode_frame(
@@ -102,20 +115,18 @@ async fn broadcaster(
         hello.to_string().as_bytes(),
         &mut head,
     );
-    if let Some(snapshot) = app.borrow().results_snapshot(&stream_id) {
-        netstack::ws::encode_frame(
-            netstack::ws::OpCode::Text,
-            snapshot.to_string().as_bytes(),
-            &mut head,
-        );
-    }
     if stream.write_all(&head).await.is_err() {
+        sink.close();
         return;
     }
-    app.borrow_mut()
-        .broadcasters
-        .push((stream_id, sink.clone()));
     crate::app::broadcaster::session(stream, sink, rest).await;
+}
+
+/// The credentials of an `Authorization: Bearer <token>` header (the scheme is
+/// case-insensitive, RFC 9110 11.1).
+fn bearer(header: &str) -> Option<&str> {
+    let (scheme, token) = header.trim().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
 /// Compares without an early exit, so response time does not reveal a token prefix.
@@ -133,8 +144,8 @@ pub fn handle(app: &RefCell<App>, token: &str, req: &Request) -> Response {
     let authorized = req
         .authorization
         .as_deref()
-        .and_then(|h| h.strip_prefix("Bearer "))
-        .is_some_and(|given| token_matches(given.trim(), token));
+        .and_then(bearer)
+        .is_some_and(|given| token_matches(given, token));
     if !authorized {
         return Response::error(
             401,
@@ -163,7 +174,7 @@ pub fn handle(app: &RefCell<App>, token: &str, req: &Request) -> Response {
         },
         ("DELETE", ["api", "groups", id]) => match app.delete_group(id) {
             Ok(()) => Response::json(200, json!({ "deleted": id })),
-            Err((status, message)) => Response::error(status, "cannot_delete", message),
+            Err((status, code, message)) => Response::error(status, code, message),
         },
         ("POST", ["api", "groups", id, "messages"]) => group_message(&app, id, &req.body),
         ("GET", ["api", "viewers", id]) => match find_viewer(&app, id) {
@@ -204,7 +215,7 @@ pub fn handle(app: &RefCell<App>, token: &str, req: &Request) -> Response {
                 Some(a) => Response::json(
                     200,
                     json!({
-                        "id": id,
+                        "id": id.parse::<u64>().unwrap_or_default(),
                         "done": a.shards_reported == app.shards(),
                         "shards_reported": a.shards_reported,
                         "viewers_checked": a.viewers_checked,
@@ -214,11 +225,15 @@ pub fn handle(app: &RefCell<App>, token: &str, req: &Request) -> Response {
                 None => not_found("audit", id),
             }
         }
-        (_, ["api", "stats" | "streams" | "groups" | "audits" | "polls"])
-        | (_, ["api", "groups" | "viewers" | "audits" | "polls", _])
-        | (_, ["api", "polls", _, "close"])
-        | (_, ["api", "groups", _, "messages"])
-        | (_, ["api", "viewers", _, "tags"]) => method_not_allowed(),
+        (_, ["api", "stats"]) | (_, ["api", "viewers" | "audits", _]) => method_not_allowed("GET"),
+        (_, ["api", "streams" | "groups" | "polls"]) => method_not_allowed("GET, POST"),
+        (_, ["api", "audits"]) => method_not_allowed("POST"),
+        (_, ["api", "groups", _]) => method_not_allowed("GET, DELETE"),
+        (_, ["api", "polls", _]) => method_not_allowed("GET"),
+        (_, ["api", "polls", _, "close"]) | (_, ["api", "groups", _, "messages"]) => {
+            method_not_allowed("POST")
+        }
+        (_, ["api", "viewers", _, "tags"]) => method_not_allowed("PUT"),
         _ => Response::error(
             404,
             "not_found",
@@ -227,8 +242,14 @@ pub fn handle(app: &RefCell<App>, token: &str, req: &Request) -> Response {
     }
 }
 
-fn method_not_allowed() -> Response {
-    Response::error(405, "method_not_allowed", "method not allowed on this path")
+fn method_not_allowed(allow: &'static str) -> Response {
+    let mut r = Response::error(
+        405,
+        "method_not_allowed",
+        format!("method not allowed on this path (allowed: {allow})"),
+    );
+    r.allow = Some(allow);
+    r
 }
 
 fn not_found(what: &str, id: &str) -> Response {
@@ -403,6 +424,15 @@ fn set_tags(app: &App, id: &str, body: &[u8]) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bearer_scheme_is_case_insensitive() {
+        assert_eq!(bearer("Bearer abc"), Some("abc"));
+        assert_eq!(bearer("bearer  abc "), Some("abc"));
+        assert_eq!(bearer("BEARER abc"), Some("abc"));
+        assert_eq!(bearer("Basic abc"), None);
+        assert_eq!(bearer("Bearer"), None);
+    }
 
     #[test]
     fn token_comparison() {

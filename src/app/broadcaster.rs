@@ -20,6 +20,17 @@ use shards::proto::Frame;
 
 /// Most bytes waiting for one broadcaster.
 pub const SINK_BYTES: usize = 1024 * 1024;
+/// A broadcaster whose socket accepts nothing for this long is dropped.
+const WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Writes `bytes`, giving up after [`WRITE_TIMEOUT`] (a broadcaster that stopped reading).
+async fn write_bounded(stream: &mut TcpStream, bytes: &[u8]) -> bool {
+    future::or(async { stream.write_all(bytes).await.is_ok() }, async {
+        glommio::timer::sleep(WRITE_TIMEOUT).await;
+        false
+    })
+    .await
+}
 
 #[derive(Default)]
 pub struct Sink {
@@ -114,12 +125,12 @@ pub async fn session(mut stream: TcpStream, sink: Rc<Sink>, mut pending: Vec<u8>
         }
         if let Some(code) = close {
             ws::encode_close(code, "", &mut replies);
-            let _ = stream.write_all(&replies).await;
+            let _ = write_bounded(&mut stream, &replies).await;
             let _ = stream.close().await;
             sink.close();
             return;
         }
-        if !replies.is_empty() && stream.write_all(&replies).await.is_err() {
+        if !replies.is_empty() && !write_bounded(&mut stream, &replies).await {
             break;
         }
         let step = future::or(async { Step::Read(stream.read(&mut buf).await) }, async {
@@ -130,14 +141,14 @@ pub async fn session(mut stream: TcpStream, sink: Rc<Sink>, mut pending: Vec<u8>
             Step::Read(Ok(0)) | Step::Read(Err(_)) => break,
             Step::Read(Ok(n)) => pending.extend_from_slice(&buf[..n]),
             Step::Write(Some(frame)) => {
-                if stream.write_all(&frame).await.is_err() {
+                if !write_bounded(&mut stream, &frame).await {
                     break;
                 }
             }
             Step::Write(None) => {
                 let mut bye = Vec::new();
                 ws::encode_close(close_code::POLICY, "too slow", &mut bye);
-                let _ = stream.write_all(&bye).await;
+                let _ = write_bounded(&mut stream, &bye).await;
                 break;
             }
         }

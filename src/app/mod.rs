@@ -511,6 +511,20 @@ impl App {
         Ok(self.polls.entry(id).or_insert(poll))
     }
 
+    /// Closes every open poll (at shutdown: their final counts are stored before the shards
+    /// stop, since the shards handle `ClosePoll` before `Shutdown`).
+    pub fn close_open_polls(&mut self) {
+        let open: Vec<String> = self
+            .polls
+            .iter()
+            .filter(|(_, p)| p.state == PollState::Open)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in open {
+            self.close_poll(&id);
+        }
+    }
+
     /// Stops voting: every shard sends its final tally, and the last one completes the poll.
     pub fn close_poll(&mut self, id: &str) -> Option<PollState> {
         let poll = self.polls.get_mut(id)?;
@@ -685,13 +699,14 @@ impl App {
     }
 
     /// Deletes a custom group everywhere.
-    pub fn delete_group(&mut self, key: &str) -> Result<(), (u16, String)> {
+    pub fn delete_group(&mut self, key: &str) -> Result<(), (u16, &'static str, String)> {
         let group = self
             .group_by_key(key)
-            .ok_or_else(|| (404, format!("no group \"{key}\"")))?;
+            .ok_or_else(|| (404, "not_found", format!("no group \"{key}\"")))?;
         if group.kind != GroupKind::Custom {
             return Err((
                 409,
+                "built_in",
                 format!("group \"{key}\" is built in and cannot be deleted"),
             ));
         }
