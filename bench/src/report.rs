@@ -200,7 +200,8 @@ pub fn ratio(better: Better, ovation: f64, peer: f64) -> Option<f64> {
         Better::Lower => (peer, ovation),
         Better::Info => return None,
     };
-    (den > 0.0 && num >= 0.0 && num.is_finite() && den.is_finite()).then(|| num / den)
+    // A zero is below the measurement's resolution (CPU time counts 10 ms ticks): no ratio.
+    (den > 0.0 && num > 0.0 && num.is_finite() && den.is_finite()).then(|| num / den)
 }
 
 /// What the header says about the run.
@@ -576,6 +577,11 @@ mod tests {
     fn ratio_edge_cases() {
         assert_eq!(ratio(Better::Higher, 5.0, 0.0), None);
         assert_eq!(ratio(Better::Lower, 0.0, 5.0), None);
+        assert_eq!(
+            ratio(Better::Lower, 5.0, 0.0),
+            None,
+            "peer below resolution"
+        );
         assert_eq!(ratio(Better::Lower, 4.0, 2.0), Some(0.5));
         assert_eq!(ratio(Better::Info, 4.0, 2.0), None);
         assert_eq!(ratio(Better::Higher, f64::NAN, 2.0), None);

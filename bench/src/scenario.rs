@@ -376,7 +376,7 @@ pub const MAX_RATE: f64 = 1_000_000.0;
 
 /// How long idle viewers stay connected after all are up: long enough for the server's
 /// stats to show them all and for the memory sample 0.5 s later.
-const IDLE_HOLD: Duration = Duration::from_secs(4);
+const IDLE_HOLD: Duration = Duration::from_millis(2_500);
 
 /// Time between stats polls while waiting for the idle connections.
 const STATS_POLL: Duration = Duration::from_millis(50);

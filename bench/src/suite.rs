@@ -76,7 +76,7 @@ pub struct Cli {
     #[arg(long, default_value_t = 10)]
     pub fanout_interval_ms: u64,
     /// Group-casts in the latency scenario.
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = 10)]
     pub latency_count: u64,
     /// Milliseconds between the latency scenario's group-casts (long enough for the slowest
     /// server to reach every viewer in between).
@@ -104,6 +104,7 @@ struct Plan {
     repeat: u32,
     paths: Paths,
     command: String,
+    smoke: bool,
 }
 
 fn plan(cli: &Cli) -> anyhow::Result<Plan> {
@@ -216,6 +217,7 @@ fn plan(cli: &Cli) -> anyhow::Result<Plan> {
         repeat,
         paths,
         command,
+        smoke: cli.smoke,
     })
 }
 
@@ -278,7 +280,16 @@ pub fn main() -> ExitCode {
 
 fn run(plan: &Plan) -> SuiteResult {
     let s = &plan.settings;
-    let mut notes = Vec::new();
+    let mut notes = vec![format!(
+        "ovation and loadgen binaries: {}",
+        plan.paths.bin_dir.display()
+    )];
+    if plan.smoke {
+        notes.push(
+            "smoke run: it checks that the suite works end to end; its figures (tiny N, possibly debug builds) mean nothing"
+                .into(),
+        );
+    }
     let mut available = Vec::new();
     for &kind in &plan.servers {
         match plan.paths.check(kind) {
