@@ -526,3 +526,49 @@ fn slow_consumer_is_closed_while_others_are_served() {
     assert_eq!(stats["viewers"], 1);
     drop(slow);
 }
+
+/// Telemetry is aggregated per group (FIG. 3's data aggregation): means and maxima over the
+/// members that reported.
+#[test]
+fn telemetry_is_aggregated_per_group() {
+    let server = Server::start(&["--shards", "2", "--cpu-steering", "false"]);
+    let mut ios = viewer(&server, IOS, "?region=HU");
+    let mut win = viewer(&server, WINDOWS, "?region=HU");
+    let (_, g) = server.api(
+        "POST",
+        "/api/groups",
+        Some(&json!({"name": "ios", "match": {"os": ["ios"]}})),
+    );
+    let gid = g["id"].as_str().unwrap().to_owned();
+    send_json(
+        &mut ios.ws,
+        &json!({"type": "telemetry", "bitrate_kbps": 3000, "buffering_ms": 120, "rtt_ms": 40}),
+    );
+    send_json(
+        &mut win.ws,
+        &json!({"type": "telemetry", "bitrate_kbps": 1000, "buffering_ms": 0, "dropped_frames": 7}),
+    );
+    // Each viewer's messages are handled in order: a ping answered means its telemetry is in.
+    for v in [&mut ios, &mut win] {
+        send_json(&mut v.ws, &json!({"type": "ping"}));
+        next_of_type(&mut v.ws, "pong");
+    }
+    let deadline = Instant::now() + WAIT;
+    let global = loop {
+        let (_, g) = server.api("GET", "/api/groups/global", None);
+        if g["telemetry"]["viewers_reporting"] == 2 {
+            break g;
+        }
+        assert!(Instant::now() < deadline, "telemetry never arrived: {g}");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let t = &global["telemetry"];
+    assert_eq!(t["bitrate_kbps"]["mean"], 2000.0);
+    assert_eq!(t["bitrate_kbps"]["max"], 3000.0);
+    assert_eq!(t["dropped_frames"]["reports"], 1);
+    assert_eq!(t["rtt_ms"]["mean"], 40.0);
+    let (_, g) = server.api("GET", &format!("/api/groups/{gid}"), None);
+    assert_eq!(g["telemetry"]["viewers_reporting"], 1);
+    assert_eq!(g["telemetry"]["bitrate_kbps"]["mean"], 3000.0);
+    assert_eq!(g["telemetry"]["dropped_frames"], Value::Null);
+}
