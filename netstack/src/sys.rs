@@ -69,7 +69,12 @@ pub fn reuseport_listeners(
 pub fn cpu_steering_program(cpus: &[usize]) -> Vec<libc::sock_filter> {
     let n = cpus.len().max(1) as u32;
     let mut prog = Vec::with_capacity(cpus.len() * 2 + 3);
-    prog.push(insn(BPF_LD_W_ABS, 0, 0, (libc::SKF_AD_OFF + libc::SKF_AD_CPU) as u32));
+    prog.push(insn(
+        BPF_LD_W_ABS,
+        0,
+        0,
+        (libc::SKF_AD_OFF + libc::SKF_AD_CPU) as u32,
+    ));
     for (index, &cpu) in cpus.iter().enumerate() {
         // if A == cpu: return index (jt = 0 falls into the `ret`, jf = 1 skips it).
         prog.push(insn(BPF_JMP_JEQ_K, 0, 1, cpu as u32));
