@@ -532,3 +532,26 @@ pub(crate) fn event_for(conn: &Conn, shard: &Shard, request: Request) -> ShardEv
         request,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::mem::size_of;
+
+    /// Memory budget of an idle viewer's fixed state: a regression guard, since every byte
+    /// here is multiplied by millions of connections. Raise it deliberately, with a reason.
+    #[test]
+    fn idle_connection_state_fits_its_budget() {
+        assert!(
+            size_of::<super::Conn>() <= 576,
+            "Conn is {}",
+            size_of::<super::Conn>()
+        );
+        assert!(size_of::<crate::profile::Profile>() <= 192);
+        assert!(size_of::<netstack::ws::Decoder>() <= 64);
+        assert_eq!(
+            size_of::<super::Driver>(),
+            16,
+            "a driver task holds two Rcs"
+        );
+    }
+}
