@@ -72,7 +72,10 @@ impl Table {
         } else {
             format!("{:.1} M items/s", items as f64 / ns * 1e3)
         };
-        let row = format!("| {name} | {ns:.1} | {per_item:.2} | {throughput} |");
+        let row = format!(
+            "| {name} | {} | {per_item:.2} | {throughput} |",
+            ns_text(ns)
+        );
         eprintln!("{row}");
         self.rows.push(row);
         Some(ns)
@@ -218,7 +221,11 @@ fn bitmaps(t: &mut Table) {
     for (label, sparse) in [("dense", false), ("10% sparse", true)] {
         let members = slots(UNIVERSE, sparse);
         let n = members.len() as u64;
-        let what = format!("{} of 1M slots ({label})", members.len());
+        let what = format!(
+            "{} of {} slots ({label})",
+            digits(members.len() as u64),
+            digits(u64::from(UNIVERSE))
+        );
 
         let b_ins = t.bench(&format!("Bitset insert {what}"), n, 0, || {
             let mut b = Bitset::new();
@@ -300,6 +307,28 @@ fn votes(t: &mut Table) {
 /// The application core's merge of one shard's tally into the poll's counts.
 fn merge_counts(into: &mut [i64], from: &[i64]) {
     shards::polls::merge_counts(into, from);
+}
+
+/// Nanoseconds with one decimal below 10,000, digit-grouped above.
+fn ns_text(ns: f64) -> String {
+    if ns < 10_000.0 {
+        format!("{ns:.1}")
+    } else {
+        digits(ns.round() as u64)
+    }
+}
+
+/// `1048576` -> `1,048,576`.
+fn digits(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
 }
 
 fn size(len: usize) -> String {

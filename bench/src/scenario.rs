@@ -286,9 +286,10 @@ impl Scenario {
             Scenario::Idle => format!(
                 "N viewers connect at {}/s and stay idle. Server RSS (VmRSS of /proc/PID/status) is read before the first connection and again once \
                  GET /api/stats reports N connections and 0.5 s more have passed; bytes per connection = (held - before) / N, so one-time \
-                 start-up allocations made under load are spread over N. Kernel figures are system-wide deltas over the same interval: \
-                 /proc/net/sockstat TCP `mem` pages x page size and /proc/meminfo `Slab`, divided by N; the loadgen's client sockets are on this \
-                 machine too, so they cover both ends of each connection (about half is the server's).",
+                 start-up allocations made under load are spread over N. Kernel figures are system-wide deltas over the same interval, divided \
+                 by N: TCP buffer memory is /proc/net/sockstat TCP `mem` pages x page size, socket objects are the /proc/slabinfo caches TCP, \
+                 sock_inode_cache, eventpoll_epi, ep_head and io_kiocb. The loadgen's client sockets are on this machine too, so both kernel \
+                 figures cover both ends of each connection; differences between servers are the servers'.",
                 s.setup_rate
             ),
             Scenario::Fanout => format!(

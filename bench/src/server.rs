@@ -151,7 +151,9 @@ impl Paths {
             .into_iter()
             .map(|a| if a == API_TOKEN { "$TOKEN".into() } else { a })
             .collect();
-        format!("{} {}", bin.display(), args.join(" "))
+        let line = format!("{} {}", bin.display(), args.join(" "));
+        // Run from the repository root (`--root .`), paths read best without the `./`.
+        line.replace(" ./", " ").trim_start_matches("./").to_owned()
     }
 }
 
@@ -449,6 +451,22 @@ mod tests {
             paths.display_command(ServerKind::Ws),
             "node /repo/bench/peers/ws-node/server.js --viewer-addr 127.0.0.1:0 --api-addr 127.0.0.1:0"
         );
+        let relative = Paths {
+            root: PathBuf::from("."),
+            bin_dir: PathBuf::from("target/release"),
+        };
+        assert_eq!(
+            relative.display_command(ServerKind::Ws),
+            "node bench/peers/ws-node/server.js --viewer-addr 127.0.0.1:0 --api-addr 127.0.0.1:0"
+        );
+        assert!(relative
+            .display_command(ServerKind::Fastwebsockets)
+            .starts_with(
+                "bench/peers/fastwebsockets/target/release/peer-fastwebsockets --viewer-addr"
+            ));
+        assert!(relative
+            .display_command(ServerKind::Ovation)
+            .starts_with("target/release/ovation serve "));
         assert!(paths
             .display_command(ServerKind::TokioTungstenite)
             .starts_with(
