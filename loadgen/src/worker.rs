@@ -62,6 +62,7 @@ async fn worker_main(
         loop {
             if !connected_sent && env.settled.get() >= spec.share.count {
                 connected_sent = true;
+                emit(Event::Progress(env.progress())); // the coordinator reads voters at `connected`
                 let m = env.measurements.borrow();
                 emit(Event::Connected {
                     established: m.counters.established,
