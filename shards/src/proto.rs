@@ -58,6 +58,9 @@ pub enum ShardEvent {
     },
     /// The viewer's connection is gone; `votes` are its votes, kept for a resume.
     Left { at: ViewerRef, votes: Vec<Vote> },
+    /// A `Cast` to `group` was written to every member on this shard (backpressure for
+    /// snapshot-like casts such as live results).
+    CastDone { group: GroupId },
     /// This shard's share of a poll's count (coalesced); `closed` on the last one.
     PollTally {
         seq: PollSeq,

@@ -432,7 +432,10 @@ pub async fn run(spec: ShardSpec) {
                     shard.groups.borrow_mut().remove(&id);
                 }
             }
-            ShardCommand::Cast { group, frame } => shard.fan_out(group, &frame).await,
+            ShardCommand::Cast { group, frame } => {
+                shard.fan_out(group, &frame).await;
+                shard.emit(ShardEvent::CastDone { group });
+            }
             ShardCommand::Send { to, frame } => {
                 if let Some(conn) = shard.conn(to) {
                     conn.send(&shard, &frame);

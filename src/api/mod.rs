@@ -176,7 +176,7 @@ pub fn handle(app: &RefCell<App>, token: &str, req: &Request) -> Response {
             Ok(()) => Response::json(200, json!({ "deleted": id })),
             Err((status, code, message)) => Response::error(status, code, message),
         },
-        ("POST", ["api", "groups", id, "messages"]) => group_message(&app, id, &req.body),
+        ("POST", ["api", "groups", id, "messages"]) => group_message(&mut app, id, &req.body),
         ("GET", ["api", "viewers", id]) => match find_viewer(&app, id) {
             Some(v) => Response::json(200, viewer_json(v)),
             None => not_found("viewer", id),
@@ -341,7 +341,7 @@ fn create_group(app: &mut App, body: &[u8]) -> Response {
     }
 }
 
-fn group_message(app: &App, id: &str, body: &[u8]) -> Response {
+fn group_message(app: &mut App, id: &str, body: &[u8]) -> Response {
     let payload = match validate::object(body).and_then(|mut obj| {
         validate::only_fields(&obj, &["payload"])?;
         obj.remove("payload")

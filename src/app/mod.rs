@@ -132,6 +132,8 @@ pub struct App {
     /// Broadcasters following a stream's results over WebSocket.
     pub broadcasters: Vec<(String, Rc<Sink>)>,
     pub store: Option<Store>,
+    /// Casts sent to each group that some shard has not finished writing.
+    casts_in_flight: HashMap<GroupId, usize>,
 }
 
 pub fn unix_ms() -> u64 {
@@ -175,6 +177,7 @@ impl App {
             next_poll: 1,
             broadcasters: Vec::new(),
             store: None,
+            casts_in_flight: HashMap::new(),
         };
         let global = Group {
             id: GroupId::GLOBAL,
@@ -202,6 +205,16 @@ impl App {
         for d in &self.downlinks {
             d.push(make());
         }
+    }
+
+    /// Casts `frame` to `group` on every shard, counting it in flight until every shard has
+    /// written it.
+    fn cast_frame(&mut self, group: GroupId, frame: Frame) {
+        *self.casts_in_flight.entry(group).or_default() += self.downlinks.len();
+        self.broadcast(|| ShardCommand::Cast {
+            group,
+            frame: frame.clone(),
+        });
     }
 
     /// Sends an encoded frame to one viewer.
@@ -251,6 +264,14 @@ impl App {
                 tally,
                 closed,
             } => self.on_tally(seq, shard, tally, closed),
+            ShardEvent::CastDone { group } => {
+                if let Some(n) = self.casts_in_flight.get_mut(&group) {
+                    *n = n.saturating_sub(1);
+                    if *n == 0 {
+                        self.casts_in_flight.remove(&group);
+                    }
+                }
+            }
         }
     }
 
@@ -503,10 +524,7 @@ impl App {
         });
         let poll = Poll::new(id.clone(), seq, req, audience, self.shards(), unix_ms());
         let frame = text_frame(&poll.poll_message().to_string());
-        self.broadcast(|| ShardCommand::Cast {
-            group: audience,
-            frame: frame.clone(),
-        });
+        self.cast_frame(audience, frame);
         self.poll_seqs.insert(seq, id.clone());
         Ok(self.polls.entry(id).or_insert(poll))
     }
@@ -530,6 +548,7 @@ impl App {
         let poll = self.polls.get_mut(id)?;
         if poll.state == PollState::Open {
             poll.state = PollState::Closing;
+            poll.closing_since = Some(std::time::Instant::now());
             let seq = poll.seq;
             self.broadcast(|| ShardCommand::ClosePoll { seq });
         }
@@ -561,7 +580,15 @@ impl App {
         let message = poll.results_message(&counts, true);
         let (audience, seq, stream) = (poll.audience, poll.seq, poll.stream.clone());
         let stored = poll.to_json();
-        self.push_results(audience, &stream, &message);
+        tracing::info!(
+            poll = id,
+            total = counts.iter().sum::<u64>(),
+            final_ms = poll
+                .closing_since
+                .map_or(0.0, |t| t.elapsed().as_secs_f64() * 1e3),
+            "poll closed"
+        );
+        self.push_results(Some(audience), true, &stream, &message);
         if let Some(store) = &self.store {
             if let Err(e) = store.put_poll(id, &stored) {
                 tracing::error!(poll = id, error = %e, "could not store final poll results");
@@ -574,17 +601,25 @@ impl App {
         self.poll_seqs.remove(&seq);
     }
 
-    /// Casts a results message to the poll's audience and to the stream's broadcasters.
-    fn push_results(&mut self, audience: GroupId, stream: &str, message: &Value) {
+    /// Sends a results message to the poll's audience (a cast, when `audience` is given)
+    /// and, when `broadcasters`, to the stream's broadcasters.
+    fn push_results(
+        &mut self,
+        audience: Option<GroupId>,
+        broadcasters: bool,
+        stream: &str,
+        message: &Value,
+    ) {
         let frame = text_frame(&message.to_string());
-        self.broadcast(|| ShardCommand::Cast {
-            group: audience,
-            frame: frame.clone(),
-        });
-        self.broadcasters.retain(|(_, sink)| !sink.is_closed());
-        for (s, sink) in &self.broadcasters {
-            if s == stream {
-                sink.push(frame.clone());
+        if let Some(audience) = audience {
+            self.cast_frame(audience, frame.clone());
+        }
+        if broadcasters {
+            self.broadcasters.retain(|(_, sink)| !sink.is_closed());
+            for (s, sink) in &self.broadcasters {
+                if s == stream {
+                    sink.push(frame.clone());
+                }
             }
         }
     }
@@ -600,8 +635,9 @@ impl App {
     }
 
     /// Runs every results interval: pushes the counts of open polls that changed since the
-    /// last push (so a vote storm yields one push per interval), closes polls whose time is
-    /// up, and forgets departed viewers past the resume window.
+    /// last push (so a vote storm yields at most one push per interval, and none while the
+    /// previous cast is still being written), closes polls whose time is up, and forgets
+    /// departed viewers past the resume window.
     pub fn tick(&mut self, now_ms: u64) {
         let open: Vec<String> = self
             .polls
@@ -614,19 +650,28 @@ impl App {
             let mut due = false;
             if let Some(poll) = self.polls.get_mut(&id) {
                 let counts = poll.counts();
-                if poll.pushed.as_ref() != Some(&counts) {
-                    push = Some((
-                        poll.audience,
-                        poll.stream.clone(),
-                        poll.results_message(&counts, false),
-                    ));
-                    poll.pushed = Some(counts);
-                    poll.pushes += 1;
+                // Results are snapshots. While the last cast to the audience is still being
+                // written, a newer one would only queue behind it (and delay the close), so
+                // the audience waits; broadcasters are few and get every change.
+                let to_audience = poll.pushed.as_ref() != Some(&counts)
+                    && !self.casts_in_flight.contains_key(&poll.audience);
+                let to_broadcasters = poll.broadcast.as_ref() != Some(&counts);
+                if to_audience || to_broadcasters {
+                    let message = poll.results_message(&counts, false);
+                    if to_audience {
+                        poll.pushed = Some(counts.clone());
+                        poll.pushes += 1;
+                    }
+                    if to_broadcasters {
+                        poll.broadcast = Some(counts);
+                    }
+                    let audience = to_audience.then_some(poll.audience);
+                    push = Some((audience, to_broadcasters, poll.stream.clone(), message));
                 }
                 due = poll.closes_at_ms <= now_ms;
             }
-            if let Some((audience, stream, message)) = push {
-                self.push_results(audience, &stream, &message);
+            if let Some((audience, broadcasters, stream, message)) = push {
+                self.push_results(audience, broadcasters, &stream, &message);
             }
             if due {
                 self.close_poll(&id);
@@ -719,16 +764,12 @@ impl App {
 
     /// Group-cast (FIG. 6, 606-608): the message is encoded into one frame here, and each
     /// shard writes those bytes to its members. Returns the group's size.
-    pub fn cast(&self, key: &str, payload: &Value) -> Option<usize> {
+    pub fn cast(&mut self, key: &str, payload: &Value) -> Option<usize> {
         let group = self.group_by_key(key)?;
+        let (id, size) = (group.id, group.size);
         let message = json!({"type": "message", "group": key, "payload": payload});
-        let frame = text_frame(&message.to_string());
-        let id = group.id;
-        self.broadcast(|| ShardCommand::Cast {
-            group: id,
-            frame: frame.clone(),
-        });
-        Some(group.size)
+        self.cast_frame(id, text_frame(&message.to_string()));
+        Some(size)
     }
 
     /// Replaces a viewer's tags through its shard. `None` if the viewer is unknown.

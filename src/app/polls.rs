@@ -132,10 +132,14 @@ pub struct Poll {
     pub tallies: Vec<Vec<i64>>,
     /// Which shards sent their final tally.
     pub finals: Vec<bool>,
-    /// Counts at the last results push, to coalesce pushes.
+    /// Counts at the last results cast to the audience, to coalesce pushes.
     pub pushed: Option<Vec<u64>>,
+    /// Counts at the last results push to broadcasters.
+    pub broadcast: Option<Vec<u64>>,
     /// Results pushes so far (live and final).
     pub pushes: u64,
+    /// When closing started, to log how long the final count took.
+    pub closing_since: Option<std::time::Instant>,
 }
 
 impl Poll {
@@ -162,7 +166,9 @@ impl Poll {
             tallies: vec![vec![0; n]; shards],
             finals: vec![false; shards],
             pushed: None,
+            broadcast: None,
             pushes: 0,
+            closing_since: None,
         }
     }
 
