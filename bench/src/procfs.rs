@@ -164,6 +164,15 @@ fn clock_ticks_per_second() -> f64 {
     100.0
 }
 
+/// The 1-minute load average, the first field of `/proc/loadavg`.
+pub fn parse_loadavg(text: &str) -> Option<f64> {
+    text.split_whitespace().next()?.parse().ok()
+}
+
+pub fn read_loadavg() -> Option<f64> {
+    parse_loadavg(&fs::read_to_string("/proc/loadavg").ok()?)
+}
+
 /// The machine facts printed above the tables.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Machine {
@@ -275,6 +284,13 @@ mod tests {
         assert_eq!(parse_stat_cpu_ticks(stat), Some(320));
         assert_eq!(parse_stat_cpu_ticks("4242 (x) S 1"), None);
         assert_eq!(parse_stat_cpu_ticks("no parenthesis"), None);
+    }
+
+    #[test]
+    fn loadavg() {
+        assert_eq!(parse_loadavg("1.40 2.72 2.59 3/412 25123\n"), Some(1.4));
+        assert_eq!(parse_loadavg(""), None);
+        assert_eq!(parse_loadavg("x 1 2"), None);
     }
 
     #[test]

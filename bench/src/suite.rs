@@ -280,6 +280,7 @@ pub fn main() -> ExitCode {
 
 fn run(plan: &Plan) -> SuiteResult {
     let s = &plan.settings;
+    let load_before = procfs::read_loadavg();
     let mut notes = vec![format!(
         "ovation and loadgen binaries: {}",
         plan.paths.bin_dir.display()
@@ -379,6 +380,11 @@ fn run(plan: &Plan) -> SuiteResult {
             .servers
             .sort_by_key(|e| plan.servers.iter().position(|k| *k == e.server));
         scenarios.push(result);
+    }
+    if let (Some(before), Some(after)) = (load_before, procfs::read_loadavg()) {
+        notes.push(format!(
+            "1-minute load average {before:.2} before the run and {after:.2} after it: anything else running on the machine shows up as noise"
+        ));
     }
     let machine = procfs::read_machine();
     let date = SystemTime::now()
