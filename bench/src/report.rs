@@ -338,7 +338,9 @@ fn render_scenario(sc: &ScenarioResult) -> String {
     let _ = writeln!(s, "### {}\n", sc.title);
     let _ = writeln!(s, "{}\n", sc.description);
     if let Some(reason) = &sc.skipped {
-        let _ = writeln!(s, "{}: skipped ({reason})", sc.name);
+        // "Poll storm: 15,000 voters" -> "poll storm: skipped (...)".
+        let label = sc.title.split(':').next().unwrap_or(sc.name).to_lowercase();
+        let _ = writeln!(s, "{label}: skipped ({reason})");
         return s;
     }
     let peers = sc.peers_that_ran();
@@ -627,7 +629,7 @@ mod tests {
         sc.skipped = Some("server has no /api/polls".into());
         assert_eq!(
             render_scenario(&sc).lines().last(),
-            Some("fanout: skipped (server has no /api/polls)")
+            Some("fan-out: skipped (server has no /api/polls)")
         );
         sc.skipped = None;
         sc.servers.truncate(1);
