@@ -4,8 +4,9 @@
 //! - [`attach_cpu_steering`]: a classic-BPF reuseport program that picks the listener of the
 //!   shard running on the CPU that processed the connection's packets (`SKF_AD_CPU`), as the
 //!   kernel's `reuseport_bpf_cpu` selftest does.
-//! - [`send_nonblocking`]: one `send(2)` with `MSG_DONTWAIT | MSG_NOSIGNAL`, for the fan-out
-//!   fast path that writes a shared frame to a socket whose send queue is empty.
+//! - [`send_nonblocking`], [`send_vectored_nonblocking`]: one `send(2)` / `sendmsg(2)` with
+//!   `MSG_DONTWAIT | MSG_NOSIGNAL`, for the fan-out fast path that writes shared frames to a
+//!   socket whose send queue is empty (several queued casts in one call).
 //! - [`shutdown_write`]: half-close after a close frame.
 //! - [`from_owned_fd`]: hands an owned descriptor to a runtime type that only offers
 //!   `FromRawFd` (glommio's listener and stream types).
@@ -147,6 +148,35 @@ pub fn send_nonblocking(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
     }
 }
 
+/// Most buffers one [`send_vectored_nonblocking`] passes (Linux's `UIO_MAXIOV`).
+pub const MAX_IOV: usize = 1024;
+
+/// One non-blocking `sendmsg(2)` of several buffers, in order: never blocks, never raises
+/// SIGPIPE. `Ok(n)` counts bytes from the start of `bufs` and may stop inside any buffer;
+/// `WouldBlock` means the send buffer is full. Only the first [`MAX_IOV`] buffers are sent.
+pub fn send_vectored_nonblocking(fd: RawFd, bufs: &[std::io::IoSlice<'_>]) -> io::Result<usize> {
+    let count = bufs.len().min(MAX_IOV);
+    // SAFETY: msghdr is a plain C struct for which all-zero is a valid value (no name, no
+    // control data); we then set only the iovec fields.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    // IoSlice is guaranteed ABI-compatible with `struct iovec` on Unix; the kernel only reads
+    // through these pointers.
+    msg.msg_iov = bufs.as_ptr() as *mut libc::iovec;
+    msg.msg_iovlen = count as _;
+    loop {
+        // SAFETY: `msg` points at `count` valid iovecs borrowed from `bufs`, which outlive the
+        // call; the kernel reads at most their stated lengths. A stale `fd` is an error return.
+        let rc = unsafe { libc::sendmsg(fd, &msg, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) };
+        if rc >= 0 {
+            return Ok(rc as usize);
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
+}
+
 /// `shutdown(fd, SHUT_WR)`: sends FIN after the queued bytes, so a close frame is not cut off
 /// by a reset when unread input is pending at `close(2)`.
 pub fn shutdown_write(fd: RawFd) -> io::Result<()> {
@@ -239,6 +269,24 @@ mod tests {
         };
         assert_eq!(err.kind(), io::ErrorKind::WouldBlock);
         assert!(total > 0);
+    }
+
+    #[test]
+    fn vectored_send_keeps_order() {
+        use std::io::Read;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (mut server, _) = listener.accept().unwrap();
+        let parts: [&[u8]; 3] = [b"one ", b"two ", b"three"];
+        let iov: Vec<std::io::IoSlice<'_>> =
+            parts.iter().map(|p| std::io::IoSlice::new(p)).collect();
+        assert_eq!(
+            send_vectored_nonblocking(client.as_raw_fd(), &iov).unwrap(),
+            13
+        );
+        let mut got = [0u8; 13];
+        server.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"one two three");
     }
 
     #[test]

@@ -9,7 +9,7 @@
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::future::Future;
-use std::io;
+use std::io::{self, IoSlice};
 use std::ops::ControlFlow;
 use std::os::fd::{AsRawFd, RawFd};
 use std::pin::Pin;
@@ -20,6 +20,7 @@ use futures_lite::{AsyncRead, AsyncWrite};
 use glommio::net::TcpStream;
 use netstack::ws::{self, close_code, Decoder, Event, OpCode};
 use serde_json::Value;
+use smallvec::SmallVec;
 
 use crate::profile::{self, Profile, ViewerId};
 use crate::proto::{Frame, PollSeq, Request, ShardEvent, Slot, Telemetry, ViewerRef, Vote};
@@ -139,48 +140,69 @@ impl Conn {
         }
     }
 
-    /// Queues `frame` (shared, encoded once) for this viewer. When nothing is queued the frame
-    /// is written straight away with one non-blocking send; the rest waits in the queue for the
-    /// driver. A viewer whose queue would pass the limit is closed with 1008: a slow viewer
-    /// costs bounded memory and never stalls the shard.
+    /// Queues `frame` (shared, encoded once) for this viewer; see [`Conn::send_batch`].
     pub fn send(&self, shard: &Shard, frame: &Frame) {
-        if !self.is_open() {
+        self.send_batch(shard, std::slice::from_ref(frame));
+    }
+
+    /// Queues `frames` (shared, each encoded once), in order. When nothing is queued they are
+    /// written straight away with one non-blocking `send`/`sendmsg`; what the socket does not
+    /// take waits in the queue for the driver. A viewer whose queue would pass the limit is
+    /// closed with 1008: a slow viewer costs bounded memory and never stalls the shard.
+    pub fn send_batch(&self, shard: &Shard, frames: &[Frame]) {
+        if !self.is_open() || frames.is_empty() {
             return;
         }
-        ShardStats::add(&shard.stats.frames_out, 1);
+        ShardStats::add(&shard.stats.frames_out, frames.len() as u64);
         let mut out = self.out.borrow_mut();
+        let mut rest = frames;
         if out.frames.is_empty() {
-            match netstack::sys::send_nonblocking(self.fd, frame) {
-                Ok(n) if n == frame.len() => return,
-                Ok(n) => {
-                    out.head_written = n;
-                    out.bytes = frame.len() - n;
-                    out.frames.push_back(frame.clone());
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    out.bytes = frame.len();
-                    out.frames.push_back(frame.clone());
-                }
+            let sent = if let [one] = frames {
+                netstack::sys::send_nonblocking(self.fd, one)
+            } else {
+                let iov: SmallVec<[IoSlice<'_>; 8]> =
+                    frames.iter().map(|f| IoSlice::new(f)).collect();
+                netstack::sys::send_vectored_nonblocking(self.fd, &iov)
+            };
+            let mut written = match sent {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
                 Err(_) => {
                     drop(out);
-                    self.state.set(State::Abort);
-                    self.wake();
+                    self.abort();
                     return;
                 }
+            };
+            while let Some((first, tail)) = rest.split_first() {
+                if written < first.len() {
+                    break;
+                }
+                written -= first.len();
+                rest = tail;
             }
+            if rest.is_empty() {
+                return;
+            }
+            // The first unsent frame may be partly written: it goes first, whatever the bound.
+            out.head_written = written;
+            out.bytes = rest[0].len() - written;
+            out.frames.push_back(rest[0].clone());
+            rest = &rest[1..];
             drop(out);
             self.wake();
-            return;
+            out = self.out.borrow_mut();
         }
-        if out.bytes + frame.len() > shard.config.send_queue_bytes {
-            drop(out);
-            ShardStats::add(&shard.stats.closed_slow, 1);
-            tracing::debug!(viewer = %self.viewer.get(), "slow consumer closed");
-            self.close(shard, close_code::POLICY, "slow consumer: send queue full");
-            return;
+        for frame in rest {
+            if out.bytes + frame.len() > shard.config.send_queue_bytes {
+                drop(out);
+                ShardStats::add(&shard.stats.closed_slow, 1);
+                tracing::debug!(viewer = %self.viewer.get(), "slow consumer closed");
+                self.close(shard, close_code::POLICY, "slow consumer: send queue full");
+                return;
+            }
+            out.bytes += frame.len();
+            out.frames.push_back(frame.clone());
         }
-        out.bytes += frame.len();
-        out.frames.push_back(frame.clone());
     }
 
     /// Sends a JSON message to this viewer alone.
@@ -230,26 +252,50 @@ impl Conn {
         }
     }
 
-    /// Writes queued frames until the queue is empty or the socket is full.
+    /// Writes queued frames until the queue is empty or the socket is full: as many frames as
+    /// fit in one `sendmsg`, and glommio's write readiness when the socket is full.
     fn poll_flush(&self, cx: &mut Context<'_>) -> io::Result<()> {
         let mut out = self.out.borrow_mut();
-        let mut stream = self.stream.borrow_mut();
-        while let Some(front) = out.frames.front() {
-            let front = front.clone();
-            let rest = &front[out.head_written..];
-            match Pin::new(&mut *stream).poll_write(cx, rest) {
-                Poll::Ready(Ok(0)) => return Err(io::ErrorKind::WriteZero.into()),
-                Poll::Ready(Ok(n)) => {
-                    out.bytes -= n;
-                    if n == rest.len() {
-                        out.frames.pop_front();
-                        out.head_written = 0;
-                    } else {
-                        out.head_written += n;
+        while !out.frames.is_empty() {
+            let sent = {
+                let skip = out.head_written;
+                let iov: SmallVec<[IoSlice<'_>; 16]> = out
+                    .frames
+                    .iter()
+                    .take(netstack::sys::MAX_IOV)
+                    .enumerate()
+                    .map(|(i, f)| IoSlice::new(if i == 0 { &f[skip..] } else { f }))
+                    .collect();
+                netstack::sys::send_vectored_nonblocking(self.fd, &iov)
+            };
+            let mut written = match sent {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    // Full: let glommio wait for writability (its write retries the send and
+                    // registers interest when it would block).
+                    let front = out.frames[0].clone();
+                    let rest = &front[out.head_written..];
+                    match Pin::new(&mut *self.stream.borrow_mut()).poll_write(cx, rest) {
+                        Poll::Ready(Ok(0)) => return Err(io::ErrorKind::WriteZero.into()),
+                        Poll::Ready(Ok(n)) => n,
+                        Poll::Ready(Err(e)) => return Err(e),
+                        Poll::Pending => return Ok(()),
                     }
                 }
-                Poll::Ready(Err(e)) => return Err(e),
-                Poll::Pending => return Ok(()),
+                Err(e) => return Err(e),
+            };
+            out.bytes -= written;
+            while written > 0 {
+                let left = out.frames[0].len() - out.head_written;
+                if written >= left {
+                    written -= left;
+                    out.frames.pop_front();
+                    out.head_written = 0;
+                } else {
+                    out.head_written += written;
+                    written = 0;
+                }
             }
         }
         // Release the ring buffer's memory once a burst is written: idle viewers hold none.

@@ -39,6 +39,9 @@ pub(crate) const TICKS_PER_SEC: u32 = 10;
 const SCRATCH_BYTES: usize = 64 * 1024;
 /// Members written per fan-out step before the shard checks whether to yield.
 const FANOUT_CHUNK: usize = 256;
+/// Most queued casts written to each member together, and their byte bound.
+const CAST_BATCH: usize = 32;
+const CAST_BATCH_BYTES: usize = 256 * 1024;
 
 /// What a shard needs from the process that starts it. Everything here is `Send`; the shard
 /// turns it into thread-local state inside its executor.
@@ -291,10 +294,11 @@ impl Shard {
         self.profile_changed(&conn);
     }
 
-    /// Writes `frame` to every member of `group`, a chunk at a time, yielding between chunks
-    /// when other tasks wait, so a cast to a million viewers does not freeze the shard.
-    async fn fan_out(&self, group: GroupId, frame: &Frame) {
-        ShardStats::add(&self.stats.casts, 1);
+    /// Writes `frames` to every member of `group`, a chunk of members at a time, yielding
+    /// between chunks when other tasks wait, so a cast to a million viewers does not freeze the
+    /// shard. Several frames (casts that queued up) go to each member in one `sendmsg`.
+    async fn fan_out(&self, group: GroupId, frames: &[Frame]) {
+        ShardStats::add(&self.stats.casts, frames.len() as u64);
         let mut next: Slot = 0;
         let mut chunk: Vec<Rc<Conn>> = Vec::with_capacity(FANOUT_CHUNK);
         loop {
@@ -313,7 +317,7 @@ impl Shard {
                 return;
             }
             for conn in chunk.drain(..) {
-                conn.send(self, frame);
+                conn.send_batch(self, frames);
             }
             glommio::yield_if_needed().await;
         }
@@ -424,7 +428,15 @@ pub async fn run(spec: ShardSpec) {
     let tallies = glommio::spawn_local(report_tallies(shard.clone()));
 
     let mut grace = None;
-    while let Some(command) = commands.recv().await {
+    let mut next: Option<ShardCommand> = None;
+    loop {
+        let command = match next.take() {
+            Some(c) => c,
+            None => match commands.recv().await {
+                Some(c) => c,
+                None => break,
+            },
+        };
         match command {
             ShardCommand::DefineGroup { id, predicate } => shard.define_group(id, predicate),
             ShardCommand::DropGroup { id } => {
@@ -433,8 +445,29 @@ pub async fn run(spec: ShardSpec) {
                 }
             }
             ShardCommand::Cast { group, frame } => {
-                shard.fan_out(group, &frame).await;
-                shard.emit(ShardEvent::CastDone { group });
+                // Casts to the same group already queued behind this one go out together:
+                // under a burst each member gets one sendmsg for all of them instead of one
+                // send each. With nothing queued this is a batch of one, so a lone cast is
+                // not delayed.
+                let mut frames = vec![frame];
+                let mut bytes = frames[0].len();
+                while frames.len() < CAST_BATCH && bytes < CAST_BATCH_BYTES {
+                    match future::poll_once(commands.recv()).await {
+                        Some(Some(ShardCommand::Cast { group: g, frame })) if g == group => {
+                            bytes += frame.len();
+                            frames.push(frame);
+                        }
+                        Some(Some(other)) => {
+                            next = Some(other);
+                            break;
+                        }
+                        Some(None) | None => break,
+                    }
+                }
+                shard.fan_out(group, &frames).await;
+                for _ in &frames {
+                    shard.emit(ShardEvent::CastDone { group });
+                }
             }
             ShardCommand::Send { to, frame } => {
                 if let Some(conn) = shard.conn(to) {
