@@ -72,8 +72,14 @@ const CONNECT_METRICS: &[Metric] = &[
 
 const IDLE_METRICS: &[Metric] = &[
     Metric::new(
+        "rss_marginal_per_conn",
+        "server RSS per idle connection, marginal (N/2 -> N), bytes",
+        Unit::Bytes,
+        Better::Lower,
+    ),
+    Metric::new(
         "rss_per_conn",
-        "server RSS per idle connection, bytes",
+        "server RSS per idle connection incl. start-up growth (0 -> N), bytes",
         Unit::Bytes,
         Better::Lower,
     ),
@@ -284,9 +290,11 @@ impl Scenario {
                 rate_text(s.connect_rate)
             ),
             Scenario::Idle => format!(
-                "N viewers connect at {}/s and stay idle. Server RSS (VmRSS of /proc/PID/status) is read before the first connection and again once \
-                 GET /api/stats reports N connections and 0.5 s more have passed; bytes per connection = (held - before) / N, so one-time \
-                 start-up allocations made under load are spread over N. Kernel figures are system-wide deltas over the same interval, divided \
+                "N viewers connect at {}/s and stay idle. Server RSS (VmRSS of /proc/PID/status) is read before the first connection, once \
+                 GET /api/stats first reports at least N/2 connections, and once it reports N and 0.5 s more have passed. The marginal figure is \
+                 (RSS at N - RSS at the half-way sample) / (connections between them): what one more idle viewer costs. The 0 -> N figure is \
+                 (held - before) / N, so it also spreads over N the one-time growth the first connections trigger (allocator arenas, buffers \
+                 touched on first use). Kernel figures are system-wide deltas over the same interval, divided \
                  by N: TCP buffer memory is /proc/net/sockstat TCP `mem` pages x page size, socket objects are the /proc/slabinfo caches TCP, \
                  sock_inode_cache, eventpoll_epi, ep_head and io_kiocb. The loadgen's client sockets are on this machine too, so both kernel \
                  figures cover both ends of each connection; differences between servers are the servers'.",
@@ -441,12 +449,21 @@ pub fn run_once(paths: &Paths, kind: ServerKind, scenario: Scenario, s: &Setting
 
     if scenario == Scenario::Idle {
         // Wait until the server holds all N (bounded by the loadgen's own life), then sample.
+        // RSS is also read once half are connected: the slope from there to N is the marginal
+        // cost of a connection, free of the one-time growth (allocator arenas, I/O rings
+        // touched on first use) that the first connections trigger.
         let mut seen = 0;
         let mut reached = false;
+        let mut half: Option<(u64, u64)> = None;
         while Instant::now() < loadgen_deadline && matches!(loadgen.try_wait(), Ok(None)) {
             match server.connections(Duration::from_secs(2)) {
                 Ok(c) => seen = c,
                 Err(e) => result.notes.push(format!("stats: {e:#}")),
+            }
+            if half.is_none() && seen >= s.n / 2 && seen < s.n {
+                if let Ok(rss) = procfs::read_rss(pid) {
+                    half = Some((seen, rss));
+                }
             }
             if seen >= s.n {
                 reached = true;
@@ -461,6 +478,7 @@ pub fn run_once(paths: &Paths, kind: ServerKind, scenario: Scenario, s: &Setting
                 pid,
                 s.n,
                 &rss_before,
+                half,
                 &sock_before,
                 &slab_before,
             );
@@ -551,6 +569,7 @@ fn sample_memory(
     pid: u32,
     n: u64,
     rss_before: &std::io::Result<u64>,
+    half: Option<(u64, u64)>,
     sock_before: &std::io::Result<procfs::TcpSockstat>,
     slab_before: &std::io::Result<u64>,
 ) {
@@ -560,6 +579,9 @@ fn sample_memory(
             result.set("rss_before_mib", *before as f64 / MIB);
             result.set("rss_held_mib", after as f64 / MIB);
             result.set("rss_per_conn", (after as f64 - *before as f64) / n_f);
+            if let Some(per) = half.and_then(|h| marginal_per_conn(h, (n, after))) {
+                result.set("rss_marginal_per_conn", per);
+            }
         }
         (Err(e), _) => result.problems.push(format!("reading RSS before: {e}")),
         (_, Err(e)) => result.problems.push(format!("reading RSS: {e}")),
@@ -580,6 +602,11 @@ fn sample_memory(
 }
 
 const MIB: f64 = 1024.0 * 1024.0;
+
+/// Bytes per connection between two (connections, RSS) samples.
+fn marginal_per_conn((n0, rss0): (u64, u64), (n1, rss1): (u64, u64)) -> Option<f64> {
+    (n1 > n0).then(|| (rss1 as f64 - rss0 as f64) / (n1 - n0) as f64)
+}
 
 /// Turns a loadgen report into the scenario's metrics and checks.
 pub fn evaluate(scenario: Scenario, s: &Settings, r: &Report, result: &mut RunResult) {
@@ -757,6 +784,15 @@ pub fn probe_polls(paths: &Paths, s: &Settings) -> anyhow::Result<bool> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn marginal_memory_is_the_slope_between_samples() {
+        assert_eq!(
+            super::marginal_per_conn((5_000, 1_000_000), (10_000, 3_000_000)),
+            Some(400.0)
+        );
+        assert_eq!(super::marginal_per_conn((10_000, 1), (10_000, 2)), None);
+    }
+
     use super::*;
 
     fn settings() -> Settings {
