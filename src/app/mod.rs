@@ -532,15 +532,17 @@ impl App {
     /// Closes every open poll (at shutdown: their final counts are stored before the shards
     /// stop, since the shards handle `ClosePoll` before `Shutdown`).
     pub fn close_open_polls(&mut self) {
-        let open: Vec<String> = self
-            .polls
+        for id in self.open_poll_ids() {
+            self.close_poll(&id);
+        }
+    }
+
+    fn open_poll_ids(&self) -> Vec<String> {
+        self.polls
             .iter()
             .filter(|(_, p)| p.state == PollState::Open)
             .map(|(id, _)| id.clone())
-            .collect();
-        for id in open {
-            self.close_poll(&id);
-        }
+            .collect()
     }
 
     /// Stops voting: every shard sends its final tally, and the last one completes the poll.
@@ -639,13 +641,7 @@ impl App {
     /// previous cast is still being written), closes polls whose time is up, and forgets
     /// departed viewers past the resume window.
     pub fn tick(&mut self, now_ms: u64) {
-        let open: Vec<String> = self
-            .polls
-            .iter()
-            .filter(|(_, p)| p.state == PollState::Open)
-            .map(|(id, _)| id.clone())
-            .collect();
-        for id in open {
+        for id in self.open_poll_ids() {
             let mut push = None;
             let mut due = false;
             if let Some(poll) = self.polls.get_mut(&id) {
