@@ -17,7 +17,15 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// media connection; ovation groups them by shared characteristics and reaches a whole group
 /// with one command.
 #[derive(Parser, Debug)]
-#[command(version, about, long_about = None)]
+#[command(
+    version,
+    about,
+    long_about = None,
+    after_help = "Every setting (addresses, shard count, limits, timeouts, API token, data \
+                  directory) is a flag of `ovation serve` and a key of the TOML file given with \
+                  --config: see `ovation serve --help`. Flags win over the file, the file over \
+                  the embedded defaults; `ovation config` prints the result."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
