@@ -30,6 +30,13 @@ pub struct Config {
     pub max_connections: usize,
     /// Listen backlog of each shard's listener.
     pub backlog: i32,
+    /// io_uring depth of each shard's rings. Every idle viewer has one readiness poll pending
+    /// in its shard's ring, and the kernel files pending polls in a hash table whose bucket
+    /// count grows with the ring (ilog2(cq entries) - 5 bits, at most 8). glommio cancels a
+    /// preemption timer on most scheduling rounds, and each cancel walks one bucket: at
+    /// glommio's default depth of 128 that is 8 buckets; 4096 gives the 256-bucket maximum for
+    /// about 400 KiB per ring.
+    pub ring_depth: usize,
     /// Longest time a client may take to send its upgrade request.
     pub handshake_timeout_ms: u64,
     /// Largest upgrade request head (bytes); larger gets HTTP 431.
@@ -77,6 +84,7 @@ impl Default for Config {
             cpu_steering: true,
             max_connections: 1_000_000,
             backlog: 4096,
+            ring_depth: 4096,
             handshake_timeout_ms: shard.handshake_timeout.as_millis() as u64,
             max_header_bytes: shard.max_header_bytes,
             max_frame_bytes: shard.limits.max_frame,
@@ -124,6 +132,10 @@ pub struct Overrides {
     /// Listen backlog per shard [default: 4096].
     #[arg(long, value_name = "N")]
     pub backlog: Option<i32>,
+    /// io_uring depth of each shard's rings (more buckets for the pending polls of idle
+    /// viewers) [default: 4096].
+    #[arg(long, value_name = "N")]
+    pub ring_depth: Option<usize>,
     /// Time allowed for the upgrade request, in ms [default: 10000].
     #[arg(long, value_name = "MS")]
     pub handshake_timeout_ms: Option<u64>,
@@ -202,6 +214,7 @@ impl Config {
             cpu_steering,
             max_connections,
             backlog,
+            ring_depth,
             handshake_timeout_ms,
             max_header_bytes,
             max_frame_bytes,
@@ -241,6 +254,9 @@ impl Config {
         }
         if self.backlog <= 0 {
             bail!("backlog must be at least 1");
+        }
+        if !(16..=32768).contains(&self.ring_depth) {
+            bail!("ring_depth must be between 16 and 32768");
         }
         if self.max_header_bytes < 256 {
             bail!("max_header_bytes must be at least 256");

@@ -110,6 +110,7 @@ impl Server {
             };
             let handle = LocalExecutorBuilder::new(Placement::Fixed(shard_cpus[index]))
                 .name(&format!("shard-{index}"))
+                .ring_depth(config.ring_depth)
                 .spawn(move || shards::run(spec))
                 .map_err(|e| anyhow::anyhow!("starting shard {index}: {e}"))?;
             threads.push(handle);
@@ -193,13 +194,21 @@ async fn app_core(
         }));
     }
 
-    // Coalesced live results, poll deadlines and resume expiry.
+    // Coalesced live results and poll deadlines at the results interval while a poll is open;
+    // otherwise only resume expiry, once a second: an idle server does not wake for nothing.
     let ticker = {
         let app = app.clone();
         let every = Duration::from_millis(config.results_interval_ms);
+        let opened = app.borrow().poll_opened.clone();
         glommio::spawn_local(async move {
             loop {
-                glommio::timer::sleep(every).await;
+                let busy = app.borrow().has_open_polls();
+                if busy {
+                    glommio::timer::sleep(every).await;
+                } else {
+                    let idle = glommio::timer::sleep(Duration::from_secs(1));
+                    futures_lite::future::or(opened.wait(), idle).await;
+                }
                 app.borrow_mut().tick(crate::app::unix_ms());
             }
         })

@@ -84,6 +84,12 @@ const IDLE_METRICS: &[Metric] = &[
         Better::Lower,
     ),
     Metric::new(
+        "idle_cpu_ms_per_s",
+        "server CPU while holding N idle viewers, ms per second",
+        Unit::Millis,
+        Better::Lower,
+    ),
+    Metric::new(
         "rss_before_mib",
         "server RSS before connecting, MiB",
         Unit::MiB,
@@ -294,7 +300,7 @@ impl Scenario {
                  GET /api/stats first reports at least N/2 connections, and once it reports N and 0.5 s more have passed. The marginal figure is \
                  (RSS at N - RSS at the half-way sample) / (connections between them): what one more idle viewer costs. The 0 -> N figure is \
                  (held - before) / N, so it also spreads over N the one-time growth the first connections trigger (allocator arenas, buffers \
-                 touched on first use). Kernel figures are system-wide deltas over the same interval, divided \
+                 touched on first use). Server CPU while idle is the process's user + system time over 3 s of holding N, in ms per second. Kernel figures are system-wide deltas over the same interval, divided \
                  by N: TCP buffer memory is /proc/net/sockstat TCP `mem` pages x page size, socket objects are the /proc/slabinfo caches TCP, \
                  sock_inode_cache, eventpoll_epi, ep_head and io_kiocb. The loadgen's client sockets are on this machine too, so both kernel \
                  figures cover both ends of each connection; differences between servers are the servers'.",
@@ -385,7 +391,9 @@ pub const MAX_RATE: f64 = 1_000_000.0;
 
 /// How long idle viewers stay connected after all are up: long enough for the server's
 /// stats to show them all and for the memory sample 0.5 s later.
-const IDLE_HOLD: Duration = Duration::from_millis(2_500);
+const IDLE_HOLD: Duration = Duration::from_millis(5_000);
+/// Window over which the idle scenario measures the server's CPU while it only holds viewers.
+const IDLE_CPU_WINDOW: Duration = Duration::from_secs(3);
 
 /// Time between stats polls while waiting for the idle connections.
 const STATS_POLL: Duration = Duration::from_millis(50);
@@ -482,6 +490,16 @@ pub fn run_once(paths: &Paths, kind: ServerKind, scenario: Scenario, s: &Setting
                 &sock_before,
                 &slab_before,
             );
+            // What holding idle viewers costs: keepalive sweeps, scheduler rounds, timers.
+            if let Ok(c0) = procfs::read_cpu_seconds(pid) {
+                thread::sleep(IDLE_CPU_WINDOW);
+                if let Ok(c1) = procfs::read_cpu_seconds(pid) {
+                    result.set(
+                        "idle_cpu_ms_per_s",
+                        (c1 - c0) * 1e3 / IDLE_CPU_WINDOW.as_secs_f64(),
+                    );
+                }
+            }
         } else {
             result.problems.push(format!(
                 "the server never reported {} connections (last seen {seen}); no memory sample",

@@ -11,6 +11,7 @@
 //! - [`polls`]: vote validation and the shard's signed share of each poll's count.
 //! - [`proto`]: shard <-> application core messages.
 //! - [`config`], [`stats`]: settings and live counters.
+//! - [`sync`]: single-threaded wake-up primitives shared by shard and application-core tasks.
 //! - `shard` and `conn`: the runtime (accept, handshake, drivers, fan-out, keepalive, drain).
 
 pub mod bitset;
@@ -21,6 +22,7 @@ pub mod profile;
 pub mod proto;
 mod shard;
 pub mod stats;
+pub mod sync;
 
 pub use config::ShardConfig;
 pub use shard::{run, ShardSpec};

@@ -32,6 +32,7 @@ use crate::proto::{
     Admission, Frame, GroupId, ProfileUpdate, Request, ShardCommand, ShardEvent, Slot, ViewerRef,
 };
 use crate::stats::ShardStats;
+use crate::sync::{Notify, Signal};
 
 /// The shard clock counts ticks of 100 ms from the shard's start.
 pub(crate) const TICKS_PER_SEC: u32 = 10;
@@ -62,34 +63,6 @@ struct Group {
     members: Bitset,
 }
 
-/// A small single-threaded notification: `notify` wakes whoever waits.
-#[derive(Default)]
-pub(crate) struct Notify {
-    fired: Cell<bool>,
-    waiters: RefCell<Vec<Waker>>,
-}
-
-impl Notify {
-    pub fn notify(&self) {
-        self.fired.set(true);
-        for w in self.waiters.borrow_mut().drain(..) {
-            w.wake();
-        }
-    }
-
-    pub async fn wait(&self) {
-        poll_fn(|cx| {
-            if self.fired.get() {
-                Poll::Ready(())
-            } else {
-                self.waiters.borrow_mut().push(cx.waker().clone());
-                Poll::Pending
-            }
-        })
-        .await
-    }
-}
-
 pub(crate) struct Shard {
     pub index: u16,
     pub config: Arc<ShardConfig>,
@@ -111,6 +84,8 @@ pub(crate) struct Shard {
     draining: Cell<bool>,
     ping_frame: Frame,
     polls: RefCell<Polls>,
+    /// Raised by a counted vote: the tally reporter sleeps until there is something to report.
+    tallies_dirty: Signal,
 }
 
 impl Shard {
@@ -148,6 +123,7 @@ impl Shard {
             draining: Cell::new(false),
             ping_frame: ping.into(),
             polls: RefCell::new(Polls::default()),
+            tallies_dirty: Signal::default(),
         }
     }
 
@@ -253,6 +229,7 @@ impl Shard {
             .borrow_mut()
             .count(seq, conn.vote_for(seq), choice);
         conn.set_vote(seq, choice);
+        self.tallies_dirty.raise();
         let ack = serde_json::json!({"type": "voted", "poll": poll, "choice": choice});
         conn.send_json(self, &ack.to_string());
     }
@@ -577,9 +554,10 @@ async fn sweeper(shard: Rc<Shard>) {
 }
 
 /// Reports changed poll tallies, at most once per `tally_interval`: a vote storm becomes a
-/// few tally messages per second per shard.
+/// few tally messages per second per shard, and a shard without votes never wakes for it.
 async fn report_tallies(shard: Rc<Shard>) {
     loop {
+        shard.tallies_dirty.wait().await;
         sleep(shard.config.tally_interval).await;
         let dirty = shard.polls.borrow_mut().take_dirty();
         for (seq, tally) in dirty {

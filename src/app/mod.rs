@@ -134,6 +134,8 @@ pub struct App {
     pub store: Option<Store>,
     /// Casts sent to each group that some shard has not finished writing.
     casts_in_flight: HashMap<GroupId, usize>,
+    /// Raised when a poll opens: the ticker runs at the results interval only while one is.
+    pub poll_opened: Rc<shards::sync::Signal>,
 }
 
 pub fn unix_ms() -> u64 {
@@ -178,6 +180,7 @@ impl App {
             broadcasters: Vec::new(),
             store: None,
             casts_in_flight: HashMap::new(),
+            poll_opened: Rc::default(),
         };
         let global = Group {
             id: GroupId::GLOBAL,
@@ -526,6 +529,7 @@ impl App {
         let frame = text_frame(&poll.poll_message().to_string());
         self.cast_frame(audience, frame);
         self.poll_seqs.insert(seq, id.clone());
+        self.poll_opened.raise();
         Ok(self.polls.entry(id).or_insert(poll))
     }
 
@@ -535,6 +539,11 @@ impl App {
         for id in self.open_poll_ids() {
             self.close_poll(&id);
         }
+    }
+
+    /// Whether any poll is open (live results and deadlines need the ticker).
+    pub fn has_open_polls(&self) -> bool {
+        self.polls.values().any(|p| p.state == PollState::Open)
     }
 
     fn open_poll_ids(&self) -> Vec<String> {
