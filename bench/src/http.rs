@@ -1,7 +1,8 @@
 //! A blocking HTTP/1.1 client for the operator APIs: one request per connection
 //! (`Connection: close`), a bearer token, and one deadline over connect, write and read.
 //! The suite sends a handful of requests per run (stats polls, the poll probe), so std's
-//! `TcpStream` is enough. [`parse_response`] is pure and tested on split input.
+//! `TcpStream` is enough. Responses are parsed by the loadgen's pure parser
+//! ([`parse_response`], re-exported here).
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -12,17 +13,7 @@ use anyhow::{bail, Context};
 /// Larger responses are refused: the APIs answer with small JSON objects.
 const MAX_RESPONSE_BYTES: usize = 1 << 20;
 
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Response {
-    pub status: u16,
-    pub body: Vec<u8>,
-}
-
-impl Response {
-    pub fn json(&self) -> Option<serde_json::Value> {
-        serde_json::from_slice(&self.body).ok()
-    }
-}
+pub use loadgen::api::{decode_chunked, parse_response, ApiResponse as Response};
 
 /// Sends one request to `addr` and reads the whole response, all within `timeout`.
 pub fn request(
@@ -96,92 +87,6 @@ fn encode(addr: SocketAddr, method: &str, path: &str, token: &str, body: Option<
         None => req.push_str("Content-Length: 0\r\n\r\n"),
     }
     req
-}
-
-/// Parses a response from the bytes read so far. `Ok(None)`: more bytes are needed. `eof`:
-/// the server closed, so a body without a length ends here.
-pub fn parse_response(buf: &[u8], eof: bool) -> Result<Option<Response>, String> {
-    let mut headers = [httparse::EMPTY_HEADER; 32];
-    let mut resp = httparse::Response::new(&mut headers);
-    let head_len = match resp.parse(buf) {
-        Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) if eof => {
-            return Err("connection closed inside the response head".into())
-        }
-        Ok(httparse::Status::Partial) => return Ok(None),
-        Err(e) => return Err(format!("malformed HTTP response: {e}")),
-    };
-    let status = resp.code.ok_or("response without a status code")?;
-    let mut content_length = None;
-    let mut chunked = false;
-    for h in resp.headers.iter() {
-        if h.name.eq_ignore_ascii_case("content-length") {
-            let len = std::str::from_utf8(h.value)
-                .ok()
-                .and_then(|v| v.trim().parse::<usize>().ok())
-                .ok_or("bad Content-Length")?;
-            content_length = Some(len);
-        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
-            chunked = h
-                .value
-                .to_ascii_lowercase()
-                .windows(7)
-                .any(|w| w == b"chunked");
-        }
-    }
-    let rest = &buf[head_len..];
-    if (100..200).contains(&status) || status == 204 || status == 304 {
-        return Ok(Some(Response {
-            status,
-            body: Vec::new(),
-        }));
-    }
-    let body = if chunked {
-        match decode_chunked(rest)? {
-            Some(b) => b,
-            None if eof => return Err("connection closed inside a chunked body".into()),
-            None => return Ok(None),
-        }
-    } else if let Some(len) = content_length {
-        if rest.len() < len {
-            if eof {
-                return Err(format!("body cut short: {} of {len} bytes", rest.len()));
-            }
-            return Ok(None);
-        }
-        rest[..len].to_vec()
-    } else if eof {
-        rest.to_vec()
-    } else {
-        return Ok(None);
-    };
-    Ok(Some(Response { status, body }))
-}
-
-/// Decodes a complete chunked body; `Ok(None)` if more bytes are needed.
-fn decode_chunked(mut data: &[u8]) -> Result<Option<Vec<u8>>, String> {
-    let mut out = Vec::new();
-    loop {
-        let Some(eol) = data.windows(2).position(|w| w == b"\r\n") else {
-            return Ok(None);
-        };
-        let line = std::str::from_utf8(&data[..eol]).map_err(|_| "bad chunk size line")?;
-        let size_text = line.split(';').next().unwrap_or("").trim();
-        let size = usize::from_str_radix(size_text, 16)
-            .map_err(|_| format!("bad chunk size {size_text:?}"))?;
-        data = &data[eol + 2..];
-        if size == 0 {
-            return Ok(data.windows(2).any(|w| w == b"\r\n").then_some(out));
-        }
-        if data.len() < size + 2 {
-            return Ok(None);
-        }
-        if &data[size..size + 2] != b"\r\n" {
-            return Err("chunk not followed by CRLF".into());
-        }
-        out.extend_from_slice(&data[..size]);
-        data = &data[size + 2..];
-    }
 }
 
 #[cfg(test)]

@@ -11,8 +11,9 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use serde::Deserialize;
 
-/// The schema family this parser understands (minor additions keep the `/1`).
-pub const SCHEMA: &str = "ovation-loadgen/1";
+/// The schema family this parser understands (minor additions keep the `/1`): the one the
+/// loadgen writes.
+pub use loadgen::report::SCHEMA;
 
 /// Percentiles of one latency histogram, in microseconds.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Deserialize)]

@@ -129,6 +129,9 @@ pub fn parse_response(buf: &[u8], eof: bool) -> Result<Option<ApiResponse>, Stri
     let mut resp = httparse::Response::new(&mut headers);
     let head_len = match resp.parse(buf) {
         Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) if eof => {
+            return Err("connection closed inside the response head".into())
+        }
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(e) => return Err(format!("malformed HTTP response: {e}")),
     };
@@ -267,6 +270,10 @@ mod tests {
         assert!(parse_response(b"garbage\r\n\r\n", false).is_err());
         assert!(parse_response(b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n", false).is_err());
         assert!(parse_response(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc", true).is_err());
+        assert!(
+            parse_response(b"HTTP/1.1 200 O", true).is_err(),
+            "head cut by EOF"
+        );
         assert!(parse_response(
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
             false
