@@ -64,9 +64,11 @@ fn serve(o: &Overrides) -> anyhow::Result<()> {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&config.log))
         .context("bad log filter")?;
+    // Colour codes only on a terminal: a log file or journald gets plain text.
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 
     let token = match &config.api_token {
