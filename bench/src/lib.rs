@@ -15,8 +15,10 @@
 //! - [`http`]: a blocking HTTP/1.1 client for the operator APIs (stats, poll probe).
 //! - [`procfs`]: parsing of `/proc` files (RSS, socket memory, machine facts).
 //! - [`stats`]: medians and maxima over repeats.
+//! - [`churn`]: server memory under connect-and-leave churn (binary `bench-churn`).
 #![forbid(unsafe_code)]
 
+pub mod churn;
 pub mod http;
 pub mod loadgen;
 pub mod procfs;
