@@ -120,7 +120,10 @@ fn kill_9_mid_poll_keeps_checkpointed_votes_and_groups() {
         "/api/groups",
         json!({"name": "other", "match": {"os": ["android"]}}),
     );
-    assert_eq!(next["id"], "g2", "a restored group's key is not handed out again");
+    assert_eq!(
+        next["id"], "g2",
+        "a restored group's key is not handed out again"
+    );
     // A vote for the poll stored before the restart: closed, not unknown.
     let (mut late, _) = connect(&restarted.url(""), Some(IOS));
     let answer = vote(&mut late, &poll, 0);
@@ -149,7 +152,10 @@ fn viewer_ids_are_not_reused_across_restarts() {
     let restarted = Server::start_in(&["--shards", "1"], dir.clone());
     for _ in 0..3 {
         let id = connect(&restarted.url(""), None).1["viewer"].to_string();
-        assert!(!before.contains(&id), "{id} was minted before the restart too");
+        assert!(
+            !before.contains(&id),
+            "{id} was minted before the restart too"
+        );
     }
     drop(restarted);
     let _ = std::fs::remove_dir_all(&dir);
@@ -218,6 +224,9 @@ fn sigterm_sends_final_results_before_1001_and_closes_broadcasters() {
         assert_eq!(code, Some(1001));
     }
     let (results, code) = caster.join().expect("broadcaster reader");
-    assert_eq!(results.last().map(|r| r["final"].clone()), Some(json!(true)));
+    assert_eq!(
+        results.last().map(|r| r["final"].clone()),
+        Some(json!(true))
+    );
     assert_eq!(code, Some(1001), "the broadcaster gets a close frame");
 }
