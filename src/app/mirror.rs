@@ -126,8 +126,8 @@ pub struct DepartedLimits {
 /// What happened to a claim.
 #[derive(Debug, PartialEq)]
 pub enum Claim {
-    /// The token was unknown: a new viewer (already joined to the mirror).
-    New,
+    /// The token was unknown: a new viewer, to be joined with this profile.
+    New { profile: Profile },
     /// The token belongs to a departed viewer: `x` is its identity, given to the connection.
     Resumed { x: ViewerId, profile: Profile },
     /// The token's owner is still connected at `old`: evict it; the claim waits for its `Left`.
@@ -216,13 +216,7 @@ impl Mirror {
     }
 
     /// A connection presents a resume token.
-    pub fn claim(
-        &mut self,
-        at: ViewerRef,
-        resume: Box<str>,
-        profile: Profile,
-        token: &str,
-    ) -> Claim {
+    pub fn claim(&mut self, at: ViewerRef, profile: Profile, token: &str) -> Claim {
         match self.tokens.get(token).copied() {
             Some(x) if self.departed.contains_key(&x) => Claim::Resumed { x, profile },
             Some(x) if self.viewers.contains_key(&x) && !self.awaiting.contains_key(&x) => {
@@ -230,10 +224,7 @@ impl Mirror {
                 self.awaiting.insert(x, (at, profile));
                 Claim::EvictFirst { old }
             }
-            _ => {
-                self.join(at, resume, profile);
-                Claim::New
-            }
+            _ => Claim::New { profile },
         }
     }
 
@@ -396,9 +387,12 @@ mod tests {
         assert_eq!(m.departed_count(), 3);
         assert_eq!(m.departed_dropped(), 2);
         // The oldest two are gone, tokens and all: their claims are new viewers.
-        assert_eq!(m.claim(at(10), "n".into(), profile(10), "t1"), Claim::New);
         assert!(matches!(
-            m.claim(at(11), "n2".into(), profile(11), "t5"),
+            m.claim(at(10), profile(10), "t1"),
+            Claim::New { .. }
+        ));
+        assert!(matches!(
+            m.claim(at(11), profile(11), "t5"),
             Claim::Resumed { x: ViewerId(5), .. }
         ));
         // A byte budget bounds too.
@@ -431,6 +425,9 @@ mod tests {
         assert_eq!(m.departed_count(), 0);
         assert_eq!(m.departed_bytes(), 0);
         assert_eq!(m.departed_dropped(), 0, "expiry is not a drop");
-        assert_eq!(m.claim(at(9), "n".into(), profile(9), "t3"), Claim::New);
+        assert!(matches!(
+            m.claim(at(9), profile(9), "t3"),
+            Claim::New { .. }
+        ));
     }
 }

@@ -280,16 +280,15 @@ impl App {
 
     /// A new connection presents a resume token. Its welcome waits for our answer.
     fn claim(&mut self, at: ViewerRef, resume: Box<str>, profile: Profile, token: &str) {
-        let counted = profile.clone();
-        match self.mirror.claim(at, resume.clone(), profile, token) {
-            Claim::New => {
-                self.groups.count(&counted, 1);
+        match self.mirror.claim(at, profile, token) {
+            Claim::New { profile } => {
                 let admission = Admission {
                     viewer: at.viewer,
-                    resume,
+                    resume: resume.clone(),
                     restore: None,
                 };
                 self.command(at.shard, ShardCommand::Admit { to: at, admission });
+                self.join(at, resume, profile);
             }
             Claim::Resumed { x, profile } => self.resume_into(at, x, profile),
             // The old connection is still open (its loss not yet noticed): drop it, and

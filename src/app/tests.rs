@@ -591,3 +591,59 @@ fn shutdown_waits_for_final_tallies_and_the_final_cast() {
     h.event(ShardEvent::CastDone { group: audience }, 2_040);
     assert!(h.app.shutdown_settled());
 }
+
+/// Connect/disconnect churn (issue 10, item 3): what departed viewers hold stays within the
+/// count and byte bounds however many cycles run, dropping the oldest first.
+#[test]
+fn churn_keeps_departed_records_within_their_bounds() {
+    let config = Config {
+        resume_max_departed: 1_000,
+        resume_max_bytes: 150 * 1024,
+        ..Config::default()
+    };
+    let mut h = harness(2, config);
+    let base = profile(0, UA_IOS);
+    for i in 1..=100_000u64 {
+        let at = at((i % 2) as u16, i as u32, i);
+        let p = Profile {
+            viewer: ViewerId(i),
+            ..base.clone()
+        };
+        h.join(at, &format!("{i:032x}"), p);
+        h.event(ShardEvent::Left { at, votes: vec![] }, 1_000 + i);
+        if i % 10_000 == 0 {
+            h.drain();
+        }
+    }
+    let stats = h.app.resume_stats();
+    assert!(stats.departed <= 1_000, "{stats:?}");
+    assert!(stats.departed_bytes <= 150 * 1024, "{stats:?}");
+    assert_eq!(stats.dropped, 100_000 - stats.departed as u64);
+    assert_eq!(h.app.viewer_count(), 0);
+    assert_eq!(h.app.group("global").unwrap().size, 0);
+    // The newest survived: its token still resumes.
+    let new = at(0, 1, 200_000);
+    h.event(
+        ShardEvent::Joined {
+            at: new,
+            resume: "n".into(),
+            profile: Box::new(profile(200_000, UA_IOS)),
+            claim: Some(format!("{:032x}", 100_000).into()),
+        },
+        200_000,
+    );
+    assert!(h.app.viewer(ViewerId(100_000)).is_some());
+    // The oldest did not: its token makes a new viewer.
+    let newer = at(1, 2, 200_001);
+    h.event(
+        ShardEvent::Joined {
+            at: newer,
+            resume: "m".into(),
+            profile: Box::new(profile(200_001, UA_IOS)),
+            claim: Some(format!("{:032x}", 1).into()),
+        },
+        200_000,
+    );
+    assert!(h.app.viewer(ViewerId(200_001)).is_some());
+    assert!(h.app.viewer(ViewerId(1)).is_none());
+}
