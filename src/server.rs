@@ -242,12 +242,15 @@ async fn app_core(
     for link in links {
         link.await;
     }
-    // Broadcaster sessions write their queued results and a 1001 close frame; give them what
-    // is left of a short bound, then commit the store's queue.
-    let deadline = Instant::now() + BROADCASTER_CLOSE;
-    while !app.borrow().broadcasters_done() && Instant::now() < deadline {
-        glommio::timer::sleep(Duration::from_millis(5)).await;
-    }
+    // Broadcaster sessions write their queued results and a 1001 close frame (bounded), then
+    // the store's queue is committed.
+    let sinks = app.borrow().broadcaster_sinks();
+    let all_done = async {
+        for sink in &sinks {
+            sink.done().await;
+        }
+    };
+    futures_lite::future::or(all_done, glommio::timer::sleep(BROADCASTER_CLOSE)).await;
     app.borrow_mut().close_store();
 }
 

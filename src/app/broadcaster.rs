@@ -42,6 +42,8 @@ pub struct Sink {
     going_away: Cell<bool>,
     /// The session has ended (or never started).
     done: Cell<bool>,
+    /// Who waits for `done` (shutdown).
+    done_waker: RefCell<Option<Waker>>,
 }
 
 impl Sink {
@@ -77,11 +79,22 @@ impl Sink {
     pub fn finish(&self) {
         self.closed.set(true);
         self.done.set(true);
+        if let Some(w) = self.done_waker.borrow_mut().take() {
+            w.wake();
+        }
     }
 
-    /// Whether the session has ended.
-    pub fn is_done(&self) -> bool {
-        self.done.get()
+    /// Completes once the session has ended.
+    pub async fn done(&self) {
+        poll_fn(|cx| {
+            if self.done.get() {
+                Poll::Ready(())
+            } else {
+                *self.done_waker.borrow_mut() = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        })
+        .await
     }
 
     fn wake(&self) {

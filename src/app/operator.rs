@@ -206,9 +206,9 @@ impl App {
         }
     }
 
-    /// Whether every broadcaster session has ended.
-    pub fn broadcasters_done(&self) -> bool {
-        self.broadcasters.iter().all(|(_, s)| s.is_done())
+    /// The broadcasters' sinks (shutdown waits for their sessions to end).
+    pub fn broadcaster_sinks(&self) -> Vec<Rc<Sink>> {
+        self.broadcasters.iter().map(|(_, s)| s.clone()).collect()
     }
 
     /// Stops the shards, each closing its viewers with 1001 within `grace`.
