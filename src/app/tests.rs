@@ -647,3 +647,82 @@ fn churn_keeps_departed_records_within_their_bounds() {
     assert!(h.app.viewer(ViewerId(200_001)).is_some());
     assert!(h.app.viewer(ViewerId(1)).is_none());
 }
+
+/// Checkpoints and restore with a real store file (its writer thread is the one thread
+/// here): counts are written only when changed and at most every `poll_checkpoint_ms`; after
+/// a restart the poll reads back `interrupted`, custom groups come back, and the shards are
+/// told the stored poll ids so late votes get `poll_closed`.
+#[test]
+fn checkpoints_are_bounded_and_a_restart_restores_polls_and_groups() {
+    let dir = std::env::temp_dir().join(format!("ovation-app-restore-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let config = Config {
+        poll_checkpoint_ms: 1_000,
+        ..Config::default()
+    };
+    let (id, group_key) = {
+        let mut h = harness(2, config.clone());
+        let (store, restored) = store::Store::open(&dir).unwrap();
+        assert_eq!(restored.boot, 1);
+        h.app.restore(store, &restored, 1_000);
+        h.app.add_stream("s".into(), None, 1_000).unwrap();
+        let ios = Predicate {
+            clauses: vec![(Field::Os, vec!["ios".into()])],
+        };
+        let key = h.app.add_custom_group("apple".into(), ios, 1_000);
+        let (id, seq) = {
+            let p = h.app.create_poll(poll_request("s"), 1_000).unwrap();
+            (p.id.clone(), p.seq)
+        };
+        assert_eq!(
+            h.app.store_stats().unsaved_polls,
+            0,
+            "the definition is stored at once"
+        );
+        h.tally(seq, 0, vec![2, 0], false, 1_100);
+        assert_eq!(h.app.store_stats().unsaved_polls, 1);
+        h.app.tick(1_500);
+        assert_eq!(
+            h.app.store_stats().unsaved_polls,
+            1,
+            "not before the interval"
+        );
+        h.app.tick(2_000);
+        assert_eq!(h.app.store_stats().unsaved_polls, 0);
+        h.tally(seq, 1, vec![0, 3], false, 2_100);
+        h.app.tick(3_000);
+        // A vote after the last checkpoint is what a crash may lose.
+        h.tally(seq, 1, vec![0, 4], false, 3_100);
+        h.app.close_store();
+        (id, key)
+    };
+
+    let mut h = harness(2, config);
+    let (store, restored) = store::Store::open(&dir).unwrap();
+    assert_eq!(restored.boot, 2);
+    assert_eq!(restored.interrupted, vec![id.clone()]);
+    h.app.restore(store, &restored, 10_000);
+    let stored = h.app.stored_poll(&id).unwrap().unwrap();
+    assert_eq!(stored["state"], "interrupted");
+    assert_eq!(stored["counts"], json!([2, 3]));
+    let g = h.app.group(&group_key).expect("the custom group is back");
+    assert_eq!((g.name.as_str(), g.kind), ("apple", GroupKind::Custom));
+    for i in 0..2 {
+        let sent = h.sent(i);
+        assert!(matches!(&sent[0], ShardCommand::DefineGroup { .. }));
+        let ShardCommand::OpenPoll {
+            id: announced,
+            seq,
+            choices: 2,
+            ..
+        } = &sent[1]
+        else {
+            panic!("stored poll announced: {sent:?}");
+        };
+        assert_eq!(&**announced, id.as_str());
+        assert!(matches!(sent[2], ShardCommand::ClosePoll { seq: s } if s == *seq));
+        assert!(matches!(sent[3], ShardCommand::DropPoll { seq: s } if s == *seq));
+    }
+    drop(h);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
