@@ -129,13 +129,25 @@ pub enum Claim {
     /// The token was unknown: a new viewer, to be joined with this profile.
     New { profile: Profile },
     /// The token belongs to a departed viewer: `x` is its identity, given to the connection.
-    Resumed { x: ViewerId, profile: Profile },
+    Resumed {
+        x: ViewerId,
+        departed: Departed,
+        profile: Profile,
+    },
     /// The token's owner is still connected at `old`: evict it; the claim waits for its `Left`.
     EvictFirst { old: ViewerRef },
 }
 
-/// A profile that entered (+1) or left (-1) the mirror, for group counting.
-pub type Delta = (Profile, isize);
+/// A claim that waited for the old connection's `Left`: resume it now.
+#[derive(Debug)]
+pub struct Waiting {
+    /// The new connection.
+    pub at: ViewerRef,
+    /// Its profile at the handshake.
+    pub profile: Profile,
+    /// What the old connection left behind.
+    pub departed: Departed,
+}
 
 #[derive(Debug, Default)]
 pub struct Mirror {
@@ -218,7 +230,14 @@ impl Mirror {
     /// A connection presents a resume token.
     pub fn claim(&mut self, at: ViewerRef, profile: Profile, token: &str) -> Claim {
         match self.tokens.get(token).copied() {
-            Some(x) if self.departed.contains_key(&x) => Claim::Resumed { x, profile },
+            Some(x) if self.departed.contains_key(&x) => match self.take_departed(x) {
+                Some(departed) => Claim::Resumed {
+                    x,
+                    departed,
+                    profile,
+                },
+                None => Claim::New { profile },
+            },
             Some(x) if self.viewers.contains_key(&x) && !self.awaiting.contains_key(&x) => {
                 let old = self.viewers[&x].at;
                 self.awaiting.insert(x, (at, profile));
@@ -237,20 +256,29 @@ impl Mirror {
     }
 
     /// A connection ended. Returns the departed viewer's profile (to uncount) and, when a
-    /// claim was waiting for this `Left`, the claim to resume now.
-    #[allow(clippy::type_complexity)]
+    /// claim was waiting for this `Left`, the claim to resume now with the departed record
+    /// (handed over directly, so the bounds can never drop it first).
     pub fn leave(
         &mut self,
         at: ViewerRef,
         votes: Vec<Vote>,
         now_ms: u64,
         limits: DepartedLimits,
-    ) -> Option<(Profile, Option<(ViewerRef, Profile)>)> {
+    ) -> Option<(Profile, Option<Waiting>)> {
         self.at(at)?;
         let v = self.viewers.remove(&at.viewer)?;
         let dep = Departed::new(v.resume, &v.profile, votes, now_ms);
-        let waiting = self.awaiting.remove(&at.viewer);
-        self.insert_departed(at.viewer, dep, limits);
+        let waiting = match self.awaiting.remove(&at.viewer) {
+            Some((new_at, profile)) => Some(Waiting {
+                at: new_at,
+                profile,
+                departed: dep,
+            }),
+            None => {
+                self.insert_departed(at.viewer, dep, limits);
+                None
+            }
+        };
         Some((v.profile, waiting))
     }
 

@@ -290,7 +290,11 @@ impl App {
                 self.command(at.shard, ShardCommand::Admit { to: at, admission });
                 self.join(at, resume, profile);
             }
-            Claim::Resumed { x, profile } => self.resume_into(at, x, profile),
+            Claim::Resumed {
+                x,
+                departed,
+                profile,
+            } => self.resume_into(at, x, departed, profile),
             // The old connection is still open (its loss not yet noticed): drop it, and
             // resume once its `Left` brings back its votes.
             Claim::EvictFirst { old } => self.command(old.shard, ShardCommand::Evict { to: old }),
@@ -298,10 +302,13 @@ impl App {
     }
 
     /// Gives identity `x` and its departed state to the waiting connection `provisional`.
-    fn resume_into(&mut self, provisional: ViewerRef, x: ViewerId, profile: Profile) {
-        let Some(dep) = self.mirror.take_departed(x) else {
-            return;
-        };
+    fn resume_into(
+        &mut self,
+        provisional: ViewerRef,
+        x: ViewerId,
+        dep: mirror::Departed,
+        profile: Profile,
+    ) {
         let restore = dep.restore();
         let profile = mirror::resumed_profile(profile, x, &restore);
         let resume: Box<str> = dep.resume().into();
@@ -332,8 +339,8 @@ impl App {
             return;
         };
         self.groups.count(&profile, -1);
-        if let Some((new_at, profile)) = waiting {
-            self.resume_into(new_at, at.viewer, profile);
+        if let Some(w) = waiting {
+            self.resume_into(w.at, at.viewer, w.departed, w.profile);
         }
     }
 

@@ -726,3 +726,53 @@ fn checkpoints_are_bounded_and_a_restart_restores_polls_and_groups() {
     drop(h);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A claim waiting for its old connection's `Left` gets the departed record directly: even
+/// with no room for departed viewers at all, it resumes.
+#[test]
+fn a_waiting_claim_resumes_even_when_the_departed_bounds_are_zero() {
+    let config = Config {
+        resume_max_departed: 0,
+        ..Config::default()
+    };
+    let mut h = harness(1, config);
+    let old = at(0, 1, 7);
+    h.join(old, "tok7", profile(7, UA_IOS));
+    let new = at(0, 2, 8);
+    h.event(
+        ShardEvent::Joined {
+            at: new,
+            resume: "x".into(),
+            profile: Box::new(profile(8, UA_IOS)),
+            claim: Some("tok7".into()),
+        },
+        2_000,
+    );
+    h.drain();
+    h.event(
+        ShardEvent::Left {
+            at: old,
+            votes: vec![(1, 1)],
+        },
+        2_100,
+    );
+    let sent = h.sent(0);
+    assert!(
+        matches!(&sent[..], [ShardCommand::Admit { to, admission }] if *to == new && admission.viewer == ViewerId(7) && admission.restore.as_ref().is_some_and(|r| r.votes == vec![(1, 1)])),
+        "{sent:?}"
+    );
+    assert_eq!(h.app.resume_stats().dropped, 0);
+    // A plain departure with no room is dropped at once, and counted.
+    h.event(
+        ShardEvent::Left {
+            at: ViewerRef {
+                viewer: ViewerId(7),
+                ..new
+            },
+            votes: vec![],
+        },
+        2_200,
+    );
+    assert_eq!(h.app.resume_stats().departed, 0);
+    assert_eq!(h.app.resume_stats().dropped, 1);
+}
