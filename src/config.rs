@@ -71,6 +71,13 @@ pub struct Config {
     pub resume_window_s: u64,
     /// Log filter (tracing `EnvFilter` syntax, e.g. `info` or `ovation=debug`).
     pub log: String,
+    /// Open polls whose counts changed are checkpointed to the store at most this often: a
+    /// crash loses at most this long of votes.
+    pub poll_checkpoint_ms: u64,
+    /// Most departed viewers kept for a resume; the oldest are dropped first.
+    pub resume_max_departed: usize,
+    /// Most bytes departed viewers may hold for a resume; the oldest are dropped first.
+    pub resume_max_bytes: usize,
 }
 
 impl Default for Config {
@@ -101,6 +108,9 @@ impl Default for Config {
             results_interval_ms: 100,
             resume_window_s: 300,
             log: "info".into(),
+            poll_checkpoint_ms: 1000,
+            resume_max_departed: 100_000,
+            resume_max_bytes: 64 * 1024 * 1024,
         }
     }
 }
@@ -189,6 +199,15 @@ pub struct Overrides {
     /// Log filter, e.g. info or ovation=debug [default: info; RUST_LOG wins].
     #[arg(long, value_name = "FILTER")]
     pub log: Option<String>,
+    /// Checkpoint changed open polls to the store at most every this many ms [default: 1000].
+    #[arg(long, value_name = "MS")]
+    pub poll_checkpoint_ms: Option<u64>,
+    /// Most departed viewers kept for a resume [default: 100000].
+    #[arg(long, value_name = "N")]
+    pub resume_max_departed: Option<usize>,
+    /// Most bytes departed viewers may hold [default: 67108864 (64 MiB)].
+    #[arg(long, value_name = "BYTES")]
+    pub resume_max_bytes: Option<usize>,
 }
 
 macro_rules! apply {
@@ -229,7 +248,10 @@ impl Config {
             media_url,
             results_interval_ms,
             resume_window_s,
-            log
+            log,
+            poll_checkpoint_ms,
+            resume_max_departed,
+            resume_max_bytes
         );
         if o.api_token.is_some() {
             cfg.api_token = o.api_token.clone();
@@ -273,6 +295,7 @@ impl Config {
             ("pong_timeout_s", self.pong_timeout_s),
             ("close_timeout_ms", self.close_timeout_ms),
             ("results_interval_ms", self.results_interval_ms),
+            ("poll_checkpoint_ms", self.poll_checkpoint_ms),
         ] {
             if v == 0 {
                 bail!("{name} must be greater than 0");
@@ -305,6 +328,8 @@ impl Config {
             // Shards report tallies twice per results interval, so a push never waits for
             // more than half an interval of shard-side coalescing.
             tally_interval: Duration::from_millis((self.results_interval_ms / 2).max(10)),
+            // Set by the server from the store's boot counter.
+            id_epoch: 0,
         }
     }
 }

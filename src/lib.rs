@@ -1,10 +1,13 @@
 //! ovation: an edge server for live broadcasts.
 //!
 //! This crate is the binary's library half: configuration ([`config`]), the application core
-//! ([`app`]) that mirrors viewer profiles, keeps groups and runs polls, the operator API
+//! ([`app`]) that mirrors viewer profiles, keeps groups, runs polls and keeps durable state in
+//! its store (written on a thread of its own), the operator API
 //! ([`api`]), and process assembly ([`server`]) that starts the shards (crate `shards`) and the
 //! application core on their executors and joins them with lock-free channels. [`limits`]
 //! checks at startup that the host's limits fit the configuration.
+
+#![forbid(unsafe_code)]
 
 pub mod api;
 pub mod app;

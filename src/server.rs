@@ -6,18 +6,19 @@ use std::net::SocketAddr;
 use std::os::unix::net::UnixStream as StdUnixStream;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use futures_lite::AsyncReadExt;
 use glommio::channels::shared_channel::{self, SharedReceiver, SharedSender};
 use glommio::{CpuSet, ExecutorJoinHandle, LocalExecutorBuilder, Placement};
 use shards::proto::{ShardCommand, ShardEvent};
-use shards::{ShardSpec, ShardStats};
+use shards::{ShardConfig, ShardSpec, ShardStats};
 
 use crate::api;
 use crate::app::downlink::Downlink;
-use crate::app::App;
+use crate::app::store::{Restored, Store};
+use crate::app::{unix_ms, App};
 use crate::config::Config;
 
 /// Events a shard may have in flight to the application core before its uplink waits.
@@ -80,14 +81,26 @@ impl Server {
             }
         };
 
-        let store = crate::app::store::Store::open(&config.data_dir)?;
+        // Startup reads (and the boot counter) on this thread; later writes go to the store's
+        // own writer thread.
+        let (store, restored) = crate::app::store::Store::open(&config.data_dir)
+            .with_context(|| format!("opening the store in {}", config.data_dir.display()))?;
+        if !restored.interrupted.is_empty() {
+            tracing::warn!(
+                polls = ?restored.interrupted,
+                "polls left open by the last run are stored as interrupted with their checkpointed counts"
+            );
+        }
         let api_listener = std::net::TcpListener::bind(config.api_listen)
             .with_context(|| format!("binding the operator API on {}", config.api_listen))?;
         api_listener.set_nonblocking(true)?;
         let api_addr = api_listener.local_addr()?;
 
         let config = Arc::new(config);
-        let shard_config = Arc::new(config.shard_config());
+        let shard_config = Arc::new(ShardConfig {
+            id_epoch: restored.boot,
+            ..config.shard_config()
+        });
         let open_total = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let stats: Vec<Arc<ShardStats>> = (0..shards).map(|_| Arc::default()).collect();
         let mut uplinks: Vec<SharedReceiver<ShardEvent>> = Vec::new();
@@ -128,7 +141,7 @@ impl Server {
             .spawn(move || {
                 app_core(
                     app_config,
-                    store,
+                    (store, restored),
                     stats,
                     uplinks,
                     downlinks,
@@ -163,7 +176,7 @@ impl Server {
 #[allow(clippy::too_many_arguments)]
 async fn app_core(
     config: Arc<Config>,
-    store: crate::app::store::Store,
+    (store, restored): (Store, Restored),
     stats: Vec<Arc<ShardStats>>,
     uplinks: Vec<SharedReceiver<ShardEvent>>,
     downlinks: Vec<SharedSender<ShardCommand>>,
@@ -176,8 +189,9 @@ async fn app_core(
         config.clone(),
         stats,
         locals.clone(),
+        unix_ms(),
     )));
-    app.borrow_mut().store = Some(store);
+    app.borrow_mut().restore(store, &restored, unix_ms());
 
     let mut links = Vec::new();
     for (i, (up, down)) in uplinks.into_iter().zip(downlinks).enumerate() {
@@ -187,7 +201,7 @@ async fn app_core(
             let (up, down) = futures_lite::future::zip(up.connect(), down.connect()).await;
             let pump = async {
                 while let Some(event) = up.recv().await {
-                    app.borrow_mut().on_event(event);
+                    app.borrow_mut().on_event(event, unix_ms());
                 }
             };
             futures_lite::future::zip(pump, local.run(down)).await;
@@ -199,7 +213,7 @@ async fn app_core(
     let ticker = {
         let app = app.clone();
         let every = Duration::from_millis(config.results_interval_ms);
-        let opened = app.borrow().poll_opened.clone();
+        let opened = app.borrow().poll_opened();
         glommio::spawn_local(async move {
             loop {
                 let busy = app.borrow().has_open_polls();
@@ -209,7 +223,7 @@ async fn app_core(
                     let idle = glommio::timer::sleep(Duration::from_secs(1));
                     futures_lite::future::or(opened.wait(), idle).await;
                 }
-                app.borrow_mut().tick(crate::app::unix_ms());
+                app.borrow_mut().tick(unix_ms());
             }
         })
     };
@@ -224,12 +238,44 @@ async fn app_core(
     let _ = signals.read(&mut byte).await;
     tracing::info!("shutting down: closing viewers with 1001");
     drop((api, ticker));
-    let grace = Duration::from_millis(config.shutdown_grace_ms);
-    // Open polls are closed first: each shard answers ClosePoll with its final tally before
-    // it handles Shutdown, so the final counts are stored before the process exits.
-    app.borrow_mut().close_open_polls();
-    app.borrow().broadcast(|| ShardCommand::Shutdown { grace });
+    graceful_shutdown(&app, Duration::from_millis(config.shutdown_grace_ms)).await;
     for link in links {
         link.await;
     }
+    // Broadcaster sessions write their queued results and a 1001 close frame (bounded), then
+    // the store's queue is committed.
+    let sinks = app.borrow().broadcaster_sinks();
+    let all_done = async {
+        for sink in &sinks {
+            sink.done().await;
+        }
+    };
+    futures_lite::future::or(all_done, glommio::timer::sleep(BROADCASTER_CLOSE)).await;
+    app.borrow_mut().close_store();
+}
+
+/// How long broadcaster sessions get to write their close frames once the shards are done.
+const BROADCASTER_CLOSE: Duration = Duration::from_secs(2);
+
+/// The shutdown handshake, bounded by `grace`: open polls are closed, and the shards are told
+/// to stop only once every final tally is in and every cast (the final results) is written,
+/// so viewers in a poll's audience get `final:true` results before their 1001 close.
+/// Broadcasters get the final results and then their own 1001 close frame.
+async fn graceful_shutdown(app: &RefCell<App>, grace: Duration) {
+    let start = Instant::now();
+    app.borrow_mut().close_open_polls(unix_ms());
+    let progress = app.borrow().progress();
+    loop {
+        if app.borrow().shutdown_settled() {
+            break;
+        }
+        let Some(left) = grace.checked_sub(start.elapsed()) else {
+            tracing::warn!("shutdown grace ran out before every final poll count was sent");
+            break;
+        };
+        futures_lite::future::or(progress.wait(), glommio::timer::sleep(left)).await;
+    }
+    let mut app = app.borrow_mut();
+    app.close_broadcasters();
+    app.shutdown_shards(grace.saturating_sub(start.elapsed()));
 }

@@ -30,6 +30,9 @@ pub struct ShardConfig {
     pub max_messages_per_sec: u32,
     /// How often the shard reports changed poll tallies to the application core.
     pub tally_interval: Duration,
+    /// This start's number (the application core's persisted boot counter), so viewer ids
+    /// are never reused across restarts.
+    pub id_epoch: u32,
 }
 
 impl Default for ShardConfig {
@@ -46,6 +49,7 @@ impl Default for ShardConfig {
             close_timeout: Duration::from_secs(5),
             max_messages_per_sec: 50,
             tally_interval: Duration::from_millis(50),
+            id_epoch: 0,
         }
     }
 }

@@ -13,7 +13,7 @@ use serde_json::json;
 use serde_json::Value;
 use shards::profile::ViewerId;
 
-use crate::app::{validate, App};
+use crate::app::{unix_ms, validate, App, Group, GroupError};
 use http::{Request, Response};
 
 /// Accepts API connections until the task is dropped.
@@ -81,7 +81,7 @@ async fn broadcaster(
             let stream_id = param("stream").unwrap_or_default();
             if !given.is_some_and(|g| token_matches(&g, token)) {
                 Err(refuse(401, "Unauthorized", "send the API token"))
-            } else if !app.borrow().streams.contains_key(&stream_id) {
+            } else if app.borrow().stream(&stream_id).is_none() {
                 Err(refuse(404, "Not Found", "no such stream (?stream=)"))
             } else {
                 Ok((req.key, stream_id))
@@ -106,7 +106,7 @@ async fn broadcaster(
         if let Some(snapshot) = app.results_snapshot(&stream_id) {
             sink.push(crate::app::text_frame(&snapshot.to_string()));
         }
-        app.broadcasters.push((stream_id.clone(), sink.clone()));
+        app.add_broadcaster(stream_id.clone(), sink.clone());
     }
     let mut head = netstack::http::switching_protocols(&key);
     let hello = json!({"type": "welcome", "role": "broadcaster", "stream": stream_id});
@@ -116,7 +116,7 @@ async fn broadcaster(
         &mut head,
     );
     if stream.write_all(&head).await.is_err() {
-        sink.close();
+        sink.finish();
         return;
     }
     crate::app::broadcaster::session(stream, sink, rest).await;
@@ -160,21 +160,22 @@ pub fn handle(app: &RefCell<App>, token: &str, req: &Request) -> Response {
         ("GET", ["api", "streams"]) => list_streams(&app),
         ("POST", ["api", "streams"]) => create_stream(&mut app, &req.body),
         ("GET", ["api", "groups"]) => {
-            let groups: Vec<Value> = app.groups.values().map(|g| app.group_json(g)).collect();
+            let groups: Vec<Value> = app.groups().map(group_json).collect();
             Response::json(200, json!({ "groups": groups }))
         }
         ("POST", ["api", "groups"]) => create_group(&mut app, &req.body),
-        ("GET", ["api", "groups", id]) => match app.group_by_key(id) {
+        ("GET", ["api", "groups", id]) => match app.group(id) {
             Some(g) => {
-                let mut body = app.group_json(g);
-                body["telemetry"] = app.group_telemetry(g);
+                let mut body = group_json(g);
+                body["telemetry"] = json!(app.group_telemetry(g));
                 Response::json(200, body)
             }
             None => not_found("group", id),
         },
         ("DELETE", ["api", "groups", id]) => match app.delete_group(id) {
             Ok(()) => Response::json(200, json!({ "deleted": id })),
-            Err((status, code, message)) => Response::error(status, code, message),
+            Err(e @ GroupError::NotFound(_)) => Response::error(404, "not_found", e.to_string()),
+            Err(e @ GroupError::BuiltIn(_)) => Response::error(409, "built_in", e.to_string()),
         },
         ("POST", ["api", "groups", id, "messages"]) => group_message(&mut app, id, &req.body),
         ("GET", ["api", "viewers", id]) => match find_viewer(&app, id) {
@@ -182,35 +183,35 @@ pub fn handle(app: &RefCell<App>, token: &str, req: &Request) -> Response {
             None => not_found("viewer", id),
         },
         ("PUT", ["api", "viewers", id, "tags"]) => set_tags(&app, id, &req.body),
-        ("POST", ["api", "polls"]) => match crate::app::polls::parse_request(&req.body) {
-            Ok(poll) => match app.create_poll(poll) {
+        ("POST", ["api", "polls"]) => match crate::app::poll_request::parse_request(&req.body) {
+            Ok(poll) => match app.create_poll(poll, unix_ms()) {
                 Ok(p) => Response::json(201, json!({"id": p.id, "closes_at": p.closes_at_ms})),
-                Err(e) => bad(e),
+                Err(e) => bad(e.to_string()),
             },
             Err(e) => bad(e),
         },
         ("GET", ["api", "polls"]) => {
-            let polls: Vec<Value> = app.polls.values().map(|p| p.to_json()).collect();
+            let polls: Vec<Value> = app.polls().map(|p| p.to_json()).collect();
             Response::json(200, json!({ "polls": polls }))
         }
-        ("GET", ["api", "polls", id]) => match app.polls.get(*id) {
+        ("GET", ["api", "polls", id]) => match app.poll(id) {
             Some(p) => Response::json(200, p.to_json()),
-            None => match app.store.as_ref().map(|s| s.poll(id)) {
-                Some(Ok(Some(stored))) => Response::json(200, stored),
-                Some(Err(e)) => Response::error(500, "storage", e.to_string()),
-                _ => not_found("poll", id),
+            None => match app.stored_poll(id) {
+                Ok(Some(stored)) => Response::json(200, stored),
+                Err(e) => Response::error(500, "storage", e.to_string()),
+                Ok(None) => not_found("poll", id),
             },
         },
-        ("POST", ["api", "polls", id, "close"]) => match app.close_poll(id) {
-            Some(state) => Response::json(202, json!({"id": id, "state": state.as_str()})),
-            None => not_found("poll", id),
+        ("POST", ["api", "polls", id, "close"]) => match app.close_poll(id, unix_ms()) {
+            Ok(state) => Response::json(202, json!({"id": id, "state": state.as_str()})),
+            Err(_) => not_found("poll", id),
         },
         ("POST", ["api", "audits"]) => {
             let id = app.start_audit();
             Response::json(202, json!({ "id": id, "shards": app.shards() }))
         }
         ("GET", ["api", "audits", id]) => {
-            let audit = id.parse::<u64>().ok().and_then(|n| app.audits.get(&n));
+            let audit = id.parse::<u64>().ok().and_then(|n| app.audit(n));
             match audit {
                 Some(a) => Response::json(
                     200,
@@ -269,24 +270,47 @@ fn stats(app: &App) -> Response {
         .collect();
     let connections: u64 = snapshots.iter().map(|s| s.connections).sum();
     let groups: Vec<Value> = app
-        .groups
-        .values()
+        .groups()
         .map(|g| json!({"id": g.key, "name": g.name, "size": g.size}))
         .collect();
+    let resume = app.resume_stats();
+    let store = app.store_stats();
     Response::json(
         200,
         json!({
             "connections": connections,
-            "viewers": app.viewers.len(),
-            "streams": app.streams.len(),
+            "viewers": app.viewer_count(),
+            "streams": app.stream_count(),
+            "resume": {
+                "departed": resume.departed,
+                "departed_bytes": resume.departed_bytes,
+                "dropped": resume.dropped,
+            },
+            "store": {
+                "unsaved_polls": store.unsaved_polls,
+                "queued_writes": store.queued_writes,
+                "failed_writes": store.failed_writes,
+            },
             "shards": shards,
             "groups": groups,
         }),
     )
 }
 
+/// The API view of a group.
+fn group_json(g: &Group) -> Value {
+    json!({
+        "id": g.key,
+        "name": g.name,
+        "kind": g.kind.as_str(),
+        "match": validate::predicate_json(&g.predicate),
+        "size": g.size,
+        "created_ms": g.created_ms,
+    })
+}
+
 fn stream_json(app: &App, s: &crate::app::Stream) -> Value {
-    let audience = app.groups.get(&s.group).map_or(0, |g| g.size);
+    let audience = app.audience_size(s);
     json!({
         "id": s.id,
         "title": s.title,
@@ -297,7 +321,7 @@ fn stream_json(app: &App, s: &crate::app::Stream) -> Value {
 }
 
 fn list_streams(app: &App) -> Response {
-    let streams: Vec<Value> = app.streams.values().map(|s| stream_json(app, s)).collect();
+    let streams: Vec<Value> = app.streams().map(|s| stream_json(app, s)).collect();
     Response::json(200, json!({ "streams": streams }))
 }
 
@@ -315,12 +339,12 @@ fn create_stream(app: &mut App, body: &[u8]) -> Response {
         Ok(v) => v,
         Err(e) => return bad(e),
     };
-    match app.add_stream(id, title) {
+    match app.add_stream(id, title, unix_ms()) {
         Ok(s) => {
             let s = s.clone();
             Response::json(201, stream_json(app, &s))
         }
-        Err(e) => Response::error(409, "exists", e),
+        Err(e) => Response::error(409, "exists", e.to_string()),
     }
 }
 
@@ -333,8 +357,8 @@ fn create_group(app: &mut App, body: &[u8]) -> Response {
     });
     match parsed {
         Ok((name, predicate)) => {
-            let key = app.add_custom_group(name, predicate);
-            let group = app.group_by_key(&key).map(|g| app.group_json(g));
+            let key = app.add_custom_group(name, predicate, unix_ms());
+            let group = app.group(&key).map(group_json);
             Response::json(201, group.unwrap_or(Value::Null))
         }
         Err(e) => bad(e),
@@ -351,13 +375,13 @@ fn group_message(app: &mut App, id: &str, body: &[u8]) -> Response {
         Err(e) => return bad(e),
     };
     match app.cast(id, &payload) {
-        Some(members) => Response::json(202, json!({ "group": id, "members": members })),
-        None => not_found("group", id),
+        Ok(members) => Response::json(202, json!({ "group": id, "members": members })),
+        Err(_) => not_found("group", id),
     }
 }
 
 fn find_viewer<'a>(app: &'a App, id: &str) -> Option<&'a crate::app::Viewer> {
-    ViewerId::parse(id).and_then(|v| app.viewers.get(&v))
+    ViewerId::parse(id).and_then(|v| app.viewer(v))
 }
 
 fn viewer_json(v: &crate::app::Viewer) -> Value {

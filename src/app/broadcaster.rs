@@ -38,6 +38,12 @@ pub struct Sink {
     bytes: Cell<usize>,
     waker: RefCell<Option<Waker>>,
     closed: Cell<bool>,
+    /// Closing for shutdown: what is queued is written first, then a 1001 close frame.
+    going_away: Cell<bool>,
+    /// The session has ended (or never started).
+    done: Cell<bool>,
+    /// Who waits for `done` (shutdown).
+    done_waker: RefCell<Option<Waker>>,
 }
 
 impl Sink {
@@ -63,6 +69,34 @@ impl Sink {
         self.closed.get()
     }
 
+    /// Server shutdown: write what is queued, then close with 1001.
+    pub fn close_going_away(&self) {
+        self.going_away.set(true);
+        self.close();
+    }
+
+    /// The session ended (or never started): nothing more will be written.
+    pub fn finish(&self) {
+        self.closed.set(true);
+        self.done.set(true);
+        if let Some(w) = self.done_waker.borrow_mut().take() {
+            w.wake();
+        }
+    }
+
+    /// Completes once the session has ended.
+    pub async fn done(&self) {
+        poll_fn(|cx| {
+            if self.done.get() {
+                Poll::Ready(())
+            } else {
+                *self.done_waker.borrow_mut() = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        })
+        .await
+    }
+
     fn wake(&self) {
         if let Some(w) = self.waker.borrow_mut().take() {
             w.wake();
@@ -72,7 +106,7 @@ impl Sink {
     /// The next frame to write; `None` once closed.
     async fn next(&self) -> Option<Frame> {
         poll_fn(|cx| {
-            if self.closed.get() {
+            if self.closed.get() && !self.going_away.get() {
                 return Poll::Ready(None);
             }
             match self.queue.borrow_mut().pop_front() {
@@ -80,6 +114,7 @@ impl Sink {
                     self.bytes.set(self.bytes.get() - f.len());
                     Poll::Ready(Some(f))
                 }
+                None if self.closed.get() => Poll::Ready(None),
                 None => {
                     *self.waker.borrow_mut() = Some(cx.waker().clone());
                     Poll::Pending
@@ -96,7 +131,12 @@ enum Step {
 }
 
 /// Serves one upgraded broadcaster connection until either side closes.
-pub async fn session(mut stream: TcpStream, sink: Rc<Sink>, mut pending: Vec<u8>) {
+pub async fn session(stream: TcpStream, sink: Rc<Sink>, pending: Vec<u8>) {
+    serve(stream, &sink, pending).await;
+    sink.finish();
+}
+
+async fn serve(mut stream: TcpStream, sink: &Sink, mut pending: Vec<u8>) {
     let mut decoder = Decoder::new(ws::Limits {
         max_frame: 4096,
         max_message: 4096,
@@ -147,7 +187,11 @@ pub async fn session(mut stream: TcpStream, sink: Rc<Sink>, mut pending: Vec<u8>
             }
             Step::Write(None) => {
                 let mut bye = Vec::new();
-                ws::encode_close(close_code::POLICY, "too slow", &mut bye);
+                if sink.going_away.get() {
+                    ws::encode_close(close_code::GOING_AWAY, "", &mut bye);
+                } else {
+                    ws::encode_close(close_code::POLICY, "too slow", &mut bye);
+                }
                 let _ = write_bounded(&mut stream, &bye).await;
                 break;
             }

@@ -35,6 +35,11 @@ impl Downlink {
         self.queue.borrow().is_empty()
     }
 
+    /// Takes every queued command (in-memory tests read what the core sent this way).
+    pub fn take_all(&self) -> Vec<ShardCommand> {
+        self.queue.borrow_mut().drain(..).collect()
+    }
+
     /// Moves queued commands into the channel until the shard hangs up.
     pub async fn run(&self, sender: ConnectedSender<ShardCommand>) {
         loop {

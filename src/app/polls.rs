@@ -1,20 +1,18 @@
-//! Live polls at the application core (FIG. 6): validation of the broadcaster's request, the
-//! poll's life (open, closing, closed), and the merge of the shards' tallies into the counts
-//! that are pushed as live results.
+//! Live polls at the application core (FIG. 6): the registry of polls by id and by the short
+//! sequence number the shards use, each poll's life (open, closing, closed), the merge of the
+//! shards' signed tallies into counts, and what is checkpointed to the store.
+//!
+//! Owns: poll records, sequence numbers, merged counts, push and checkpoint bookkeeping.
+//! Must not touch: groups (the audience group is created and dropped by the caller), shard
+//! queues, the store (the caller writes what [`Poll::to_json`] gives).
+
+use std::collections::{BTreeMap, HashMap};
 
 use serde_json::{json, Value};
-use shards::polls::merge_counts;
-use shards::profile::{Field, Predicate};
-use shards::proto::{GroupId, PollSeq};
+use shards::profile::Predicate;
+use shards::proto::{Frame, GroupId, PollSeq};
 
-use super::validate;
-
-pub const MAX_QUESTION: usize = 200;
-pub const MAX_CHOICE: usize = 100;
-pub const MIN_CHOICES: usize = 2;
-pub const MAX_CHOICES: usize = 10;
-pub const MIN_DURATION_S: u64 = 5;
-pub const MAX_DURATION_S: u64 = 3600;
+use super::{messages, validate};
 
 /// A validated `POST /api/polls` body.
 #[derive(Debug, Clone, PartialEq)]
@@ -27,68 +25,6 @@ pub struct PollRequest {
     pub filter: Option<Predicate>,
 }
 
-/// Checks a poll body; the error names the problem.
-pub fn parse_request(body: &[u8]) -> Result<PollRequest, String> {
-    let obj = validate::object(body)?;
-    validate::only_fields(
-        &obj,
-        &["stream", "question", "choices", "duration_s", "match"],
-    )?;
-    let stream = validate::string(&obj, "stream", validate::MAX_NAME)?;
-    let question = validate::string(&obj, "question", MAX_QUESTION)?;
-    let Some(Value::Array(items)) = obj.get("choices") else {
-        return Err("\"choices\" must be an array of strings".into());
-    };
-    if items.len() < MIN_CHOICES || items.len() > MAX_CHOICES {
-        return Err(format!(
-            "\"choices\" needs {MIN_CHOICES} to {MAX_CHOICES} entries, got {}",
-            items.len()
-        ));
-    }
-    let mut choices: Vec<String> = Vec::with_capacity(items.len());
-    for (i, item) in items.iter().enumerate() {
-        let Some(text) = item.as_str().map(str::trim) else {
-            return Err(format!("choice {i} must be a string"));
-        };
-        let n = text.chars().count();
-        if n == 0 || n > MAX_CHOICE {
-            return Err(format!("choice {i} must be 1 to {MAX_CHOICE} characters"));
-        }
-        if choices.iter().any(|c| c == text) {
-            return Err(format!("choice {i} (\"{text}\") is a duplicate"));
-        }
-        choices.push(text.to_owned());
-    }
-    let duration_s = match obj.get("duration_s").map(Value::as_u64) {
-        None => return Err("\"duration_s\" is required".into()),
-        Some(Some(d)) if (MIN_DURATION_S..=MAX_DURATION_S).contains(&d) => d,
-        Some(_) => {
-            return Err(format!(
-                "\"duration_s\" must be a whole number of seconds from {MIN_DURATION_S} to {MAX_DURATION_S}"
-            ))
-        }
-    };
-    let filter = match obj.get("match") {
-        None | Some(Value::Null) => None,
-        Some(m) => {
-            let p = validate::predicate(m)?;
-            if p.clauses.iter().any(|(f, _)| *f == Field::Stream) {
-                return Err(
-                    "\"match\" may not name \"stream\": the poll's stream decides it".into(),
-                );
-            }
-            Some(p)
-        }
-    };
-    Ok(PollRequest {
-        stream,
-        question,
-        choices,
-        duration_s,
-        filter,
-    })
-}
-
 /// The audience of a poll: the stream's viewers, narrowed by the filter.
 pub fn audience(req: &PollRequest) -> Predicate {
     let mut p = Predicate::stream(&req.stream);
@@ -96,6 +32,27 @@ pub fn audience(req: &PollRequest) -> Predicate {
         p.clauses.extend(f.clauses.iter().cloned());
     }
     p
+}
+
+/// Adds one shard's tally into the merged counts.
+pub fn merge_counts(into: &mut [i64], from: &[i64]) {
+    for (a, b) in into.iter_mut().zip(from) {
+        *a += b;
+    }
+}
+
+/// Why a poll operation was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PollError {
+    /// The poll's stream is not live.
+    #[error("unknown stream \"{0}\"")]
+    UnknownStream(String),
+    /// The stream already has a poll that is not closed.
+    #[error("stream \"{0}\" already has an open poll: close it first")]
+    AlreadyOpen(String),
+    /// No poll has this id.
+    #[error("no poll \"{0}\"")]
+    NotFound(String),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -136,10 +93,12 @@ pub struct Poll {
     pub pushed: Option<Vec<u64>>,
     /// Counts at the last results push to broadcasters.
     pub broadcast: Option<Vec<u64>>,
+    /// Counts at the last checkpoint to the store.
+    pub checkpointed: Option<Vec<u64>>,
     /// Results pushes so far (live and final).
     pub pushes: u64,
     /// When closing started, to log how long the final count took.
-    pub closing_since: Option<std::time::Instant>,
+    pub closing_since_ms: Option<u64>,
 }
 
 impl Poll {
@@ -167,8 +126,9 @@ impl Poll {
             finals: vec![false; shards],
             pushed: None,
             broadcast: None,
+            checkpointed: None,
             pushes: 0,
-            closing_since: None,
+            closing_since_ms: None,
         }
     }
 
@@ -196,25 +156,23 @@ impl Poll {
         self.state == PollState::Closing && self.finals.iter().all(|f| *f)
     }
 
-    pub fn poll_message(&self) -> Value {
-        json!({
-            "type": "poll",
-            "poll": self.id,
-            "stream": self.stream,
-            "question": self.question,
-            "choices": self.choices,
-            "closes_at": self.closes_at_ms,
-        })
+    pub fn poll_frame(&self) -> Frame {
+        messages::poll(
+            &self.id,
+            &self.stream,
+            &self.question,
+            &self.choices,
+            self.closes_at_ms,
+        )
     }
 
     pub fn results_message(&self, counts: &[u64], last: bool) -> Value {
-        json!({
-            "type": "results",
-            "poll": self.id,
-            "counts": counts,
-            "total": counts.iter().sum::<u64>(),
-            "final": last,
-        })
+        messages::results_value(&self.id, counts, last)
+    }
+
+    /// Whether the counts changed since the last checkpoint (open polls only).
+    pub fn needs_checkpoint(&self) -> bool {
+        self.state != PollState::Closed && self.checkpointed.as_ref() != Some(&self.counts())
     }
 
     /// The API and storage form.
@@ -235,62 +193,122 @@ impl Poll {
     }
 }
 
+/// Every poll of this run, by id, and the open ones by sequence number.
+#[derive(Debug)]
+pub struct Polls {
+    polls: BTreeMap<String, Poll>,
+    seqs: HashMap<PollSeq, String>,
+    next_seq: PollSeq,
+}
+
+impl Default for Polls {
+    fn default() -> Self {
+        Polls {
+            polls: BTreeMap::new(),
+            seqs: HashMap::new(),
+            next_seq: 1,
+        }
+    }
+}
+
+impl Polls {
+    /// A fresh sequence number (also for stored polls announced to the shards at startup).
+    pub fn next_seq(&mut self) -> PollSeq {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        seq
+    }
+
+    /// `Err` when the stream already has a poll that is not closed.
+    pub fn check_new(&self, stream: &str) -> Result<(), PollError> {
+        if self
+            .polls
+            .values()
+            .any(|p| p.stream == stream && p.state != PollState::Closed)
+        {
+            return Err(PollError::AlreadyOpen(stream.to_owned()));
+        }
+        Ok(())
+    }
+
+    pub fn insert(&mut self, poll: Poll) -> &Poll {
+        self.seqs.insert(poll.seq, poll.id.clone());
+        self.polls.entry(poll.id.clone()).or_insert(poll)
+    }
+
+    pub fn get(&self, id: &str) -> Option<&Poll> {
+        self.polls.get(id)
+    }
+
+    pub fn get_mut(&mut self, id: &str) -> Option<&mut Poll> {
+        self.polls.get_mut(id)
+    }
+
+    /// The poll a shard's tally is about, while the shards count it.
+    pub fn by_seq(&mut self, seq: PollSeq) -> Option<&mut Poll> {
+        let id = self.seqs.get(&seq)?;
+        self.polls.get_mut(id)
+    }
+
+    /// The shards forgot `seq`.
+    pub fn retire_seq(&mut self, seq: PollSeq) {
+        self.seqs.remove(&seq);
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Poll> {
+        self.polls.values()
+    }
+
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = &mut Poll> {
+        self.polls.values_mut()
+    }
+
+    /// Ids of the polls in `state`.
+    pub fn ids_in(&self, state: PollState) -> Vec<String> {
+        self.polls
+            .values()
+            .filter(|p| p.state == state)
+            .map(|p| p.id.clone())
+            .collect()
+    }
+
+    pub fn any_in(&self, state: PollState) -> bool {
+        self.polls.values().any(|p| p.state == state)
+    }
+
+    /// Open polls of a stream.
+    pub fn open_on<'a>(&'a self, stream: &'a str) -> impl Iterator<Item = &'a Poll> + 'a {
+        self.polls
+            .values()
+            .filter(move |p| p.state == PollState::Open && p.stream == stream)
+    }
+
+    /// The stream's most recent poll.
+    pub fn latest_on(&self, stream: &str) -> Option<&Poll> {
+        self.polls
+            .values()
+            .filter(|p| p.stream == stream)
+            .max_by_key(|p| p.created_ms)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn err(body: &str) -> String {
-        parse_request(body.as_bytes()).unwrap_err()
-    }
-
-    #[test]
-    fn valid_request() {
-        let r = parse_request(
-            br#"{"stream":"s","question":"Who wins?","choices":["a","b"],"duration_s":60,"match":{"os":["ios"]}}"#,
-        )
-        .unwrap();
-        assert_eq!(r.choices, vec!["a", "b"]);
-        let a = audience(&r);
-        assert_eq!(a.clauses.len(), 2);
-    }
-
-    #[test]
-    fn every_validation_error_names_the_problem() {
-        let q = |s: &str| {
-            format!(r#"{{"stream":"s","question":{s},"choices":["a","b"],"duration_s":60}}"#)
-        };
-        assert!(err(&q("\"\"")).contains("question"));
-        assert!(err(&q(&format!("\"{}\"", "x".repeat(201)))).contains("question"));
-        let c =
-            |s: &str| format!(r#"{{"stream":"s","question":"q","choices":{s},"duration_s":60}}"#);
-        assert!(err(&c("[\"a\"]")).contains("2 to 10"));
-        assert!(err(&c(&serde_json::to_string(&vec!["x"; 11]).unwrap())).contains("2 to 10"));
-        assert!(err(&c("[\"a\",\"a\"]")).contains("duplicate"));
-        assert!(err(&c("[\"a\",\"\"]")).contains("choice 1"));
-        assert!(err(&c(&format!("[\"a\",\"{}\"]", "y".repeat(101)))).contains("choice 1"));
-        assert!(err(&c("[\"a\",2]")).contains("choice 1"));
-        assert!(err(&c("\"a\"")).contains("choices"));
-        let d = |s: &str| {
-            format!(r#"{{"stream":"s","question":"q","choices":["a","b"],"duration_s":{s}}}"#)
-        };
-        assert!(err(&d("4")).contains("duration_s"));
-        assert!(err(&d("3601")).contains("duration_s"));
-        assert!(err(&d("5.5")).contains("duration_s"));
-        assert!(err(r#"{"question":"q","choices":["a","b"],"duration_s":60}"#).contains("stream"));
-        assert!(err(r#"{"stream":"s","question":"q","choices":["a","b"]}"#).contains("duration_s"));
-        assert!(err(r#"{"stream":"s","question":"q","choices":["a","b"],"duration_s":9,"match":{"stream":["x"]}}"#).contains("stream"));
-        assert!(err(
-            r#"{"stream":"s","question":"q","choices":["a","b"],"duration_s":9,"colour":1}"#
-        )
-        .contains("colour"));
+    fn req(choices: usize) -> PollRequest {
+        PollRequest {
+            stream: "s".into(),
+            question: "q".into(),
+            choices: (0..choices).map(|i| format!("c{i}")).collect(),
+            duration_s: 60,
+            filter: None,
+        }
     }
 
     #[test]
     fn tallies_merge_and_finish_on_the_last_final() {
-        let req =
-            parse_request(br#"{"stream":"s","question":"q","choices":["a","b"],"duration_s":60}"#)
-                .unwrap();
-        let mut p = Poll::new("p".into(), 1, req, GroupId(3), 2, 1000);
+        let mut p = Poll::new("p".into(), 1, req(2), GroupId(3), 2, 1000);
         assert!(!p.take_tally(0, vec![2, 1], false));
         assert!(!p.take_tally(1, vec![-1, 1], false));
         assert_eq!(p.counts(), vec![1, 2]);
@@ -299,5 +317,34 @@ mod tests {
         assert!(p.take_tally(1, vec![-1, 2], true));
         assert_eq!(p.counts(), vec![1, 3]);
         assert_eq!(p.results_message(&p.counts(), true)["total"], 4);
+    }
+
+    #[test]
+    fn merged_counts_sum_signed_tallies() {
+        let mut merged = vec![0i64; 2];
+        merge_counts(&mut merged, &[1, -1]);
+        merge_counts(&mut merged, &[-1, 2]);
+        merge_counts(&mut merged, &[5]); // a short tally adds what it has
+        assert_eq!(merged, vec![5, 1]);
+    }
+
+    #[test]
+    fn one_open_poll_per_stream_and_checkpoints_only_when_changed() {
+        let mut polls = Polls::default();
+        let seq = polls.next_seq();
+        polls.insert(Poll::new("p1".into(), seq, req(2), GroupId(3), 1, 0));
+        assert_eq!(
+            polls.check_new("s"),
+            Err(PollError::AlreadyOpen("s".into()))
+        );
+        assert!(polls.check_new("t").is_ok());
+        let p = polls.by_seq(seq).unwrap();
+        assert!(p.needs_checkpoint(), "never checkpointed");
+        p.checkpointed = Some(p.counts());
+        assert!(!p.needs_checkpoint());
+        p.take_tally(0, vec![0, 1], false);
+        assert!(p.needs_checkpoint());
+        assert_eq!(polls.ids_in(PollState::Open), vec!["p1".to_owned()]);
+        assert_eq!(polls.latest_on("s").unwrap().id, "p1");
     }
 }

@@ -1,85 +1,336 @@
-//! Durable poll results in an embedded database (redb, a pure-Rust single-file store in the
-//! data directory: nothing to install or start).
+//! Durable state in an embedded database (redb, a pure-Rust single-file store in the data
+//! directory: nothing to install or start).
 //!
-//! Closed polls are written once, as the JSON the API returns, in one fsynced transaction;
-//! `GET /api/polls/{id}` reads them back after a restart.
+//! What is kept: polls (closed ones once, open ones as checkpoints of their definition and
+//! merged counts), custom group definitions, and a boot counter that makes viewer ids unique
+//! across restarts. Records are the JSON the API returns.
+//!
+//! Writes (each an fsynced transaction) never run on the application core: they go over a
+//! channel to a dedicated writer thread, which commits everything queued in one transaction.
+//! Reads (at startup, and `GET /api/polls/{id}` for polls no longer in memory) stay on the
+//! caller's thread: a read transaction does not sync.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
+use std::thread::JoinHandle;
 
-use anyhow::Context;
-use redb::{Database, ReadableTableMetadata, TableDefinition};
+use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde_json::Value;
 
 const POLLS: TableDefinition<&str, &[u8]> = TableDefinition::new("polls");
+const GROUPS: TableDefinition<&str, &[u8]> = TableDefinition::new("groups");
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const BOOT: &str = "boot";
+
+/// Why the store failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The data directory could not be created.
+    #[error("creating data directory {path}: {source}")]
+    Dir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The database reported an error (open, transaction, table or commit).
+    #[error("database {0}")]
+    Db(Box<redb::Error>),
+    /// A stored record is not the JSON it should be.
+    #[error("stored record: {0}")]
+    Record(#[from] serde_json::Error),
+    /// The writer thread could not be started.
+    #[error("starting the store writer: {0}")]
+    Thread(std::io::Error),
+}
+
+fn dberr(e: impl Into<redb::Error>) -> StoreError {
+    StoreError::Db(Box::new(e.into()))
+}
+
+/// One queued write.
+enum Write {
+    Poll(String, Vec<u8>),
+    Group(String, Vec<u8>),
+    DeleteGroup(String),
+}
+
+/// A poll found in the store at startup.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredPoll {
+    pub id: String,
+    pub choices: u8,
+    pub created_ms: u64,
+}
+
+/// What the store held at startup.
+#[derive(Debug, Default)]
+pub struct Restored {
+    /// This start's number (1 on a fresh data directory), already stored.
+    pub boot: u32,
+    /// Custom group records (`{"id","name","match","created_ms"}`).
+    pub groups: Vec<Value>,
+    /// Every stored poll, oldest first.
+    pub polls: Vec<StoredPoll>,
+    /// Polls found open (a crash or kill): now stored as `interrupted` with their counts.
+    pub interrupted: Vec<String>,
+}
 
 pub struct Store {
-    db: Database,
+    db: Arc<Database>,
+    tx: Option<mpsc::Sender<Write>>,
+    writer: Option<JoinHandle<()>>,
+    /// Writes queued and not yet committed.
+    queued: Arc<AtomicU64>,
+    /// Writes that failed (logged).
+    failed: Arc<AtomicU64>,
 }
 
 impl Store {
-    /// Opens (or creates) `<data_dir>/ovation.redb`.
-    pub fn open(data_dir: &Path) -> anyhow::Result<Store> {
-        std::fs::create_dir_all(data_dir)
-            .with_context(|| format!("creating data directory {}", data_dir.display()))?;
-        let path = data_dir.join("ovation.redb");
-        let db = Database::create(&path)
-            .with_context(|| format!("opening the database {}", path.display()))?;
-        // Create the table up front so readers never see it missing.
-        let txn = db.begin_write()?;
-        txn.open_table(POLLS)?;
-        txn.commit()?;
-        Ok(Store { db })
+    /// Opens (or creates) `<data_dir>/ovation.redb`, counts this boot, marks polls left open by
+    /// the last run as `interrupted`, and starts the writer thread.
+    pub fn open(data_dir: &Path) -> Result<(Store, Restored), StoreError> {
+        std::fs::create_dir_all(data_dir).map_err(|source| StoreError::Dir {
+            path: data_dir.to_owned(),
+            source,
+        })?;
+        let db = Database::create(data_dir.join("ovation.redb")).map_err(dberr)?;
+        let restored = startup(&db)?;
+        let db = Arc::new(db);
+        let (tx, rx) = mpsc::channel();
+        let queued = Arc::new(AtomicU64::new(0));
+        let failed = Arc::new(AtomicU64::new(0));
+        let writer = {
+            let (db, queued, failed) = (db.clone(), queued.clone(), failed.clone());
+            std::thread::Builder::new()
+                .name("store-writer".into())
+                .spawn(move || write_loop(&db, &rx, &queued, &failed))
+                .map_err(StoreError::Thread)?
+        };
+        let store = Store {
+            db,
+            tx: Some(tx),
+            writer: Some(writer),
+            queued,
+            failed,
+        };
+        Ok((store, restored))
     }
 
-    /// Stores a closed poll (replacing any earlier copy).
-    pub fn put_poll(&self, id: &str, poll: &Value) -> anyhow::Result<()> {
-        let bytes = serde_json::to_vec(poll)?;
-        let txn = self.db.begin_write()?;
-        {
-            let mut table = txn.open_table(POLLS)?;
-            table.insert(id, bytes.as_slice())?;
+    fn queue(&self, write: Write) {
+        if let Some(tx) = &self.tx {
+            self.queued.fetch_add(1, Ordering::Relaxed);
+            if tx.send(write).is_err() {
+                self.queued.fetch_sub(1, Ordering::Relaxed);
+                self.failed.fetch_add(1, Ordering::Relaxed);
+            }
         }
-        txn.commit()?;
-        Ok(())
     }
 
-    pub fn poll(&self, id: &str) -> anyhow::Result<Option<Value>> {
-        let txn = self.db.begin_read()?;
-        let table = txn.open_table(POLLS)?;
-        let Some(found) = table.get(id)? else {
+    /// Queues a poll record (a checkpoint or the final result), replacing any earlier one.
+    pub fn put_poll(&self, id: &str, poll: &Value) {
+        self.queue(Write::Poll(id.to_owned(), poll.to_string().into_bytes()));
+    }
+
+    /// Queues a custom group definition.
+    pub fn put_group(&self, key: &str, group: &Value) {
+        self.queue(Write::Group(key.to_owned(), group.to_string().into_bytes()));
+    }
+
+    /// Queues the removal of a custom group.
+    pub fn delete_group(&self, key: &str) {
+        self.queue(Write::DeleteGroup(key.to_owned()));
+    }
+
+    /// A stored poll (committed writes only).
+    pub fn poll(&self, id: &str) -> Result<Option<Value>, StoreError> {
+        let txn = self.db.begin_read().map_err(dberr)?;
+        let table = txn.open_table(POLLS).map_err(dberr)?;
+        let Some(found) = table.get(id).map_err(dberr)? else {
             return Ok(None);
         };
         Ok(Some(serde_json::from_slice(found.value())?))
     }
 
     /// Number of stored polls.
-    pub fn polls(&self) -> anyhow::Result<u64> {
-        let txn = self.db.begin_read()?;
-        Ok(txn.open_table(POLLS)?.len()?)
+    pub fn polls(&self) -> Result<u64, StoreError> {
+        let txn = self.db.begin_read().map_err(dberr)?;
+        txn.open_table(POLLS).map_err(dberr)?.len().map_err(dberr)
     }
+
+    /// Writes queued and not yet committed.
+    pub fn queued(&self) -> u64 {
+        self.queued.load(Ordering::Relaxed)
+    }
+
+    /// Writes that failed since start.
+    pub fn failed(&self) -> u64 {
+        self.failed.load(Ordering::Relaxed)
+    }
+
+    /// Commits what is queued and stops the writer (at shutdown; blocks until done).
+    pub fn close(&mut self) {
+        self.tx = None;
+        if let Some(w) = self.writer.take() {
+            let _ = w.join();
+        }
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// Startup reads and fix-ups, on the caller's thread before anything else runs.
+fn startup(db: &Database) -> Result<Restored, StoreError> {
+    let txn = db.begin_write().map_err(dberr)?;
+    let mut restored = Restored::default();
+    {
+        let mut meta = txn.open_table(META).map_err(dberr)?;
+        let boot = meta.get(BOOT).map_err(dberr)?.map_or(0, |v| v.value()) + 1;
+        meta.insert(BOOT, boot).map_err(dberr)?;
+        restored.boot = u32::try_from(boot).unwrap_or(u32::MAX);
+
+        let groups = txn.open_table(GROUPS).map_err(dberr)?;
+        for entry in groups.iter().map_err(dberr)? {
+            let (_, v) = entry.map_err(dberr)?;
+            match serde_json::from_slice::<Value>(v.value()) {
+                Ok(g) => restored.groups.push(g),
+                Err(e) => tracing::warn!(error = %e, "skipping an unreadable stored group"),
+            }
+        }
+
+        let mut polls = txn.open_table(POLLS).map_err(dberr)?;
+        let mut rewrite = Vec::new();
+        for entry in polls.iter().map_err(dberr)? {
+            let (k, v) = entry.map_err(dberr)?;
+            let Ok(mut poll) = serde_json::from_slice::<Value>(v.value()) else {
+                tracing::warn!(poll = k.value(), "skipping an unreadable stored poll");
+                continue;
+            };
+            let choices = poll["choices"].as_array().map_or(0, Vec::len);
+            restored.polls.push(StoredPoll {
+                id: k.value().to_owned(),
+                choices: u8::try_from(choices).unwrap_or(u8::MAX),
+                created_ms: poll["created_ms"].as_u64().unwrap_or(0),
+            });
+            if matches!(poll["state"].as_str(), Some("open" | "closing")) {
+                poll["state"] = "interrupted".into();
+                rewrite.push((k.value().to_owned(), poll.to_string()));
+            }
+        }
+        for (id, poll) in &rewrite {
+            polls.insert(id.as_str(), poll.as_bytes()).map_err(dberr)?;
+        }
+        restored.interrupted = rewrite.into_iter().map(|(id, _)| id).collect();
+        restored.polls.sort_by_key(|p| p.created_ms);
+    }
+    txn.commit().map_err(dberr)?;
+    Ok(restored)
+}
+
+/// The writer thread: commits every write queued so far in one transaction, until the
+/// sender is dropped.
+fn write_loop(db: &Database, rx: &mpsc::Receiver<Write>, queued: &AtomicU64, failed: &AtomicU64) {
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        batch.extend(rx.try_iter());
+        let n = batch.len() as u64;
+        if let Err(e) = commit(db, batch) {
+            failed.fetch_add(n, Ordering::Relaxed);
+            tracing::error!(error = %e, writes = n, "could not store state");
+        }
+        queued.fetch_sub(n, Ordering::Relaxed);
+    }
+}
+
+fn commit(db: &Database, batch: Vec<Write>) -> Result<(), StoreError> {
+    let txn = db.begin_write().map_err(dberr)?;
+    {
+        let mut polls = txn.open_table(POLLS).map_err(dberr)?;
+        let mut groups = txn.open_table(GROUPS).map_err(dberr)?;
+        for write in batch {
+            match write {
+                Write::Poll(id, bytes) => {
+                    polls.insert(id.as_str(), bytes.as_slice()).map_err(dberr)?;
+                }
+                Write::Group(key, bytes) => {
+                    groups
+                        .insert(key.as_str(), bytes.as_slice())
+                        .map_err(dberr)?;
+                }
+                Write::DeleteGroup(key) => {
+                    groups.remove(key.as_str()).map_err(dberr)?;
+                }
+            }
+        }
+    }
+    txn.commit().map_err(dberr)?;
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
+
+    fn dir(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("ovation-store-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        d
+    }
 
     #[test]
     fn polls_survive_reopening() {
-        let dir = std::env::temp_dir().join(format!("ovation-store-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let dir = dir("polls");
         {
-            let store = Store::open(&dir).unwrap();
+            let (mut store, restored) = Store::open(&dir).unwrap();
+            assert_eq!(restored.boot, 1);
             assert_eq!(store.poll("p1").unwrap(), None);
-            store
-                .put_poll("p1", &serde_json::json!({"counts": [1, 2]}))
-                .unwrap();
+            store.put_poll("p1", &json!({"counts": [1, 2], "state": "closed"}));
+            store.close();
+            assert_eq!(store.queued(), 0);
+            assert_eq!(store.failed(), 0);
         }
-        let store = Store::open(&dir).unwrap();
+        let (store, restored) = Store::open(&dir).unwrap();
+        assert_eq!(restored.boot, 2, "every start counts");
         assert_eq!(
             store.poll("p1").unwrap(),
-            Some(serde_json::json!({"counts": [1, 2]}))
+            Some(json!({"counts": [1, 2], "state": "closed"}))
         );
         assert_eq!(store.polls().unwrap(), 1);
+        drop(store);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn open_polls_come_back_interrupted_and_groups_come_back() {
+        let dir = dir("restart");
+        {
+            let (mut store, _) = Store::open(&dir).unwrap();
+            let open = json!({"id": "p2", "state": "open", "choices": ["a", "b"],
+                              "counts": [3, 4], "created_ms": 20});
+            store.put_poll("p2", &open);
+            store.put_poll("p1", &json!({"id": "p1", "state": "closed", "choices": ["a", "b", "c"], "created_ms": 10}));
+            store.put_group("g1", &json!({"id": "g1", "name": "one"}));
+            store.put_group("g2", &json!({"id": "g2", "name": "two"}));
+            store.delete_group("g1");
+            store.close();
+        }
+        let (store, restored) = Store::open(&dir).unwrap();
+        assert_eq!(restored.interrupted, vec!["p2".to_owned()]);
+        assert_eq!(restored.groups, vec![json!({"id": "g2", "name": "two"})]);
+        let ids: Vec<(&str, u8)> = restored
+            .polls
+            .iter()
+            .map(|p| (p.id.as_str(), p.choices))
+            .collect();
+        assert_eq!(ids, vec![("p1", 3), ("p2", 2)], "oldest first");
+        let p2 = store.poll("p2").unwrap().unwrap();
+        assert_eq!(p2["state"], "interrupted");
+        assert_eq!(p2["counts"], json!([3, 4]));
+        drop(store);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -1,0 +1,461 @@
+//! The profile mirror and resume: the application core's copy of every connected viewer (fed
+//! by shard events carrying full profile snapshots), the resume tokens, and the compact
+//! records of departed viewers that may come back within the resume window.
+//!
+//! Owns: viewers, tokens, departed records and their bounds, viewers awaiting their old
+//! connection's `Left`. Must not touch: groups (the caller recounts them from the
+//! [`Joined`]/[`Change`] values returned here), polls, the store, shard queues.
+
+use std::collections::{BTreeSet, HashMap};
+
+use shards::profile::{Profile, ViewerId};
+use shards::proto::{Restore, Telemetry, ViewerRef, Vote};
+
+/// The application core's copy of one viewer.
+#[derive(Debug, Clone)]
+pub struct Viewer {
+    pub at: ViewerRef,
+    pub resume: Box<str>,
+    pub profile: Profile,
+    /// The viewer's latest telemetry report.
+    pub telemetry: Option<Telemetry>,
+}
+
+/// What a departed viewer keeps for a resume, packed: the resume token, the profile fields a
+/// resume restores (stream, app version, hardware, region, tags) in one byte buffer, its votes,
+/// and when it left. About 80 bytes plus the strings it carries (see the size test).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Departed {
+    resume: Box<str>,
+    /// `[kind, len, bytes...]*` with kind 0..=3 for stream, app_version, hardware, region and
+    /// 4 for each tag; every field is at most `MAX_FIELD_LEN` (64) bytes.
+    packed: Box<[u8]>,
+    votes: Box<[Vote]>,
+    left_ms: u64,
+}
+
+const KIND_TAG: u8 = 4;
+
+impl Departed {
+    pub fn new(resume: Box<str>, profile: &Profile, votes: Vec<Vote>, left_ms: u64) -> Departed {
+        let mut packed = Vec::new();
+        let mut put = |kind: u8, s: &str| {
+            // Profile fields are bounded by the shard (MAX_FIELD_LEN); cut defensively.
+            let mut end = s.len().min(255);
+            while !s.is_char_boundary(end) {
+                end -= 1;
+            }
+            packed.push(kind);
+            packed.push(end as u8);
+            packed.extend_from_slice(&s.as_bytes()[..end]);
+        };
+        for (kind, v) in [
+            &profile.stream,
+            &profile.app_version,
+            &profile.hardware,
+            &profile.region,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            if let Some(v) = v {
+                put(kind as u8, v);
+            }
+        }
+        for t in &profile.tags {
+            put(KIND_TAG, t);
+        }
+        Departed {
+            resume,
+            packed: packed.into_boxed_slice(),
+            votes: votes.into_boxed_slice(),
+            left_ms,
+        }
+    }
+
+    /// The state a resume gives back.
+    pub fn restore(&self) -> Restore {
+        let mut r = Restore {
+            votes: self.votes.to_vec(),
+            ..Restore::default()
+        };
+        let mut rest = &self.packed[..];
+        while let [kind, len, tail @ ..] = rest {
+            let n = (*len as usize).min(tail.len());
+            let value: Box<str> = String::from_utf8_lossy(&tail[..n]).into();
+            match kind {
+                0 => r.stream = Some(value),
+                1 => r.app_version = Some(value),
+                2 => r.hardware = Some(value),
+                3 => r.region = Some(value),
+                _ => r.tags.push(value),
+            }
+            rest = &tail[n..];
+        }
+        r
+    }
+
+    pub fn resume(&self) -> &str {
+        &self.resume
+    }
+
+    pub fn left_ms(&self) -> u64 {
+        self.left_ms
+    }
+
+    /// Bytes this record holds: its own size plus its heap buffers, plus the departed index
+    /// entry and the token map entry it causes (map overhead per entry is estimated at one
+    /// control byte plus the entry).
+    pub fn footprint(&self) -> usize {
+        let record = std::mem::size_of::<(ViewerId, Departed)>() + 1;
+        let heap = self.resume.len() + self.packed.len() + std::mem::size_of_val(&*self.votes);
+        let order = std::mem::size_of::<(u64, ViewerId)>();
+        let token = std::mem::size_of::<(Box<str>, ViewerId)>() + 1 + self.resume.len();
+        record + heap + order + token
+    }
+}
+
+/// Limits on what departed viewers keep.
+#[derive(Debug, Clone, Copy)]
+pub struct DepartedLimits {
+    pub window_ms: u64,
+    pub max_count: usize,
+    pub max_bytes: usize,
+}
+
+/// What happened to a claim.
+#[derive(Debug, PartialEq)]
+pub enum Claim {
+    /// The token was unknown: a new viewer, to be joined with this profile.
+    New { profile: Profile },
+    /// The token belongs to a departed viewer: `x` is its identity, given to the connection.
+    Resumed {
+        x: ViewerId,
+        departed: Departed,
+        profile: Profile,
+    },
+    /// The token's owner is still connected at `old`: evict it; the claim waits for its `Left`.
+    EvictFirst { old: ViewerRef },
+}
+
+/// A claim that waited for the old connection's `Left`: resume it now.
+#[derive(Debug)]
+pub struct Waiting {
+    /// The new connection.
+    pub at: ViewerRef,
+    /// Its profile at the handshake.
+    pub profile: Profile,
+    /// What the old connection left behind.
+    pub departed: Departed,
+}
+
+#[derive(Debug, Default)]
+pub struct Mirror {
+    viewers: HashMap<ViewerId, Viewer>,
+    /// Resume token -> identity, for viewers present and departed.
+    tokens: HashMap<Box<str>, ViewerId>,
+    departed: HashMap<ViewerId, Departed>,
+    /// Departed viewers by the time they left, oldest first: expiry and the bounds drop from
+    /// the front in O(log n).
+    order: BTreeSet<(u64, ViewerId)>,
+    departed_bytes: usize,
+    /// Departed records dropped by the count or byte bound before their window ended.
+    dropped: u64,
+    /// Viewers resuming while their old connection was still open: the new connection (and
+    /// its profile) waits for the old one's `Left`.
+    awaiting: HashMap<ViewerId, (ViewerRef, Profile)>,
+}
+
+impl Mirror {
+    pub fn viewer(&self, id: ViewerId) -> Option<&Viewer> {
+        self.viewers.get(&id)
+    }
+
+    /// The viewer, if `at` is its current connection.
+    pub fn at(&self, at: ViewerRef) -> Option<&Viewer> {
+        self.viewers.get(&at.viewer).filter(|v| v.at == at)
+    }
+
+    pub fn viewers(&self) -> impl Iterator<Item = &Viewer> {
+        self.viewers.values()
+    }
+
+    pub fn len(&self) -> usize {
+        self.viewers.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.viewers.is_empty()
+    }
+
+    pub fn departed_count(&self) -> usize {
+        self.departed.len()
+    }
+
+    pub fn departed_bytes(&self) -> usize {
+        self.departed_bytes
+    }
+
+    pub fn departed_dropped(&self) -> u64 {
+        self.dropped
+    }
+
+    /// A viewer joined; returns the profile a replaced entry had (to uncount).
+    pub fn join(&mut self, at: ViewerRef, resume: Box<str>, profile: Profile) -> Option<Profile> {
+        self.tokens.insert(resume.clone(), at.viewer);
+        let viewer = Viewer {
+            at,
+            resume,
+            profile,
+            telemetry: None,
+        };
+        self.viewers
+            .insert(at.viewer, viewer)
+            .map(|old| old.profile)
+    }
+
+    /// A profile snapshot; returns (old, new) when `at` is current.
+    pub fn change(&mut self, at: ViewerRef, profile: Profile) -> Option<(Profile, Profile)> {
+        let v = self.viewers.get_mut(&at.viewer).filter(|v| v.at == at)?;
+        let old = std::mem::replace(&mut v.profile, profile);
+        Some((old, v.profile.clone()))
+    }
+
+    pub fn set_telemetry(&mut self, at: ViewerRef, t: Telemetry) {
+        if let Some(v) = self.viewers.get_mut(&at.viewer).filter(|v| v.at == at) {
+            v.telemetry = Some(t);
+        }
+    }
+
+    /// A connection presents a resume token.
+    pub fn claim(&mut self, at: ViewerRef, profile: Profile, token: &str) -> Claim {
+        match self.tokens.get(token).copied() {
+            Some(x) if self.departed.contains_key(&x) => match self.take_departed(x) {
+                Some(departed) => Claim::Resumed {
+                    x,
+                    departed,
+                    profile,
+                },
+                None => Claim::New { profile },
+            },
+            Some(x) if self.viewers.contains_key(&x) && !self.awaiting.contains_key(&x) => {
+                let old = self.viewers[&x].at;
+                self.awaiting.insert(x, (at, profile));
+                Claim::EvictFirst { old }
+            }
+            _ => Claim::New { profile },
+        }
+    }
+
+    /// Takes the departed record of `x` (for a resume).
+    pub fn take_departed(&mut self, x: ViewerId) -> Option<Departed> {
+        let d = self.departed.remove(&x)?;
+        self.order.remove(&(d.left_ms, x));
+        self.departed_bytes -= d.footprint();
+        Some(d)
+    }
+
+    /// A connection ended. Returns the departed viewer's profile (to uncount) and, when a
+    /// claim was waiting for this `Left`, the claim to resume now with the departed record
+    /// (handed over directly, so the bounds can never drop it first).
+    pub fn leave(
+        &mut self,
+        at: ViewerRef,
+        votes: Vec<Vote>,
+        now_ms: u64,
+        limits: DepartedLimits,
+    ) -> Option<(Profile, Option<Waiting>)> {
+        self.at(at)?;
+        let v = self.viewers.remove(&at.viewer)?;
+        let dep = Departed::new(v.resume, &v.profile, votes, now_ms);
+        let waiting = match self.awaiting.remove(&at.viewer) {
+            Some((new_at, profile)) => Some(Waiting {
+                at: new_at,
+                profile,
+                departed: dep,
+            }),
+            None => {
+                self.insert_departed(at.viewer, dep, limits);
+                None
+            }
+        };
+        Some((v.profile, waiting))
+    }
+
+    fn insert_departed(&mut self, id: ViewerId, dep: Departed, limits: DepartedLimits) {
+        if let Some(old) = self.take_departed(id) {
+            // A viewer id departs once at a time; keep the accounting exact anyway.
+            drop(old);
+        }
+        self.departed_bytes += dep.footprint();
+        self.order.insert((dep.left_ms, id));
+        self.departed.insert(id, dep);
+        while self.departed.len() > limits.max_count || self.departed_bytes > limits.max_bytes {
+            if !self.drop_oldest() {
+                break;
+            }
+            self.dropped += 1;
+        }
+    }
+
+    fn drop_oldest(&mut self) -> bool {
+        let Some((_, id)) = self.order.pop_first() else {
+            return false;
+        };
+        if let Some(d) = self.departed.remove(&id) {
+            self.departed_bytes -= d.footprint();
+            if self.tokens.get(d.resume()) == Some(&id) {
+                self.tokens.remove(d.resume());
+            }
+        }
+        true
+    }
+
+    /// Forgets departed viewers older than the window.
+    pub fn expire(&mut self, now_ms: u64, window_ms: u64) {
+        while let Some(&(left, _)) = self.order.first() {
+            if now_ms.saturating_sub(left) <= window_ms {
+                break;
+            }
+            self.drop_oldest();
+        }
+    }
+}
+
+/// The profile a resumed connection ends up with: the same transformation the shard applies
+/// on `Admit` (its `Changed` snapshot confirms it).
+pub fn resumed_profile(mut profile: Profile, x: ViewerId, restore: &Restore) -> Profile {
+    profile.viewer = x;
+    profile.stream = restore.stream.clone();
+    profile.tags = restore.tags.clone();
+    profile.app_version = restore.app_version.clone().or(profile.app_version);
+    profile.hardware = restore.hardware.clone().or(profile.hardware);
+    if profile.region.is_none() {
+        profile.region = restore.region.clone();
+    }
+    profile
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn profile(id: u64) -> Profile {
+        let mut p = Profile::from_handshake(
+            ViewerId(id),
+            "127.0.0.1:1".parse().unwrap(),
+            Some("Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) Version/17.4 Mobile/15E148 Safari/604.1"),
+            Some("hu-HU"),
+            &[("region".into(), "hu".into()), ("x".into(), "y".into())],
+            5,
+        );
+        p.stream = Some("final".into());
+        p.tags = vec!["vip".into(), "beta".into()];
+        p.app_version = Some("3.2.1".into());
+        p
+    }
+
+    fn at(id: u64) -> ViewerRef {
+        ViewerRef {
+            shard: 0,
+            slot: id as u32,
+            viewer: ViewerId(id),
+        }
+    }
+
+    const LIMITS: DepartedLimits = DepartedLimits {
+        window_ms: 1000,
+        max_count: 3,
+        max_bytes: usize::MAX,
+    };
+
+    #[test]
+    fn a_departed_record_restores_what_a_resume_needs() {
+        let p = profile(1);
+        let d = Departed::new("tok".into(), &p, vec![(1, 2)], 7);
+        let r = d.restore();
+        assert_eq!(r.stream.as_deref(), Some("final"));
+        assert_eq!(r.region.as_deref(), Some("HU"));
+        assert_eq!(r.app_version.as_deref(), Some("3.2.1"));
+        assert_eq!(r.hardware, None);
+        assert_eq!(r.tags, p.tags);
+        assert_eq!(r.votes, vec![(1, 2)]);
+    }
+
+    #[test]
+    fn a_departed_record_is_compact() {
+        // A typical departed viewer: 32-hex-digit token, stream, region, app version, two
+        // tags, one vote. Versus the full Viewer (Profile clone) kept before.
+        let p = profile(1);
+        let d = Departed::new(
+            "0123456789abcdef0123456789abcdef".into(),
+            &p,
+            vec![(1, 0)],
+            7,
+        );
+        let bytes = d.footprint();
+        println!(
+            "departed record: {} B inline, {} B total with heap and index entries",
+            std::mem::size_of::<Departed>(),
+            bytes
+        );
+        assert!(std::mem::size_of::<Departed>() <= 56);
+        assert!(bytes <= 256, "{bytes} B per departed viewer");
+    }
+
+    #[test]
+    fn departed_viewers_are_bounded_oldest_first() {
+        let mut m = Mirror::default();
+        for i in 1..=5 {
+            m.join(at(i), format!("t{i}").into(), profile(i));
+        }
+        for i in 1..=5 {
+            assert!(m.leave(at(i), vec![], 100 + i, LIMITS).is_some());
+        }
+        assert_eq!(m.departed_count(), 3);
+        assert_eq!(m.departed_dropped(), 2);
+        // The oldest two are gone, tokens and all: their claims are new viewers.
+        assert!(matches!(
+            m.claim(at(10), profile(10), "t1"),
+            Claim::New { .. }
+        ));
+        assert!(matches!(
+            m.claim(at(11), profile(11), "t5"),
+            Claim::Resumed { x: ViewerId(5), .. }
+        ));
+        // A byte budget bounds too.
+        let mut m = Mirror::default();
+        let one = Departed::new("t1".into(), &profile(1), vec![], 0).footprint();
+        let limits = DepartedLimits {
+            max_count: 100,
+            max_bytes: one * 2 + one / 2,
+            ..LIMITS
+        };
+        for i in 1..=4 {
+            m.join(at(i), format!("t{i}").into(), profile(i));
+            m.leave(at(i), vec![], i, limits);
+        }
+        assert_eq!(m.departed_count(), 2);
+        assert!(m.departed_bytes() <= limits.max_bytes);
+        assert_eq!(m.departed_dropped(), 2);
+    }
+
+    #[test]
+    fn expiry_drops_only_records_past_the_window() {
+        let mut m = Mirror::default();
+        for i in 1..=3 {
+            m.join(at(i), format!("t{i}").into(), profile(i));
+            m.leave(at(i), vec![], i * 1000, LIMITS);
+        }
+        m.expire(2500, 1000);
+        assert_eq!(m.departed_count(), 2);
+        m.expire(10_000, 1000);
+        assert_eq!(m.departed_count(), 0);
+        assert_eq!(m.departed_bytes(), 0);
+        assert_eq!(m.departed_dropped(), 0, "expiry is not a drop");
+        assert!(matches!(
+            m.claim(at(9), profile(9), "t3"),
+            Claim::New { .. }
+        ));
+    }
+}

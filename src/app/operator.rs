@@ -1,0 +1,225 @@
+//! `App`'s operator side: the views the API reads and the commands it gives, with typed
+//! results. Only `api/` turns these into HTTP statuses and JSON.
+
+use std::rc::Rc;
+
+use serde_json::Value;
+use shards::profile::{Predicate, ViewerId};
+use shards::proto::{ProfileUpdate, ShardCommand};
+use shards::StatsSnapshot;
+
+use super::broadcaster::Sink;
+use super::groups::Groups;
+use super::store::StoreError;
+use super::{
+    messages, App, Audit, Group, GroupError, GroupKind, Poll, PollState, ResumeStats, StoreStats,
+    StoredGroup, Stream, StreamError, TelemetrySummary, Viewer,
+};
+
+impl App {
+    // ---- views ----
+
+    pub fn viewer(&self, id: ViewerId) -> Option<&Viewer> {
+        self.mirror.viewer(id)
+    }
+
+    pub fn viewer_count(&self) -> usize {
+        self.mirror.len()
+    }
+
+    pub fn groups(&self) -> impl Iterator<Item = &Group> {
+        self.groups.iter()
+    }
+
+    pub fn group(&self, key: &str) -> Option<&Group> {
+        self.groups.by_key(key)
+    }
+
+    /// Aggregated telemetry of a group's members that reported any.
+    pub fn group_telemetry(&self, group: &Group) -> TelemetrySummary {
+        Groups::telemetry(group, self.mirror.viewers())
+    }
+
+    pub fn streams(&self) -> impl Iterator<Item = &Stream> {
+        self.streams.iter()
+    }
+
+    pub fn stream(&self, id: &str) -> Option<&Stream> {
+        self.streams.get(id)
+    }
+
+    pub fn stream_count(&self) -> usize {
+        self.streams.len()
+    }
+
+    /// Viewers watching the stream.
+    pub fn audience_size(&self, stream: &Stream) -> usize {
+        self.groups.get(stream.group).map_or(0, |g| g.size)
+    }
+
+    pub fn polls(&self) -> impl Iterator<Item = &Poll> {
+        self.polls.iter()
+    }
+
+    pub fn poll(&self, id: &str) -> Option<&Poll> {
+        self.polls.get(id)
+    }
+
+    /// A poll of an earlier run (or one closed in this run), as stored.
+    pub fn stored_poll(&self, id: &str) -> Result<Option<Value>, StoreError> {
+        match &self.store {
+            Some(store) => store.poll(id),
+            None => Ok(None),
+        }
+    }
+
+    pub fn audit(&self, id: u64) -> Option<&Audit> {
+        self.audits.get(id)
+    }
+
+    pub fn shards(&self) -> usize {
+        self.downlinks.len()
+    }
+
+    /// Live counters of every shard.
+    pub fn shard_snapshots(&self) -> Vec<StatsSnapshot> {
+        self.shard_stats.iter().map(|s| s.snapshot()).collect()
+    }
+
+    pub fn resume_stats(&self) -> ResumeStats {
+        ResumeStats {
+            departed: self.mirror.departed_count(),
+            departed_bytes: self.mirror.departed_bytes(),
+            dropped: self.mirror.departed_dropped(),
+        }
+    }
+
+    pub fn store_stats(&self) -> StoreStats {
+        StoreStats {
+            unsaved_polls: self.polls.iter().filter(|p| p.needs_checkpoint()).count(),
+            queued_writes: self.store.as_ref().map_or(0, |s| s.queued()),
+            failed_writes: self.store.as_ref().map_or(0, |s| s.failed()),
+        }
+    }
+
+    /// The latest results of the stream's poll, for a broadcaster who just connected.
+    pub fn results_snapshot(&self, stream: &str) -> Option<Value> {
+        let poll = self.polls.latest_on(stream)?;
+        Some(poll.results_message(&poll.counts(), poll.state == PollState::Closed))
+    }
+
+    // ---- commands ----
+
+    /// Registers a live stream and its audience group.
+    pub fn add_stream(
+        &mut self,
+        id: String,
+        title: Option<String>,
+        now_ms: u64,
+    ) -> Result<&Stream, StreamError> {
+        self.streams.check_new(&id)?;
+        let group = self.define_group(
+            format!("stream:{id}"),
+            format!("audience of {id}"),
+            GroupKind::Stream,
+            Predicate::stream(&id),
+            now_ms,
+        );
+        self.streams.insert(Stream {
+            id,
+            title,
+            group,
+            created_ms: now_ms,
+        })
+    }
+
+    /// Creates a custom predicate group (stored, so it survives a restart); returns its key.
+    pub fn add_custom_group(&mut self, name: String, predicate: Predicate, now_ms: u64) -> String {
+        let key = self.groups.next_custom_key();
+        if let Some(store) = &self.store {
+            let record = StoredGroup {
+                key: key.clone(),
+                name: name.clone(),
+                predicate: predicate.clone(),
+                created_ms: now_ms,
+            };
+            match serde_json::to_value(&record) {
+                Ok(v) => store.put_group(&key, &v),
+                Err(e) => tracing::error!(group = key, error = %e, "could not store group"),
+            }
+        }
+        self.define_group(key.clone(), name, GroupKind::Custom, predicate, now_ms);
+        key
+    }
+
+    /// Deletes a custom group everywhere.
+    pub fn delete_group(&mut self, key: &str) -> Result<(), GroupError> {
+        let id = self.groups.delete_custom(key)?;
+        self.broadcast(|| ShardCommand::DropGroup { id });
+        if let Some(store) = &self.store {
+            store.delete_group(key);
+        }
+        Ok(())
+    }
+
+    /// Group-cast (FIG. 6, 606-608): the message is encoded into one frame here, and each
+    /// shard writes those bytes to its members. Returns the group's size.
+    pub fn cast(&mut self, key: &str, payload: &Value) -> Result<usize, GroupError> {
+        let group = self
+            .groups
+            .by_key(key)
+            .ok_or_else(|| GroupError::NotFound(key.to_owned()))?;
+        let (id, size) = (group.id, group.size);
+        self.cast_frame(id, messages::group_message(key, payload));
+        Ok(size)
+    }
+
+    /// Replaces a viewer's tags through its shard. `None` if the viewer is unknown.
+    pub fn set_tags(&self, viewer: ViewerId, tags: Vec<Box<str>>) -> Option<()> {
+        let v = self.mirror.viewer(viewer)?;
+        self.command(
+            v.at.shard,
+            ShardCommand::Update {
+                to: v.at,
+                update: ProfileUpdate::Tags(tags),
+            },
+        );
+        Some(())
+    }
+
+    /// Starts a mirror audit; its result fills in as shards answer.
+    pub fn start_audit(&mut self) -> u64 {
+        let id = self.audits.start();
+        self.broadcast(|| ShardCommand::Audit { audit: id });
+        id
+    }
+
+    /// A broadcaster follows `stream`'s results from now on.
+    pub fn add_broadcaster(&mut self, stream: String, sink: Rc<Sink>) {
+        self.broadcasters.push((stream, sink));
+    }
+
+    /// At shutdown: every broadcaster gets what is queued, then a close frame (1001).
+    pub fn close_broadcasters(&mut self) {
+        for (_, sink) in &self.broadcasters {
+            sink.close_going_away();
+        }
+    }
+
+    /// The broadcasters' sinks (shutdown waits for their sessions to end).
+    pub fn broadcaster_sinks(&self) -> Vec<Rc<Sink>> {
+        self.broadcasters.iter().map(|(_, s)| s.clone()).collect()
+    }
+
+    /// Stops the shards, each closing its viewers with 1001 within `grace`.
+    pub fn shutdown_shards(&self, grace: std::time::Duration) {
+        self.broadcast(|| ShardCommand::Shutdown { grace });
+    }
+
+    /// Commits what is queued for the store and stops its writer (last step of shutdown).
+    pub fn close_store(&mut self) {
+        if let Some(store) = &mut self.store {
+            store.close();
+        }
+    }
+}
