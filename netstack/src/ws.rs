@@ -805,6 +805,14 @@ pub fn encode_frame(opcode: OpCode, payload: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(payload);
 }
 
+/// One unfragmented server text frame holding `text`, in a shared buffer: a broadcast encodes
+/// its frame once and every receiver's queue holds the same bytes.
+pub fn text_frame(text: &str) -> std::sync::Arc<[u8]> {
+    let mut buf = Vec::with_capacity(header_len(text.len()) + text.len());
+    encode_frame(OpCode::Text, text.as_bytes(), &mut buf);
+    buf.into()
+}
+
 /// Appends a server Close frame; `reason` is cut at a char boundary so the payload fits in
 /// 125 bytes.
 pub fn encode_close(code: u16, reason: &str, out: &mut Vec<u8>) {
@@ -839,6 +847,15 @@ pub fn encode_client_frame(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn text_frame_is_one_final_text_frame() {
+        assert_eq!(&*text_frame("{}"), b"\x81\x02{}");
+        let long = "x".repeat(200);
+        let frame = text_frame(&long);
+        assert_eq!(&frame[..4], [0x81, 126, 0, 200]);
+        assert_eq!(&frame[4..], long.as_bytes());
+    }
 
     fn text_buf() -> TextBuf {
         TextBuf {
