@@ -71,6 +71,13 @@ pub struct Config {
     pub resume_window_s: u64,
     /// Log filter (tracing `EnvFilter` syntax, e.g. `info` or `ovation=debug`).
     pub log: String,
+    /// Most open operator API connections (broadcaster sockets included); beyond it a new
+    /// connection is answered 503 and closed.
+    pub api_max_connections: usize,
+    /// Most custom groups the API may create; beyond it `POST /api/groups` gets 429.
+    pub max_groups: usize,
+    /// Most broadcaster sockets following one stream; beyond it the upgrade gets 429.
+    pub max_broadcasters_per_stream: usize,
 }
 
 impl Default for Config {
@@ -101,6 +108,9 @@ impl Default for Config {
             results_interval_ms: 100,
             resume_window_s: 300,
             log: "info".into(),
+            api_max_connections: 256,
+            max_groups: 10_000,
+            max_broadcasters_per_stream: 16,
         }
     }
 }
@@ -189,6 +199,16 @@ pub struct Overrides {
     /// Log filter, e.g. info or ovation=debug [default: info; RUST_LOG wins].
     #[arg(long, value_name = "FILTER")]
     pub log: Option<String>,
+    /// Most open operator API connections, broadcaster sockets included; more get 503
+    /// [default: 256].
+    #[arg(long, value_name = "N")]
+    pub api_max_connections: Option<usize>,
+    /// Most custom groups the API may create; more get 429 [default: 10000].
+    #[arg(long, value_name = "N")]
+    pub max_groups: Option<usize>,
+    /// Most broadcaster sockets per stream; more get 429 [default: 16].
+    #[arg(long, value_name = "N")]
+    pub max_broadcasters_per_stream: Option<usize>,
 }
 
 macro_rules! apply {
@@ -229,7 +249,10 @@ impl Config {
             media_url,
             results_interval_ms,
             resume_window_s,
-            log
+            log,
+            api_max_connections,
+            max_groups,
+            max_broadcasters_per_stream
         );
         if o.api_token.is_some() {
             cfg.api_token = o.api_token.clone();
@@ -281,6 +304,18 @@ impl Config {
         if let Some(t) = &self.api_token {
             if t.len() < 16 || !t.bytes().all(|b| b.is_ascii_graphic()) {
                 bail!("api_token must be at least 16 printable ASCII characters without spaces");
+            }
+        }
+        for (name, v) in [
+            ("api_max_connections", self.api_max_connections),
+            ("max_groups", self.max_groups),
+            (
+                "max_broadcasters_per_stream",
+                self.max_broadcasters_per_stream,
+            ),
+        ] {
+            if v == 0 {
+                bail!("{name} must be at least 1");
             }
         }
         Ok(())

@@ -10,11 +10,9 @@
 //! the watched stream) go down as [`ShardCommand::Update`] and come back as
 //! [`ShardEvent::Changed`].
 
-pub mod broadcaster;
 pub mod downlink;
 pub mod polls;
 pub mod store;
-pub mod validate;
 
 use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
@@ -29,8 +27,9 @@ use shards::proto::{
 };
 use shards::{ShardStats, StatsSnapshot};
 
+use crate::api::broadcaster::Sink;
+use crate::api::validate;
 use crate::config::Config;
-use broadcaster::Sink;
 use downlink::Downlink;
 use polls::{Poll, PollRequest, PollState};
 use store::Store;

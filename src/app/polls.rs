@@ -7,7 +7,7 @@ use shards::polls::merge_counts;
 use shards::profile::{Field, Predicate};
 use shards::proto::{GroupId, PollSeq};
 
-use super::validate;
+use crate::api::validate;
 
 pub const MAX_QUESTION: usize = 200;
 pub const MAX_CHOICE: usize = 100;
