@@ -6,6 +6,8 @@
 //! application core on their executors and joins them with lock-free channels. [`limits`]
 //! checks at startup that the host's limits fit the configuration.
 
+#![forbid(unsafe_code)]
+
 pub mod api;
 pub mod app;
 pub mod config;
