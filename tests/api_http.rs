@@ -377,3 +377,22 @@ fn groups_and_broadcasters_are_bounded() {
         other => panic!("second broadcaster: {:?}", other.map(|(_, r)| r.status())),
     }
 }
+
+#[test]
+fn an_unauthenticated_idle_connection_is_closed() {
+    let server = Server::start(&[]);
+    // Never sends a byte: closed after the unauthenticated timeout (10 s), not the 60 s
+    // keep-alive one. The read timeout only bounds the wait.
+    let mut idle = connect(&server, Duration::from_secs(30));
+    // An authenticated connection stays, and answers after the idle one was closed.
+    let mut kept = connect(&server, WAIT);
+    kept.write_all(get("/api/stats").as_bytes()).unwrap();
+    let mut buf = Vec::new();
+    assert_eq!(read_response(&mut kept, &mut buf).0, 200);
+    assert!(
+        closed(&mut idle),
+        "an idle unauthenticated connection is kept"
+    );
+    kept.write_all(get("/api/stats").as_bytes()).unwrap();
+    assert_eq!(read_response(&mut kept, &mut buf).0, 200);
+}

@@ -314,3 +314,49 @@ pub async fn close_after(mut stream: TcpStream, last: &[u8]) {
     }
     let _ = stream.close().await;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_map_to_statuses_and_codes() {
+        for (e, status, code) in [
+            (RequestError::BadRequest("x"), 400, "bad_request"),
+            (RequestError::BodyTooLarge, 413, "body_too_large"),
+            (RequestError::ExpectationFailed, 417, "expectation_failed"),
+            (RequestError::HeadersTooLarge("x"), 431, "headers_too_large"),
+            (RequestError::NotImplemented("x"), 501, "not_implemented"),
+        ] {
+            let r = Response::refused(&e);
+            assert_eq!(r.status, status);
+            assert_eq!(r.body["error"]["code"], code);
+        }
+    }
+
+    #[test]
+    fn encoding_carries_the_connection_and_extra_headers() {
+        let text = |r: &Response, keep: bool| {
+            let mut out = Vec::new();
+            r.write(&mut out, keep);
+            String::from_utf8(out).unwrap()
+        };
+        let unauthorized = Response::error(401, "unauthorized", "no");
+        assert!(!unauthorized.keeps_connection());
+        let t = text(&unauthorized, false);
+        assert!(t.starts_with("HTTP/1.1 401 Unauthorized\r\nConnection: close\r\n"));
+        assert!(t.contains("WWW-Authenticate: Bearer\r\n"));
+        let mut not_allowed = Response::error(405, "method_not_allowed", "no");
+        not_allowed.allow = Some("GET");
+        assert!(not_allowed.keeps_connection());
+        let t = text(&not_allowed, true);
+        assert!(
+            t.contains("Connection: keep-alive\r\nAllow: GET\r\n"),
+            "{t}"
+        );
+        assert!(t.ends_with("}\n"));
+        let busy = Response::error(503, "too_many_connections", "full");
+        assert!(!busy.keeps_connection());
+        assert!(text(&busy, false).contains("Retry-After: 1\r\n"));
+    }
+}
