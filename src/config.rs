@@ -78,6 +78,13 @@ pub struct Config {
     pub resume_max_departed: usize,
     /// Most bytes departed viewers may hold for a resume; the oldest are dropped first.
     pub resume_max_bytes: usize,
+    /// Most open operator API connections (broadcaster sockets included); beyond it a new
+    /// connection is answered 503 and closed.
+    pub api_max_connections: usize,
+    /// Most custom groups the API may create; beyond it `POST /api/groups` gets 429.
+    pub max_groups: usize,
+    /// Most broadcaster sockets following one stream; beyond it the upgrade gets 429.
+    pub max_broadcasters_per_stream: usize,
 }
 
 impl Default for Config {
@@ -111,6 +118,9 @@ impl Default for Config {
             poll_checkpoint_ms: 1000,
             resume_max_departed: 100_000,
             resume_max_bytes: 64 * 1024 * 1024,
+            api_max_connections: 256,
+            max_groups: 10_000,
+            max_broadcasters_per_stream: 16,
         }
     }
 }
@@ -208,6 +218,16 @@ pub struct Overrides {
     /// Most bytes departed viewers may hold [default: 67108864 (64 MiB)].
     #[arg(long, value_name = "BYTES")]
     pub resume_max_bytes: Option<usize>,
+    /// Most open operator API connections, broadcaster sockets included; more get 503
+    /// [default: 256].
+    #[arg(long, value_name = "N")]
+    pub api_max_connections: Option<usize>,
+    /// Most custom groups the API may create; more get 429 [default: 10000].
+    #[arg(long, value_name = "N")]
+    pub max_groups: Option<usize>,
+    /// Most broadcaster sockets per stream; more get 429 [default: 16].
+    #[arg(long, value_name = "N")]
+    pub max_broadcasters_per_stream: Option<usize>,
 }
 
 macro_rules! apply {
@@ -251,7 +271,10 @@ impl Config {
             log,
             poll_checkpoint_ms,
             resume_max_departed,
-            resume_max_bytes
+            resume_max_bytes,
+            api_max_connections,
+            max_groups,
+            max_broadcasters_per_stream
         );
         if o.api_token.is_some() {
             cfg.api_token = o.api_token.clone();
@@ -304,6 +327,18 @@ impl Config {
         if let Some(t) = &self.api_token {
             if t.len() < 16 || !t.bytes().all(|b| b.is_ascii_graphic()) {
                 bail!("api_token must be at least 16 printable ASCII characters without spaces");
+            }
+        }
+        for (name, v) in [
+            ("api_max_connections", self.api_max_connections),
+            ("max_groups", self.max_groups),
+            (
+                "max_broadcasters_per_stream",
+                self.max_broadcasters_per_stream,
+            ),
+        ] {
+            if v == 0 {
+                bail!("{name} must be at least 1");
             }
         }
         Ok(())

@@ -1,5 +1,7 @@
 //! The `ovation` binary: `ovation serve` runs the server.
 
+#![forbid(unsafe_code)]
+
 use std::io::Write;
 use std::os::unix::net::UnixStream;
 use std::path::Path;

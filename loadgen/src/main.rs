@@ -3,6 +3,8 @@
 //! `loadgen run ...` coordinates a run; the hidden `loadgen worker` is what the coordinator
 //! spawns for each share of the connections.
 
+#![forbid(unsafe_code)]
+
 use std::process::ExitCode;
 
 use anyhow::Context;

@@ -1,4 +1,6 @@
 //! The socket syscalls that std and socket2 do not wrap, and the only `unsafe` in ovation.
+//! Every raw call goes through [`syscall!`] (or its `EINTR`-retrying twin), which turns `-1`
+//! into `io::Error::last_os_error()`; each `unsafe` block says why it is sound.
 //!
 //! - [`reuseport_listeners`]: one `SO_REUSEPORT` listener per shard, created in shard order.
 //! - [`attach_cpu_steering`]: a classic-BPF reuseport program that picks the listener of the
@@ -17,6 +19,32 @@ use std::net::{SocketAddr, TcpListener};
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 
 use socket2::{Domain, Protocol, Socket, Type};
+
+/// Evaluates a raw libc call (an `unsafe { libc::...(...) }` expression, whose `// SAFETY:`
+/// note stays at the call site) and turns its `-1` into `io::Error::last_os_error()`, as mio
+/// does. The other results come back as `Ok`.
+macro_rules! syscall {
+    ($call:expr) => {{
+        let res = $call;
+        if res == -1 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(res)
+        }
+    }};
+}
+
+/// [`syscall!`], retried while the call fails with `EINTR`.
+macro_rules! syscall_retry {
+    ($call:expr) => {
+        loop {
+            match syscall!($call) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                other => break other,
+            }
+        }
+    };
+}
 
 /// `SO_ATTACH_REUSEPORT_CBPF` from `asm-generic/socket.h` (libc exports it for Android only).
 #[cfg(not(any(target_arch = "mips", target_arch = "mips64", target_arch = "sparc64")))]
@@ -101,7 +129,7 @@ pub fn attach_cpu_steering(listener: &impl AsRawFd, cpus: &[usize]) -> io::Resul
     // SAFETY: `fprog` points at `prog`, which lives until the call returns; the kernel copies
     // the program during setsockopt and keeps no pointer to our memory. The length passed is the
     // size of the `sock_fprog` we pass by pointer.
-    let rc = unsafe {
+    syscall!(unsafe {
         libc::setsockopt(
             listener.as_raw_fd(),
             libc::SOL_SOCKET,
@@ -109,12 +137,8 @@ pub fn attach_cpu_steering(listener: &impl AsRawFd, cpus: &[usize]) -> io::Resul
             (&fprog as *const libc::sock_fprog).cast(),
             std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
         )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    })
+    .map(drop)
 }
 
 /// Reuseport CPU steering needs the generic socket option numbers.
@@ -126,26 +150,18 @@ pub fn attach_cpu_steering(_listener: &impl AsRawFd, _cpus: &[usize]) -> io::Res
 /// One non-blocking `send(2)`: never blocks, never raises SIGPIPE. `Ok(n)` may be short;
 /// `WouldBlock` means the socket's send buffer is full.
 pub fn send_nonblocking(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
-    loop {
-        // SAFETY: `buf` is a valid, initialised slice for the duration of the call and the kernel
-        // only reads `buf.len()` bytes from it. A stale or closed `fd` makes send fail with
-        // EBADF/ENOTSOCK, which is returned as an error, not undefined behaviour.
-        let rc = unsafe {
-            libc::send(
-                fd,
-                buf.as_ptr().cast(),
-                buf.len(),
-                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-            )
-        };
-        if rc >= 0 {
-            return Ok(rc as usize);
-        }
-        let err = io::Error::last_os_error();
-        if err.kind() != io::ErrorKind::Interrupted {
-            return Err(err);
-        }
-    }
+    // SAFETY: `buf` is a valid, initialised slice for the duration of the call and the kernel
+    // only reads `buf.len()` bytes from it. A stale or closed `fd` makes send fail with
+    // EBADF/ENOTSOCK, which is returned as an error, not undefined behaviour.
+    syscall_retry!(unsafe {
+        libc::send(
+            fd,
+            buf.as_ptr().cast(),
+            buf.len(),
+            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+        )
+    })
+    .map(|n| n as usize)
 }
 
 /// Most buffers one [`send_vectored_nonblocking`] passes (Linux's `UIO_MAXIOV`).
@@ -163,30 +179,17 @@ pub fn send_vectored_nonblocking(fd: RawFd, bufs: &[std::io::IoSlice<'_>]) -> io
     // through these pointers.
     msg.msg_iov = bufs.as_ptr() as *mut libc::iovec;
     msg.msg_iovlen = count as _;
-    loop {
-        // SAFETY: `msg` points at `count` valid iovecs borrowed from `bufs`, which outlive the
-        // call; the kernel reads at most their stated lengths. A stale `fd` is an error return.
-        let rc = unsafe { libc::sendmsg(fd, &msg, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) };
-        if rc >= 0 {
-            return Ok(rc as usize);
-        }
-        let err = io::Error::last_os_error();
-        if err.kind() != io::ErrorKind::Interrupted {
-            return Err(err);
-        }
-    }
+    // SAFETY: `msg` points at `count` valid iovecs borrowed from `bufs`, which outlive the
+    // call; the kernel reads at most their stated lengths. A stale `fd` is an error return.
+    syscall_retry!(unsafe { libc::sendmsg(fd, &msg, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) })
+        .map(|n| n as usize)
 }
 
 /// `shutdown(fd, SHUT_WR)`: sends FIN after the queued bytes, so a close frame is not cut off
 /// by a reset when unread input is pending at `close(2)`.
 pub fn shutdown_write(fd: RawFd) -> io::Result<()> {
     // SAFETY: shutdown takes no pointers; a stale `fd` yields EBADF/ENOTSOCK as an error.
-    let rc = unsafe { libc::shutdown(fd, libc::SHUT_WR) };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    syscall!(unsafe { libc::shutdown(fd, libc::SHUT_WR) }).map(drop)
 }
 
 /// Moves an owned descriptor into a type that only implements `FromRawFd`.
@@ -209,21 +212,17 @@ pub fn pin_current_thread(cpu: usize) -> io::Result<()> {
     let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
     // SAFETY: `cpu` is below CPU_SETSIZE (checked above), so CPU_SET stays inside `set`; the
     // kernel reads exactly size_of::<cpu_set_t>() bytes from the pointer we pass.
-    let rc = unsafe {
+    syscall!(unsafe {
         libc::CPU_SET(cpu, &mut set);
         libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set)
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    })
+    .map(drop)
 }
 
 /// The CPU the calling thread runs on, or `None` where `sched_getcpu` fails.
 pub fn current_cpu() -> Option<usize> {
     // SAFETY: sched_getcpu takes no arguments and only reads the calling thread's state.
-    let cpu = unsafe { libc::sched_getcpu() };
+    let cpu = syscall!(unsafe { libc::sched_getcpu() }).ok()?;
     usize::try_from(cpu).ok()
 }
 

@@ -14,6 +14,8 @@
 //! - [`sync`]: single-threaded wake-up primitives shared by shard and application-core tasks.
 //! - `shard` and `conn`: the runtime (accept, handshake, drivers, fan-out, keepalive, drain).
 
+#![forbid(unsafe_code)]
+
 pub mod bitset;
 pub mod config;
 mod conn;

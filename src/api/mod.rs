@@ -1,46 +1,27 @@
 //! The operator API: HTTP/1.1 + JSON on the API address, every request authenticated with
 //! `Authorization: Bearer <token>`. Handlers run on the application core and read or change
 //! its state directly. See docs/api.md.
+//!
+//! - [`server`]: the transport (accept loop, connection cap, pipelined keep-alive
+//!   connections on netstack's request parser) and [`Response`].
+//! - [`validate`]: validation of request bodies (strict JSON: duplicate keys are refused).
+//! - [`broadcaster`]: the broadcaster WebSocket session.
+//! - Here: authentication, routing, the route handlers and the broadcaster upgrade.
 
-pub mod http;
+pub mod broadcaster;
+pub mod poll_request;
+pub mod server;
+pub mod validate;
 
 use std::cell::RefCell;
-use std::rc::Rc;
 
-use glommio::net::TcpListener;
+use netstack::http::server::Request;
 use serde_json::json;
-
 use serde_json::Value;
 use shards::profile::ViewerId;
 
-use crate::app::{unix_ms, validate, App, Group, GroupError};
-use http::{Request, Response};
-
-/// Accepts API connections until the task is dropped.
-pub async fn serve(listener: TcpListener, app: Rc<RefCell<App>>, token: Rc<str>) {
-    loop {
-        match listener.accept().await {
-            Ok(stream) => {
-                let app = app.clone();
-                let token = token.clone();
-                glommio::spawn_local(async move {
-                    let outcome = http::serve_connection(stream, BROADCASTER_PATH, |req| {
-                        handle(&app, &token, req)
-                    })
-                    .await;
-                    if let http::Outcome::Upgrade { stream, head, rest } = outcome {
-                        broadcaster(stream, &app, &token, &head, rest).await;
-                    }
-                })
-                .detach();
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "operator API accept failed");
-                glommio::timer::sleep(std::time::Duration::from_millis(50)).await;
-            }
-        }
-    }
-}
+use crate::app::{unix_ms, App, Group, GroupError};
+pub use server::{serve, Response};
 
 /// Where broadcasters follow their stream's results over WebSocket.
 pub const BROADCASTER_PATH: &str = "/v1/broadcaster";
@@ -51,7 +32,7 @@ async fn broadcaster(
     mut stream: glommio::net::TcpStream,
     app: &RefCell<App>,
     token: &str,
-    head: &[u8],
+    req: &Request,
     rest: Vec<u8>,
 ) {
     use futures_lite::AsyncWriteExt;
@@ -68,8 +49,8 @@ async fn broadcaster(
             format!("{message}\n").as_bytes(),
         )
     };
-    let verdict = match netstack::http::parse_upgrade(head, 16 * 1024) {
-        Ok(Some(req)) => {
+    let verdict = match req.upgrade() {
+        Ok(req) => {
             let query = netstack::http::parse_query(&req.query);
             let param = |k: &str| query.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
             let given = req
@@ -83,28 +64,31 @@ async fn broadcaster(
                 Err(refuse(401, "Unauthorized", "send the API token"))
             } else if app.borrow().stream(&stream_id).is_none() {
                 Err(refuse(404, "Not Found", "no such stream (?stream=)"))
+            } else if broadcasters_of(&app.borrow(), &stream_id)
+                >= app.borrow().config().max_broadcasters_per_stream
+            {
+                Err(refuse(
+                    429,
+                    "Too Many Requests",
+                    "too many broadcasters on this stream (max_broadcasters_per_stream)",
+                ))
             } else {
                 Ok((req.key, stream_id))
             }
         }
-        Ok(None) => Err(refuse(400, "Bad Request", "incomplete upgrade request")),
         Err(e) => Err(e.response()),
     };
     let (key, stream_id) = match verdict {
         Ok(v) => v,
-        Err(response) => {
-            let _ = stream.write_all(&response).await;
-            let _ = stream.close().await;
-            return;
-        }
+        Err(response) => return server::close_after(stream, &response).await,
     };
     // Register before the first await: a results push from now on lands in the sink, after
     // the snapshot, so the broadcaster cannot miss an update while its 101 is written.
-    let sink = std::rc::Rc::new(crate::app::broadcaster::Sink::default());
+    let sink = std::rc::Rc::new(crate::app::sink::Sink::default());
     {
         let mut app = app.borrow_mut();
         if let Some(snapshot) = app.results_snapshot(&stream_id) {
-            sink.push(crate::app::text_frame(&snapshot.to_string()));
+            sink.push(netstack::ws::text_frame(&snapshot.to_string()));
         }
         app.add_broadcaster(stream_id.clone(), sink.clone());
     }
@@ -119,7 +103,12 @@ async fn broadcaster(
         sink.finish();
         return;
     }
-    crate::app::broadcaster::session(stream, sink, rest).await;
+    broadcaster::session(stream, sink, rest).await;
+}
+
+/// Broadcaster sockets open on `stream`.
+fn broadcasters_of(app: &App, stream: &str) -> usize {
+    app.broadcasters_of(stream)
 }
 
 /// The credentials of an `Authorization: Bearer <token>` header (the scheme is
@@ -142,8 +131,7 @@ fn token_matches(given: &str, token: &str) -> bool {
 /// Authenticates, then routes.
 pub fn handle(app: &RefCell<App>, token: &str, req: &Request) -> Response {
     let authorized = req
-        .authorization
-        .as_deref()
+        .header_str("authorization")
         .and_then(bearer)
         .is_some_and(|given| token_matches(given, token));
     if !authorized {
@@ -183,7 +171,7 @@ pub fn handle(app: &RefCell<App>, token: &str, req: &Request) -> Response {
             None => not_found("viewer", id),
         },
         ("PUT", ["api", "viewers", id, "tags"]) => set_tags(&app, id, &req.body),
-        ("POST", ["api", "polls"]) => match crate::app::poll_request::parse_request(&req.body) {
+        ("POST", ["api", "polls"]) => match poll_request::parse_request(&req.body) {
             Ok(poll) => match app.create_poll(poll, unix_ms()) {
                 Ok(p) => Response::json(201, json!({"id": p.id, "closes_at": p.closes_at_ms})),
                 Err(e) => bad(e.to_string()),
@@ -357,6 +345,17 @@ fn create_group(app: &mut App, body: &[u8]) -> Response {
     });
     match parsed {
         Ok((name, predicate)) => {
+            let custom = app
+                .groups()
+                .filter(|g| g.kind == crate::app::GroupKind::Custom)
+                .count();
+            if custom >= app.config().max_groups {
+                return Response::error(
+                    429,
+                    "too_many_groups",
+                    format!("{custom} custom groups exist, the most allowed (max_groups); delete one first"),
+                );
+            }
             let key = app.add_custom_group(name, predicate, unix_ms());
             let group = app.group(&key).map(group_json);
             Response::json(201, group.unwrap_or(Value::Null))

@@ -288,6 +288,24 @@ impl Groups {
     }
 }
 
+/// The JSON form of a predicate, as the API shows it.
+pub fn predicate_json(p: &Predicate) -> serde_json::Value {
+    use serde_json::{Map, Value};
+    let mut map = Map::new();
+    for (field, values) in &p.clauses {
+        map.insert(
+            field.as_str().to_owned(),
+            Value::Array(
+                values
+                    .iter()
+                    .map(|v| Value::String(v.to_string()))
+                    .collect(),
+            ),
+        );
+    }
+    Value::Object(map)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -16,16 +16,14 @@
 //! tests drive it in memory (see `tests.rs`).
 
 pub mod audits;
-pub mod broadcaster;
 pub mod downlink;
 pub mod groups;
 pub mod messages;
 pub mod mirror;
-pub mod poll_request;
 pub mod polls;
+pub mod sink;
 pub mod store;
 pub mod streams;
-pub mod validate;
 
 use std::rc::Rc;
 use std::sync::Arc;
@@ -39,9 +37,9 @@ use shards::sync::Signal;
 use shards::ShardStats;
 
 use crate::config::Config;
-use broadcaster::Sink;
 use downlink::Downlink;
 use mirror::{Claim, DepartedLimits, Mirror};
+use sink::Sink;
 use store::{Restored, Store};
 
 pub use audits::Audit;

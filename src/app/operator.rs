@@ -8,8 +8,8 @@ use shards::profile::{Predicate, ViewerId};
 use shards::proto::{ProfileUpdate, ShardCommand};
 use shards::StatsSnapshot;
 
-use super::broadcaster::Sink;
 use super::groups::Groups;
+use super::sink::Sink;
 use super::store::StoreError;
 use super::{
     messages, App, Audit, Group, GroupError, GroupKind, Poll, PollState, ResumeStats, StoreStats,
@@ -21,6 +21,11 @@ impl App {
 
     pub fn viewer(&self, id: ViewerId) -> Option<&Viewer> {
         self.mirror.viewer(id)
+    }
+
+    /// The settings the server runs with.
+    pub fn config(&self) -> &crate::config::Config {
+        &self.config
     }
 
     pub fn viewer_count(&self) -> usize {
@@ -197,6 +202,14 @@ impl App {
     /// A broadcaster follows `stream`'s results from now on.
     pub fn add_broadcaster(&mut self, stream: String, sink: Rc<Sink>) {
         self.broadcasters.push((stream, sink));
+    }
+
+    /// Broadcaster sockets open on `stream`.
+    pub fn broadcasters_of(&self, stream: &str) -> usize {
+        self.broadcasters
+            .iter()
+            .filter(|(s, sink)| s == stream && !sink.is_closed())
+            .count()
     }
 
     /// At shutdown: every broadcaster gets what is queued, then a close frame (1001).

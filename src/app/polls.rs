@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use shards::profile::Predicate;
 use shards::proto::{Frame, GroupId, PollSeq};
 
-use super::{messages, validate};
+use super::messages;
 
 /// A validated `POST /api/polls` body.
 #[derive(Debug, Clone, PartialEq)]
@@ -183,7 +183,7 @@ impl Poll {
             "stream": self.stream,
             "question": self.question,
             "choices": self.choices,
-            "match": self.filter.as_ref().map(validate::predicate_json),
+            "match": self.filter.as_ref().map(super::groups::predicate_json),
             "state": self.state.as_str(),
             "counts": counts,
             "total": counts.iter().sum::<u64>(),

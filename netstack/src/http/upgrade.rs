@@ -1,15 +1,16 @@
-//! HTTP/1.1 for the WebSocket upgrade: parsing the client's upgrade request (RFC 6455
-//! section 4.2.1) with `httparse`, the `101 Switching Protocols` answer, error responses, a
-//! generic response writer (also used by the operator API), and query-string decoding.
+//! The WebSocket upgrade (RFC 6455 section 4.2.1): validating the client's upgrade request,
+//! error responses, and the `101 Switching Protocols` answer.
 //!
-//! Everything here is pure: bytes in, values or bytes out.
+//! A request head is parsed once: [`parse_upgrade`] parses it with `httparse` (the viewer
+//! shards, where the head is all there is), and [`super::server::Request::upgrade`] validates a
+//! head the API's request parser already parsed. Both end in [`validate`].
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
 use sha1::{Digest, Sha1};
 
-/// Most header lines accepted in one request; more is answered with 431.
-pub const MAX_HEADERS: usize = 64;
+use super::MAX_HEADERS;
+use super::{append_list, describe, has_token, reason_phrase, refuse_duplicates, response};
 
 /// The GUID RFC 6455 appends to `Sec-WebSocket-Key` to derive `Sec-WebSocket-Accept`.
 pub const WEBSOCKET_GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
@@ -98,33 +99,6 @@ impl HandshakeError {
     }
 }
 
-/// The standard reason phrase for the status codes ovation sends ("" for others).
-pub fn reason_phrase(status: u16) -> &'static str {
-    match status {
-        101 => "Switching Protocols",
-        200 => "OK",
-        201 => "Created",
-        202 => "Accepted",
-        204 => "No Content",
-        400 => "Bad Request",
-        401 => "Unauthorized",
-        403 => "Forbidden",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        409 => "Conflict",
-        411 => "Length Required",
-        413 => "Content Too Large",
-        415 => "Unsupported Media Type",
-        426 => "Upgrade Required",
-        429 => "Too Many Requests",
-        431 => "Request Header Fields Too Large",
-        500 => "Internal Server Error",
-        501 => "Not Implemented",
-        503 => "Service Unavailable",
-        _ => "",
-    }
-}
-
 /// Parses a WebSocket upgrade request at the start of `buf`.
 ///
 /// `Ok(None)` means the header block is incomplete and may still fit: read more and call
@@ -152,23 +126,52 @@ pub fn parse_upgrade(
         Err(e) => return Err(HandshakeError::BadRequest(describe(e))),
     };
 
-    if req.version != Some(1) {
+    let target = req.path.unwrap_or("");
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let head = Head {
+        method: req.method.unwrap_or(""),
+        path,
+        query,
+        minor_version: req.version.unwrap_or(0),
+        header_len,
+    };
+    validate(&head, req.headers.iter().map(|h| (h.name, h.value))).map(Some)
+}
+
+/// The request line of a parsed head, as [`validate`] needs it.
+#[derive(Debug, Clone, Copy)]
+pub struct Head<'a> {
+    pub method: &'a str,
+    /// The target up to `?` (the whole target when there is no query).
+    pub path: &'a str,
+    /// The target after `?`, or empty.
+    pub query: &'a str,
+    /// 1 for HTTP/1.1, 0 for HTTP/1.0.
+    pub minor_version: u8,
+    /// Bytes of the head, including the final CRLFCRLF.
+    pub header_len: usize,
+}
+
+/// Validates an already parsed head as a WebSocket upgrade request.
+pub fn validate<'a>(
+    head: &Head<'a>,
+    headers: impl Iterator<Item = (&'a str, &'a [u8])> + Clone,
+) -> Result<UpgradeRequest, HandshakeError> {
+    if head.minor_version != 1 {
         return Err(HandshakeError::BadRequest("HTTP/1.1 required"));
     }
-    if req.method != Some("GET") {
+    if head.method != "GET" {
         return Err(HandshakeError::MethodNotAllowed);
     }
-    let target = req.path.unwrap_or("");
-    if !target.starts_with('/') {
+    if !head.path.starts_with('/') {
         return Err(HandshakeError::BadRequest(
             "request target must be a path (origin-form)",
         ));
     }
-    let (path, query) = target.split_once('?').unwrap_or((target, ""));
-
+    refuse_duplicates(headers.clone()).map_err(HandshakeError::BadRequest)?;
     let mut fields = Fields::default();
-    for h in req.headers.iter() {
-        fields.add(h.name, h.value)?;
+    for (name, value) in headers {
+        fields.add(name, value);
     }
 
     let host = fields
@@ -214,9 +217,9 @@ pub fn parse_upgrade(
         }
     }
 
-    Ok(Some(UpgradeRequest {
-        path: path.to_owned(),
-        query: query.to_owned(),
+    Ok(UpgradeRequest {
+        path: head.path.to_owned(),
+        query: head.query.to_owned(),
         key: key.to_owned(),
         host: host.to_owned(),
         user_agent: fields.user_agent.map(lossy),
@@ -224,20 +227,8 @@ pub fn parse_upgrade(
         origin: fields.origin.map(lossy),
         authorization: fields.authorization.map(lossy),
         forwarded_for: fields.forwarded_for,
-        header_len,
-    }))
-}
-
-fn describe(e: httparse::Error) -> &'static str {
-    match e {
-        httparse::Error::HeaderName => "invalid header name",
-        httparse::Error::HeaderValue => "invalid header value",
-        httparse::Error::NewLine => "invalid line ending",
-        httparse::Error::Status => "invalid status",
-        httparse::Error::Token => "invalid method or token",
-        httparse::Error::TooManyHeaders => "too many headers",
-        httparse::Error::Version => "invalid HTTP version",
-    }
+        header_len: head.header_len,
+    })
 }
 
 /// The header fields the upgrade looks at, collected from the header lines.
@@ -256,30 +247,24 @@ struct Fields<'b> {
 }
 
 impl<'b> Fields<'b> {
-    /// Records one header line. Single-valued fields may appear once; list-valued fields
-    /// (Upgrade, Connection, Accept-Language, X-Forwarded-For) may be split over lines.
-    fn add(&mut self, name: &str, value: &'b [u8]) -> Result<(), HandshakeError> {
+    /// Records one header line. Duplicates of single-valued fields were already refused by
+    /// [`refuse_duplicates`]; list-valued fields (Upgrade, Connection, Accept-Language,
+    /// X-Forwarded-For) may be split over lines.
+    fn add(&mut self, name: &str, value: &'b [u8]) {
         let value = value.trim_ascii();
-        let single = |slot: &mut Option<&'b [u8]>, what: &'static str| {
-            if slot.replace(value).is_some() {
-                Err(HandshakeError::BadRequest(what))
-            } else {
-                Ok(())
-            }
-        };
         let is = |n: &str| name.eq_ignore_ascii_case(n);
         if is("host") {
-            single(&mut self.host, "duplicate Host header")?;
+            self.host = Some(value);
         } else if is("sec-websocket-key") {
-            single(&mut self.key, "duplicate Sec-WebSocket-Key header")?;
+            self.key = Some(value);
         } else if is("sec-websocket-version") {
-            single(&mut self.version, "duplicate Sec-WebSocket-Version header")?;
+            self.version = Some(value);
         } else if is("user-agent") {
-            single(&mut self.user_agent, "duplicate User-Agent header")?;
+            self.user_agent = Some(value);
         } else if is("origin") {
-            single(&mut self.origin, "duplicate Origin header")?;
+            self.origin = Some(value);
         } else if is("authorization") {
-            single(&mut self.authorization, "duplicate Authorization header")?;
+            self.authorization = Some(value);
         } else if is("upgrade") {
             self.upgrade_websocket |= has_token(value, b"websocket");
         } else if is("connection") {
@@ -289,25 +274,6 @@ impl<'b> Fields<'b> {
         } else if is("x-forwarded-for") {
             append_list(&mut self.forwarded_for, value);
         }
-        Ok(())
-    }
-}
-
-/// Whether a comma-separated header value contains `token` (ASCII case-insensitive).
-fn has_token(value: &[u8], token: &[u8]) -> bool {
-    value
-        .split(|&b| b == b',')
-        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
-}
-
-fn append_list(slot: &mut Option<String>, value: &[u8]) {
-    let value = String::from_utf8_lossy(value);
-    match slot {
-        Some(list) => {
-            list.push_str(", ");
-            list.push_str(&value);
-        }
-        None => *slot = Some(value.into_owned()),
     }
 }
 
@@ -337,81 +303,4 @@ pub fn switching_protocols(key: &str) -> Vec<u8> {
         accept_key(key)
     )
     .into_bytes()
-}
-
-/// A complete HTTP/1.1 response with `Content-Length`. `Content-Type` is omitted when
-/// `content_type` is empty. Header names, values and `reason` come from the caller and must
-/// not contain CR or LF.
-pub fn response(
-    status: u16,
-    reason: &str,
-    extra_headers: &[(&str, &str)],
-    content_type: &str,
-    body: &[u8],
-) -> Vec<u8> {
-    use std::fmt::Write as _;
-    let mut head = String::with_capacity(128);
-    // Writing to a String cannot fail.
-    let _ = write!(head, "HTTP/1.1 {status} {reason}\r\n");
-    for (name, value) in extra_headers {
-        debug_assert!(!format!("{name}{value}").contains(['\r', '\n']));
-        let _ = write!(head, "{name}: {value}\r\n");
-    }
-    if !content_type.is_empty() {
-        let _ = write!(head, "Content-Type: {content_type}\r\n");
-    }
-    let _ = write!(head, "Content-Length: {}\r\n\r\n", body.len());
-    let mut out = head.into_bytes();
-    out.extend_from_slice(body);
-    out
-}
-
-/// Splits a query string into decoded `(name, value)` pairs: pairs are separated by `&`,
-/// name and value by the first `=` (a pair without `=` has an empty value), empty pairs are
-/// skipped, `+` is a space and `%XX` a byte. Invalid escapes are kept literally and invalid
-/// UTF-8 is replaced with U+FFFD. Never panics.
-pub fn parse_query(query: &str) -> Vec<(String, String)> {
-    query
-        .split('&')
-        .filter(|pair| !pair.is_empty())
-        .map(|pair| {
-            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-            (percent_decode(name), percent_decode(value))
-        })
-        .collect()
-}
-
-fn percent_decode(s: &str) -> String {
-    fn hex(b: u8) -> Option<u8> {
-        match b {
-            b'0'..=b'9' => Some(b - b'0'),
-            b'a'..=b'f' => Some(b - b'a' + 10),
-            b'A'..=b'F' => Some(b - b'A' + 10),
-            _ => None,
-        }
-    }
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' => {
-                let hi = bytes.get(i + 1).copied().and_then(hex);
-                let lo = bytes.get(i + 2).copied().and_then(hex);
-                if let (Some(hi), Some(lo)) = (hi, lo) {
-                    out.push(hi << 4 | lo);
-                    i += 2;
-                } else {
-                    out.push(b'%');
-                }
-            }
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    match String::from_utf8(out) {
-        Ok(s) => s,
-        Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
-    }
 }

@@ -1,25 +1,19 @@
 //! Broadcasters following their stream's live results over WebSocket
 //! (`/v1/broadcaster?stream=S` on the API address, authenticated with the API token).
 //!
-//! The application core pushes results frames into a [`Sink`]; one task per broadcaster
-//! connection writes them and answers pings and the close handshake. A broadcaster that falls
-//! more than [`SINK_BYTES`] behind is disconnected: results are a stream of snapshots, so it
-//! loses nothing by reconnecting.
+//! The application core pushes results frames into a [`Sink`] (`app::sink`); one task per
+//! broadcaster connection writes them and answers pings and the close handshake.
 
-use std::cell::{Cell, RefCell};
-use std::collections::VecDeque;
-use std::future::poll_fn;
 use std::ops::ControlFlow;
 use std::rc::Rc;
-use std::task::{Poll, Waker};
 
 use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 use netstack::ws::{self, close_code, Decoder, Event, OpCode};
 use shards::proto::Frame;
 
-/// Most bytes waiting for one broadcaster.
-pub const SINK_BYTES: usize = 1024 * 1024;
+use crate::app::sink::Sink;
+
 /// A broadcaster whose socket accepts nothing for this long is dropped.
 const WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -30,99 +24,6 @@ async fn write_bounded(stream: &mut TcpStream, bytes: &[u8]) -> bool {
         false
     })
     .await
-}
-
-#[derive(Default)]
-pub struct Sink {
-    queue: RefCell<VecDeque<Frame>>,
-    bytes: Cell<usize>,
-    waker: RefCell<Option<Waker>>,
-    closed: Cell<bool>,
-    /// Closing for shutdown: what is queued is written first, then a 1001 close frame.
-    going_away: Cell<bool>,
-    /// The session has ended (or never started).
-    done: Cell<bool>,
-    /// Who waits for `done` (shutdown).
-    done_waker: RefCell<Option<Waker>>,
-}
-
-impl Sink {
-    pub fn push(&self, frame: Frame) {
-        if self.closed.get() {
-            return;
-        }
-        if self.bytes.get() + frame.len() > SINK_BYTES {
-            self.close();
-            return;
-        }
-        self.bytes.set(self.bytes.get() + frame.len());
-        self.queue.borrow_mut().push_back(frame);
-        self.wake();
-    }
-
-    pub fn close(&self) {
-        self.closed.set(true);
-        self.wake();
-    }
-
-    pub fn is_closed(&self) -> bool {
-        self.closed.get()
-    }
-
-    /// Server shutdown: write what is queued, then close with 1001.
-    pub fn close_going_away(&self) {
-        self.going_away.set(true);
-        self.close();
-    }
-
-    /// The session ended (or never started): nothing more will be written.
-    pub fn finish(&self) {
-        self.closed.set(true);
-        self.done.set(true);
-        if let Some(w) = self.done_waker.borrow_mut().take() {
-            w.wake();
-        }
-    }
-
-    /// Completes once the session has ended.
-    pub async fn done(&self) {
-        poll_fn(|cx| {
-            if self.done.get() {
-                Poll::Ready(())
-            } else {
-                *self.done_waker.borrow_mut() = Some(cx.waker().clone());
-                Poll::Pending
-            }
-        })
-        .await
-    }
-
-    fn wake(&self) {
-        if let Some(w) = self.waker.borrow_mut().take() {
-            w.wake();
-        }
-    }
-
-    /// The next frame to write; `None` once closed.
-    async fn next(&self) -> Option<Frame> {
-        poll_fn(|cx| {
-            if self.closed.get() && !self.going_away.get() {
-                return Poll::Ready(None);
-            }
-            match self.queue.borrow_mut().pop_front() {
-                Some(f) => {
-                    self.bytes.set(self.bytes.get() - f.len());
-                    Poll::Ready(Some(f))
-                }
-                None if self.closed.get() => Poll::Ready(None),
-                None => {
-                    *self.waker.borrow_mut() = Some(cx.waker().clone());
-                    Poll::Pending
-                }
-            }
-        })
-        .await
-    }
 }
 
 enum Step {
@@ -187,7 +88,7 @@ async fn serve(mut stream: TcpStream, sink: &Sink, mut pending: Vec<u8>) {
             }
             Step::Write(None) => {
                 let mut bye = Vec::new();
-                if sink.going_away.get() {
+                if sink.is_going_away() {
                     ws::encode_close(close_code::GOING_AWAY, "", &mut bye);
                 } else {
                     ws::encode_close(close_code::POLICY, "too slow", &mut bye);

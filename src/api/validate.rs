@@ -11,12 +11,115 @@ pub const MAX_VALUES: usize = 64;
 
 pub type Invalid = String;
 
-/// The body as a JSON object.
+/// Deepest nesting of arrays and objects accepted in a body.
+pub const MAX_DEPTH: usize = 32;
+
+/// The body as a JSON object. Stricter than `serde_json::from_slice`: a key repeated in any
+/// object, at any depth, is refused naming the key (serde_json would keep the last value, so
+/// `{"name":"a","name":"b"}` would pass as "b"), and nesting deeper than [`MAX_DEPTH`] is
+/// refused.
 pub fn object(body: &[u8]) -> Result<Map<String, Value>, Invalid> {
-    match serde_json::from_slice::<Value>(body) {
+    match strict_json(body) {
         Ok(Value::Object(map)) => Ok(map),
         Ok(_) => Err("the body must be a JSON object".into()),
         Err(e) => Err(format!("the body is not valid JSON: {e}")),
+    }
+}
+
+/// Parses one JSON value with [`Strict`], and nothing after it but whitespace.
+pub fn strict_json(body: &[u8]) -> Result<Value, serde_json::Error> {
+    use serde::de::DeserializeSeed;
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let value = Strict { depth: 0 }.deserialize(&mut de)?;
+    de.end()?;
+    Ok(value)
+}
+
+/// Builds a [`Value`] like serde_json's own visitor, refusing duplicate keys and deep nesting.
+#[derive(Clone, Copy)]
+struct Strict {
+    depth: usize,
+}
+
+impl Strict {
+    fn nested<E: serde::de::Error>(self) -> Result<Strict, E> {
+        if self.depth >= MAX_DEPTH {
+            return Err(E::custom(format_args!(
+                "nested deeper than {MAX_DEPTH} levels"
+            )));
+        }
+        Ok(Strict {
+            depth: self.depth + 1,
+        })
+    }
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for Strict {
+    type Value = Value;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Strict {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        // JSON numbers are finite, so this is never Null.
+        Ok(Value::from(v))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_owned()))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let inner = self.nested()?;
+        let mut items = Vec::new();
+        while let Some(v) = seq.next_element_seed(inner)? {
+            items.push(v);
+        }
+        Ok(Value::Array(items))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let inner = self.nested()?;
+        let mut out = Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if out.contains_key(&key) {
+                return Err(serde::de::Error::custom(format_args!(
+                    "duplicate key \"{key}\""
+                )));
+            }
+            let value = map.next_value_seed(inner)?;
+            out.insert(key, value);
+        }
+        Ok(Value::Object(out))
     }
 }
 
@@ -160,22 +263,7 @@ pub fn predicate(value: &Value) -> Result<Predicate, Invalid> {
     Ok(Predicate { clauses })
 }
 
-/// The JSON form of a predicate, as the API shows it.
-pub fn predicate_json(p: &Predicate) -> Value {
-    let mut map = Map::new();
-    for (field, values) in &p.clauses {
-        map.insert(
-            field.as_str().to_owned(),
-            Value::Array(
-                values
-                    .iter()
-                    .map(|v| Value::String(v.to_string()))
-                    .collect(),
-            ),
-        );
-    }
-    Value::Object(map)
-}
+pub use crate::app::groups::predicate_json;
 
 #[cfg(test)]
 mod tests {
@@ -214,5 +302,44 @@ mod tests {
         assert!(identifier(&obj, "id").is_err());
         assert!(object(b"[1]").is_err());
         assert!(object(b"{").unwrap_err().contains("valid JSON"));
+    }
+
+    #[test]
+    fn duplicate_keys_are_refused_at_every_depth() {
+        let err = object(br#"{"name":"a","name":"b"}"#).unwrap_err();
+        assert!(err.contains("duplicate key \"name\""), "{err}");
+        let err = object(br#"{"match":{"os":["ios"],"os":["android"]}}"#).unwrap_err();
+        assert!(err.contains("duplicate key \"os\""), "{err}");
+        let err = object(br#"{"a":[{"k":1},{"k":2,"k":3}]}"#).unwrap_err();
+        assert!(err.contains("duplicate key \"k\""), "{err}");
+        // The same key in sibling objects is fine, and values come out as serde_json's.
+        let v = object(br#"{"a":{"k":1},"b":{"k":-2.5},"c":[null,true,"s",18446744073709551615]}"#)
+            .unwrap();
+        assert_eq!(
+            Value::Object(v),
+            json!({"a":{"k":1},"b":{"k":-2.5},"c":[null,true,"s",18446744073709551615u64]})
+        );
+        assert!(object(br#"{"a":1} x"#).unwrap_err().contains("valid JSON"));
+    }
+
+    #[test]
+    fn nesting_is_bounded() {
+        let ok = format!(
+            "{{\"a\":{}1{}}}",
+            "[".repeat(MAX_DEPTH - 1),
+            "]".repeat(MAX_DEPTH - 1)
+        );
+        assert!(object(ok.as_bytes()).is_ok());
+        let deep = format!(
+            "{{\"a\":{}1{}}}",
+            "[".repeat(MAX_DEPTH),
+            "]".repeat(MAX_DEPTH)
+        );
+        assert!(object(deep.as_bytes())
+            .unwrap_err()
+            .contains("nested deeper"));
+        // Far deeper than serde_json's own recursion limit: an error, not a stack overflow.
+        let deeper = format!("{{\"a\":{}1{}}}", "[".repeat(100_000), "]".repeat(100_000));
+        assert!(object(deeper.as_bytes()).is_err());
     }
 }

@@ -1,11 +1,10 @@
-//! Validation of a `POST /api/polls` body into a [`PollRequest`]. API-body validation: it
-//! moves beside `validate` into `api/` with it.
+//! Validation of a `POST /api/polls` body into the app core's [`PollRequest`].
 
 use serde_json::Value;
 use shards::profile::Field;
 
-use super::polls::PollRequest;
 use super::validate;
+use crate::app::polls::PollRequest;
 
 pub const MAX_QUESTION: usize = 200;
 pub const MAX_CHOICE: usize = 100;
@@ -91,7 +90,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(r.choices, vec!["a", "b"]);
-        let a = super::super::polls::audience(&r);
+        let a = crate::app::polls::audience(&r);
         assert_eq!(a.clauses.len(), 2);
     }
 
