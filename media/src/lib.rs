@@ -13,6 +13,8 @@
 #![forbid(unsafe_code)]
 
 pub mod amf0;
+pub mod flv;
+pub mod ts;
 pub mod rtmp;
 
 /// Audio or video.
