@@ -280,4 +280,4 @@ pub fn crc32_mpeg2(data: &[u8]) -> u32 {
 
 #[cfg(test)]
 #[path = "ts_tests.rs"]
-mod tests;
+pub(crate) mod tests;
