@@ -14,6 +14,7 @@
 
 pub mod amf0;
 pub mod flv;
+pub mod playlist;
 pub mod segmenter;
 pub mod ts;
 pub mod rtmp;
