@@ -344,7 +344,10 @@ mod tests {
         encode(
             &Amf0Value::Object(vec![
                 ("a".into(), Amf0Value::String("bc".into())),
-                ("d".into(), Amf0Value::StrictArray(vec![Amf0Value::Number(1.0)])),
+                (
+                    "d".into(),
+                    Amf0Value::StrictArray(vec![Amf0Value::Number(1.0)]),
+                ),
                 ("e".into(), Amf0Value::Date(5.0)),
             ]),
             &mut out,

@@ -137,7 +137,9 @@ pub fn parse_video(body: &[u8]) -> Result<VideoTag<'_>, FlvError> {
     let &b0 = body.first().ok_or(FlvError::Empty("video"))?;
     if b0 & 0x80 != 0 {
         // Enhanced RTMP: a FourCC names the codec.
-        let fourcc = body.get(1..5).ok_or(FlvError::Truncated("enhanced video header"))?;
+        let fourcc = body
+            .get(1..5)
+            .ok_or(FlvError::Truncated("enhanced video header"))?;
         let name = match fourcc {
             b"hvc1" => "HEVC".to_owned(),
             b"av01" => "AV1".to_owned(),
@@ -168,7 +170,9 @@ pub fn parse_video(body: &[u8]) -> Result<VideoTag<'_>, FlvError> {
         });
     }
     let keyframe = b0 >> 4 == 1;
-    let header = body.get(1..5).ok_or(FlvError::Truncated("AVC video header"))?;
+    let header = body
+        .get(1..5)
+        .ok_or(FlvError::Truncated("AVC video header"))?;
     // Composition time: signed 24-bit.
     let cts = i32::from_be_bytes([header[1], header[2], header[3], 0]) >> 8;
     match header[0] {
@@ -239,7 +243,9 @@ pub fn split_nalus(data: &[u8], length_size: u8) -> Result<Vec<&[u8]>, FlvError>
         let prefix = data
             .get(at..at + size)
             .ok_or(FlvError::Truncated("NALU length prefix"))?;
-        let len = prefix.iter().fold(0usize, |n, &b| (n << 8) | usize::from(b));
+        let len = prefix
+            .iter()
+            .fold(0usize, |n, &b| (n << 8) | usize::from(b));
         at += size;
         let nalu = data
             .get(at..at.saturating_add(len))
@@ -297,10 +303,14 @@ pub fn parse_aac_config(asc: &[u8]) -> Result<AacConfig, FlvError> {
         ));
     }
     if sampling_index > 12 {
-        return Err(FlvError::BadAacConfig("explicit or reserved sampling frequency"));
+        return Err(FlvError::BadAacConfig(
+            "explicit or reserved sampling frequency",
+        ));
     }
     if !(1..=7).contains(&channels) {
-        return Err(FlvError::BadAacConfig("channel configuration outside 1..=7"));
+        return Err(FlvError::BadAacConfig(
+            "channel configuration outside 1..=7",
+        ));
     }
     Ok(AacConfig {
         object_type,
@@ -332,10 +342,15 @@ mod tests {
             panic!("not a sequence header")
         };
         assert_eq!(cfg.nalu_length_size, 4);
-        assert_eq!(cfg.sps, vec![vec![0x67, 0x42, 0xC0, 0x0D, 0xD9, 0x41, 0x41]]);
+        assert_eq!(
+            cfg.sps,
+            vec![vec![0x67, 0x42, 0xC0, 0x0D, 0xD9, 0x41, 0x41]]
+        );
         assert_eq!(cfg.pps, vec![vec![0x68, 0xCE, 0x3C, 0x80]]);
 
-        let body = [0x27, 1, 0xFF, 0xFF, 0xD8, 0, 0, 0, 2, 0x41, 0x9A, 0, 0, 0, 1, 0x01];
+        let body = [
+            0x27, 1, 0xFF, 0xFF, 0xD8, 0, 0, 0, 2, 0x41, 0x9A, 0, 0, 0, 1, 0x01,
+        ];
         let tag = parse_video(&body).unwrap();
         let VideoTag::Nalus {
             keyframe,
@@ -347,8 +362,14 @@ mod tests {
         };
         assert!(!keyframe);
         assert_eq!(composition_time, -40);
-        assert_eq!(split_nalus(data, 4).unwrap(), vec![&[0x41, 0x9A][..], &[0x01]]);
-        assert_eq!(parse_video(&[0x17, 2, 0, 0, 0]).unwrap(), VideoTag::EndOfSequence);
+        assert_eq!(
+            split_nalus(data, 4).unwrap(),
+            vec![&[0x41, 0x9A][..], &[0x01]]
+        );
+        assert_eq!(
+            parse_video(&[0x17, 2, 0, 0, 0]).unwrap(),
+            VideoTag::EndOfSequence
+        );
     }
 
     #[test]
@@ -367,13 +388,7 @@ mod tests {
         let err = parse_video(&[0x14, 0]).unwrap_err();
         assert!(err.to_string().contains("VP6"), "{err}");
         let err = parse_audio(&[0x2F, 0]).unwrap_err();
-        assert_eq!(
-            err,
-            FlvError::UnsupportedAudioCodec {
-                id: 2,
-                name: "MP3"
-            }
-        );
+        assert_eq!(err, FlvError::UnsupportedAudioCodec { id: 2, name: "MP3" });
     }
 
     #[test]
@@ -396,7 +411,10 @@ mod tests {
             cfg.adts_header(371),
             [0xFF, 0xF1, 0x50, 0x80, 0x2F, 0x5F, 0xFC]
         );
-        assert_eq!(parse_audio(&[0xAF, 1, 9, 9]).unwrap(), AudioTag::Raw(&[9, 9]));
+        assert_eq!(
+            parse_audio(&[0xAF, 1, 9, 9]).unwrap(),
+            AudioTag::Raw(&[9, 9])
+        );
         // HE-AAC (5) and 8 channels are refused.
         assert!(parse_aac_config(&[0x2A, 0x10]).is_err());
         assert!(parse_aac_config(&[0x12, 0x00]).is_err());
@@ -409,9 +427,15 @@ mod tests {
         for cut in 0..body.len() {
             assert!(parse_video(&body[..cut]).is_err(), "cut at {cut}");
         }
-        assert_eq!(parse_video(&[0x17, 9, 0, 0, 0]), Err(FlvError::AvcPacketType(9)));
+        assert_eq!(
+            parse_video(&[0x17, 9, 0, 0, 0]),
+            Err(FlvError::AvcPacketType(9))
+        );
         assert_eq!(parse_audio(&[]), Err(FlvError::Empty("audio")));
-        assert_eq!(parse_audio(&[0xAF]), Err(FlvError::Truncated("AAC packet type")));
+        assert_eq!(
+            parse_audio(&[0xAF]),
+            Err(FlvError::Truncated("AAC packet type"))
+        );
         assert_eq!(
             split_nalus(&[0, 0, 0, 9, 1], 4),
             Err(FlvError::NaluOverrun { len: 9 })

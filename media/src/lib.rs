@@ -15,9 +15,9 @@
 pub mod amf0;
 pub mod flv;
 pub mod playlist;
+pub mod rtmp;
 pub mod segmenter;
 pub mod ts;
-pub mod rtmp;
 
 /// Audio or video.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

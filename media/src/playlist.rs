@@ -47,7 +47,12 @@ impl MediaPlaylist {
     /// `#EXT-X-TARGETDURATION`: the lower bound raised to the ceiling of the longest entry,
     /// so no EXTINF, rounded, exceeds it (RFC 8216 section 4.3.3.1).
     pub fn effective_target_duration(&self) -> u64 {
-        let longest = self.entries.iter().map(|e| e.duration_ms).max().unwrap_or(0);
+        let longest = self
+            .entries
+            .iter()
+            .map(|e| e.duration_ms)
+            .max()
+            .unwrap_or(0);
         self.target_duration.max(longest.div_ceil(1000)).max(1)
     }
 

@@ -71,14 +71,19 @@ fn target_duration_covers_every_extinf_and_never_shrinks() {
         discontinuity: true,
     });
     assert_eq!(edited.effective_target_duration(), 8);
-    assert!(edited.render().contains("#EXT-X-DISCONTINUITY\n#EXTINF:7.500,\nad.ts\n"));
+    assert!(edited
+        .render()
+        .contains("#EXT-X-DISCONTINUITY\n#EXTINF:7.500,\nad.ts\n"));
 }
 
 #[test]
 fn uri_templates() {
     assert_eq!(UriTemplate::new("seg.ts"), Err(TemplateError::NoSequence));
     assert_eq!(UriTemplate::new("a{seq"), Err(TemplateError::Malformed(1)));
-    assert_eq!(UriTemplate::new("{seq}/{}"), Err(TemplateError::Malformed(6)));
+    assert_eq!(
+        UriTemplate::new("{seq}/{}"),
+        Err(TemplateError::Malformed(6))
+    );
     let t = UriTemplate::new("{seq}-{x}-{seq}").unwrap();
     assert_eq!(t.render(7, &[]), "7--7");
     assert_eq!(t.render(7, &[("x", "y")]), "7-y-7");

@@ -5,14 +5,29 @@ use crate::ts::{AUDIO_PID, VIDEO_PID};
 const WALL: u64 = 1_764_500_000_000;
 
 fn avc_header() -> Vec<u8> {
-    let mut body = vec![0x17, 0, 0, 0, 0, 1, 0x42, 0xC0, 0x0D, 0xFF, 0xE1, 0, 3, 0x67, 0x42, 0xC0];
+    let mut body = vec![
+        0x17, 0, 0, 0, 0, 1, 0x42, 0xC0, 0x0D, 0xFF, 0xE1, 0, 3, 0x67, 0x42, 0xC0,
+    ];
     body.extend_from_slice(&[1, 0, 2, 0x68, 0xCE]);
     body
 }
 
 fn frame(keyframe: bool, n: u8) -> Vec<u8> {
     let nal = if keyframe { 0x65 } else { 0x41 };
-    vec![if keyframe { 0x17 } else { 0x27 }, 1, 0, 0, 0, 0, 0, 0, 3, nal, n, n]
+    vec![
+        if keyframe { 0x17 } else { 0x27 },
+        1,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        3,
+        nal,
+        n,
+        n,
+    ]
 }
 
 const AAC_HEADER: [u8; 4] = [0xAF, 0, 0x12, 0x10];
@@ -39,7 +54,12 @@ fn feed(s: &mut Segmenter, t0: u32, secs: u32, gop: u32) -> Vec<Segment> {
             audio_ms += 23;
         }
         let key = i % gop == 0;
-        push(s, MediaKind::Video, t0.wrapping_add(video_ms), &frame(key, i as u8));
+        push(
+            s,
+            MediaKind::Video,
+            t0.wrapping_add(video_ms),
+            &frame(key, i as u8),
+        );
     }
     out
 }
@@ -56,7 +76,9 @@ fn cuts_at_the_first_keyframe_after_the_target() {
     assert_eq!(seqs, vec![0, 1, 2, 3]);
     assert_eq!(segs[0].start_wall_ms, WALL);
     assert_eq!(segs[1].start_wall_ms, WALL + 2400);
-    assert!(segs.iter().all(|s| s.starts_with_keyframe && !s.discontinuity));
+    assert!(segs
+        .iter()
+        .all(|s| s.starts_with_keyframe && !s.discontinuity));
     assert!(s.finish().is_none());
 
     // Each segment is a standalone TS: tables, a keyframe first, audio and video PES.
@@ -81,7 +103,11 @@ fn first_segment_waits_for_a_keyframe() {
     let mut s = Segmenter::new(SegmenterConfig::default());
     s.push(MediaKind::Video, 0, &avc_header(), WALL).unwrap();
     for i in 1..5 {
-        assert_eq!(s.push(MediaKind::Video, i * 40, &frame(false, 0), WALL).unwrap(), None);
+        assert_eq!(
+            s.push(MediaKind::Video, i * 40, &frame(false, 0), WALL)
+                .unwrap(),
+            None
+        );
     }
     feed(&mut s, 200, 1, 25);
     let seg = s.finish().unwrap();
@@ -108,7 +134,10 @@ fn reconnect_flags_a_discontinuity_and_the_timeline_continues() {
         parse_pes(&demux.units[&VIDEO_PID][0]).0
     };
     assert!(first_pts(&segs[2]) > first_pts(&segs[1]));
-    assert_eq!(first_pts(&segs[2]) - first_pts(&segs[1]), u64::from(2000u32 * 90));
+    assert_eq!(
+        first_pts(&segs[2]) - first_pts(&segs[1]),
+        u64::from(2000u32 * 90)
+    );
 }
 
 #[test]
@@ -141,7 +170,9 @@ fn samples_before_sequence_headers_and_foreign_codecs_are_typed_errors() {
         s.push(MediaKind::Audio, 0, &AAC_FRAME, WALL),
         Err(SegmenterError::AudioBeforeSequenceHeader)
     );
-    let err = s.push(MediaKind::Video, 0, &[0x1C, 0, 0, 0, 0], WALL).unwrap_err();
+    let err = s
+        .push(MediaKind::Video, 0, &[0x1C, 0, 0, 0, 0], WALL)
+        .unwrap_err();
     assert!(err.is_unsupported_codec());
     assert!(err.to_string().contains("HEVC"));
     assert!(!SegmenterError::VideoBeforeSequenceHeader.is_unsupported_codec());

@@ -185,7 +185,13 @@ fn write_pes(
         }
         let room = |adaptation_len: usize| {
             // 4 header bytes, plus a length byte whenever an adaptation field is present.
-            PACKET - 4 - if adaptation_len > 0 { 1 + adaptation_len } else { 0 }
+            PACKET
+                - 4
+                - if adaptation_len > 0 {
+                    1 + adaptation_len
+                } else {
+                    0
+                }
         };
         let available = rest_header.len() + rest.len();
         let mut payload_room = room(adaptation.len());

@@ -181,7 +181,9 @@ impl ChunkDecoder {
                 return Err(ChunkError::NoPreviousHeader { csid, fmt });
             }
             if self.streams.len() >= self.limits.max_chunk_streams {
-                return Err(ChunkError::TooManyChunkStreams(self.limits.max_chunk_streams));
+                return Err(ChunkError::TooManyChunkStreams(
+                    self.limits.max_chunk_streams,
+                ));
             }
         }
         let prev = self.streams.get(&csid);
@@ -420,7 +422,14 @@ mod tests {
         let mut wire = Vec::new();
         let mut expect = Vec::new();
         let mut send = |enc: &mut ChunkEncoder, wire: &mut Vec<u8>, m: Message| {
-            enc.write(m.csid, m.timestamp, m.type_id, m.stream_id, &m.payload, wire);
+            enc.write(
+                m.csid,
+                m.timestamp,
+                m.type_id,
+                m.stream_id,
+                &m.payload,
+                wire,
+            );
             expect.push(m);
         };
         send(&mut enc, &mut wire, msg(3, 0, COMMAND_AMF0, 0, 300)); // fmt 0, 3 chunks
@@ -514,7 +523,24 @@ mod tests {
         // Chunk size above the limit, and zero.
         for size in [limits.max_chunk_size + 1, 0, 0x8000_0000] {
             let s = size.to_be_bytes();
-            let wire = [0x02, 0, 0, 0, 0, 0, 4, SET_CHUNK_SIZE, 0, 0, 0, 0, s[0], s[1], s[2], s[3]];
+            let wire = [
+                0x02,
+                0,
+                0,
+                0,
+                0,
+                0,
+                4,
+                SET_CHUNK_SIZE,
+                0,
+                0,
+                0,
+                0,
+                s[0],
+                s[1],
+                s[2],
+                s[3],
+            ];
             assert!(matches!(
                 ChunkDecoder::new(limits).push(&wire, &mut out),
                 Err(ChunkError::ChunkSize { .. })

@@ -227,7 +227,10 @@ pub(crate) mod client {
         }
         let c1 = &c0c1[1..];
         let cpos = digest_offset(c1, base);
-        let key = hmac(&[GENUINE_FMS, &KEY_TAIL].concat(), &[&c1[cpos..cpos + DIGEST]]);
+        let key = hmac(
+            &[GENUINE_FMS, &KEY_TAIL].concat(),
+            &[&c1[cpos..cpos + DIGEST]],
+        );
         let signature = hmac(&key, &[&s2[..PACKET - DIGEST]]);
         s2[PACKET - DIGEST..] == signature
     }

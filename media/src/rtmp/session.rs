@@ -9,7 +9,7 @@
 use std::collections::VecDeque;
 
 use super::chunk::{self, ChunkDecoder, ChunkEncoder, Message};
-use super::handshake::{Handshake, Progress};
+use super::handshake::{Handshake, HandshakeKind, Progress};
 use super::{Limits, SessionError};
 use crate::amf0::{self, Amf0Value};
 use crate::MediaKind;
@@ -97,6 +97,7 @@ struct Publish {
 pub struct ServerSession {
     config: SessionConfig,
     handshake: Option<Handshake>,
+    handshake_kind: Option<HandshakeKind>,
     decoder: ChunkDecoder,
     encoder: ChunkEncoder,
     out: Vec<u8>,
@@ -117,6 +118,7 @@ impl ServerSession {
     pub fn new(config: SessionConfig) -> Self {
         ServerSession {
             handshake: Some(Handshake::new(config.epoch_ms, config.seed)),
+            handshake_kind: None,
             decoder: ChunkDecoder::new(config.limits),
             encoder: ChunkEncoder::default(),
             config,
@@ -151,7 +153,9 @@ impl ServerSession {
         self.bytes_in += data.len() as u64;
         let mut rest = std::borrow::Cow::Borrowed(data);
         if let Some(hs) = &mut self.handshake {
-            match hs.push(data, &mut self.out)? {
+            let progress = hs.push(data, &mut self.out)?;
+            self.handshake_kind = hs.kind();
+            match progress {
                 Progress::Pending => return Ok(()),
                 Progress::Done(tail) => {
                     self.handshake = None;
@@ -192,6 +196,11 @@ impl ServerSession {
         self.events.pop_front()
     }
 
+    /// The handshake form the client used, once its C1 is in.
+    pub fn handshake_kind(&self) -> Option<HandshakeKind> {
+        self.handshake_kind
+    }
+
     /// Whether an accepted publish is running.
     pub fn is_publishing(&self) -> bool {
         self.publish.as_ref().is_some_and(|p| p.accepted)
@@ -225,7 +234,12 @@ impl ServerSession {
         let Some(p) = self.publish.take_if(|p| !p.accepted) else {
             return false;
         };
-        self.status(p.stream_id, "error", "NetStream.Publish.BadName", description);
+        self.status(
+            p.stream_id,
+            "error",
+            "NetStream.Publish.BadName",
+            description,
+        );
         self.closed = true;
         true
     }
@@ -242,17 +256,17 @@ impl ServerSession {
                 let b = msg.payload.get(..4).ok_or_else(|| bad("Window Ack Size"))?;
                 self.peer_window = u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
             }
-            chunk::USER_CONTROL => {
-                // Ping Request (6) gets a Ping Response (7) with the same timestamp.
-                if msg.payload.len() >= 6 && msg.payload[..2] == [0, 6] {
-                    let mut pong = vec![0, 7];
-                    pong.extend_from_slice(&msg.payload[2..6]);
-                    self.control(chunk::USER_CONTROL, &pong);
-                }
+            // Ping Request (6) gets a Ping Response (7) with the same timestamp.
+            chunk::USER_CONTROL if msg.payload.len() >= 6 && msg.payload[..2] == [0, 6] => {
+                let mut pong = vec![0, 7];
+                pong.extend_from_slice(&msg.payload[2..6]);
+                self.control(chunk::USER_CONTROL, &pong);
             }
             chunk::COMMAND_AMF0 => self.command(msg.stream_id, &msg.payload)?,
             // AMF3 command/data: a format byte, then AMF0 values for everything used here.
-            chunk::COMMAND_AMF3 => self.command(msg.stream_id, msg.payload.get(1..).unwrap_or(&[]))?,
+            chunk::COMMAND_AMF3 => {
+                self.command(msg.stream_id, msg.payload.get(1..).unwrap_or(&[]))?
+            }
             chunk::DATA_AMF0 | chunk::DATA_AMF3 => {
                 let body = if msg.type_id == chunk::DATA_AMF3 {
                     msg.payload.get(1..).unwrap_or(&[])
@@ -278,7 +292,8 @@ impl ServerSession {
                     });
                 }
             }
-            // Acknowledgements, Set Peer Bandwidth, aggregates and unknown types: nothing to do.
+            // Other user control events, acknowledgements, Set Peer Bandwidth, aggregates and
+            // unknown types: nothing to do.
             _ => {}
         }
         Ok(())
@@ -353,7 +368,12 @@ impl ServerSession {
             "FCUnpublish" => {
                 if let Some(p) = self.publish.as_ref().filter(|p| p.accepted) {
                     let id = p.stream_id;
-                    self.status(id, "status", "NetStream.Unpublish.Success", "Stopped publishing.");
+                    self.status(
+                        id,
+                        "status",
+                        "NetStream.Unpublish.Success",
+                        "Stopped publishing.",
+                    );
                 }
                 self.unpublish();
             }
@@ -365,7 +385,11 @@ impl ServerSession {
                 self.streams.retain(|&s| s != id);
             }
             "closeStream" => {
-                if self.publish.as_ref().is_some_and(|p| p.stream_id == stream_id) {
+                if self
+                    .publish
+                    .as_ref()
+                    .is_some_and(|p| p.stream_id == stream_id)
+                {
                     self.unpublish();
                 }
             }
@@ -384,17 +408,24 @@ impl ServerSession {
         if let Some(p) = self.publish.take() {
             if p.accepted {
                 let app = self.app.clone().unwrap_or_default();
-                self.events.push_back(Event::Unpublished { app, name: p.name });
+                self.events
+                    .push_back(Event::Unpublished { app, name: p.name });
             }
         }
     }
 
     fn connect_reply(&mut self, txn: f64) {
-        self.control(chunk::WINDOW_ACK_SIZE, &self.config.window_ack_size.to_be_bytes());
+        self.control(
+            chunk::WINDOW_ACK_SIZE,
+            &self.config.window_ack_size.to_be_bytes(),
+        );
         let mut bw = self.config.window_ack_size.to_be_bytes().to_vec();
         bw.push(2); // dynamic
         self.control(chunk::SET_PEER_BANDWIDTH, &bw);
-        let size = self.config.chunk_size.clamp(128, self.config.limits.max_chunk_size);
+        let size = self
+            .config
+            .chunk_size
+            .clamp(128, self.config.limits.max_chunk_size);
         self.encoder.set_chunk_size(size, &mut self.out);
         let props = Amf0Value::Object(vec![
             ("fmsVer".into(), Amf0Value::String("FMS/3,0,1,123".into())),
@@ -425,8 +456,14 @@ impl ServerSession {
         amf0::encode(&Amf0Value::Number(txn), &mut body);
         amf0::encode(&object, &mut body);
         amf0::encode(&info, &mut body);
-        self.encoder
-            .write(CSID_COMMAND, 0, chunk::COMMAND_AMF0, 0, &body, &mut self.out);
+        self.encoder.write(
+            CSID_COMMAND,
+            0,
+            chunk::COMMAND_AMF0,
+            0,
+            &body,
+            &mut self.out,
+        );
     }
 
     fn status(&mut self, stream_id: u32, level: &str, code: &str, description: &str) {

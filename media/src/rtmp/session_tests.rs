@@ -81,7 +81,10 @@ fn ffmpeg_prelude(c: &mut Client, key: &str) -> Vec<u8> {
     wire.extend(c.command(0, &[s("releaseStream"), n(2.0), Amf0Value::Null, s(key)]));
     wire.extend(c.command(0, &[s("FCPublish"), n(3.0), Amf0Value::Null, s(key)]));
     wire.extend(c.command(0, &[s("createStream"), n(4.0), Amf0Value::Null]));
-    wire.extend(c.command(1, &[s("publish"), n(5.0), Amf0Value::Null, s(key), s("live")]));
+    wire.extend(c.command(
+        1,
+        &[s("publish"), n(5.0), Amf0Value::Null, s(key), s("live")],
+    ));
     wire
 }
 
@@ -93,7 +96,10 @@ fn events(session: &mut ServerSession) -> Vec<Event> {
 fn publish_flow_split_at_every_position_gives_the_same_answers() {
     let mut reference: Option<(Vec<Event>, Vec<u8>)> = None;
     let wire = ffmpeg_prelude(&mut Client::new(), "KEY");
-    for cut in (0..=wire.len()).step_by(7).chain([1, 1537, 3073, wire.len() - 1]) {
+    for cut in (0..=wire.len())
+        .step_by(7)
+        .chain([1, 1537, 3073, wire.len() - 1])
+    {
         let mut session = ServerSession::new(SessionConfig::default());
         session.handle_input(&wire[..cut]).unwrap();
         session.handle_input(&wire[cut..]).unwrap();
@@ -121,7 +127,9 @@ fn publish_flow_split_at_every_position_gives_the_same_answers() {
 fn accepted_publish_answers_each_command_and_carries_media() {
     let mut c = Client::new();
     let mut session = ServerSession::new(SessionConfig::default());
-    session.handle_input(&ffmpeg_prelude(&mut c, "KEY")).unwrap();
+    session
+        .handle_input(&ffmpeg_prelude(&mut c, "KEY"))
+        .unwrap();
     let out = session.take_output();
     // S0 S1 S2, then chunked answers.
     assert_eq!(out[0], 3);
@@ -136,7 +144,11 @@ fn accepted_publish_answers_each_command_and_carries_media() {
         .filter(|a| a.0 == chunk::COMMAND_AMF0)
         .map(|a| &a.2)
         .collect();
-    assert_eq!(results.len(), 4, "connect, releaseStream, FCPublish, createStream");
+    assert_eq!(
+        results.len(),
+        4,
+        "connect, releaseStream, FCPublish, createStream"
+    );
     assert_eq!(results[0][0], s("_result"));
     assert_eq!(code_of(results[0]), Some("NetConnection.Connect.Success"));
     assert_eq!(results[3][1], n(4.0));
@@ -154,7 +166,11 @@ fn accepted_publish_answers_each_command_and_carries_media() {
     let mut wire = c.media(chunk::VIDEO, 0, &[0x17, 0, 0, 0, 0, 1]);
     wire.extend(c.media(chunk::AUDIO, 23, &[0xAF, 1, 2]));
     let mut meta = Vec::new();
-    for v in [s("@setDataFrame"), s("onMetaData"), Amf0Value::EcmaArray(vec![])] {
+    for v in [
+        s("@setDataFrame"),
+        s("onMetaData"),
+        Amf0Value::EcmaArray(vec![]),
+    ] {
         amf0::encode(&v, &mut meta);
     }
     c.enc.write(4, 0, chunk::DATA_AMF0, 1, &meta, &mut wire);
@@ -195,7 +211,9 @@ fn accepted_publish_answers_each_command_and_carries_media() {
 fn rejected_publish_answers_bad_name_and_closes() {
     let mut c = Client::new();
     let mut session = ServerSession::new(SessionConfig::default());
-    session.handle_input(&ffmpeg_prelude(&mut c, "WRONG")).unwrap();
+    session
+        .handle_input(&ffmpeg_prelude(&mut c, "WRONG"))
+        .unwrap();
     let out = session.take_output();
     c.read(&out[1 + 2 * PACKET..]);
     assert!(session.reject_publish("bad stream key"));
@@ -209,14 +227,18 @@ fn rejected_publish_answers_bad_name_and_closes() {
     assert_eq!(session.handle_input(&[0]), Err(SessionError::Closed));
     // Closing a refused session reports no unpublish.
     session.close();
-    assert!(events(&mut session).iter().all(|e| !matches!(e, Event::Unpublished { .. })));
+    assert!(events(&mut session)
+        .iter()
+        .all(|e| !matches!(e, Event::Unpublished { .. })));
 }
 
 #[test]
 fn media_before_accept_and_commands_before_connect_are_errors() {
     let mut c = Client::new();
     let mut session = ServerSession::new(SessionConfig::default());
-    session.handle_input(&ffmpeg_prelude(&mut c, "KEY")).unwrap();
+    session
+        .handle_input(&ffmpeg_prelude(&mut c, "KEY"))
+        .unwrap();
     let err = session.handle_input(&c.media(chunk::VIDEO, 0, &[0x17]));
     assert_eq!(err, Err(SessionError::NotPublishing(1)));
 
@@ -236,14 +258,23 @@ fn acknowledges_the_peer_window_and_answers_pings() {
     let mut c = Client::new();
     let mut session = ServerSession::new(SessionConfig::default());
     let mut wire = ffmpeg_prelude(&mut c, "KEY");
-    c.enc
-        .write(2, 0, chunk::WINDOW_ACK_SIZE, 0, &1000u32.to_be_bytes(), &mut wire);
+    c.enc.write(
+        2,
+        0,
+        chunk::WINDOW_ACK_SIZE,
+        0,
+        &1000u32.to_be_bytes(),
+        &mut wire,
+    );
     c.enc
         .write(2, 0, chunk::USER_CONTROL, 0, &[0, 6, 0, 0, 1, 2], &mut wire);
     session.handle_input(&wire).unwrap();
     let out = session.take_output();
     let answers = c.read(&out[1 + 2 * PACKET..]);
-    let ack = answers.iter().find(|a| a.0 == chunk::ACKNOWLEDGEMENT).unwrap();
+    let ack = answers
+        .iter()
+        .find(|a| a.0 == chunk::ACKNOWLEDGEMENT)
+        .unwrap();
     assert_eq!(ack.3, (wire.len() as u32).to_be_bytes());
     let pong = answers.iter().find(|a| a.0 == chunk::USER_CONTROL).unwrap();
     assert_eq!(pong.3, vec![0, 7, 0, 0, 1, 2]);
@@ -285,7 +316,10 @@ fn garbage_and_oversized_input_are_typed_errors() {
     let mut session = ServerSession::new(SessionConfig::default());
     let mut wire = ffmpeg_prelude(&mut c, "KEY");
     for i in 0..Limits::default().max_streams {
-        wire.extend(c.command(0, &[s("createStream"), n(10.0 + f64::from(i)), Amf0Value::Null]));
+        wire.extend(c.command(
+            0,
+            &[s("createStream"), n(10.0 + f64::from(i)), Amf0Value::Null],
+        ));
     }
     assert_eq!(
         session.handle_input(&wire),
