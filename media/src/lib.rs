@@ -14,6 +14,8 @@
 
 pub mod amf0;
 pub mod flv;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
 pub mod playlist;
 pub mod rtmp;
 pub mod segmenter;

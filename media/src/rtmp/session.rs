@@ -196,6 +196,12 @@ impl ServerSession {
         self.events.pop_front()
     }
 
+    /// Bytes held for the peer: unparsed input plus partly received messages. Bounded by
+    /// `max_buffered + max_chunk_size` plus a chunk header (and 1537 during the handshake).
+    pub fn buffered(&self) -> usize {
+        self.decoder.buffered()
+    }
+
     /// The handshake form the client used, once its C1 is in.
     pub fn handshake_kind(&self) -> Option<HandshakeKind> {
         self.handshake_kind
