@@ -47,7 +47,7 @@ pub fn publish_prelude() -> Vec<u8> {
     wire
 }
 
-#[derive(Debug, PartialEq)]
+#[derive(Debug)]
 struct Outcome {
     events: Vec<Event>,
     output: Vec<u8>,
@@ -134,11 +134,15 @@ pub fn rtmp_session(input: &[u8]) {
     let prelude = mode & 2 != 0;
     let whole = run_session(limits, prelude, data, &[]);
     let cut = run_session(limits, prelude, data, cuts);
-    // Outcomes match, except that a cut run may have stopped at the same error with fewer
-    // bytes read (an error ends the session wherever it is noticed).
-    match (&whole.error, &cut.error) {
-        (None, None) => assert_eq!(whole, cut),
-        _ => assert_eq!(whole.error, cut.error),
+    // Events and errors do not depend on how the bytes were cut. (The output may: an
+    // Acknowledgement reports the byte count at the read that crossed the window.) After an
+    // error the events may differ in how many came before it was noticed.
+    assert_eq!(whole.error, cut.error);
+    if whole.error.is_none() {
+        assert_eq!(whole.events, cut.events);
+    }
+    if prelude {
+        assert!(!whole.output.is_empty() && !cut.output.is_empty());
     }
 }
 
