@@ -83,20 +83,24 @@ const SAMPLE_RATES: [u32; 13] = [
 ];
 
 impl AacConfig {
-    /// Samples per second.
+    /// Samples per second (0 for an index outside the table, which the parser never yields).
     pub fn sample_rate(&self) -> u32 {
-        SAMPLE_RATES[usize::from(self.sampling_index)]
+        SAMPLE_RATES
+            .get(usize::from(self.sampling_index))
+            .copied()
+            .unwrap_or(0)
     }
 
     /// The 7-byte ADTS header for a raw frame of `payload_len` bytes (no CRC).
     pub fn adts_header(&self, payload_len: usize) -> [u8; 7] {
         // Frame length is 13 bits; callers keep frames far below that (AAC frames are < 6 KiB).
         let len = (payload_len + 7).min(0x1FFF);
-        let profile = self.object_type - 1;
+        // Masks keep a hand-built config from overflowing its bit fields.
+        let profile = self.object_type.saturating_sub(1) & 3;
         [
             0xFF,
             0xF1, // MPEG-4, layer 0, no CRC
-            (profile << 6) | (self.sampling_index << 2) | (self.channels >> 2),
+            (profile << 6) | ((self.sampling_index & 0x0F) << 2) | ((self.channels >> 2) & 1),
             ((self.channels & 3) << 6) | (len >> 11) as u8,
             (len >> 3) as u8,
             (((len & 7) as u8) << 5) | 0x1F,

@@ -270,7 +270,7 @@ impl Segmenter {
         self.mux
             .write_audio(pts_ms * 90 + MUX_DELAY_90K, &self.es, &mut building.buf);
         // An AAC frame holds 1024 samples.
-        let frame_ms = 1024 * 1000 / u64::from(config.sample_rate());
+        let frame_ms = 1024 * 1000 / u64::from(config.sample_rate().max(1));
         self.end_ms = self.end_ms.max(pts_ms + frame_ms);
         Ok(finished)
     }

@@ -102,24 +102,48 @@ struct Served {
     handshake: Option<HandshakeKind>,
 }
 
-/// Runs one connection to its end; media goes to `out` (segments + playlist) if given.
-fn serve(mut sock: TcpStream, out: Option<&Path>) -> Served {
+/// Where a publish goes: one segmenter and playlist that outlive a connection, as a
+/// stream outlives a publisher that reconnects; files are written to `dir`.
+struct Sink {
+    dir: PathBuf,
+    segmenter: Segmenter,
+    playlist: LivePlaylist,
+    uris: UriTemplate,
+}
+
+impl Sink {
+    fn new(dir: PathBuf) -> Self {
+        Sink {
+            dir,
+            segmenter: Segmenter::new(SegmenterConfig::default()),
+            playlist: LivePlaylist::new(6, 2),
+            uris: UriTemplate::new("seg-{seq}.ts").unwrap(),
+        }
+    }
+
+    fn store(&mut self, seg: Option<media::segmenter::Segment>) -> usize {
+        let Some(seg) = seg else { return 0 };
+        std::fs::write(self.dir.join(format!("seg-{}.ts", seg.sequence)), &seg.data).unwrap();
+        self.playlist.push(seg);
+        self.write_playlist();
+        1
+    }
+
+    fn write_playlist(&self) {
+        let text = self.playlist.render(&self.uris, &[]);
+        std::fs::write(self.dir.join("index.m3u8"), text).unwrap();
+    }
+}
+
+/// Runs one connection to its end; media goes to `sink` if given. The segment in progress
+/// is closed at the end, as a publisher may come back (`Segmenter::restart`).
+fn serve(mut sock: TcpStream, mut sink: Option<&mut Sink>) -> Served {
     let mut session = ServerSession::new(SessionConfig {
         epoch_ms: now_ms() as u32,
         ..SessionConfig::default()
     });
-    let mut segmenter = Segmenter::new(SegmenterConfig::default());
-    let mut playlist = LivePlaylist::new(6, 2);
-    let uris = UriTemplate::new("seg-{seq}.ts").unwrap();
     let mut served = Served::default();
     let mut buf = vec![0u8; 64 * 1024];
-    let store = |seg: media::segmenter::Segment, playlist: &mut LivePlaylist| {
-        if let Some(dir) = out {
-            std::fs::write(dir.join(format!("seg-{}.ts", seg.sequence)), &seg.data).unwrap();
-            playlist.push(seg);
-            std::fs::write(dir.join("index.m3u8"), playlist.render(&uris, &[])).unwrap();
-        }
-    };
     loop {
         let n = match sock.read(&mut buf) {
             Ok(0) => break,
@@ -144,14 +168,14 @@ fn serve(mut sock: TcpStream, out: Option<&Path>) -> Served {
                     kind,
                     timestamp,
                     data,
-                } => match segmenter.push(kind, timestamp, &data, now_ms()) {
-                    Ok(Some(seg)) => {
-                        served.segments += 1;
-                        store(seg, &mut playlist);
+                } => {
+                    if let Some(sink) = sink.as_deref_mut() {
+                        match sink.segmenter.push(kind, timestamp, &data, now_ms()) {
+                            Ok(seg) => served.segments += sink.store(seg),
+                            Err(e) => served.media_errors.push(e.to_string()),
+                        }
                     }
-                    Ok(None) => {}
-                    Err(e) => served.media_errors.push(e.to_string()),
-                },
+                }
                 Event::Unpublished { .. } => served.unpublished = true,
                 Event::Connected { .. } | Event::Metadata { .. } => {}
             }
@@ -170,13 +194,9 @@ fn serve(mut sock: TcpStream, out: Option<&Path>) -> Served {
     while let Some(event) = session.poll_event() {
         served.unpublished |= matches!(event, Event::Unpublished { .. });
     }
-    if let Some(seg) = segmenter.finish() {
-        served.segments += 1;
-        store(seg, &mut playlist);
-    }
-    playlist.end();
-    if let Some(dir) = out {
-        std::fs::write(dir.join("index.m3u8"), playlist.render(&uris, &[])).unwrap();
+    if let Some(sink) = sink {
+        let seg = sink.segmenter.restart();
+        served.segments += sink.store(seg);
     }
     served
 }
@@ -213,10 +233,13 @@ fn wrong_key_is_refused_and_ffmpeg_exits_non_zero() {
 #[test]
 fn ffmpeg_publish_is_segmented_into_a_playlist_ffprobe_reads() {
     let dir = temp_dir("publish");
+    let mut sink = Sink::new(dir.clone());
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let child = spawn_ffmpeg(port, KEY, 5);
-    let served = serve(accept_bounded(listener), Some(&dir));
+    let served = serve(accept_bounded(listener), Some(&mut sink));
+    sink.playlist.end();
+    sink.write_playlist();
     let (status, stderr) = wait_bounded(child);
     assert!(status.success(), "ffmpeg failed: {stderr}");
     assert_eq!(served.requested, vec![("live".to_owned(), KEY.to_owned())]);
@@ -245,9 +268,50 @@ fn ffmpeg_publish_is_segmented_into_a_playlist_ffprobe_reads() {
     assert!(playlist.contains("#EXT-X-PROGRAM-DATE-TIME:"));
     assert!(playlist.ends_with("#EXT-X-ENDLIST\n"));
 
-    let probe = ffprobe(&dir.join("index.m3u8"));
+    eprintln!("{playlist}");
+    let duration = probe_h264_aac(&dir.join("index.m3u8"));
+    assert!((4.0..=6.5).contains(&duration), "duration {duration}");
+    decodes_clean(&dir.join("index.m3u8"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_publisher_that_reconnects_continues_the_playlist_after_a_discontinuity() {
+    let dir = temp_dir("reconnect");
+    let mut sink = Sink::new(dir.clone());
+    for _ in 0..2 {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let child = spawn_ffmpeg(port, KEY, 3);
+        let served = serve(accept_bounded(listener), Some(&mut sink));
+        let (status, stderr) = wait_bounded(child);
+        assert!(status.success(), "ffmpeg failed: {stderr}");
+        assert!(served.media_errors.is_empty(), "{:?}", served.media_errors);
+    }
+    sink.playlist.end();
+    sink.write_playlist();
+    let playlist = std::fs::read_to_string(dir.join("index.m3u8")).unwrap();
+    eprintln!("{playlist}");
+    // 3 s each: 2 s + 1 s, then a discontinuity and 2 s + 1 s again, sequence numbers going on.
+    assert_eq!(
+        playlist.matches("#EXT-X-DISCONTINUITY\n").count(),
+        1,
+        "{playlist}"
+    );
+    assert_eq!(playlist.matches("#EXTINF:").count(), 4, "{playlist}");
+    let second = playlist.split("#EXT-X-DISCONTINUITY\n").nth(1).unwrap();
+    assert!(second.contains("seg-2.ts") && second.contains("seg-3.ts"));
+    let duration = probe_h264_aac(&dir.join("index.m3u8"));
+    assert!((5.0..=7.5).contains(&duration), "duration {duration}");
+    decodes_clean(&dir.join("index.m3u8"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// ffprobe reports H.264 and AAC; returns the duration it reports.
+fn probe_h264_aac(playlist: &Path) -> f64 {
+    let probe = ffprobe(playlist);
     let text = String::from_utf8_lossy(&probe.stdout);
-    eprintln!("{playlist}\nffprobe:\n{text}");
+    eprintln!("ffprobe:\n{text}");
     assert!(
         probe.status.success(),
         "ffprobe: {}",
@@ -255,18 +319,18 @@ fn ffmpeg_publish_is_segmented_into_a_playlist_ffprobe_reads() {
     );
     assert!(text.contains("codec_name=h264"), "{text}");
     assert!(text.contains("codec_name=aac"), "{text}");
-    let duration: f64 = text
-        .lines()
+    text.lines()
         .find_map(|l| l.strip_prefix("duration="))
         .and_then(|d| d.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no duration in {text}"));
-    assert!((4.0..=6.5).contains(&duration), "duration {duration}");
+        .unwrap_or_else(|| panic!("no duration in {text}"))
+}
 
-    // A full decode reports nothing at error level (no continuity, PES or AAC errors).
+/// A full decode reports nothing at error level (no continuity, PES or AAC errors).
+fn decodes_clean(playlist: &Path) {
     let decode = run_bounded(
         Command::new("ffmpeg")
             .args(["-v", "error", "-nostdin", "-i"])
-            .arg(dir.join("index.m3u8"))
+            .arg(playlist)
             .args(["-f", "null", "-"]),
     );
     let errors = String::from_utf8_lossy(&decode.stderr);
@@ -274,7 +338,6 @@ fn ffmpeg_publish_is_segmented_into_a_playlist_ffprobe_reads() {
         decode.status.success() && errors.trim().is_empty(),
         "{errors}"
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 fn ffprobe(path: &Path) -> Output {
