@@ -352,3 +352,27 @@ fn deterministic_random_input_never_panics() {
         events(&mut session);
     }
 }
+
+#[test]
+fn amf3_command_messages_with_amf0_bodies_are_understood() {
+    let mut c = Client::new();
+    let mut session = ServerSession::new(SessionConfig::default());
+    let mut wire = client::c0c1(None);
+    wire.extend_from_slice(&[0u8; PACKET]);
+    let mut body = vec![0]; // AMF3 format byte, then AMF0 values
+    let app = Amf0Value::Object(vec![("app".into(), s("live/"))]);
+    for v in [s("connect"), n(1.0), app] {
+        amf0::encode(&v, &mut body);
+    }
+    c.enc.write(3, 0, chunk::COMMAND_AMF3, 0, &body, &mut wire);
+    session.handle_input(&wire).unwrap();
+    assert_eq!(
+        events(&mut session),
+        vec![Event::Connected { app: "live".into() }],
+        "a trailing slash on the app name is dropped"
+    );
+    assert_eq!(
+        session.handshake_kind(),
+        Some(crate::rtmp::handshake::HandshakeKind::Simple)
+    );
+}
