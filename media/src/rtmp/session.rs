@@ -202,6 +202,12 @@ impl ServerSession {
         self.decoder.buffered()
     }
 
+    /// Whether the handshake is still running: the caller's handshake timeout applies
+    /// (a peer that stalls here holds at most 1,537 bytes).
+    pub fn is_handshaking(&self) -> bool {
+        self.handshake.is_some()
+    }
+
     /// The handshake form the client used, once its C1 is in.
     pub fn handshake_kind(&self) -> Option<HandshakeKind> {
         self.handshake_kind
