@@ -9,7 +9,7 @@ use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::mpsc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use media::playlist::{LivePlaylist, UriTemplate};
 use media::rtmp::handshake::HandshakeKind;
@@ -52,21 +52,22 @@ fn spawn_ffmpeg(port: u16, key: &str, secs: u32) -> Child {
 }
 
 /// Waits for the child with a deadline; kills it if the deadline passes.
-fn wait_bounded(mut child: Child) -> (ExitStatus, String) {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            let mut err = String::new();
-            if let Some(mut stderr) = child.stderr.take() {
-                let _ = stderr.read_to_string(&mut err);
-            }
-            return (status, err);
+fn wait_bounded(child: Child) -> (ExitStatus, String) {
+    let pid = child.id();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(WAIT) {
+        Ok(output) => {
+            let output = output.expect("wait for ffmpeg");
+            let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+            (output.status, stderr)
         }
-        if Instant::now() > deadline {
-            let _ = child.kill();
+        Err(_) => {
+            let _ = Command::new("kill").arg("-9").arg(pid.to_string()).status();
             panic!("ffmpeg did not exit within {WAIT:?}");
         }
-        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
