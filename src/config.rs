@@ -305,6 +305,8 @@ impl Config {
             // Shards report tallies twice per results interval, so a push never waits for
             // more than half an interval of shard-side coalescing.
             tally_interval: Duration::from_millis((self.results_interval_ms / 2).max(10)),
+            // The application core sets it from its persisted boot counter.
+            id_epoch: 0,
         }
     }
 }

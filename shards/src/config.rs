@@ -30,6 +30,10 @@ pub struct ShardConfig {
     pub max_messages_per_sec: u32,
     /// How often the shard reports changed poll tallies to the application core.
     pub tally_interval: Duration,
+    /// Id epoch of this boot, part of every viewer id the shards mint (see
+    /// `protocol::ViewerId`): a boot with another epoch never mints an id an earlier boot
+    /// used. The application core persists a boot counter and sets it; 0 by default.
+    pub id_epoch: u32,
 }
 
 impl Default for ShardConfig {
@@ -46,6 +50,7 @@ impl Default for ShardConfig {
             close_timeout: Duration::from_secs(5),
             max_messages_per_sec: 50,
             tally_interval: Duration::from_millis(50),
+            id_epoch: 0,
         }
     }
 }
