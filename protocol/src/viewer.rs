@@ -306,23 +306,38 @@ impl<'de> Deserialize<'de> for Key<'de> {
     }
 }
 
-/// The top-level value: the known fields of an object (the last one wins, as in a `Value`),
-/// or the fact that it was not an object.
+/// The top-level value: the known fields of an object, each already narrowed to what the
+/// protocol reads from it (the last occurrence wins, as in a `Value`), or the fact that it
+/// was not an object.
 #[derive(Default)]
 struct Raw<'a> {
     object: bool,
-    kind: Option<Scalar<'a>>,
-    app_version: Option<Scalar<'a>>,
-    hardware: Option<Scalar<'a>>,
-    region: Option<Scalar<'a>>,
-    language: Option<Scalar<'a>>,
-    stream: Option<Scalar<'a>>,
-    poll: Option<Scalar<'a>>,
-    choice: Option<Scalar<'a>>,
-    bitrate_kbps: Option<Scalar<'a>>,
-    buffering_ms: Option<Scalar<'a>>,
-    dropped_frames: Option<Scalar<'a>>,
-    rtt_ms: Option<Scalar<'a>>,
+    /// `type`, when it is a string.
+    kind: Option<Cow<'a, str>>,
+    /// String fields, indexed by [`StrField`]; `None` when absent or not a string.
+    strs: [Option<Cow<'a, str>>; 6],
+    /// `choice` as `Value::as_i64` reads it.
+    choice: Option<i64>,
+    /// Telemetry numbers, indexed by [`NumField`], as `Value::as_f64` reads them.
+    nums: [Option<f64>; 4],
+}
+
+#[derive(Clone, Copy)]
+enum StrField {
+    AppVersion,
+    Hardware,
+    Region,
+    Language,
+    Stream,
+    Poll,
+}
+
+#[derive(Clone, Copy)]
+enum NumField {
+    BitrateKbps,
+    BufferingMs,
+    DroppedFrames,
+    RttMs,
 }
 
 impl<'de> Deserialize<'de> for Raw<'de> {
@@ -346,22 +361,34 @@ impl<'de> Visitor<'de> for RawVisitor {
         };
         while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
             let value = map.next_value::<Scalar<'de>>()?;
-            let slot = match &*key {
-                "type" => &mut raw.kind,
-                "app_version" => &mut raw.app_version,
-                "hardware" => &mut raw.hardware,
-                "region" => &mut raw.region,
-                "language" => &mut raw.language,
-                "stream" => &mut raw.stream,
-                "poll" => &mut raw.poll,
-                "choice" => &mut raw.choice,
-                "bitrate_kbps" => &mut raw.bitrate_kbps,
-                "buffering_ms" => &mut raw.buffering_ms,
-                "dropped_frames" => &mut raw.dropped_frames,
-                "rtt_ms" => &mut raw.rtt_ms,
-                _ => continue,
+            let str_field = match &*key {
+                "type" => {
+                    raw.kind = value.into_str();
+                    continue;
+                }
+                "choice" => {
+                    raw.choice = value.as_i64();
+                    continue;
+                }
+                "app_version" => StrField::AppVersion,
+                "hardware" => StrField::Hardware,
+                "region" => StrField::Region,
+                "language" => StrField::Language,
+                "stream" => StrField::Stream,
+                "poll" => StrField::Poll,
+                other => {
+                    let num = match other {
+                        "bitrate_kbps" => NumField::BitrateKbps,
+                        "buffering_ms" => NumField::BufferingMs,
+                        "dropped_frames" => NumField::DroppedFrames,
+                        "rtt_ms" => NumField::RttMs,
+                        _ => continue,
+                    };
+                    raw.nums[num as usize] = value.as_f64();
+                    continue;
+                }
             };
-            *slot = Some(value);
+            raw.strs[str_field as usize] = value.into_str();
         }
         Ok(raw)
     }
@@ -395,7 +422,7 @@ impl<'a> Raw<'a> {
         if !self.object {
             return Err(ProtocolError::NotAnObject);
         }
-        let Some(tag) = self.kind.and_then(Scalar::into_str) else {
+        let Some(tag) = self.kind else {
             return Err(ProtocolError::MissingType);
         };
         let Some(kind) = ViewerKind::from_tag(&tag) else {
@@ -403,10 +430,10 @@ impl<'a> Raw<'a> {
                 cut(&tag, MAX_FIELD_LEN).to_owned(),
             ));
         };
-        let text = |s: Option<Scalar<'a>>| s.and_then(Scalar::into_str);
+        let [app_version, hardware, region, language, stream, poll] = self.strs;
         // A required string: trimmed, non-blank, bounded.
-        let required = |s: Option<Scalar<'a>>| -> Option<Cow<'a, str>> {
-            match text(s)? {
+        let required = |s: Option<Cow<'a, str>>| -> Option<Cow<'a, str>> {
+            match s? {
                 Cow::Borrowed(b) => {
                     let t = b.trim();
                     (!t.is_empty()).then(|| Cow::Borrowed(cut(t, MAX_FIELD_LEN)))
@@ -414,31 +441,28 @@ impl<'a> Raw<'a> {
                 Cow::Owned(o) => field(&o).map(|f| Cow::Owned(f.into())),
             }
         };
-        let number = |s: &Option<Scalar<'a>>| s.as_ref().and_then(Scalar::as_f64);
+        let [bitrate_kbps, buffering_ms, dropped_frames, rtt_ms] = self.nums;
         Ok(match kind {
             ViewerKind::Hello => ViewerMessage::Hello(Hello {
-                app_version: text(self.app_version),
-                hardware: text(self.hardware),
-                region: text(self.region),
-                language: text(self.language),
+                app_version,
+                hardware,
+                region,
+                language,
             }),
             ViewerKind::Ping => ViewerMessage::Ping,
-            ViewerKind::Watch => match required(self.stream) {
+            ViewerKind::Watch => match required(stream) {
                 Some(stream) => ViewerMessage::Watch { stream },
                 None => return Err(ProtocolError::BadField(kind)),
             },
-            ViewerKind::Vote => {
-                let choice = self.choice.as_ref().and_then(Scalar::as_i64);
-                match (required(self.poll), choice) {
-                    (Some(poll), Some(choice)) => ViewerMessage::Vote { poll, choice },
-                    _ => return Err(ProtocolError::BadField(kind)),
-                }
-            }
+            ViewerKind::Vote => match (required(poll), self.choice) {
+                (Some(poll), Some(choice)) => ViewerMessage::Vote { poll, choice },
+                _ => return Err(ProtocolError::BadField(kind)),
+            },
             ViewerKind::Telemetry => ViewerMessage::Telemetry(Telemetry {
-                bitrate_kbps: number(&self.bitrate_kbps),
-                buffering_ms: number(&self.buffering_ms),
-                dropped_frames: number(&self.dropped_frames),
-                rtt_ms: number(&self.rtt_ms),
+                bitrate_kbps,
+                buffering_ms,
+                dropped_frames,
+                rtt_ms,
             }),
         })
     }
