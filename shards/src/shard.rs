@@ -330,6 +330,8 @@ impl Shard {
         ShardStats::add(&self.stats.casts, frames.len() as u64);
         let mut next: Slot = 0;
         let mut chunk: Vec<Rc<Conn>> = Vec::with_capacity(FANOUT_CHUNK);
+        // One clock read per cast (only a slow consumer's close deadline uses it).
+        let env = self.env(self.now());
         loop {
             {
                 let core = self.core.borrow();
@@ -347,7 +349,6 @@ impl Shard {
             if chunk.is_empty() {
                 return;
             }
-            let env = self.env(self.now());
             for conn in chunk.drain(..) {
                 conn.send_batch(&env, frames);
             }
