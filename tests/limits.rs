@@ -82,7 +82,7 @@ struct Limited {
 }
 
 impl Limited {
-    fn start(nofile: u64) -> Limited {
+    fn start(nofile: u64, extra: &[&str]) -> Limited {
         let data_dir = std::env::temp_dir().join(format!(
             "ovation-limits-test-{}-{nofile}",
             std::process::id()
@@ -101,6 +101,7 @@ impl Limited {
             .args(["--api-token", TOKEN, "--log", "warn"])
             .arg("--data-dir")
             .arg(&data_dir)
+            .args(extra)
             .env_remove("OVATION_API_TOKEN")
             .env_remove("RUST_LOG")
             .stdout(Stdio::piped())
@@ -186,7 +187,7 @@ fn a_default_start_derives_the_cap_from_the_descriptor_limit_and_keeps_a_reserve
     assert_eq!(configured_max(1024), 960);
     assert_eq!(configured_max(256), 192);
 
-    let server = Limited::start(256);
+    let server = Limited::start(256, &[]);
     let viewers = fill(server.viewer, 192);
     assert_full(&attempt(server.viewer));
     // The operator API still has descriptors: eight calls open at once, all answered.
@@ -231,4 +232,46 @@ fn a_default_start_derives_the_cap_from_the_descriptor_limit_and_keeps_a_reserve
     ] {
         assert!(!log.contains(needle), "{needle} in the log:\n{log}");
     }
+}
+
+/// Past the descriptor limit (an operator set max_connections above what it allows, and was
+/// warned), a connection the shard cannot accept is accepted on the shard's spare
+/// descriptor and closed at once: clients never wait in the backlog for nothing.
+#[test]
+fn past_the_descriptor_limit_connections_are_closed_not_left_hanging() {
+    let server = Limited::start(128, &["--max-connections", "1000"]);
+    let mut viewers = Vec::new();
+    let mut closed = 0;
+    for _ in 0..200 {
+        let mut raw = Raw::connect(server.viewer);
+        let req = Raw::request(server.viewer, "/v1/viewer", "");
+        if raw.stream.write_all(req.as_bytes()).is_err() {
+            closed += 1;
+            continue;
+        }
+        // Bounded: a connection left hanging fails here with a read timeout.
+        let head = raw.read_head();
+        if head.starts_with("HTTP/1.1 101") {
+            viewers.push(raw);
+        } else {
+            assert!(
+                head.is_empty() || head.starts_with("HTTP/1.1 503"),
+                "{head:?}"
+            );
+            closed += 1;
+        }
+        if closed >= 5 {
+            break;
+        }
+    }
+    assert!(closed >= 5, "{} viewers, {closed} closed", viewers.len());
+    assert!(
+        viewers.len() < 128,
+        "{} viewers under 128 descriptors",
+        viewers.len()
+    );
+    assert!(
+        server.stderr().contains("RLIMIT_NOFILE"),
+        "the operator was warned"
+    );
 }

@@ -7,7 +7,10 @@
 //! [`REFUSALS_PER_SHARD`] such answers in progress; beyond that it is closed at once. So the
 //! viewer side never holds more than `max_connections + REFUSALS_PER_SHARD x shards`
 //! descriptors, and the descriptor reserve the default cap leaves (see `src/limits.rs`) keeps
-//! the API, the store and the 503 answers working when viewers fill every seat.
+//! the API, the store and the 503 answers working when viewers fill every seat. Should the
+//! process run out of descriptors anyway (a configured cap above the limit), each shard's
+//! spare descriptor lets it accept and close waiting connections instead of leaving them
+//! hanging.
 
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -33,6 +36,37 @@ pub const REFUSALS_PER_SHARD: usize = 8;
 const REFUSAL_TIMEOUT: Duration = Duration::from_secs(2);
 /// At most one log line per this interval for each kind of accept trouble.
 const LOG_EVERY: Duration = Duration::from_secs(10);
+/// Linux `EMFILE` and `ENFILE`: the process's or the system's descriptors are used up.
+const EMFILE: i32 = 24;
+const ENFILE: i32 = 23;
+
+/// One descriptor held back (`/dev/null`) for the worst case: when something other than the
+/// viewers has used up the reserve and `accept` fails with EMFILE, the shard gives this one
+/// up, accepts the waiting connection and closes it at once, so clients see their
+/// connection closed instead of waiting in the backlog for an answer that never comes.
+struct Spare(Option<std::fs::File>);
+
+impl Spare {
+    fn open() -> Spare {
+        Spare(std::fs::File::open("/dev/null").ok())
+    }
+
+    /// Gives the spare descriptor up to accept and close one waiting connection; true when
+    /// one was closed. Takes the descriptor back afterwards (when one is free again).
+    async fn shed(&mut self, listener: &TcpListener) -> bool {
+        if self.0.take().is_none() {
+            *self = Spare::open();
+            return false;
+        }
+        let shed = future::or(async { listener.accept().await.is_ok() }, async {
+            sleep(Duration::from_millis(100)).await;
+            false
+        })
+        .await;
+        *self = Spare::open();
+        shed
+    }
+}
 
 /// Logs at most once per [`LOG_EVERY`].
 #[derive(Default)]
@@ -82,6 +116,7 @@ pub(crate) async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
         Throttle::default(),
         Throttle::default(),
     );
+    let mut spare = Spare::open();
     loop {
         let accepted = future::or(async { Some(listener.accept().await) }, async {
             shard.stop_accepting.wait().await;
@@ -95,6 +130,11 @@ pub(crate) async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
                 // EMFILE/ENFILE/ENOBUFS: back off instead of spinning, and say so now and then.
                 if failed.ready() {
                     tracing::warn!(shard = shard.index, error = %e, "accept failed");
+                }
+                let out_of_fds = matches!(e.raw_os_error(), Some(EMFILE | ENFILE));
+                if out_of_fds && spare.shed(&listener).await {
+                    ShardStats::add(&shard.stats.refused_unanswered, 1);
+                    continue;
                 }
                 sleep(Duration::from_millis(10)).await;
                 continue;

@@ -32,8 +32,9 @@ counters!(
     accepted,
     /// Upgrade requests refused with an HTTP error status.
     handshake_rejected,
-    /// Sockets accepted over `max_connections` while this shard's 503 answers were all busy:
-    /// closed at once, unanswered.
+    /// Sockets closed at once, unanswered: accepted over `max_connections` while this shard's
+    /// 503 answers were all busy, or accepted on the spare descriptor when `accept` failed
+    /// with EMFILE/ENFILE.
     refused_unanswered,
     /// Handshakes that timed out or whose peer went away.
     handshake_aborted,
