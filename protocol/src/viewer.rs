@@ -164,19 +164,14 @@ pub enum ProtocolError {
     /// A `type` the server does not know, cut to [`MAX_FIELD_LEN`] bytes.
     #[error("unknown message type {0:?}")]
     UnknownType(String),
-    /// A known `type` whose required fields are missing or of the wrong kind.
-    #[error("{}", bad_field_message(*.0))]
-    BadField(ViewerKind),
+    /// A known `type` whose required fields are missing or of the wrong kind (only `watch`
+    /// and `vote` have required fields); the text says what the message needs.
+    #[error("{0}")]
+    BadField(&'static str),
 }
 
-fn bad_field_message(kind: ViewerKind) -> &'static str {
-    match kind {
-        ViewerKind::Watch => "watch needs a string \"stream\"",
-        ViewerKind::Vote => "vote needs a string \"poll\" and an integer \"choice\"",
-        // hello, ping and telemetry have no required fields.
-        ViewerKind::Hello | ViewerKind::Ping | ViewerKind::Telemetry => "bad field",
-    }
-}
+const WATCH_NEEDS: &str = "watch needs a string \"stream\"";
+const VOTE_NEEDS: &str = "vote needs a string \"poll\" and an integer \"choice\"";
 
 impl ProtocolError {
     /// The error `code` the viewer gets.
@@ -452,11 +447,11 @@ impl<'a> Raw<'a> {
             ViewerKind::Ping => ViewerMessage::Ping,
             ViewerKind::Watch => match required(stream) {
                 Some(stream) => ViewerMessage::Watch { stream },
-                None => return Err(ProtocolError::BadField(kind)),
+                None => return Err(ProtocolError::BadField(WATCH_NEEDS)),
             },
             ViewerKind::Vote => match (required(poll), self.choice) {
                 (Some(poll), Some(choice)) => ViewerMessage::Vote { poll, choice },
-                _ => return Err(ProtocolError::BadField(kind)),
+                _ => return Err(ProtocolError::BadField(VOTE_NEEDS)),
             },
             ViewerKind::Telemetry => ViewerMessage::Telemetry(Telemetry {
                 bitrate_kbps,
