@@ -17,17 +17,19 @@
 //! - The runtime, in dependency order (no two modules import each other; a test checks):
 //!   `runtime` (the shard's tasks and command loop) -> `accept` (accept loop, handshake,
 //!   descriptor seats) -> `driver` (one task per viewer) -> `shard` (the shard's state and
-//!   command handling) -> `core` (pure groups, polls, votes) and `conn` (one viewer's socket,
+//!   command handling) -> `logic` (pure groups, polls, votes) and `conn` (one viewer's socket,
 //!   decoding and parsing into `protocol::ViewerMessage`).
+
+#![forbid(unsafe_code)]
 
 mod accept;
 pub mod bitset;
 pub mod clock;
 pub mod config;
 mod conn;
-mod core;
 mod driver;
 pub mod frames;
+mod logic;
 pub mod polls;
 pub mod profile;
 pub mod proto;

@@ -25,8 +25,8 @@ use protocol::{ServerMessage, ViewerMessage, MAX_COUNTER};
 use crate::clock::{ticks, Ticks};
 use crate::config::ShardConfig;
 use crate::conn::{Conn, Env, State};
-use crate::core::Core;
 use crate::frames;
+use crate::logic::Core;
 use crate::polls::ViewerVotes;
 use crate::profile::{profile_hash, Predicate, Profile, ViewerId};
 use crate::proto::{
