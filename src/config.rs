@@ -26,7 +26,9 @@ pub struct Config {
     pub shards: usize,
     /// Steer each connection to the shard on the CPU that received its packets.
     pub cpu_steering: bool,
-    /// Most open viewer connections over all shards.
+    /// Most viewer connections (open or handshaking) over all shards. Defaults to the
+    /// process's open-file limit less a reserve of max(64, 2%) descriptors for the API, the
+    /// 503 answers, the store and logs (`limits::derived_max_connections`).
     pub max_connections: usize,
     /// Listen backlog of each shard's listener.
     pub backlog: i32,
@@ -96,7 +98,8 @@ impl Default for Config {
             viewer_path: shard.path,
             shards: 0,
             cpu_steering: true,
-            max_connections: 1_000_000,
+            max_connections: usize::try_from(crate::limits::default_max_connections())
+                .unwrap_or(usize::MAX),
             backlog: 4096,
             ring_depth: 4096,
             handshake_timeout_ms: shard.handshake_timeout.as_millis() as u64,
@@ -146,7 +149,8 @@ pub struct Overrides {
     /// Steer connections to the shard on the CPU that received their packets [default: true].
     #[arg(long, value_name = "BOOL")]
     pub cpu_steering: Option<bool>,
-    /// Most open viewer connections over all shards [default: 1000000].
+    /// Most viewer connections over all shards [default: the open-file limit less
+    /// max(64, 2%)].
     #[arg(long, value_name = "N")]
     pub max_connections: Option<usize>,
     /// Listen backlog per shard [default: 4096].
@@ -363,7 +367,7 @@ impl Config {
             // Shards report tallies twice per results interval, so a push never waits for
             // more than half an interval of shard-side coalescing.
             tally_interval: Duration::from_millis((self.results_interval_ms / 2).max(10)),
-            // Set by the server from the store's boot counter.
+            // The application core sets it from its persisted boot counter.
             id_epoch: 0,
         }
     }

@@ -6,6 +6,12 @@
 //! names the current value, the need and the fix. The formulas are the ones `tuning/check`
 //! uses (tuning/README.md explains the numbers). Reading files instead of calling
 //! `getrlimit` keeps this module free of unsafe code; parsing is pure and tested here.
+//!
+//! Also owns the descriptor reserve: the default `max_connections` is the open-file limit
+//! less [`fd_reserve`] ([`derived_max_connections`]), so viewers filling every seat still
+//! leave descriptors for the operator API, the shards' 503 answers, the store and the logs;
+//! the open-file check only warns when a configured `max_connections` does not leave that
+//! reserve ([`minimum_descriptors`]).
 
 use std::fmt;
 use std::fs;
@@ -13,6 +19,13 @@ use std::path::Path;
 
 /// Descriptors beyond one per connection: listeners, io_uring rings, eventfds, logs, API.
 const FD_HEADROOM: u64 = 1024;
+/// The descriptor reserve is at least this many descriptors...
+pub const FD_RESERVE_MIN: u64 = 64;
+/// ... or this percentage of the open-file limit, whichever is more.
+pub const FD_RESERVE_PERCENT: u64 = 2;
+/// The default `max_connections` when the open-file limit is unlimited or unreadable, and
+/// the most the derived default ever is.
+pub const DEFAULT_MAX_CONNECTIONS_CAP: u64 = 1_000_000;
 /// glommio refuses to start an executor when RLIMIT_MEMLOCK is below this.
 const GLOMMIO_MIN_MEMLOCK: u64 = 512 * 1024;
 /// Per glommio executor: 3 rings, each registering a 10 MiB I/O buffer, plus the rings.
@@ -33,16 +46,23 @@ fn fix_hint(max_connections: u64, shards: u64) -> String {
 pub struct LimitReport {
     /// Each names the setting, its current value, what the configuration needs, and the fix.
     pub warnings: Vec<String>,
+    /// Limits below the recommendation that cost nothing the server needs (logged at `info`):
+    /// a default start on a stock machine is not a reason to warn.
+    pub notes: Vec<String>,
 }
 
 impl LimitReport {
-    /// Log every warning at `warn` level (or one `debug` line when there is none).
+    /// Log every warning at `warn` level and every note at `info` (or one `debug` line when
+    /// there is neither).
     pub fn log(&self) {
-        if self.warnings.is_empty() {
+        if self.warnings.is_empty() && self.notes.is_empty() {
             tracing::debug!("host limits fit the configured connections");
         }
         for warning in &self.warnings {
             tracing::warn!("{warning}");
+        }
+        for note in &self.notes {
+            tracing::info!("{note}");
         }
     }
 }
@@ -132,6 +152,49 @@ pub fn parse_kernel_version(text: &str) -> Option<(u32, u32)> {
     Some((major, minor))
 }
 
+/// Descriptors kept out of the viewers' reach under an open-file limit of `nofile`:
+/// `max(64, 2% of nofile)`. They hold the listeners, io_uring rings and eventfds (about 25
+/// for two shards), the operator API's connections, the shards' 503 answers (8 per shard at
+/// most) and spare descriptors (1 per shard), the store and the logs.
+pub fn fd_reserve(nofile: u64) -> u64 {
+    FD_RESERVE_MIN.max(nofile.saturating_mul(FD_RESERVE_PERCENT).div_ceil(100))
+}
+
+/// The default `max_connections` under an open-file limit of `nofile` (soft): the limit less
+/// [`fd_reserve`], at least 1 and at most [`DEFAULT_MAX_CONNECTIONS_CAP`] (also the value for
+/// an unlimited `nofile`).
+pub fn derived_max_connections(nofile: u64) -> u64 {
+    nofile
+        .saturating_sub(fd_reserve(nofile))
+        .clamp(1, DEFAULT_MAX_CONNECTIONS_CAP)
+}
+
+/// The default `max_connections` of this process, from its open-file limit now
+/// ([`DEFAULT_MAX_CONNECTIONS_CAP`] if `/proc/self/limits` cannot be read: the startup
+/// check then says why).
+pub fn default_max_connections() -> u64 {
+    fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|text| parse_proc_limits(&text).ok())
+        .map_or(DEFAULT_MAX_CONNECTIONS_CAP, |l| {
+            derived_max_connections(l.nofile.soft)
+        })
+}
+
+/// The smallest open-file limit that holds `max_connections` viewers and the reserve: below
+/// it, viewers filling every seat exhaust the descriptors the API and the 503 answers need.
+pub fn minimum_descriptors(max_connections: u64) -> u64 {
+    let mut n = max_connections.saturating_add(FD_RESERVE_MIN.max(max_connections.div_ceil(49)));
+    // The estimate is within a descriptor or two; step to the exact inverse of the reserve.
+    while n < u64::MAX && n.saturating_sub(fd_reserve(n)) < max_connections {
+        n += 1;
+    }
+    while n > 0 && (n - 1).saturating_sub(fd_reserve(n - 1)) >= max_connections {
+        n -= 1;
+    }
+    n
+}
+
 /// Descriptors a process needs for `max_connections`: one per connection, +10% for
 /// reconnect churn, +1024 headroom, rounded up to a multiple of 1024.
 pub fn required_descriptors(max_connections: u64) -> u64 {
@@ -191,7 +254,9 @@ pub fn check_with(root: &Path, max_connections: u64, shards: usize) -> LimitRepo
     let shards = u64::try_from(shards.max(1)).unwrap_or(u64::MAX);
     let hint = fix_hint(max_connections, shards);
     let need_fd = required_descriptors(max_connections);
+    let min_fd = minimum_descriptors(max_connections);
     let mut warnings = Vec::new();
+    let mut notes = Vec::new();
 
     let read = |rel: &str| {
         let path = root.join(rel);
@@ -234,7 +299,7 @@ pub fn check_with(root: &Path, max_connections: u64, shards: usize) -> LimitRepo
 
     if let Some(limits) = limits {
         let nofile = limits.nofile;
-        if nofile.soft < need_fd {
+        if nofile.soft < min_fd {
             let raise = if nofile.hard >= need_fd {
                 format!(
                     " (the hard limit, {}, allows it: only the soft limit is low)",
@@ -244,8 +309,9 @@ pub fn check_with(root: &Path, max_connections: u64, shards: usize) -> LimitRepo
                 String::new()
             };
             warnings.push(format!(
-                "open-file limit (RLIMIT_NOFILE) is {} but max_connections {max_connections} needs {need_fd} descriptors (connections + 10% + {FD_HEADROOM}){raise}: connections beyond the limit fail to accept with EMFILE. Fix: LimitNOFILE={need_fd} in the systemd unit (see tuning/ovation.service) or `ulimit -n {need_fd}` before starting; {hint}",
-                show(nofile.soft)
+                "open-file limit (RLIMIT_NOFILE) is {} but max_connections {max_connections} needs at least {min_fd} descriptors (connections + a reserve of max({FD_RESERVE_MIN}, {FD_RESERVE_PERCENT}%) for the API, 503 answers, the store and logs) and {need_fd} are recommended (connections + 10% + {FD_HEADROOM}){raise}: with every viewer seat taken the operator API and new viewers' 503 answers fail with EMFILE. Fix: LimitNOFILE={need_fd} in the systemd unit (see tuning/ovation.service) or `ulimit -n {need_fd}` before starting, or leave max_connections unset (it defaults to {} under this limit); {hint}",
+                show(nofile.soft),
+                derived_max_connections(nofile.soft)
             ));
             // nr_open caps what the fix above may set.
             if let Some(nr_open) = sysctl("proc/sys/fs/nr_open", &mut warnings) {
@@ -277,7 +343,9 @@ pub fn check_with(root: &Path, max_connections: u64, shards: usize) -> LimitRepo
                 want.div_ceil(1024)
             ));
         } else if memlock < want {
-            warnings.push(format!(
+            // glommio registers its buffers for file I/O; ovation's socket I/O never uses
+            // them, so this is a note, not a warning.
+            notes.push(format!(
                 "locked-memory limit (RLIMIT_MEMLOCK) is {} but {} shards + the application core want {} to register glommio's 10 MiB I/O buffer with each of their 3 io_uring rings; below that glommio logs 'registering buffers ... Skipping' and runs without them (socket I/O does not need them).{rings} Fix: LimitMEMLOCK={} in the systemd unit; {hint}",
                 mib(memlock),
                 shards,
@@ -305,7 +373,7 @@ pub fn check_with(root: &Path, max_connections: u64, shards: usize) -> LimitRepo
         }
     }
 
-    LimitReport { warnings }
+    LimitReport { warnings, notes }
 }
 
 #[cfg(test)]
@@ -451,9 +519,11 @@ Max locked memory         unlimited            unlimited            bytes
         let all = report.warnings.join("\n");
         assert_eq!(report.warnings.len(), 5, "{all}");
         assert!(
-            all.contains("RLIMIT_NOFILE) is 1024 but max_connections 100000 needs 111616"),
+            all.contains("RLIMIT_NOFILE) is 1024 but max_connections 100000 needs at least 102041"),
             "{all}"
         );
+        assert!(all.contains("111616 are recommended"), "{all}");
+        assert!(all.contains("defaults to 960 under this limit"), "{all}");
         assert!(all.contains("fs.nr_open is 65536"), "{all}");
         assert!(all.contains("fs.file-max is 8192"), "{all}");
         assert!(all.contains("net.core.somaxconn is 128"), "{all}");
@@ -467,6 +537,66 @@ Max locked memory         unlimited            unlimited            bytes
             assert!(
                 warning.contains("tuning/check --connections 100000 --shards 2"),
                 "{warning}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_reserve_and_the_derived_default() {
+        assert_eq!(fd_reserve(1024), 64);
+        assert_eq!(fd_reserve(20_000), 400);
+        assert_eq!(derived_max_connections(1024), 960);
+        assert_eq!(derived_max_connections(20_000), 19_600);
+        assert_eq!(derived_max_connections(10), 1, "at least one");
+        assert_eq!(
+            derived_max_connections(u64::MAX),
+            DEFAULT_MAX_CONNECTIONS_CAP
+        );
+        assert_eq!(
+            derived_max_connections(1 << 30),
+            DEFAULT_MAX_CONNECTIONS_CAP
+        );
+        // minimum_descriptors is the exact inverse: the smallest limit whose default holds.
+        for nofile in (65..5000).chain([19_999, 20_000, 20_001, 1_000_000, 1_020_408]) {
+            let max = nofile - fd_reserve(nofile);
+            let min = minimum_descriptors(max);
+            assert!(min <= nofile, "{nofile}");
+            assert!(min - fd_reserve(min) >= max, "{nofile}");
+            assert!(min - 1 - fd_reserve(min - 1) < max, "{nofile}");
+        }
+        assert_eq!(minimum_descriptors(u64::MAX), u64::MAX);
+    }
+
+    /// The derived default never warns about descriptors; one seat more does.
+    #[test]
+    fn derived_default_is_quiet_and_more_warns() {
+        for soft in [256u64, 1024, 20_000] {
+            let limits = LIMITS_OK.replace(
+                "1048576              1048576",
+                &format!("{soft:<20} {soft:<20}"),
+            );
+            let root = FakeRoot::new(
+                &limits,
+                "9223372036854775807\n",
+                "1048576\n",
+                "8192\n",
+                "6.1.0\n",
+            );
+            let max = derived_max_connections(soft);
+            let report = check_with(&root.0, max, 2);
+            assert_eq!(report.warnings, Vec::<String>::new(), "nofile {soft}");
+            let report = check_with(&root.0, max + 1, 2);
+            assert_eq!(
+                report.warnings.len(),
+                1,
+                "nofile {soft}: {:?}",
+                report.warnings
+            );
+            assert!(report.warnings[0].contains("RLIMIT_NOFILE"));
+            let report = check_with(&root.0, 1_000_000, 2);
+            assert!(
+                report.warnings[0].contains("RLIMIT_NOFILE"),
+                "explicit large values warn"
             );
         }
     }
@@ -522,16 +652,18 @@ Max locked memory         unlimited            unlimited            bytes
             "6.1.0\n",
         );
         let report = check_with(&root.0, 100_000, 2);
-        assert_eq!(report.warnings.len(), 1, "{:?}", report.warnings);
+        // Socket I/O does not use the registered buffers: a note, not a warning.
+        assert!(report.warnings.is_empty(), "{:?}", report.warnings);
+        assert_eq!(report.notes.len(), 1, "{:?}", report.notes);
         assert!(
-            report.warnings[0].contains("is 8 MiB but 2 shards"),
+            report.notes[0].contains("is 8 MiB but 2 shards"),
             "{:?}",
-            report.warnings
+            report.notes
         );
         assert!(
-            report.warnings[0].contains("LimitMEMLOCK=93M"),
+            report.notes[0].contains("LimitMEMLOCK=93M"),
             "{:?}",
-            report.warnings
+            report.notes
         );
     }
 

@@ -26,8 +26,6 @@ use serde_json::Value;
 
 const DOC: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/api.md");
 const README: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/README.md");
-/// The token docs/api.md tells the reader to start the server with.
-const DOC_TOKEN: &str = "docs-token-0123456789";
 
 /// One step of the document, in order.
 enum Step {
@@ -188,7 +186,7 @@ fn run(command: &str, api: &str) -> Vec<String> {
     let out = Command::new("bash")
         .args(["-c", command])
         .env("API", api)
-        .env("TOKEN", DOC_TOKEN)
+        .env("TOKEN", TOKEN)
         .stdin(Stdio::null())
         .output()
         .expect("run bash");
@@ -309,9 +307,7 @@ fn api_examples_answer_as_documented() {
     let steps = parse_doc(&text);
     assert!(steps.len() > 20, "docs/api.md has its examples");
     let bless = std::env::var_os("OVATION_BLESS_DOCS").is_some();
-    let mut flags = server_flags();
-    flags.extend(["--api-token", DOC_TOKEN]);
-    let server = Server::start(&flags);
+    let server = Server::start(&server_flags());
     let mut scene = Scene {
         server,
         viewers: HashMap::new(),

@@ -138,7 +138,6 @@ fn kill_9_mid_poll_keeps_checkpointed_votes_and_groups() {
 /// Viewer ids carry the stored boot counter (`ShardConfig::id_epoch`): ids minted after a
 /// restart never equal ids of the run before.
 #[test]
-#[ignore = "needs the shards branch, which mints viewer ids from ShardConfig::id_epoch"]
 fn viewer_ids_are_not_reused_across_restarts() {
     let dir = data_dir("ids");
     let mut server = Server::start_in(&["--shards", "1"], dir.clone());

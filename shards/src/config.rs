@@ -30,8 +30,9 @@ pub struct ShardConfig {
     pub max_messages_per_sec: u32,
     /// How often the shard reports changed poll tallies to the application core.
     pub tally_interval: Duration,
-    /// This start's number (the application core's persisted boot counter), so viewer ids
-    /// are never reused across restarts.
+    /// Id epoch of this boot, part of every viewer id the shards mint (see
+    /// `protocol::ViewerId`): a boot with another epoch never mints an id an earlier boot
+    /// used. The application core persists a boot counter and sets it; 0 by default.
     pub id_epoch: u32,
 }
 

@@ -5,27 +5,43 @@
 //! holds: this struct, its profile, glommio's socket with one pending readiness poll, and an
 //! empty send queue and decoder (no heap). Reads go into the shard's one scratch buffer, and
 //! only in the poll that found the socket readable, so no read buffer waits on an idle socket.
+//!
+//! The connection turns bytes into parsed [`ViewerMessage`]s and hands them to its caller;
+//! it refuses what is not a message itself (protocol errors, rate limit, binary frames,
+//! messages while resuming) and knows nothing of the shard: what it needs from it (counters,
+//! settings, the time) comes in as an [`Env`].
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
-use std::future::Future;
 use std::io::{self, IoSlice};
 use std::ops::ControlFlow;
 use std::os::fd::{AsRawFd, RawFd};
 use std::pin::Pin;
-use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 
 use futures_lite::{AsyncRead, AsyncWrite};
 use glommio::net::TcpStream;
 use netstack::ws::{self, close_code, Decoder, Event, OpCode};
-use serde_json::Value;
+use protocol::{parse_viewer_message, ViewerMessage};
 use smallvec::SmallVec;
 
-use crate::profile::{self, Profile, ViewerId};
-use crate::proto::{Frame, PollSeq, Request, ShardEvent, Slot, Telemetry, ViewerRef, Vote};
-use crate::shard::Shard;
+use crate::clock::TICKS_PER_SEC;
+use crate::config::ShardConfig;
+use crate::frames;
+use crate::polls::ViewerVotes;
+use crate::profile::{Profile, ViewerId};
+use crate::proto::{Frame, Slot, ViewerRef};
 use crate::stats::ShardStats;
+
+/// What a connection needs from its shard for one call: counters, settings, and the time.
+pub(crate) struct Env<'a> {
+    pub stats: &'a ShardStats,
+    pub config: &'a ShardConfig,
+    /// The shard clock, in ticks.
+    pub now: u32,
+    /// `config.close_timeout` in ticks.
+    pub close_ticks: u32,
+}
 
 /// Reads per poll before the driver yields to other connections.
 const READ_BUDGET: usize = 16;
@@ -72,7 +88,7 @@ pub(crate) struct Conn {
     rate: Cell<(u32, u32)>,
     pub profile: RefCell<Profile>,
     /// This viewer's current vote in each poll it voted in.
-    pub votes: RefCell<Vec<Vote>>,
+    pub votes: RefCell<ViewerVotes>,
     /// Waiting for the application core to answer its resume claim: no welcome yet, in no
     /// group, and its messages are refused.
     pub pending: Cell<bool>,
@@ -99,32 +115,15 @@ impl Conn {
             ping_sent: Cell::new(0),
             rate: Cell::new((0, 0)),
             profile: RefCell::new(profile),
-            votes: RefCell::new(Vec::new()),
+            votes: RefCell::new(ViewerVotes::default()),
             pending: Cell::new(false),
         }
     }
 
-    /// The viewer's current choice in poll `seq`.
-    pub fn vote_for(&self, seq: PollSeq) -> Option<u8> {
-        self.votes
-            .borrow()
-            .iter()
-            .find(|(s, _)| *s == seq)
-            .map(|&(_, c)| c)
-    }
-
-    /// Records the viewer's current choice in poll `seq`.
-    pub fn set_vote(&self, seq: PollSeq, choice: u8) {
-        let mut votes = self.votes.borrow_mut();
-        match votes.iter_mut().find(|(s, _)| *s == seq) {
-            Some(v) => v.1 = choice,
-            None => votes.push((seq, choice)),
-        }
-    }
-
-    pub fn at(&self, shard: &Shard) -> ViewerRef {
+    /// Where this viewer lives, for shard `shard`'s events.
+    pub fn at(&self, shard: u16) -> ViewerRef {
         ViewerRef {
-            shard: shard.index,
+            shard,
             slot: self.slot,
             viewer: self.viewer.get(),
         }
@@ -141,19 +140,19 @@ impl Conn {
     }
 
     /// Queues `frame` (shared, encoded once) for this viewer; see [`Conn::send_batch`].
-    pub fn send(&self, shard: &Shard, frame: &Frame) {
-        self.send_batch(shard, std::slice::from_ref(frame));
+    pub fn send(&self, env: &Env<'_>, frame: &Frame) {
+        self.send_batch(env, std::slice::from_ref(frame));
     }
 
     /// Queues `frames` (shared, each encoded once), in order. When nothing is queued they are
     /// written straight away with one non-blocking `send`/`sendmsg`; what the socket does not
     /// take waits in the queue for the driver. A viewer whose queue would pass the limit is
     /// closed with 1008: a slow viewer costs bounded memory and never stalls the shard.
-    pub fn send_batch(&self, shard: &Shard, frames: &[Frame]) {
+    pub fn send_batch(&self, env: &Env<'_>, frames: &[Frame]) {
         if !self.is_open() || frames.is_empty() {
             return;
         }
-        ShardStats::add(&shard.stats.frames_out, frames.len() as u64);
+        ShardStats::add(&env.stats.frames_out, frames.len() as u64);
         let mut out = self.out.borrow_mut();
         let mut rest = frames;
         if out.frames.is_empty() {
@@ -193,11 +192,11 @@ impl Conn {
             out = self.out.borrow_mut();
         }
         for frame in rest {
-            if out.bytes + frame.len() > shard.config.send_queue_bytes {
+            if out.bytes + frame.len() > env.config.send_queue_bytes {
                 drop(out);
-                ShardStats::add(&shard.stats.closed_slow, 1);
+                ShardStats::add(&env.stats.closed_slow, 1);
                 tracing::debug!(viewer = %self.viewer.get(), "slow consumer closed");
-                self.close(shard, close_code::POLICY, "slow consumer: send queue full");
+                self.close(env, close_code::POLICY, "slow consumer: send queue full");
                 return;
             }
             out.bytes += frame.len();
@@ -205,21 +204,14 @@ impl Conn {
         }
     }
 
-    /// Sends a JSON message to this viewer alone.
-    pub fn send_json(&self, shard: &Shard, json: &str) {
-        let frame = text_frame(json);
-        self.send(shard, &frame);
-    }
-
     /// Sends `{"type":"error",...}`; the connection stays open.
-    pub fn send_error(&self, shard: &Shard, code: &str, message: &str) {
-        let json = serde_json::json!({"type": "error", "code": code, "message": message});
-        self.send_json(shard, &json.to_string());
+    pub fn send_error(&self, env: &Env<'_>, code: &str, message: &str) {
+        self.send(env, &frames::error(code, message));
     }
 
     /// Starts the close handshake with `code`: queued frames that have not started are
     /// dropped (a closing viewer gets no more data), the close frame goes last.
-    pub fn close(&self, shard: &Shard, code: u16, reason: &str) {
+    pub fn close(&self, env: &Env<'_>, code: u16, reason: &str) {
         if !self.is_open() {
             return;
         }
@@ -237,7 +229,7 @@ impl Conn {
             out.frames.push_back(frame.into());
         }
         self.state.set(State::Closing {
-            deadline: shard.now().saturating_add(shard.close_ticks()),
+            deadline: env.now.saturating_add(env.close_ticks),
             peer_closed: false,
             write_shut: false,
         });
@@ -305,36 +297,41 @@ impl Conn {
         Ok(())
     }
 
-    fn out_empty(&self) -> bool {
+    pub fn out_empty(&self) -> bool {
         self.out.borrow().frames.is_empty()
     }
 
-    /// Feeds received bytes to the decoder and handles every complete message.
-    pub fn on_bytes(&self, shard: &Shard, data: &mut [u8]) {
-        let now = shard.now();
-        self.last_rx.set(now);
+    /// Feeds received bytes to the decoder and hands every complete, parsed viewer message to
+    /// `on_message`.
+    pub fn on_bytes(&self, env: &Env<'_>, data: &mut [u8], on_message: OnMessage<'_>) {
+        self.last_rx.set(env.now);
         self.ping_sent.set(0);
         let result = {
             let mut decoder = self.decoder.borrow_mut();
-            decoder.feed(data, &mut |event| self.on_event(shard, event))
+            decoder.feed(data, &mut |event| self.on_event(env, event, on_message))
         };
         if let Err(err) = result {
             if self.is_open() {
-                ShardStats::add(&shard.stats.closed_protocol, 1);
+                ShardStats::add(&env.stats.closed_protocol, 1);
                 tracing::debug!(viewer = %self.viewer.get(), %err, "protocol error");
-                self.close(shard, err.close_code(), &err.to_string());
+                self.close(env, err.close_code(), &err.to_string());
             }
         }
     }
 
-    fn on_event(&self, shard: &Shard, event: Event<'_>) -> ControlFlow<()> {
+    fn on_event(
+        &self,
+        env: &Env<'_>,
+        event: Event<'_>,
+        on_message: OnMessage<'_>,
+    ) -> ControlFlow<()> {
         match event {
             Event::Close(frame) => {
                 match self.state.get() {
                     State::Open => {
                         // Echo the peer's code (RFC 6455 5.5.1); no code means 1000.
                         let code = frame.map_or(close_code::NORMAL, |f| f.code);
-                        self.close(shard, code, "");
+                        self.close(env, code, "");
                         self.mark_peer_closed();
                     }
                     State::Closing { .. } => self.mark_peer_closed(),
@@ -346,27 +343,23 @@ impl Conn {
             Event::Ping(payload) => {
                 let mut frame = Vec::with_capacity(2 + payload.len());
                 ws::encode_frame(OpCode::Pong, payload, &mut frame);
-                self.send(shard, &Frame::from(frame));
+                self.send(env, &Frame::from(frame));
             }
             Event::Pong(_) => {}
             Event::Text(text) => {
-                ShardStats::add(&shard.stats.messages_in, 1);
-                if self.rate_limited(shard) {
-                    self.send_error(shard, "rate_limited", "too many messages; slow down");
+                ShardStats::add(&env.stats.messages_in, 1);
+                if self.rate_limited(env) {
+                    self.send_error(env, "rate_limited", "too many messages; slow down");
                 } else {
-                    self.on_text(shard, text);
+                    self.on_text(env, text, on_message);
                 }
             }
             Event::Binary(_) => {
-                ShardStats::add(&shard.stats.messages_in, 1);
-                if self.rate_limited(shard) {
-                    self.send_error(shard, "rate_limited", "too many messages; slow down");
+                ShardStats::add(&env.stats.messages_in, 1);
+                if self.rate_limited(env) {
+                    self.send_error(env, "rate_limited", "too many messages; slow down");
                 } else {
-                    self.send_error(
-                        shard,
-                        "binary_not_supported",
-                        "messages are JSON text frames",
-                    );
+                    self.send_error(env, "binary_not_supported", "messages are JSON text frames");
                 }
             }
         }
@@ -388,137 +381,61 @@ impl Conn {
         }
     }
 
-    fn rate_limited(&self, shard: &Shard) -> bool {
-        let second = shard.now() / crate::shard::TICKS_PER_SEC;
+    fn rate_limited(&self, env: &Env<'_>) -> bool {
+        let second = env.now / TICKS_PER_SEC;
         let (at, count) = self.rate.get();
         let count = if at == second { count + 1 } else { 1 };
         self.rate.set((second, count));
-        count > shard.config.max_messages_per_sec
+        count > env.config.max_messages_per_sec
     }
 
-    /// One viewer message: a JSON object with a `type`.
-    fn on_text(&self, shard: &Shard, text: &str) {
+    /// One viewer text message: parsed here, refused here if it is not a message, handed on
+    /// otherwise.
+    fn on_text(&self, env: &Env<'_>, text: &str, on_message: OnMessage<'_>) {
         if self.pending.get() {
             return self.send_error(
-                shard,
+                env,
                 "resuming",
                 "wait for the welcome before sending messages",
             );
         }
-        let value: Value = match serde_json::from_str(text) {
-            Ok(v) => v,
-            Err(e) => return self.send_error(shard, "invalid_json", &format!("invalid JSON: {e}")),
-        };
-        let Some(obj) = value.as_object() else {
-            return self.send_error(shard, "not_an_object", "a message is a JSON object");
-        };
-        let Some(kind) = obj.get("type").and_then(Value::as_str) else {
-            return self.send_error(shard, "missing_type", "a message needs a string \"type\"");
-        };
-        let str_field = |name: &str| obj.get(name).and_then(Value::as_str);
-        match kind {
-            "hello" => {
-                {
-                    let mut p = self.profile.borrow_mut();
-                    if let Some(v) = str_field("app_version") {
-                        p.app_version = profile::field(v);
-                    }
-                    if let Some(v) = str_field("hardware") {
-                        p.hardware = profile::field(v);
-                    }
-                    if let Some(v) = str_field("region") {
-                        p.region = profile::region(v);
-                    }
-                    if let Some(v) = str_field("language") {
-                        p.language = profile::primary_language(v);
-                    }
-                }
-                shard.profile_changed(self);
-            }
-            "ping" => self.send_json(shard, r#"{"type":"pong"}"#),
-            "watch" => match str_field("stream").and_then(profile::field) {
-                Some(stream) => shard.request(self, Request::Watch { stream }),
-                None => self.send_error(shard, "bad_field", "watch needs a string \"stream\""),
-            },
-            "vote" => {
-                let poll = str_field("poll").and_then(profile::field);
-                let choice = obj.get("choice").and_then(Value::as_i64);
-                match (poll, choice) {
-                    (Some(poll), Some(choice)) => shard.vote(self, &poll, choice),
-                    _ => self.send_error(
-                        shard,
-                        "bad_field",
-                        "vote needs a string \"poll\" and an integer \"choice\"",
-                    ),
-                }
-            }
-            "telemetry" => {
-                let num = |name: &str| obj.get(name).and_then(Value::as_f64);
-                let t = Telemetry {
-                    bitrate_kbps: num("bitrate_kbps"),
-                    buffering_ms: num("buffering_ms"),
-                    dropped_frames: num("dropped_frames"),
-                    rtt_ms: num("rtt_ms"),
-                };
-                shard.request(self, Request::Telemetry(t));
-            }
-            other => {
-                let mut shown = other.to_owned();
-                shown.truncate(profile::MAX_FIELD_LEN);
-                self.send_error(
-                    shard,
-                    "unknown_type",
-                    &format!("unknown message type {shown:?}"),
-                )
-            }
+        match parse_viewer_message(text) {
+            Ok(message) => on_message(self, message),
+            Err(e) => self.send_error(env, e.code(), &e.to_string()),
         }
     }
-}
 
-/// Encodes a text message as one frame.
-pub(crate) fn text_frame(json: &str) -> Frame {
-    let mut buf = Vec::with_capacity(ws::header_len(json.len()) + json.len());
-    ws::encode_frame(OpCode::Text, json.as_bytes(), &mut buf);
-    buf.into()
-}
-
-/// The future that serves one connection until it ends.
-pub(crate) struct Driver {
-    pub conn: Rc<Conn>,
-    pub shard: Rc<Shard>,
-}
-
-impl Future for Driver {
-    type Output = ();
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let conn = &*self.conn;
-        let shard = &*self.shard;
+    /// Serves the socket until the connection ends (`Ready`): writes what is queued, reads into
+    /// `scratch` and decodes, runs the close handshake and its deadlines' effects.
+    pub fn drive(
+        &self,
+        cx: &mut Context<'_>,
+        env: &Env<'_>,
+        scratch: &mut [u8],
+        on_message: OnMessage<'_>,
+    ) -> Poll<()> {
         let mut budget = READ_BUDGET;
         loop {
-            if conn.state.get() == State::Abort {
-                shard.finish(conn);
+            if self.state.get() == State::Abort {
                 return Poll::Ready(());
             }
-            if conn.poll_flush(cx).is_err() {
-                shard.finish(conn);
+            if self.poll_flush(cx).is_err() {
                 return Poll::Ready(());
             }
             if let State::Closing {
                 deadline,
                 peer_closed,
                 write_shut,
-            } = conn.state.get()
+            } = self.state.get()
             {
-                if conn.out_empty() {
+                if self.out_empty() {
                     if peer_closed {
-                        shard.finish(conn);
                         return Poll::Ready(());
                     }
                     if !write_shut {
                         // Our close frame is out: send FIN and wait for the peer's close/EOF.
-                        let _ = netstack::sys::shutdown_write(conn.fd);
-                        conn.state.set(State::Closing {
+                        let _ = netstack::sys::shutdown_write(self.fd);
+                        self.state.set(State::Closing {
                             deadline,
                             peer_closed,
                             write_shut: true,
@@ -526,25 +443,15 @@ impl Future for Driver {
                     }
                 }
             }
-            let read = {
-                let mut scratch = shard.scratch.borrow_mut();
-                let polled = Pin::new(&mut *conn.stream.borrow_mut()).poll_read(cx, &mut scratch);
-                match polled {
-                    Poll::Ready(Ok(n)) if n > 0 => {
-                        conn.on_bytes(shard, &mut scratch[..n]);
-                        Poll::Ready(Ok(n))
-                    }
-                    other => other,
-                }
-            };
-            match read {
+            let polled = Pin::new(&mut *self.stream.borrow_mut()).poll_read(cx, scratch);
+            match polled {
                 Poll::Pending => break,
                 Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => {
                     // EOF or reset. Anything still queued cannot be acknowledged anyway.
-                    shard.finish(conn);
                     return Poll::Ready(());
                 }
-                Poll::Ready(Ok(_)) => {
+                Poll::Ready(Ok(n)) => {
+                    self.on_bytes(env, &mut scratch[..n], on_message);
                     budget -= 1;
                     if budget == 0 {
                         cx.waker().wake_by_ref();
@@ -553,7 +460,7 @@ impl Future for Driver {
                 }
             }
         }
-        let mut slot = conn.waker.borrow_mut();
+        let mut slot = self.waker.borrow_mut();
         match slot.as_ref() {
             Some(w) if w.will_wake(cx.waker()) => {}
             _ => *slot = Some(cx.waker().clone()),
@@ -562,22 +469,8 @@ impl Future for Driver {
     }
 }
 
-impl Drop for Driver {
-    fn drop(&mut self) {
-        // A driver dropped by executor shutdown still leaves the table consistent.
-        if self.conn.state.get() != State::Done {
-            self.shard.finish(&self.conn);
-        }
-    }
-}
-
-/// Sends the shard event for a viewer message the application core answers.
-pub(crate) fn event_for(conn: &Conn, shard: &Shard, request: Request) -> ShardEvent {
-    ShardEvent::Request {
-        at: conn.at(shard),
-        request,
-    }
-}
+/// Where a connection hands each parsed viewer message.
+pub(crate) type OnMessage<'a> = &'a mut dyn FnMut(&Conn, ViewerMessage<'_>);
 
 #[cfg(test)]
 mod tests {
@@ -594,10 +487,5 @@ mod tests {
         );
         assert!(size_of::<crate::profile::Profile>() <= 192);
         assert!(size_of::<netstack::ws::Decoder>() <= 64);
-        assert_eq!(
-            size_of::<super::Driver>(),
-            16,
-            "a driver task holds two Rcs"
-        );
     }
 }

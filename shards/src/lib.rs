@@ -12,20 +12,33 @@
 //! - [`proto`]: shard <-> application core messages.
 //! - [`config`], [`stats`]: settings and live counters.
 //! - [`sync`]: single-threaded wake-up primitives shared by shard and application-core tasks.
-//! - `shard` and `conn`: the runtime (accept, handshake, drivers, fan-out, keepalive, drain).
+//! - [`clock`]: the only place shard code reads the time; [`frames`]: server messages (from
+//!   the `protocol` crate) into WebSocket frames.
+//! - The runtime, in dependency order (no two modules import each other; a test checks):
+//!   `runtime` (the shard's tasks and command loop) -> `accept` (accept loop, handshake,
+//!   descriptor seats) -> `driver` (one task per viewer) -> `shard` (the shard's state and
+//!   command handling) -> `logic` (pure groups, polls, votes) and `conn` (one viewer's socket,
+//!   decoding and parsing into `protocol::ViewerMessage`).
 
 #![forbid(unsafe_code)]
 
+mod accept;
 pub mod bitset;
+pub mod clock;
 pub mod config;
 mod conn;
+mod driver;
+pub mod frames;
+mod logic;
 pub mod polls;
 pub mod profile;
 pub mod proto;
+mod runtime;
 mod shard;
 pub mod stats;
 pub mod sync;
 
+pub use accept::REFUSALS_PER_SHARD;
 pub use config::ShardConfig;
-pub use shard::{run, ShardSpec};
+pub use runtime::{run, ShardSpec};
 pub use stats::{ShardStats, StatsSnapshot};

@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 
-use crate::proto::{GroupId, PollSeq};
+use crate::proto::{GroupId, PollSeq, Vote};
 
 /// One poll as a shard knows it.
 #[derive(Debug, Clone)]
@@ -157,7 +157,43 @@ impl Polls {
     }
 }
 
+/// One viewer's current choice in each poll it voted in (a few entries: a small vector).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ViewerVotes(Vec<Vote>);
+
+impl ViewerVotes {
+    pub fn new(votes: Vec<Vote>) -> ViewerVotes {
+        ViewerVotes(votes)
+    }
+
+    /// The choice in poll `seq`, if any.
+    pub fn choice(&self, seq: PollSeq) -> Option<u8> {
+        self.0.iter().find(|(s, _)| *s == seq).map(|&(_, c)| c)
+    }
+
+    /// Records the choice in poll `seq`.
+    pub fn set(&mut self, seq: PollSeq, choice: u8) {
+        match self.0.iter_mut().find(|(s, _)| *s == seq) {
+            Some(v) => v.1 = choice,
+            None => self.0.push((seq, choice)),
+        }
+    }
+
+    /// Forgets poll `seq` (dropped).
+    pub fn forget(&mut self, seq: PollSeq) {
+        self.0.retain(|(s, _)| *s != seq);
+    }
+
+    /// Every vote, leaving none.
+    pub fn take(&mut self) -> Vec<Vote> {
+        std::mem::take(&mut self.0)
+    }
+}
+
 /// Adds one shard's tally into the merged counts (the application core's side).
+///
+/// App logic: it moves to the application core (`src/app/polls.rs` gets its own copy); the
+/// shards no longer use it. Delete this once the application core stops importing it.
 pub fn merge_counts(into: &mut [i64], from: &[i64]) {
     for (a, b) in into.iter_mut().zip(from) {
         *a += b;
@@ -207,9 +243,22 @@ mod tests {
         b.open("p".into(), 7, 2, GroupId(1));
         a.count(7, None, 0);
         b.count(7, Some(0), 1);
-        let mut merged = vec![0i64; 2];
-        merge_counts(&mut merged, &a.close(7).unwrap());
-        merge_counts(&mut merged, &b.close(7).unwrap());
+        let (ta, tb) = (a.close(7).unwrap(), b.close(7).unwrap());
+        let merged: Vec<i64> = ta.iter().zip(&tb).map(|(x, y)| x + y).collect();
         assert_eq!(merged, vec![0, 1]);
+    }
+
+    #[test]
+    fn viewer_votes_move_and_forget() {
+        let mut v = ViewerVotes::default();
+        assert_eq!(v.choice(1), None);
+        v.set(1, 2);
+        v.set(4, 0);
+        v.set(1, 1);
+        assert_eq!(v.choice(1), Some(1));
+        v.forget(1);
+        assert_eq!(v.choice(1), None);
+        assert_eq!(v.take(), vec![(4, 0)]);
+        assert_eq!(v, ViewerVotes::default());
     }
 }

@@ -5,35 +5,12 @@
 //! `hello` or watches a stream, or when the application core tags it. The shard owns the
 //! profile; the application core keeps a mirror fed by full snapshots.
 
-use std::fmt;
 use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 
-/// A viewer's identity, stable across reconnects with a resume token.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct ViewerId(pub u64);
-
-impl ViewerId {
-    /// The first id of shard `shard`: shards mint ids from disjoint ranges without asking anyone.
-    pub fn first_of_shard(shard: usize) -> u64 {
-        ((shard as u64) << 48) | 1
-    }
-
-    /// Parses the 16-hex-digit form produced by `Display`.
-    pub fn parse(s: &str) -> Option<ViewerId> {
-        if s.len() != 16 {
-            return None;
-        }
-        u64::from_str_radix(s, 16).ok().map(ViewerId)
-    }
-}
-
-impl fmt::Display for ViewerId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:016x}", self.0)
-    }
-}
+/// A viewer's identity; its layout (shard, id epoch, counter) is the protocol's.
+pub use protocol::ViewerId;
 
 macro_rules! label_enum {
     ($(#[$meta:meta])* $name:ident { $($variant:ident => $label:literal),+ $(,)? }) => {
@@ -141,23 +118,12 @@ pub fn primary_language(accept_language: &str) -> Option<Box<str>> {
     Some(primary.to_ascii_lowercase().into_boxed_str())
 }
 
+/// Trims and bounds a peer-supplied string (`None` when blank); shared with the protocol parser.
+pub use protocol::field;
 /// Longest value kept for any free-form profile field; longer values are cut at a char boundary.
-pub const MAX_FIELD_LEN: usize = 64;
+pub use protocol::MAX_FIELD_LEN;
 /// Most extra query parameters kept per viewer.
 pub const MAX_PARAMS: usize = 16;
-
-/// Trims and bounds a peer-supplied string.
-pub fn field(value: &str) -> Option<Box<str>> {
-    let value = value.trim();
-    if value.is_empty() {
-        return None;
-    }
-    let mut end = value.len().min(MAX_FIELD_LEN);
-    while !value.is_char_boundary(end) {
-        end -= 1;
-    }
-    Some(value[..end].into())
-}
 
 /// Normalises a region code: uppercase (`hu` -> `HU`).
 pub fn region(value: &str) -> Option<Box<str>> {
@@ -236,6 +202,23 @@ impl Profile {
             }
         }
         profile
+    }
+
+    /// Applies a viewer's `hello`: each string present replaces its field (a blank one clears
+    /// it); absent fields are left alone.
+    pub fn apply_hello(&mut self, hello: &protocol::Hello<'_>) {
+        if let Some(v) = &hello.app_version {
+            self.app_version = field(v);
+        }
+        if let Some(v) = &hello.hardware {
+            self.hardware = field(v);
+        }
+        if let Some(v) = &hello.region {
+            self.region = region(v);
+        }
+        if let Some(v) = &hello.language {
+            self.language = primary_language(v);
+        }
     }
 
     /// The value(s) of a predicate field for this profile.
@@ -449,8 +432,26 @@ mod tests {
 
     #[test]
     fn viewer_ids_round_trip() {
-        let id = ViewerId(ViewerId::first_of_shard(3) + 41);
+        let id = ViewerId::compose(3, 0, 42);
         assert_eq!(ViewerId::parse(&id.to_string()), Some(id));
         assert_eq!(ViewerId::parse("xyz"), None);
+    }
+
+    #[test]
+    fn hello_sets_clears_and_leaves_fields() {
+        let mut p = profile("Mozilla/5.0 (X11; Linux x86_64)", &[("region", "de")]);
+        let msg = protocol::parse_viewer_message(
+            r#"{"type":"hello","app_version":" 3.2 ","hardware":"","language":"hu-HU"}"#,
+        )
+        .unwrap();
+        let protocol::ViewerMessage::Hello(hello) = msg else {
+            panic!("a hello")
+        };
+        p.hardware = Some("old".into());
+        p.apply_hello(&hello);
+        assert_eq!(p.app_version.as_deref(), Some("3.2"));
+        assert_eq!(p.hardware, None, "a blank string clears");
+        assert_eq!(p.language.as_deref(), Some("hu"));
+        assert_eq!(p.region.as_deref(), Some("DE"), "absent: unchanged");
     }
 }

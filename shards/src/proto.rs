@@ -87,14 +87,8 @@ pub enum Request {
     Telemetry(Telemetry),
 }
 
-/// Connection-quality telemetry from a player. Absent numbers are `None`.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct Telemetry {
-    pub bitrate_kbps: Option<f64>,
-    pub buffering_ms: Option<f64>,
-    pub dropped_frames: Option<f64>,
-    pub rtt_ms: Option<f64>,
-}
+/// Connection-quality telemetry from a player (the protocol's type). Absent numbers are `None`.
+pub use protocol::Telemetry;
 
 /// A change the application core makes to a profile it does not own.
 #[derive(Debug, Clone, PartialEq)]

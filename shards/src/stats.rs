@@ -32,6 +32,10 @@ counters!(
     accepted,
     /// Upgrade requests refused with an HTTP error status.
     handshake_rejected,
+    /// Sockets closed at once, unanswered: accepted over `max_connections` while this shard's
+    /// 503 answers were all busy, or accepted on the spare descriptor when `accept` failed
+    /// with EMFILE/ENFILE.
+    refused_unanswered,
     /// Handshakes that timed out or whose peer went away.
     handshake_aborted,
     /// Viewers closed because their send queue overflowed.

@@ -1,0 +1,339 @@
+//! The shard's front door: the accept loop on its `SO_REUSEPORT` listener and the
+//! handshake of each new connection, up to the point it joins the shard as a viewer.
+//!
+//! Descriptors: every viewer socket (handshaking or open) holds a seat counted against
+//! `max_connections` over all shards, taken at accept. A socket accepted over the cap is
+//! still answered (HTTP 503 `server is full`) while this shard has fewer than
+//! [`REFUSALS_PER_SHARD`] such answers in progress; beyond that it is closed at once. So the
+//! viewer side never holds more than `max_connections + REFUSALS_PER_SHARD x shards`
+//! descriptors, and the descriptor reserve the default cap leaves (see `src/limits.rs`) keeps
+//! the API, the store and the 503 answers working when viewers fill every seat. Should the
+//! process run out of descriptors anyway (a configured cap above the limit), each shard's
+//! spare descriptor lets it accept and close waiting connections instead of leaving them
+//! hanging.
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
+use glommio::net::{TcpListener, TcpStream};
+use glommio::timer::sleep;
+use netstack::http::{self, HandshakeError};
+use netstack::ws::{self, OpCode};
+
+use crate::clock::unix_ms;
+use crate::driver::Driver;
+use crate::profile::Profile;
+use crate::shard::Shard;
+use crate::stats::ShardStats;
+
+/// Most sockets one shard answers with 503 at once once the cap is reached (each holds a
+/// descriptor from the reserve until its answer is written).
+pub const REFUSALS_PER_SHARD: usize = 8;
+/// Longest a refused socket may take to send its request and read the 503.
+const REFUSAL_TIMEOUT: Duration = Duration::from_secs(2);
+/// At most one log line per this interval for each kind of accept trouble.
+const LOG_EVERY: Duration = Duration::from_secs(10);
+/// Linux `EMFILE` and `ENFILE`: the process's or the system's descriptors are used up.
+const EMFILE: i32 = 24;
+const ENFILE: i32 = 23;
+
+/// One descriptor held back (`/dev/null`) for the worst case: when something other than the
+/// viewers has used up the reserve and `accept` fails with EMFILE, the shard gives this one
+/// up, accepts the waiting connection and closes it at once, so clients see their
+/// connection closed instead of waiting in the backlog for an answer that never comes.
+struct Spare(Option<std::fs::File>);
+
+impl Spare {
+    fn open() -> Spare {
+        Spare(std::fs::File::open("/dev/null").ok())
+    }
+
+    /// Gives the spare descriptor up to accept and close one waiting connection; true when
+    /// one was closed. Takes the descriptor back afterwards (when one is free again).
+    async fn shed(&mut self, listener: &TcpListener) -> bool {
+        if self.0.take().is_none() {
+            *self = Spare::open();
+            return false;
+        }
+        let shed = future::or(async { listener.accept().await.is_ok() }, async {
+            sleep(Duration::from_millis(100)).await;
+            false
+        })
+        .await;
+        *self = Spare::open();
+        shed
+    }
+}
+
+/// Logs at most once per [`LOG_EVERY`].
+#[derive(Default)]
+struct Throttle(Option<Instant>);
+
+impl Throttle {
+    fn ready(&mut self) -> bool {
+        if self.0.is_some_and(|t| t.elapsed() < LOG_EVERY) {
+            return false;
+        }
+        self.0 = Some(Instant::now());
+        true
+    }
+}
+
+/// What an accepted socket holds until it ends: a viewer seat (released when the handshake
+/// fails, or by `Shard::finish` once it joined) or one of the shard's refusal places.
+struct Seat {
+    shard: Rc<Shard>,
+    viewer: bool,
+    held: bool,
+}
+
+impl Seat {
+    /// The seat now belongs to a joined viewer: `Shard::finish` releases it.
+    fn hand_over(mut self) {
+        self.held = false;
+    }
+}
+
+impl Drop for Seat {
+    fn drop(&mut self) {
+        if !self.held {
+            return;
+        }
+        if self.viewer {
+            self.shard.open_total.fetch_sub(1, Ordering::Relaxed);
+        } else {
+            self.shard.refusing.set(self.shard.refusing.get() - 1);
+        }
+    }
+}
+
+pub(crate) async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
+    let (mut failed, mut full, mut dropped) = (
+        Throttle::default(),
+        Throttle::default(),
+        Throttle::default(),
+    );
+    let mut spare = Spare::open();
+    loop {
+        let accepted = future::or(async { Some(listener.accept().await) }, async {
+            shard.stop_accepting.wait().await;
+            None
+        })
+        .await;
+        let stream = match accepted {
+            None => return,
+            Some(Ok(stream)) => stream,
+            Some(Err(e)) => {
+                // EMFILE/ENFILE/ENOBUFS: back off instead of spinning, and say so now and then.
+                if failed.ready() {
+                    tracing::warn!(shard = shard.index, error = %e, "accept failed");
+                }
+                let out_of_fds = matches!(e.raw_os_error(), Some(EMFILE | ENFILE));
+                if out_of_fds && spare.shed(&listener).await {
+                    ShardStats::add(&shard.stats.refused_unanswered, 1);
+                    continue;
+                }
+                sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        ShardStats::add(&shard.stats.accepted, 1);
+        let held = shard.open_total.fetch_add(1, Ordering::Relaxed);
+        let viewer = held < shard.config.max_connections;
+        if !viewer {
+            shard.open_total.fetch_sub(1, Ordering::Relaxed);
+            if shard.refusing.get() >= REFUSALS_PER_SHARD {
+                ShardStats::add(&shard.stats.refused_unanswered, 1);
+                if dropped.ready() {
+                    tracing::warn!(
+                        shard = shard.index,
+                        "viewer connections arrive faster than 503 answers go out; closing the excess unanswered"
+                    );
+                }
+                drop(stream);
+                continue;
+            }
+            shard.refusing.set(shard.refusing.get() + 1);
+            if full.ready() {
+                tracing::info!(
+                    shard = shard.index,
+                    max_connections = shard.config.max_connections,
+                    "viewer connections at max_connections: answering 503"
+                );
+            }
+        }
+        let seat = Seat {
+            shard: shard.clone(),
+            viewer,
+            held: true,
+        };
+        glommio::spawn_local(handshake(shard.clone(), stream, seat)).detach();
+    }
+}
+
+/// Why a handshake ended without a viewer.
+enum Refusal {
+    /// Answer with this HTTP response and close.
+    Respond(Vec<u8>),
+    /// The peer went away, or was too slow.
+    Gone,
+}
+
+impl From<HandshakeError> for Refusal {
+    fn from(err: HandshakeError) -> Refusal {
+        Refusal::Respond(err.response())
+    }
+}
+
+/// 503 with Retry-After: the server is full or shutting down.
+fn unavailable(why: &str) -> Refusal {
+    Refusal::Respond(http::response(
+        503,
+        "Service Unavailable",
+        &[("Connection", "close"), ("Retry-After", "5")],
+        "text/plain; charset=utf-8",
+        format!("{why}\n").as_bytes(),
+    ))
+}
+
+async fn read_request(
+    max: usize,
+    stream: &mut TcpStream,
+) -> Result<(http::UpgradeRequest, Vec<u8>), Refusal> {
+    let mut buf = vec![0u8; 1024.min(max + 1)];
+    let mut len = 0;
+    loop {
+        if len == buf.len() {
+            if buf.len() > max {
+                return Err(HandshakeError::HeadersTooLarge.into());
+            }
+            buf.resize((buf.len() * 2).min(max + 1), 0);
+        }
+        let n = stream
+            .read(&mut buf[len..])
+            .await
+            .map_err(|_| Refusal::Gone)?;
+        if n == 0 {
+            return Err(Refusal::Gone);
+        }
+        len += n;
+        match http::parse_upgrade(&buf[..len], max) {
+            Ok(Some(req)) => {
+                let rest = buf[req.header_len..len].to_vec();
+                return Ok((req, rest));
+            }
+            Ok(None) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// A random 128-bit token in hex: lets a viewer resume its identity after a reconnect.
+fn resume_token() -> Box<str> {
+    let mut bytes = [0u8; 16];
+    if getrandom::getrandom(&mut bytes).is_err() {
+        // getrandom(2) does not fail on Linux >= 3.17 once the pool is seeded; if it ever
+        // does, a token that matches nothing only disables resuming for this viewer.
+        return "".into();
+    }
+    protocol::hex(&bytes).into()
+}
+
+async fn handshake(shard: Rc<Shard>, mut stream: TcpStream, seat: Seat) {
+    let peer: SocketAddr = match stream.peer_addr() {
+        Ok(p) => p,
+        Err(_) => return,
+    };
+    let timeout = if seat.viewer {
+        shard.config.handshake_timeout
+    } else {
+        shard.config.handshake_timeout.min(REFUSAL_TIMEOUT)
+    };
+    let outcome = future::or(
+        async {
+            let (req, rest) = read_request(shard.config.max_header_bytes, &mut stream).await?;
+            if req.path != shard.config.path {
+                return Err(HandshakeError::NotFound.into());
+            }
+            if shard.draining.get() {
+                return Err(unavailable("server is shutting down"));
+            }
+            if !seat.viewer {
+                return Err(unavailable("server is full"));
+            }
+            Ok((req, rest))
+        },
+        async {
+            sleep(timeout).await;
+            Err(Refusal::Gone)
+        },
+    )
+    .await;
+    let (req, mut rest) = match outcome {
+        Ok(ok) => ok,
+        Err(Refusal::Gone) => {
+            ShardStats::add(&shard.stats.handshake_aborted, 1);
+            return;
+        }
+        Err(Refusal::Respond(response)) => {
+            ShardStats::add(&shard.stats.handshake_rejected, 1);
+            let _ = future::or(
+                async {
+                    let _ = stream.write_all(&response).await;
+                    let _ = stream.close().await;
+                },
+                sleep(timeout),
+            )
+            .await;
+            return;
+        }
+    };
+
+    let viewer = shard.mint_viewer();
+    let query = http::parse_query(&req.query);
+    let profile = Profile::from_handshake(
+        viewer,
+        peer,
+        req.user_agent.as_deref(),
+        req.accept_language.as_deref(),
+        &query,
+        unix_ms(),
+    );
+    let resume = resume_token();
+    // A viewer presenting a resume token waits for the application core before its welcome.
+    let claim: Option<Box<str>> = query
+        .iter()
+        .find(|(k, _)| k == "resume")
+        .map(|(_, v)| v.trim())
+        .filter(|v| !v.is_empty() && v.len() <= 64)
+        .map(Into::into);
+    let mut head = http::switching_protocols(&req.key);
+    if claim.is_none() {
+        let welcome = shard.welcome(viewer, &resume, false).to_json();
+        ws::encode_frame(OpCode::Text, welcome.as_bytes(), &mut head);
+    }
+    let written = future::or(async { stream.write_all(&head).await.is_ok() }, async {
+        sleep(timeout).await;
+        false
+    })
+    .await;
+    if !written {
+        ShardStats::add(&shard.stats.handshake_aborted, 1);
+        return;
+    }
+
+    let now = shard.now();
+    let conn = shard.join(stream, profile, resume, claim, now);
+    seat.hand_over();
+    if !rest.is_empty() {
+        // Frames the client pipelined behind its upgrade request.
+        let env = shard.env(now);
+        conn.on_bytes(&env, &mut rest, &mut |c, message| {
+            shard.on_message(c, message, now)
+        });
+    }
+    glommio::spawn_local(Driver { conn, shard }).detach();
+}

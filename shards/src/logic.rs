@@ -1,0 +1,186 @@
+//! The shard's pure state: group membership bitmaps and polls, and the vote logic over them.
+//!
+//! No sockets, no clock, no connection type: every operation takes a slot and the profile
+//! or votes it concerns, so the logic is tested in memory (below). The runtime
+//! (`shard`) owns one `Core` and the connection table beside it.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use crate::bitset::Bitset;
+use crate::polls::{Polls, ViewerVotes, VoteError};
+use crate::profile::{Predicate, Profile};
+use crate::proto::{GroupId, PollSeq, Slot};
+
+struct Group {
+    predicate: Arc<Predicate>,
+    members: Bitset,
+}
+
+/// Groups and polls of one shard.
+pub(crate) struct Core {
+    groups: BTreeMap<GroupId, Group>,
+    pub polls: Polls,
+}
+
+impl Core {
+    /// The built-in global group (every open viewer) and no polls.
+    pub fn new() -> Core {
+        let mut groups = BTreeMap::new();
+        groups.insert(
+            GroupId::GLOBAL,
+            Group {
+                predicate: Arc::new(Predicate::default()),
+                members: Bitset::new(),
+            },
+        );
+        Core {
+            groups,
+            polls: Polls::default(),
+        }
+    }
+
+    /// Re-evaluates every group for the viewer in `slot`.
+    pub fn regroup(&mut self, slot: Slot, profile: &Profile) {
+        for group in self.groups.values_mut() {
+            if group.predicate.matches(profile) {
+                group.members.insert(slot);
+            } else {
+                group.members.remove(slot);
+            }
+        }
+    }
+
+    /// Takes `slot` out of every group.
+    pub fn leave(&mut self, slot: Slot) {
+        for group in self.groups.values_mut() {
+            group.members.remove(slot);
+        }
+    }
+
+    /// Creates (or replaces) a group from the viewers that may join groups now.
+    pub fn define_group<'a>(
+        &mut self,
+        id: GroupId,
+        predicate: Arc<Predicate>,
+        viewers: impl IntoIterator<Item = (Slot, &'a Profile)>,
+    ) {
+        let mut members = Bitset::new();
+        for (slot, profile) in viewers {
+            if predicate.matches(profile) {
+                members.insert(slot);
+            }
+        }
+        self.groups.insert(id, Group { predicate, members });
+    }
+
+    /// Forgets a group; the global group stays.
+    pub fn drop_group(&mut self, id: GroupId) {
+        if id != GroupId::GLOBAL {
+            self.groups.remove(&id);
+        }
+    }
+
+    /// The members of `group` on this shard.
+    pub fn members(&self, group: GroupId) -> Option<&Bitset> {
+        self.groups.get(&group).map(|g| &g.members)
+    }
+
+    /// A viewer's vote: checked against the poll and its audience, counted into this shard's
+    /// tally (moving the viewer's earlier choice) and recorded in `votes`.
+    pub fn vote(
+        &mut self,
+        slot: Slot,
+        votes: &mut ViewerVotes,
+        poll: &str,
+        choice: i64,
+    ) -> Result<(PollSeq, u8), VoteError> {
+        let (seq, audience) = self.polls.check(poll, choice)?;
+        if !self.members(audience).is_some_and(|m| m.contains(slot)) {
+            return Err(VoteError::NotInAudience);
+        }
+        let choice = choice as u8; // checked: 0 <= choice < choices <= u8::MAX
+        self.polls.count(seq, votes.choice(seq), choice);
+        votes.set(seq, choice);
+        Ok((seq, choice))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::profile::{Field, ViewerId};
+
+    fn profile(n: u32, stream: Option<&str>) -> Profile {
+        let mut p = Profile::from_handshake(
+            ViewerId::compose(0, 0, n),
+            "127.0.0.1:1".parse().unwrap(),
+            Some("Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X)"),
+            None,
+            &[],
+            0,
+        );
+        p.stream = stream.map(Into::into);
+        p
+    }
+
+    fn size(core: &Core, g: GroupId) -> usize {
+        core.members(g).map_or(0, |m| m.iter_from(0).count())
+    }
+
+    #[test]
+    fn groups_follow_profiles_and_leaving() {
+        let mut core = Core::new();
+        let (a, mut b) = (profile(1, Some("main")), profile(2, None));
+        core.regroup(0, &a);
+        core.regroup(1, &b);
+        core.define_group(
+            GroupId(5),
+            Arc::new(Predicate::stream("main")),
+            [(0, &a), (1, &b)],
+        );
+        assert_eq!(size(&core, GroupId::GLOBAL), 2);
+        assert_eq!(size(&core, GroupId(5)), 1);
+        b.stream = Some("main".into());
+        core.regroup(1, &b);
+        assert_eq!(size(&core, GroupId(5)), 2);
+        core.leave(0);
+        assert_eq!(size(&core, GroupId(5)), 1);
+        assert_eq!(size(&core, GroupId::GLOBAL), 1);
+        core.drop_group(GroupId(5));
+        core.drop_group(GroupId::GLOBAL);
+        assert!(core.members(GroupId(5)).is_none());
+        assert!(core.members(GroupId::GLOBAL).is_some(), "global stays");
+    }
+
+    #[test]
+    fn votes_are_checked_counted_moved_and_tallied() {
+        let mut core = Core::new();
+        let (a, b) = (profile(1, Some("main")), profile(2, Some("other")));
+        core.regroup(0, &a);
+        core.regroup(1, &b);
+        let audience = GroupId(9);
+        let pred = Predicate {
+            clauses: vec![(Field::Stream, vec!["main".into()])],
+        };
+        core.define_group(audience, Arc::new(pred), [(0, &a), (1, &b)]);
+        core.polls.open("p1".into(), 1, 3, audience);
+        let (mut va, mut vb) = (ViewerVotes::default(), ViewerVotes::default());
+        assert_eq!(
+            core.vote(0, &mut va, "nope", 0),
+            Err(VoteError::UnknownPoll)
+        );
+        assert_eq!(core.vote(0, &mut va, "p1", 3), Err(VoteError::BadChoice));
+        assert_eq!(
+            core.vote(1, &mut vb, "p1", 0),
+            Err(VoteError::NotInAudience)
+        );
+        assert_eq!(core.vote(0, &mut va, "p1", 2), Ok((1, 2)));
+        assert_eq!(core.vote(0, &mut va, "p1", 0), Ok((1, 0)), "a changed vote");
+        assert_eq!(va.choice(1), Some(0));
+        assert_eq!(vb.choice(1), None, "a refused vote changes nothing");
+        assert_eq!(core.polls.take_dirty(), vec![(1, vec![1, 0, 0])]);
+        assert_eq!(core.polls.close(1), Some(vec![1, 0, 0]));
+        assert_eq!(core.vote(0, &mut va, "p1", 1), Err(VoteError::Closed));
+    }
+}

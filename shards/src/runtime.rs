@@ -1,0 +1,107 @@
+//! Wires one shard together on its executor: spawns the accept loop, the uplink, the
+//! keepalive sweeper and the tally reporter, runs the command loop (batching casts), and
+//! drains on shutdown.
+
+use std::rc::Rc;
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_lite::future;
+use glommio::channels::shared_channel::{SharedReceiver, SharedSender};
+use glommio::net::TcpListener;
+use glommio::timer::sleep;
+
+use crate::accept::accept_loop;
+use crate::config::ShardConfig;
+use crate::proto::{ShardCommand, ShardEvent};
+use crate::shard::{report_tallies, sweeper, uplink, Shard};
+use crate::stats::ShardStats;
+
+/// Most queued casts written to each member together, and their byte bound.
+const CAST_BATCH: usize = 32;
+const CAST_BATCH_BYTES: usize = 256 * 1024;
+
+/// What a shard needs from the process that starts it. Everything here is `Send`; the shard
+/// turns it into thread-local state inside its executor.
+pub struct ShardSpec {
+    pub index: usize,
+    /// This shard's listener of the reuseport group (non-blocking, listening).
+    pub listener: std::net::TcpListener,
+    pub config: Arc<ShardConfig>,
+    pub stats: Arc<ShardStats>,
+    pub events: SharedSender<ShardEvent>,
+    pub commands: SharedReceiver<ShardCommand>,
+    /// Viewer sockets held (handshaking or open) over all shards, shared by every shard of
+    /// the process: the `max_connections` cap.
+    pub open_total: Arc<AtomicUsize>,
+}
+
+/// Runs a shard until the application core tells it to shut down (or goes away).
+pub async fn run(spec: ShardSpec) {
+    let shard = Rc::new(Shard::new(
+        spec.index,
+        spec.config,
+        spec.stats,
+        spec.open_total,
+    ));
+    let listener: TcpListener = netstack::sys::from_owned_fd(spec.listener);
+    let events = spec.events.connect().await;
+    let commands = spec.commands.connect().await;
+
+    // Held, not detached: dropping a glommio task handle cancels the task, so these end with
+    // `run` and the uplink's channel end is dropped, which tells the application core.
+    let uplink = glommio::spawn_local(uplink(shard.clone(), events));
+    let acceptor = glommio::spawn_local(accept_loop(shard.clone(), listener));
+    let sweeper = glommio::spawn_local(sweeper(shard.clone()));
+    let tallies = glommio::spawn_local(report_tallies(shard.clone()));
+
+    let mut grace = None;
+    let mut next: Option<ShardCommand> = None;
+    loop {
+        let command = match next.take() {
+            Some(c) => c,
+            None => match commands.recv().await {
+                Some(c) => c,
+                None => break,
+            },
+        };
+        match command {
+            ShardCommand::Cast { group, frame } => {
+                // Casts to the same group already queued behind this one go out together:
+                // under a burst each member gets one sendmsg for all of them instead of one
+                // send each. With nothing queued this is a batch of one, so a lone cast is
+                // not delayed.
+                let mut frames = vec![frame];
+                let mut bytes = frames[0].len();
+                while frames.len() < CAST_BATCH && bytes < CAST_BATCH_BYTES {
+                    match future::poll_once(commands.recv()).await {
+                        Some(Some(ShardCommand::Cast { group: g, frame })) if g == group => {
+                            bytes += frame.len();
+                            frames.push(frame);
+                        }
+                        Some(Some(other)) => {
+                            next = Some(other);
+                            break;
+                        }
+                        Some(None) | None => break,
+                    }
+                }
+                shard.fan_out(group, &frames).await;
+                for _ in &frames {
+                    shard.cast_done(group);
+                }
+            }
+            ShardCommand::Shutdown { grace: g } => {
+                grace = Some(g);
+                break;
+            }
+            other => shard.handle(other, shard.now()),
+        }
+    }
+    shard.drain(grace.unwrap_or(Duration::ZERO)).await;
+    drop((sweeper, tallies, acceptor));
+    // Let the uplink deliver what is queued (final poll tallies above all), bounded in time.
+    shard.last_uplink();
+    future::or(uplink, sleep(Duration::from_secs(2))).await;
+}
