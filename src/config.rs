@@ -369,6 +369,8 @@ impl Config {
             tally_interval: Duration::from_millis((self.results_interval_ms / 2).max(10)),
             // The application core sets it from its persisted boot counter.
             id_epoch: 0,
+            // The server sets it from the store.
+            closed_polls: Default::default(),
         }
     }
 }

@@ -113,7 +113,7 @@ fn generated_token(data_dir: &Path) -> anyhow::Result<String> {
     let mut bytes = [0u8; 24];
     getrandom::getrandom(&mut bytes)
         .map_err(|e| anyhow::anyhow!("reading random bytes for the API token: {e}"))?;
-    let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let token = protocol::hex(&bytes);
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("creating data directory {}", data_dir.display()))?;
     let path = data_dir.join("api-token");

@@ -99,6 +99,7 @@ impl Server {
         let config = Arc::new(config);
         let shard_config = Arc::new(ShardConfig {
             id_epoch: restored.boot,
+            closed_polls: Arc::new(restored.closed_poll_ids(crate::app::store::KNOWN_CLOSED_POLLS)),
             ..config.shard_config()
         });
         let open_total = Arc::new(std::sync::atomic::AtomicUsize::new(0));

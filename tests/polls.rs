@@ -460,3 +460,38 @@ fn shutdown_closes_and_stores_open_polls() {
     assert_eq!(p["state"], "closed", "{p}");
     assert_eq!(p["counts"], json!([0, 1]));
 }
+
+/// Issue 10: a vote sent the moment `POST /api/polls` has answered is counted. The API answers
+/// only once every shard has the poll (its opening cast is written everywhere); before that
+/// fix, most such votes got `unknown_poll`.
+#[test]
+fn a_vote_right_after_the_poll_is_created_is_counted() {
+    let server = Server::start(&["--shards", "2"]);
+    stream(&server, "race");
+    let mut viewers: Vec<Ws> = (0..4)
+        .map(|i| watcher(&server, if i % 2 == 0 { IOS } else { ANDROID }, "race").0)
+        .collect();
+    for round in 0..20 {
+        let id = create_poll(
+            &server,
+            json!({"stream": "race", "question": format!("round {round}?"),
+                   "choices": ["a", "b"], "duration_s": 60}),
+        );
+        for ws in &mut viewers {
+            let answer = vote(ws, &id, (round % 2) as i64);
+            assert_eq!(answer["type"], "voted", "round {round}: {answer}");
+        }
+        let (status, _) = server.api("POST", &format!("/api/polls/{id}/close"), None);
+        assert_eq!(status, 202);
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let p = poll_state(&server, &id);
+            if p["state"] == "closed" {
+                assert_eq!(p["total"], 4, "round {round}: {p}");
+                break;
+            }
+            assert!(Instant::now() < deadline, "poll never closed: {p}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}

@@ -306,7 +306,7 @@ fn votes(t: &mut Table) {
 
 /// The application core's merge of one shard's tally into the poll's counts.
 fn merge_counts(into: &mut [i64], from: &[i64]) {
-    shards::polls::merge_counts(into, from);
+    ovation::app::polls::merge_counts(into, from);
 }
 
 /// Nanoseconds with one decimal below 10,000, digit-grouped above.

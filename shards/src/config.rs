@@ -34,6 +34,9 @@ pub struct ShardConfig {
     /// `protocol::ViewerId`): a boot with another epoch never mints an id an earlier boot
     /// used. The application core persists a boot counter and sets it; 0 by default.
     pub id_epoch: u32,
+    /// Ids of polls closed in an earlier run (the store's newest): a vote for one gets
+    /// `poll_closed`, not `unknown_poll`, from the first connection on.
+    pub closed_polls: std::sync::Arc<std::collections::HashSet<Box<str>>>,
 }
 
 impl Default for ShardConfig {
@@ -51,6 +54,7 @@ impl Default for ShardConfig {
             max_messages_per_sec: 50,
             tally_interval: Duration::from_millis(50),
             id_epoch: 0,
+            closed_polls: Default::default(),
         }
     }
 }

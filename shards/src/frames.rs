@@ -1,17 +1,14 @@
-//! Server messages into WebSocket frames: the one place the shards encode a
-//! [`ServerMessage`]. The frame itself is `netstack::ws::encode_frame`; once netstack offers
-//! a `ws::text_frame`, [`text_frame`] becomes a call to it.
+//! Server messages into WebSocket frames: the one place the shards (and the application
+//! core) encode a [`ServerMessage`]; the frame itself is `netstack::ws::text_frame`.
 
-use netstack::ws::{self, OpCode};
+use netstack::ws;
 use protocol::ServerMessage;
 
 use crate::proto::Frame;
 
 /// Encodes a text message as one frame.
 pub fn text_frame(json: &str) -> Frame {
-    let mut buf = Vec::with_capacity(ws::header_len(json.len()) + json.len());
-    ws::encode_frame(OpCode::Text, json.as_bytes(), &mut buf);
-    buf.into()
+    ws::text_frame(json)
 }
 
 /// Encodes a server message as one text frame.

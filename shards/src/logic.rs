@@ -25,7 +25,13 @@ pub(crate) struct Core {
 
 impl Core {
     /// The built-in global group (every open viewer) and no polls.
+    #[cfg(test)]
     pub fn new() -> Core {
+        Core::with_closed_polls(Default::default())
+    }
+
+    /// As [`Core::new`], knowing the ids of polls closed in an earlier run.
+    pub fn with_closed_polls(closed: std::sync::Arc<std::collections::HashSet<Box<str>>>) -> Core {
         let mut groups = BTreeMap::new();
         groups.insert(
             GroupId::GLOBAL,
@@ -36,7 +42,7 @@ impl Core {
         );
         Core {
             groups,
-            polls: Polls::default(),
+            polls: Polls::new(closed),
         }
     }
 

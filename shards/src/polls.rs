@@ -63,9 +63,20 @@ pub struct Polls {
     ids: HashMap<PollSeq, Box<str>>,
     /// Retired polls, oldest first: only their id is kept.
     retired: std::collections::VecDeque<PollSeq>,
+    /// Polls that closed before this process started (from the store): votes for them get
+    /// `poll_closed` from the first connection on.
+    closed_before: std::sync::Arc<std::collections::HashSet<Box<str>>>,
 }
 
 impl Polls {
+    /// No polls yet; `closed_before` are the ids of polls closed in an earlier run.
+    pub fn new(closed_before: std::sync::Arc<std::collections::HashSet<Box<str>>>) -> Polls {
+        Polls {
+            closed_before,
+            ..Polls::default()
+        }
+    }
+
     pub fn open(&mut self, id: Box<str>, seq: PollSeq, choices: u8, audience: GroupId) {
         self.ids.insert(seq, id.clone());
         self.by_id.insert(
@@ -110,7 +121,13 @@ impl Polls {
     /// Checks a vote and returns the poll's sequence number and audience group; the caller
     /// checks the audience bitmap and then calls [`Polls::count`].
     pub fn check(&self, id: &str, choice: i64) -> Result<(PollSeq, GroupId), VoteError> {
-        let poll = self.by_id.get(id).ok_or(VoteError::UnknownPoll)?;
+        let Some(poll) = self.by_id.get(id) else {
+            return Err(if self.closed_before.contains(id) {
+                VoteError::Closed
+            } else {
+                VoteError::UnknownPoll
+            });
+        };
         if !poll.open {
             return Err(VoteError::Closed);
         }
@@ -190,19 +207,17 @@ impl ViewerVotes {
     }
 }
 
-/// Adds one shard's tally into the merged counts (the application core's side).
-///
-/// App logic: it moves to the application core (`src/app/polls.rs` gets its own copy); the
-/// shards no longer use it. Delete this once the application core stops importing it.
-pub fn merge_counts(into: &mut [i64], from: &[i64]) {
-    for (a, b) in into.iter_mut().zip(from) {
-        *a += b;
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn polls_closed_before_the_start_answer_closed() {
+        let closed: std::collections::HashSet<Box<str>> = ["p-old".into()].into();
+        let p = Polls::new(std::sync::Arc::new(closed));
+        assert_eq!(p.check("p-old", 0), Err(VoteError::Closed));
+        assert_eq!(p.check("p-new", 0), Err(VoteError::UnknownPoll));
+    }
 
     #[test]
     fn votes_count_once_and_changes_move_counts() {

@@ -103,6 +103,7 @@ impl Shard {
     ) -> Shard {
         let mut ping = Vec::new();
         ws::encode_frame(OpCode::Ping, b"", &mut ping);
+        let closed_polls = config.closed_polls.clone();
         Shard {
             index: index as u16,
             config,
@@ -111,7 +112,7 @@ impl Shard {
             refusing: Cell::new(0),
             scratch: RefCell::new(vec![0u8; SCRATCH_BYTES].into_boxed_slice()),
             conns: RefCell::new(slab::Slab::new()),
-            core: RefCell::new(Core::new()),
+            core: RefCell::new(Core::with_closed_polls(closed_polls)),
             outbox: RefCell::new(VecDeque::new()),
             uplink_waker: RefCell::new(None),
             uplink_last: Cell::new(false),

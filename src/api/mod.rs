@@ -88,17 +88,13 @@ async fn broadcaster(
     {
         let mut app = app.borrow_mut();
         if let Some(snapshot) = app.results_snapshot(&stream_id) {
-            sink.push(netstack::ws::text_frame(&snapshot.to_string()));
+            sink.push(snapshot);
         }
         app.add_broadcaster(stream_id.clone(), sink.clone());
     }
     let mut head = netstack::http::switching_protocols(&key);
-    let hello = json!({"type": "welcome", "role": "broadcaster", "stream": stream_id});
-    netstack::ws::encode_frame(
-        netstack::ws::OpCode::Text,
-        hello.to_string().as_bytes(),
-        &mut head,
-    );
+    let hello = protocol::BroadcasterMessage::welcome(&stream_id).to_json();
+    netstack::ws::encode_frame(netstack::ws::OpCode::Text, hello.as_bytes(), &mut head);
     if stream.write_all(&head).await.is_err() {
         sink.finish();
         return;
@@ -173,7 +169,10 @@ pub fn handle(app: &RefCell<App>, token: &str, req: &Request) -> Response {
         ("PUT", ["api", "viewers", id, "tags"]) => set_tags(&app, id, &req.body),
         ("POST", ["api", "polls"]) => match poll_request::parse_request(&req.body) {
             Ok(poll) => match app.create_poll(poll, unix_ms()) {
-                Ok(p) => Response::json(201, json!({"id": p.id, "closes_at": p.closes_at_ms})),
+                Ok(p) => Response {
+                    after_casts_to: Some(p.audience),
+                    ..Response::json(201, json!({"id": p.id, "closes_at": p.closes_at_ms}))
+                },
                 Err(e) => bad(e.to_string()),
             },
             Err(e) => bad(e),

@@ -16,6 +16,7 @@ use netstack::http::server::{Limits, Request, RequestError, RequestParser, Step}
 use serde_json::Value;
 
 use crate::app::App;
+use shards::proto::GroupId;
 
 /// Largest request head.
 pub const MAX_HEAD: usize = 16 * 1024;
@@ -42,7 +43,14 @@ pub struct Response {
     pub body: Value,
     /// The `Allow` header of a 405.
     pub allow: Option<&'static str>,
+    /// Answer only once every shard has written the casts to this group sent so far (or
+    /// after [`CAST_WAIT`]): a poll is answered once every shard knows it, so a vote sent
+    /// right after the answer is counted.
+    pub after_casts_to: Option<GroupId>,
 }
+
+/// The longest an answer waits for the shards (see [`Response::after_casts_to`]).
+pub const CAST_WAIT: Duration = Duration::from_secs(2);
 
 impl Response {
     pub fn json(status: u16, body: Value) -> Response {
@@ -50,6 +58,7 @@ impl Response {
             status,
             body,
             allow: None,
+            after_casts_to: None,
         }
     }
 
@@ -212,6 +221,10 @@ async fn connection(mut stream: TcpStream, app: Rc<RefCell<App>>, token: Rc<str>
                         break After::Upgrade(Box::new(req));
                     }
                     let response = super::handle(&app, &token, &req);
+                    if let Some(group) = response.after_casts_to {
+                        let written = App::casts_written(&app, group);
+                        future::or(written, glommio::timer::sleep(CAST_WAIT)).await;
+                    }
                     authenticated |= response.status != 401;
                     let keep = req.keep_alive && response.keeps_connection();
                     response.write(&mut out, keep);

@@ -1,68 +1,46 @@
-//! Every server -> viewer message the application core builds, in one place, so the typed
-//! viewer protocol can replace these few functions without touching the logic around them.
-//!
-//! Each function returns one encoded text frame: the same bytes go to every receiver.
+//! Every server -> viewer (and -> broadcaster) message the application core sends, built from
+//! the typed viewer protocol (`protocol::ServerMessage`) and encoded once into a frame: the
+//! same bytes go to every receiver.
 
-use serde_json::{json, Value};
+use protocol::ServerMessage;
+use serde_json::Value;
+use shards::frames::encode;
 use shards::proto::Frame;
 
-/// Encodes one text frame.
-pub fn text_frame(json: &str) -> Frame {
-    let mut buf = Vec::with_capacity(netstack::ws::header_len(json.len()) + json.len());
-    netstack::ws::encode_frame(netstack::ws::OpCode::Text, json.as_bytes(), &mut buf);
-    buf.into()
-}
-
-fn frame(message: &Value) -> Frame {
-    text_frame(&message.to_string())
-}
+pub use shards::frames::text_frame;
 
 /// `{"type":"error",...}` to one viewer.
 pub fn error(code: &str, message: &str) -> Frame {
-    frame(&json!({"type": "error", "code": code, "message": message}))
+    shards::frames::error(code, message)
 }
 
 /// `{"type":"endpoint",...}`: the media URL of a stream the viewer asked to watch.
 pub fn endpoint(stream: &str, url: &str, session: &str) -> Frame {
-    frame(&json!({"type": "endpoint", "stream": stream, "url": url, "session": session}))
+    encode(&ServerMessage::endpoint(stream, url.into(), session.into()))
 }
 
 /// `{"type":"message",...}`: an operator's group cast.
 pub fn group_message(group: &str, payload: &Value) -> Frame {
-    frame(&json!({"type": "message", "group": group, "payload": payload}))
+    encode(&ServerMessage::message(group, payload.clone()))
 }
 
 /// `{"type":"poll",...}`: a poll opened to the viewer's audience.
 pub fn poll(id: &str, stream: &str, question: &str, choices: &[String], closes_at: u64) -> Frame {
-    frame(&json!({
-        "type": "poll",
-        "poll": id,
-        "stream": stream,
-        "question": question,
-        "choices": choices,
-        "closes_at": closes_at,
-    }))
+    encode(&ServerMessage::poll(
+        id, stream, question, choices, closes_at,
+    ))
 }
 
-/// `{"type":"results",...}`: live (`last == false`) or final counts of a poll.
-pub fn results_value(id: &str, counts: &[u64], last: bool) -> Value {
-    json!({
-        "type": "results",
-        "poll": id,
-        "counts": counts,
-        "total": counts.iter().sum::<u64>(),
-        "final": last,
-    })
-}
-
-/// [`results_value`], encoded.
+/// `{"type":"results",...}`: live (`last == false`) or final counts of a poll. Viewers and
+/// broadcasters get the same bytes.
 pub fn results(id: &str, counts: &[u64], last: bool) -> Frame {
-    frame(&results_value(id, counts, last))
+    encode(&ServerMessage::results(id, counts, last))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn decode(f: &Frame) -> Value {
         // A short text frame: two header bytes, then the payload.

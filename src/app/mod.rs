@@ -27,7 +27,6 @@ pub mod streams;
 
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use shards::profile::{Predicate, Profile, ViewerId};
 use shards::proto::{
@@ -49,17 +48,9 @@ pub use mirror::Viewer;
 pub use polls::{Poll, PollError, PollRequest, PollState};
 pub use streams::{Stream, StreamError};
 
-/// Stored polls announced to the shards at startup, newest first, so a vote for one gets
-/// `poll_closed`: the shards remember 1024 retired polls.
-const ANNOUNCED_STORED_POLLS: usize = 1000;
-
 /// The wall clock in Unix milliseconds, for the executor glue and API handlers that drive the
 /// core. The core itself never calls it.
-pub fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
+pub use shards::clock::unix_ms;
 
 /// A random token in hex (`bytes` random bytes).
 pub fn random_hex(bytes: usize) -> String {
@@ -67,7 +58,7 @@ pub fn random_hex(bytes: usize) -> String {
     // getrandom(2) only fails before the kernel pool is seeded, long before a server runs;
     // zeros would still be a well-formed (if guessable) session id.
     let _ = getrandom::getrandom(&mut buf);
-    buf.iter().map(|b| format!("{b:02x}")).collect()
+    protocol::hex(&buf)
 }
 
 /// Resume bookkeeping for `/api/stats`.
@@ -108,6 +99,8 @@ pub struct App {
     poll_opened: Rc<Signal>,
     /// Raised when a poll's final count completes or a cast is written (shutdown waits on it).
     progress: Rc<Signal>,
+    /// API answers waiting for casts to be written ([`App::casts_written`]).
+    cast_waiters: Vec<std::task::Waker>,
 }
 
 impl App {
@@ -131,12 +124,31 @@ impl App {
             last_checkpoint_ms: now_ms,
             poll_opened: Rc::default(),
             progress: Rc::default(),
+            cast_waiters: Vec::new(),
         }
     }
 
-    /// Takes the store and what it held: custom groups come back, and the shards learn the
-    /// ids of stored polls (each opened, closed and retired under a fresh sequence number) so
-    /// a late vote for one gets `poll_closed` rather than `unknown_poll`.
+    /// Completes once every shard has written the casts to `group` sent so far. The API
+    /// answers `POST /api/polls` after it: each shard handles `OpenPoll` before the poll's
+    /// cast, so by then every shard counts votes for the poll.
+    pub fn casts_written(
+        app: &std::cell::RefCell<App>,
+        group: GroupId,
+    ) -> impl std::future::Future<Output = ()> + '_ {
+        std::future::poll_fn(move |cx| {
+            let mut app = app.borrow_mut();
+            if app.groups.cast_in_flight(group) {
+                app.cast_waiters.push(cx.waker().clone());
+                std::task::Poll::Pending
+            } else {
+                std::task::Poll::Ready(())
+            }
+        })
+    }
+
+    /// Takes the store and what it held: custom groups come back. (The shards learn the ids
+    /// of stored polls from their configuration, before the first viewer connects, so a late
+    /// vote for one gets `poll_closed` rather than `unknown_poll`.)
     pub fn restore(&mut self, store: Store, restored: &Restored, now_ms: u64) {
         for record in &restored.groups {
             match serde_json::from_value::<StoredGroup>(record.clone()) {
@@ -146,24 +158,6 @@ impl App {
                 }
                 Err(e) => tracing::warn!(error = %e, "skipping a stored group"),
             }
-        }
-        let recent = restored
-            .polls
-            .iter()
-            .rev()
-            .take(ANNOUNCED_STORED_POLLS)
-            .rev();
-        for p in recent {
-            let seq = self.polls.next_seq();
-            let (id, choices) = (p.id.as_str(), p.choices);
-            self.broadcast(|| ShardCommand::OpenPoll {
-                id: id.into(),
-                seq,
-                choices,
-                audience: GroupId::GLOBAL,
-            });
-            self.broadcast(|| ShardCommand::ClosePoll { seq });
-            self.broadcast(|| ShardCommand::DropPoll { seq });
         }
         self.store = Some(store);
         self.last_checkpoint_ms = now_ms;
@@ -264,6 +258,9 @@ impl App {
                 self.groups.cast_done(group);
                 if !self.groups.cast_in_flight(group) {
                     self.progress.raise();
+                    for waker in self.cast_waiters.drain(..) {
+                        waker.wake();
+                    }
                 }
             }
         }

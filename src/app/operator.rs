@@ -108,9 +108,9 @@ impl App {
     }
 
     /// The latest results of the stream's poll, for a broadcaster who just connected.
-    pub fn results_snapshot(&self, stream: &str) -> Option<Value> {
+    pub fn results_snapshot(&self, stream: &str) -> Option<shards::proto::Frame> {
         let poll = self.polls.latest_on(stream)?;
-        Some(poll.results_message(&poll.counts(), poll.state == PollState::Closed))
+        Some(poll.results_frame(&poll.counts(), poll.state == PollState::Closed))
     }
 
     // ---- commands ----

@@ -3,11 +3,10 @@
 //! count, checkpoints to the store, and the shutdown handshake that lets final results reach
 //! viewers before they are closed.
 
-use serde_json::Value;
 use shards::proto::{GroupId, ShardCommand};
 
 use super::polls::{self, Poll, PollError, PollRequest, PollState};
-use super::{random_hex, text_frame, App, GroupKind};
+use super::{random_hex, App, GroupKind};
 
 impl App {
     /// Opens a poll (FIG. 6, 600-608): its audience group is defined on every shard, the
@@ -98,7 +97,7 @@ impl App {
         poll.pushed = Some(counts.clone());
         poll.pushes += 1;
         poll.checkpointed = Some(counts.clone());
-        let message = poll.results_message(&counts, true);
+        let message = poll.results_frame(&counts, true);
         let (audience, seq, stream) = (poll.audience, poll.seq, poll.stream.clone());
         let stored = poll.to_json();
         tracing::info!(
@@ -127,9 +126,8 @@ impl App {
         audience: Option<GroupId>,
         broadcasters: bool,
         stream: &str,
-        message: &Value,
+        frame: &shards::proto::Frame,
     ) {
-        let frame = text_frame(&message.to_string());
         if let Some(audience) = audience {
             self.cast_frame(audience, frame.clone());
         }
@@ -162,7 +160,7 @@ impl App {
                     poll.pushed.as_ref() != Some(&counts) && !in_flight(poll.audience);
                 let to_broadcasters = poll.broadcast.as_ref() != Some(&counts);
                 if to_audience || to_broadcasters {
-                    let message = poll.results_message(&counts, false);
+                    let message = poll.results_frame(&counts, false);
                     let audience = to_audience.then_some(poll.audience);
                     push = Some((
                         audience,

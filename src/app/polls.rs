@@ -166,8 +166,8 @@ impl Poll {
         )
     }
 
-    pub fn results_message(&self, counts: &[u64], last: bool) -> Value {
-        messages::results_value(&self.id, counts, last)
+    pub fn results_frame(&self, counts: &[u64], last: bool) -> Frame {
+        messages::results(&self.id, counts, last)
     }
 
     /// Whether the counts changed since the last checkpoint (open polls only).
@@ -316,7 +316,12 @@ mod tests {
         assert!(!p.take_tally(0, vec![2, 1], true));
         assert!(p.take_tally(1, vec![-1, 2], true));
         assert_eq!(p.counts(), vec![1, 3]);
-        assert_eq!(p.results_message(&p.counts(), true)["total"], 4);
+        let frame = p.results_frame(&p.counts(), true);
+        let results: serde_json::Value = serde_json::from_slice(&frame[2..]).unwrap();
+        assert_eq!(
+            (results["total"].as_u64(), results["final"].as_bool()),
+            (Some(4), Some(true))
+        );
     }
 
     #[test]

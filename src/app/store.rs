@@ -75,6 +75,22 @@ pub struct Restored {
     pub interrupted: Vec<String>,
 }
 
+impl Restored {
+    /// The ids of the newest `n` stored polls (every stored poll is closed by now): the
+    /// shards answer a vote for one with `poll_closed` rather than `unknown_poll`.
+    pub fn closed_poll_ids(&self, n: usize) -> std::collections::HashSet<Box<str>> {
+        self.polls
+            .iter()
+            .rev()
+            .take(n)
+            .map(|p| p.id.as_str().into())
+            .collect()
+    }
+}
+
+/// How many stored polls the shards know as closed from the start.
+pub const KNOWN_CLOSED_POLLS: usize = 1000;
+
 pub struct Store {
     db: Arc<Database>,
     tx: Option<mpsc::Sender<Write>>,
