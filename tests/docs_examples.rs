@@ -5,8 +5,20 @@
 //! values that differ on every run are set aside: Unix-millisecond timestamps, peer ports,
 //! viewer ids and poll ids. Ids are mapped: the first time a documented id meets the real one
 //! in the same place, later commands use the real id where the document wrote its own.
-//! HTML comments `<!-- docs-test {...} -->` set the scene between examples (viewers that
-//! connect and send messages, a restart); they do not render.
+//! HTML comments `<!-- docs-test {...} -->` set the scene between examples; they do not
+//! render. Each is one of:
+//! - `{"viewer": ID, ...}`: the viewer the document calls `ID` (connected on first use, with
+//!   `query`, `user_agent`, `accept_language`; the mirror waited for) first reads `receive`
+//!   (a list of messages: each waited for by its `type`, then every key given must match),
+//!   then sends `send` (a list of messages; a `watch` waits for its `endpoint`, a `vote` for
+//!   its `voted`), then waits until `GET /api/viewers/ID` shows every key of `expect`;
+//! - `{"get": PATH, "expect": {...}}`: waits until `GET PATH` answers 200 with every key of
+//!   `expect` (e.g. merged poll counts, which follow the votes by up to a results interval);
+//! - `{"restart": true}`: drops the viewers, stops the server with SIGTERM and starts it
+//!   again on the same data directory.
+//!
+//! Every wait is bounded. Ids in a directive are the document's; they are mapped to the real
+//! ones like the ids in commands.
 //!
 //! `OVATION_BLESS_DOCS=1 cargo test --test docs_examples` rewrites the documented outputs
 //! with what the server answered (ids mapped back), to refresh the document after a change.
@@ -149,8 +161,52 @@ fn tokens(s: &str) -> (Vec<String>, Vec<(Volatile, String)>) {
     (fixed, vol)
 }
 
-/// Compares a documented output with the real one; on a match, learns id pairs.
+/// Compares a documented output with the real one; on a match, learns id pairs. Lists of
+/// objects with an `"id"` may come in another order (`GET /api/polls` sorts by id, and poll
+/// ids are random): when the texts differ, both are compared again with such lists sorted by
+/// the document's ids.
 fn matches(expected: &str, actual: &str, ids: &mut HashMap<String, String>) -> bool {
+    if matches_as_written(expected, actual, ids) {
+        return true;
+    }
+    let (Ok(e), Ok(a)) = (
+        serde_json::from_str::<Value>(expected),
+        serde_json::from_str::<Value>(actual),
+    ) else {
+        return false;
+    };
+    let back: HashMap<String, String> = ids.iter().map(|(d, r)| (r.clone(), d.clone())).collect();
+    let e = sorted_by_id(&e, &HashMap::new()).to_string();
+    let a = sorted_by_id(&a, &back).to_string();
+    matches_as_written(&e, &a, ids)
+}
+
+/// `v` with every array whose elements are all objects with a string `"id"` sorted by that
+/// id, read through `map` (real id -> documented id) where it has one.
+fn sorted_by_id(v: &Value, map: &HashMap<String, String>) -> Value {
+    match v {
+        Value::Array(items) => {
+            let mut items: Vec<Value> = items.iter().map(|i| sorted_by_id(i, map)).collect();
+            let key = |i: &Value| {
+                i["id"]
+                    .as_str()
+                    .map(|id| map.get(id).cloned().unwrap_or_else(|| id.to_owned()))
+            };
+            if items.iter().all(|i| key(i).is_some()) {
+                items.sort_by_key(|i| key(i));
+            }
+            Value::Array(items)
+        }
+        Value::Object(m) => Value::Object(
+            m.iter()
+                .map(|(k, x)| (k.clone(), sorted_by_id(x, map)))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
+fn matches_as_written(expected: &str, actual: &str, ids: &mut HashMap<String, String>) -> bool {
     let (ef, ev) = tokens(expected);
     let (af, av) = tokens(actual);
     if ef != af || ev.len() != av.len() {
@@ -224,9 +280,14 @@ impl Scene {
             self.server = Server::start_in(&server_flags(), dir);
             return;
         }
+        if let Some(path) = d["get"].as_str() {
+            let path = substitute(path, ids);
+            self.wait_for(line, &path, &d["expect"]);
+            return;
+        }
         let name = d["viewer"]
             .as_str()
-            .unwrap_or_else(|| panic!("docs/api.md:{line}: a directive names a viewer"))
+            .unwrap_or_else(|| panic!("docs/api.md:{line}: a directive names a viewer or a path"))
             .to_owned();
         if !self.viewers.contains_key(&name) {
             let query = d["query"].as_str().unwrap_or("");
@@ -243,6 +304,18 @@ impl Scene {
                 .wait_stats("the mirror to see the viewer", |s| s["viewers"] == n);
         }
         let ws = self.viewers.get_mut(&name).expect("viewer");
+        for want in d["receive"].as_array().into_iter().flatten() {
+            let want: Value =
+                serde_json::from_str(&substitute(&want.to_string(), ids)).expect("json");
+            let kind = want["type"]
+                .as_str()
+                .unwrap_or_else(|| panic!("docs/api.md:{line}: a received message has a type"));
+            let got = next_of_type(ws, kind);
+            assert!(
+                subset(&want, &got),
+                "docs/api.md:{line}: {name} received {got}, documented {want}"
+            );
+        }
         for m in d["send"].as_array().into_iter().flatten() {
             let m = serde_json::from_str(&substitute(&m.to_string(), ids)).expect("json");
             send_json(ws, &m);
@@ -258,29 +331,39 @@ impl Scene {
         }
         // Whatever the viewer sent reaches the mirror through its shard: wait for it to show.
         let real = ids[&name].clone();
+        self.wait_for(line, &format!("/api/viewers/{real}"), &d["expect"]);
+    }
+
+    /// Reads `GET path` until it answers 200 with every key of `expect` (bounded).
+    fn wait_for(&self, line: usize, path: &str, expect: &Value) {
         let deadline = Instant::now() + WAIT;
         loop {
-            let (status, v) = self
-                .server
-                .api("GET", &format!("/api/viewers/{real}"), None);
-            let settled = status == 200
-                && d["expect"]
-                    .as_object()
-                    .into_iter()
-                    .flatten()
-                    .all(|(k, want)| &v[k] == want);
-            if settled {
-                break;
+            let (status, v) = self.server.api("GET", path, None);
+            if status == 200 && (expect.is_null() || subset(expect, &v)) {
+                return;
             }
-            assert!(Instant::now() < deadline, "docs/api.md:{line}: viewer {v}");
+            assert!(
+                Instant::now() < deadline,
+                "docs/api.md:{line}: GET {path} answered {status} {v}, waited for {expect}"
+            );
             std::thread::sleep(Duration::from_millis(10));
         }
     }
 }
 
+/// Whether every key of the object `want` has the same value in `got`.
+fn subset(want: &Value, got: &Value) -> bool {
+    want.as_object()
+        .into_iter()
+        .flatten()
+        .all(|(k, v)| &got[k] == v)
+}
+
 fn server_flags() -> Vec<&'static str> {
-    // One shard, so per-shard figures do not depend on which CPU a client ran on.
-    vec!["--shards", "1"]
+    // One shard, so per-shard figures do not depend on which CPU a client ran on; no ping
+    // within a run, so frame counters do not depend on how long it took. docs/api.md names
+    // these flags where it says how its examples were run.
+    vec!["--shards", "1", "--ping-interval-s", "3600"]
 }
 
 fn connect_with(url: &str, ua: Option<&str>, lang: Option<&str>) -> (Ws, Value) {
@@ -299,6 +382,23 @@ fn connect_with(url: &str, ua: Option<&str>, lang: Option<&str>) -> (Ws, Value) 
     }
     let welcome = next_of_type(&mut ws, "welcome");
     (ws, welcome)
+}
+
+#[test]
+fn outputs_match_up_to_volatile_values_and_list_order() {
+    let mut ids = HashMap::new();
+    let doc =
+        r#"{"polls":[{"id":"p0000000000000001","t":1795267344762},{"id":"p0000000000000002"}]}"#;
+    let real =
+        r#"{"polls":[{"id":"p00000000000000b2"},{"id":"p00000000000000a1","t":1796048064699}]}"#;
+    assert!(matches(doc, real, &mut ids));
+    assert_eq!(ids["p0000000000000001"], "p00000000000000a1");
+    assert_eq!(ids["p0000000000000002"], "p00000000000000b2");
+    // A learned id must keep its place: a swapped pair no longer matches.
+    let swapped =
+        r#"{"polls":[{"id":"p00000000000000b2","t":1796048064699},{"id":"p00000000000000a1"}]}"#;
+    assert!(!matches(doc, swapped, &mut ids));
+    assert!(!matches(r#"{"size":1}"#, r#"{"size":2}"#, &mut ids));
 }
 
 #[test]
@@ -327,28 +427,29 @@ fn api_examples_answer_as_documented() {
                 let command = substitute(command, &ids);
                 let expected_text = expected.join("\n");
                 let deadline = Instant::now() + WAIT;
-                let actual = loop {
+                let (actual, matched) = loop {
                     let actual = run(&command, &scene.api_addr()).join("\n");
                     if matches(&expected_text, &actual, &mut ids) {
-                        break None;
+                        break (actual, true);
                     }
                     // Reads may trail a change by the mirror's lag: retry those (bounded).
                     if !read_only(&command) || Instant::now() > deadline || bless {
-                        break Some(actual);
+                        break (actual, false);
                     }
                     std::thread::sleep(Duration::from_millis(20));
                 };
-                if let Some(actual) = actual {
-                    if bless {
-                        let back: HashMap<String, String> =
-                            ids.iter().map(|(d, r)| (r.clone(), d.clone())).collect();
-                        let shown = substitute(&actual, &back);
+                if bless {
+                    // Every output from this one run, so timestamps agree across examples.
+                    let back: HashMap<String, String> =
+                        ids.iter().map(|(d, r)| (r.clone(), d.clone())).collect();
+                    let shown = substitute(&actual, &back);
+                    if shown != expected_text {
                         rewritten.push((lines.clone(), shown.lines().map(str::to_owned).collect()));
-                    } else {
-                        failures.push(format!(
-                            "docs/api.md:{line}: $ {command}\n  documented: {expected_text}\n  answered:   {actual}"
-                        ));
                     }
+                } else if !matched {
+                    failures.push(format!(
+                        "docs/api.md:{line}: $ {command}\n  documented: {expected_text}\n  answered:   {actual}"
+                    ));
                 }
             }
         }

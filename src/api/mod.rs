@@ -3,13 +3,15 @@
 //! its state directly. See docs/api.md.
 //!
 //! - [`server`]: the transport (accept loop, connection cap, pipelined keep-alive
-//!   connections on netstack's request parser) and [`Response`].
+//!   connections on netstack's request parser).
+//! - [`response`]: [`Response`], an answer and its encoding.
 //! - [`validate`]: validation of request bodies (strict JSON: duplicate keys are refused).
 //! - [`broadcaster`]: the broadcaster WebSocket session.
 //! - Here: authentication, routing, the route handlers and the broadcaster upgrade.
 
 pub mod broadcaster;
 pub mod poll_request;
+pub mod response;
 pub mod server;
 pub mod validate;
 
@@ -21,7 +23,8 @@ use serde_json::Value;
 use shards::profile::ViewerId;
 
 use crate::app::{unix_ms, App, Group, GroupError};
-pub use server::{serve, Response};
+pub use response::Response;
+pub use server::serve;
 
 /// Where broadcasters follow their stream's results over WebSocket.
 pub const BROADCASTER_PATH: &str = "/v1/broadcaster";
@@ -80,7 +83,7 @@ async fn broadcaster(
     };
     let (key, stream_id) = match verdict {
         Ok(v) => v,
-        Err(response) => return server::close_after(stream, &response).await,
+        Err(response) => return response::close_after(stream, &response).await,
     };
     // Register before the first await: a results push from now on lands in the sink, after
     // the snapshot, so the broadcaster cannot miss an update while its 101 is written.

@@ -13,10 +13,9 @@ use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
 use glommio::net::{TcpListener, TcpStream};
 use glommio::timer::sleep;
 use netstack::http::server::{Limits, Request, RequestError, RequestParser, Step};
-use serde_json::Value;
 
+use super::response::{close_after, write_bounded, Response};
 use crate::app::App;
-use shards::proto::GroupId;
 
 /// Largest request head.
 pub const MAX_HEAD: usize = 16 * 1024;
@@ -28,95 +27,21 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Time a connection that has not yet sent an authenticated request is kept idle.
 pub const UNAUTHENTICATED_TIMEOUT: Duration = Duration::from_secs(10);
-/// Time a write may take before the peer is considered gone.
-const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
-/// After the last response of a closing connection: how long its unread input is drained,
-/// so the close is a FIN the client reads after the response, not a reset that destroys it.
-const LINGER: Duration = Duration::from_secs(2);
-/// Most bytes drained while lingering.
-const LINGER_BYTES: usize = 64 * 1024;
-
-/// One response: a status and a JSON body.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Response {
-    pub status: u16,
-    pub body: Value,
-    /// The `Allow` header of a 405.
-    pub allow: Option<&'static str>,
-    /// Answer only once every shard has written the casts to this group sent so far (or
-    /// after [`CAST_WAIT`]): a poll is answered once every shard knows it, so a vote sent
-    /// right after the answer is counted.
-    pub after_casts_to: Option<GroupId>,
-}
-
 /// The longest an answer waits for the shards (see [`Response::after_casts_to`]).
 pub const CAST_WAIT: Duration = Duration::from_secs(2);
 
-impl Response {
-    pub fn json(status: u16, body: Value) -> Response {
-        Response {
-            status,
-            body,
-            allow: None,
-            after_casts_to: None,
+/// The answer to a request the parser refused.
+fn refused(e: &RequestError) -> Response {
+    let code = match e {
+        RequestError::BadRequest(_) => "bad_request",
+        RequestError::BodyTooLarge => {
+            return Response::error(413, "body_too_large", format!("body over {MAX_BODY} bytes"))
         }
-    }
-
-    /// `{"error":{"code":...,"message":...}}` with `status`.
-    pub fn error(status: u16, code: &str, message: impl Into<String>) -> Response {
-        Response::json(
-            status,
-            serde_json::json!({"error": {"code": code, "message": message.into()}}),
-        )
-    }
-
-    /// The answer to a request the parser refused.
-    pub fn refused(e: &RequestError) -> Response {
-        let code = match e {
-            RequestError::BadRequest(_) => "bad_request",
-            RequestError::BodyTooLarge => {
-                return Response::error(
-                    413,
-                    "body_too_large",
-                    format!("body over {MAX_BODY} bytes"),
-                )
-            }
-            RequestError::ExpectationFailed => "expectation_failed",
-            RequestError::HeadersTooLarge(_) => "headers_too_large",
-            RequestError::NotImplemented(_) => "not_implemented",
-        };
-        Response::error(e.status(), code, e.to_string())
-    }
-
-    /// Whether the connection may carry another request after this answer: not after a 401
-    /// (an unauthenticated client gets one answer) nor after a 5xx.
-    pub fn keeps_connection(&self) -> bool {
-        self.status != 401 && self.status < 500
-    }
-
-    /// Appends the encoded response to `out`.
-    pub fn write(&self, out: &mut Vec<u8>, keep_alive: bool) {
-        let mut body = serde_json::to_vec(&self.body).unwrap_or_default();
-        body.push(b'\n');
-        let mut headers = Vec::with_capacity(2);
-        if self.status == 401 {
-            headers.push(("WWW-Authenticate", "Bearer"));
-        }
-        if let Some(allow) = self.allow {
-            headers.push(("Allow", allow));
-        }
-        if self.status == 503 {
-            headers.push(("Retry-After", "1"));
-        }
-        netstack::http::write_response(
-            out,
-            self.status,
-            keep_alive,
-            &headers,
-            "application/json",
-            &body,
-        );
-    }
+        RequestError::ExpectationFailed => "expectation_failed",
+        RequestError::HeadersTooLarge(_) => "headers_too_large",
+        RequestError::NotImplemented(_) => "not_implemented",
+    };
+    Response::error(e.status(), code, e.to_string())
 }
 
 /// Accepts API connections until the task is dropped. At most `api_max_connections` are
@@ -242,7 +167,7 @@ async fn connection(mut stream: TcpStream, app: Rc<RefCell<App>>, token: Rc<str>
                 }
                 Err(e) => {
                     at = buf.len();
-                    Response::refused(&e).write(&mut out, false);
+                    refused(&e).write(&mut out, false);
                     break After::Close;
                 }
             }
@@ -293,41 +218,6 @@ async fn connection(mut stream: TcpStream, app: Rc<RefCell<App>>, token: Rc<str>
     }
 }
 
-/// Writes `bytes`, giving up after [`WRITE_TIMEOUT`] (a client that stopped reading).
-async fn write_bounded(stream: &mut TcpStream, bytes: &[u8]) -> bool {
-    future::or(async { stream.write_all(bytes).await.is_ok() }, async {
-        sleep(WRITE_TIMEOUT).await;
-        false
-    })
-    .await
-}
-
-/// Writes the last response, half-closes, and drains what the client still sends (bounded)
-/// before closing: closing with unread input would send a reset, and a reset can destroy the
-/// response before the client reads it.
-pub async fn close_after(mut stream: TcpStream, last: &[u8]) {
-    if write_bounded(&mut stream, last).await
-        && stream.shutdown(std::net::Shutdown::Write).await.is_ok()
-    {
-        let mut sink = [0u8; 4096];
-        let mut drained = 0;
-        let deadline = Instant::now() + LINGER;
-        while drained < LINGER_BYTES {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let n = future::or(async { stream.read(&mut sink).await.ok() }, async {
-                sleep(left).await;
-                None
-            })
-            .await;
-            match n {
-                Some(n) if n > 0 => drained += n,
-                _ => break,
-            }
-        }
-    }
-    let _ = stream.close().await;
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -341,7 +231,7 @@ mod tests {
             (RequestError::HeadersTooLarge("x"), 431, "headers_too_large"),
             (RequestError::NotImplemented("x"), 501, "not_implemented"),
         ] {
-            let r = Response::refused(&e);
+            let r = refused(&e);
             assert_eq!(r.status, status);
             assert_eq!(r.body["error"]["code"], code);
         }
