@@ -34,6 +34,12 @@ pub struct ShardConfig {
     /// `protocol::ViewerId`): a boot with another epoch never mints an id an earlier boot
     /// used. The application core persists a boot counter and sets it; 0 by default.
     pub id_epoch: u32,
+    /// Segments in each stream's live HLS window.
+    pub hls_window: usize,
+    /// Initial `EXT-X-TARGETDURATION` in seconds (the segment target, rounded up).
+    pub hls_target_secs: u64,
+    /// An HLS keep-alive connection idle this long is closed.
+    pub hls_idle_timeout: Duration,
 }
 
 impl Default for ShardConfig {
@@ -51,6 +57,9 @@ impl Default for ShardConfig {
             max_messages_per_sec: 50,
             tally_interval: Duration::from_millis(50),
             id_epoch: 0,
+            hls_window: 6,
+            hls_target_secs: 2,
+            hls_idle_timeout: Duration::from_secs(30),
         }
     }
 }

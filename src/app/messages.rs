@@ -27,6 +27,11 @@ pub fn endpoint(stream: &str, url: &str, session: &str) -> Frame {
     frame(&json!({"type": "endpoint", "stream": stream, "url": url, "session": session}))
 }
 
+/// `{"type":"stream",...}`: a stream's live state (`offline`, `live` or `ended`).
+pub fn stream_state(stream: &str, state: &str) -> Frame {
+    frame(&json!({"type": "stream", "stream": stream, "state": state}))
+}
+
 /// `{"type":"message",...}`: an operator's group cast.
 pub fn group_message(group: &str, payload: &Value) -> Frame {
     frame(&json!({"type": "message", "group": group, "payload": payload}))
@@ -74,6 +79,10 @@ mod tests {
     fn messages_have_their_documented_shape() {
         assert_eq!(decode(&error("c", "m"))["code"], "c");
         assert_eq!(decode(&endpoint("s", "u", "x"))["type"], "endpoint");
+        assert_eq!(
+            &stream_state("s", "live")[2..],
+            br#"{"state":"live","stream":"s","type":"stream"}"#
+        );
         let r = decode(&results("p1", &[1, 2], true));
         assert_eq!(r["total"], 3);
         assert_eq!(r["final"], true);

@@ -9,7 +9,8 @@
 //! This module is composition and event dispatch; each concern has its own module and state:
 //! [`mirror`] (profiles, resume), [`groups`] (groups, cast backpressure), [`streams`],
 //! [`polls`] (registry, lifecycle, merged counts), [`audits`], [`store`] (durable state, written
-//! on its own thread) and [`messages`] (every frame the core sends viewers).
+//! on its own thread), [`live`] (stream keys, publishes, segmenting, what goes live and ends)
+//! and [`messages`] (every frame the core sends viewers).
 //!
 //! The core never reads the clock: every method that needs time takes `now_ms` (Unix
 //! milliseconds) from its caller, and shard commands go out through [`Downlink`] queues, so
@@ -18,6 +19,7 @@
 pub mod audits;
 pub mod downlink;
 pub mod groups;
+pub mod live;
 pub mod messages;
 pub mod mirror;
 pub mod polls;
@@ -25,6 +27,7 @@ pub mod sink;
 pub mod store;
 pub mod streams;
 
+use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -44,10 +47,11 @@ use store::{Restored, Store};
 
 pub use audits::Audit;
 pub use groups::{Group, GroupError, GroupKind, StoredGroup, TelemetrySummary};
+pub use live::IngestStats;
 pub use messages::text_frame;
 pub use mirror::Viewer;
 pub use polls::{Poll, PollError, PollRequest, PollState};
-pub use streams::{Stream, StreamError};
+pub use streams::{PublishError, PublishTurn, Stream, StreamError, StreamState};
 
 /// Stored polls announced to the shards at startup, newest first, so a vote for one gets
 /// `poll_closed`: the shards remember 1024 retired polls.
@@ -108,6 +112,10 @@ pub struct App {
     poll_opened: Rc<Signal>,
     /// Raised when a poll's final count completes or a cast is written (shutdown waits on it).
     progress: Rc<Signal>,
+    live: live::Live,
+    /// Bound addresses: the viewer port (`{listen}` in `media_url`) and RTMP ingest.
+    viewer_addr: SocketAddr,
+    rtmp_addr: SocketAddr,
 }
 
 impl App {
@@ -118,7 +126,6 @@ impl App {
         now_ms: u64,
     ) -> App {
         App {
-            config,
             shard_stats,
             downlinks,
             mirror: Mirror::default(),
@@ -131,13 +138,24 @@ impl App {
             last_checkpoint_ms: now_ms,
             poll_opened: Rc::default(),
             progress: Rc::default(),
+            live: live::Live::default(),
+            viewer_addr: config.listen,
+            rtmp_addr: config.rtmp_listen,
+            config,
         }
+    }
+
+    /// The addresses the listeners were bound to (they differ from the settings for port 0).
+    pub fn set_addresses(&mut self, viewer: SocketAddr, rtmp: SocketAddr) {
+        self.viewer_addr = viewer;
+        self.rtmp_addr = rtmp;
     }
 
     /// Takes the store and what it held: custom groups come back, and the shards learn the
     /// ids of stored polls (each opened, closed and retired under a fresh sequence number) so
     /// a late vote for one gets `poll_closed` rather than `unknown_poll`.
     pub fn restore(&mut self, store: Store, restored: &Restored, now_ms: u64) {
+        self.restore_streams(&restored.streams);
         for record in &restored.groups {
             match serde_json::from_value::<StoredGroup>(record.clone()) {
                 Ok(g) => {
@@ -350,19 +368,18 @@ impl App {
         }
     }
 
-    /// A viewer asks for a stream (FIG. 4): check it is live, answer with its media endpoint
-    /// and move the viewer into the stream's audience group.
+    /// A viewer asks for a stream (FIG. 4): a registered stream moves the viewer into its
+    /// audience group and answers with its media endpoint, preceded by its state when it is
+    /// not live (the viewer is pushed `live` and a fresh endpoint when it goes live).
     fn watch(&mut self, at: ViewerRef, stream: &str) {
-        if !self.streams.contains(stream) {
+        let Some(state) = self.streams.get(stream).map(|s| s.state) else {
             let message = format!("no stream {stream:?} is live");
             return self.send_to(at, messages::error("unknown_stream", &message));
+        };
+        if state != StreamState::Live {
+            self.send_to(at, messages::stream_state(stream, state.as_str()));
         }
-        let session = random_hex(12);
-        let url = self
-            .config
-            .media_url
-            .replace("{stream}", stream)
-            .replace("{session}", &session);
+        let (session, url) = self.media_endpoint(stream);
         self.send_to(at, messages::endpoint(stream, &url, &session));
         self.command(
             at.shard,

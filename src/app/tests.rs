@@ -7,7 +7,9 @@ use std::sync::Arc;
 
 use serde_json::{json, Value};
 use shards::profile::{profile_hash, Field, Predicate, Profile, ViewerId};
-use shards::proto::{GroupId, ProfileUpdate, Request, ShardCommand, ShardEvent, ViewerRef};
+use shards::proto::{
+    GroupId, MediaCommand, ProfileUpdate, Request, ShardCommand, ShardEvent, ViewerRef,
+};
 
 use super::downlink::Downlink;
 use super::*;
@@ -251,7 +253,9 @@ fn group_sizes_follow_predicates_and_errors_are_typed() {
     assert!(matches!(h.sent(1).last(), Some(ShardCommand::DropGroup { id: g }) if *g == id));
     assert_eq!(h.app.delete_group(&key), Err(GroupError::NotFound(key)));
     assert!(matches!(
-        h.app.add_stream("s".into(), None, 5).map(|s| s.created_ms),
+        h.app
+            .add_stream("s".into(), None, 5)
+            .map(|(s, _)| s.created_ms),
         Ok(5)
     ));
     assert_eq!(
@@ -555,11 +559,15 @@ fn watch_answers_with_an_endpoint_or_an_error() {
     let request = Request::Watch { stream: "s".into() };
     h.event(ShardEvent::Request { at: a, request }, 1_000);
     let sent = h.sent(0);
+    // The stream is registered but nobody publishes it: its state, then the endpoint.
     assert!(
-        matches!(&sent[0], ShardCommand::Send { frame, .. } if decode(frame)["type"] == "endpoint")
+        matches!(&sent[0], ShardCommand::Send { frame, .. } if decode(frame)["state"] == "offline")
     );
     assert!(
-        matches!(&sent[1], ShardCommand::Update { update: ProfileUpdate::Stream(Some(s)), .. } if &**s == "s")
+        matches!(&sent[1], ShardCommand::Send { frame, .. } if decode(frame)["type"] == "endpoint")
+    );
+    assert!(
+        matches!(&sent[2], ShardCommand::Update { update: ProfileUpdate::Stream(Some(s)), .. } if &**s == "s")
     );
 }
 
@@ -707,8 +715,15 @@ fn checkpoints_are_bounded_and_a_restart_restores_polls_and_groups() {
     assert_eq!(stored["counts"], json!([2, 3]));
     let g = h.app.group(&group_key).expect("the custom group is back");
     assert_eq!((g.name.as_str(), g.kind), ("apple", GroupKind::Custom));
+    assert!(h.app.stream("s").is_some(), "the stream directory is back");
     for i in 0..2 {
-        let sent = h.sent(i);
+        let all = h.sent(i);
+        // The stream's audience group and HLS window, the custom group, then the poll.
+        assert!(matches!(&all[0], ShardCommand::DefineGroup { .. }));
+        assert!(
+            matches!(&all[1], ShardCommand::Media(MediaCommand::Registered { stream }) if &**stream == "s")
+        );
+        let sent = &all[2..];
         assert!(matches!(&sent[0], ShardCommand::DefineGroup { .. }));
         let ShardCommand::OpenPoll {
             id: announced,
