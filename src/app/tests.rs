@@ -791,3 +791,99 @@ fn a_waiting_claim_resumes_even_when_the_departed_bounds_are_zero() {
     assert_eq!(h.app.resume_stats().departed, 0);
     assert_eq!(h.app.resume_stats().dropped, 1);
 }
+
+/// The live registry in memory: keys let a publisher in once, the audience hears `live` and
+/// gets an endpoint, an unsupported codec is refused by name, and the end reaches the shards
+/// and the audience.
+#[test]
+fn a_publish_turns_a_stream_live_and_its_end_reaches_shards_and_audience() {
+    let mut h = harness(2, Config::default());
+    let (stream, key) = h.app.add_stream("s".into(), None, 1_000).unwrap();
+    let a = at(1, 1, 1);
+    h.join(a, "t", profile(1, UA_IOS));
+    h.watch(a, profile(1, UA_IOS), "s");
+    h.drain();
+
+    let peer: std::net::SocketAddr = "127.0.0.1:5000".parse().unwrap();
+    assert_eq!(
+        h.app.begin_publish("not-a-key", peer, 2_000),
+        Err(PublishError::UnknownKey)
+    );
+    let turn = h.app.begin_publish(&key, peer, 2_000).unwrap();
+    assert_eq!(
+        h.app.begin_publish(&key, peer, 2_000),
+        Err(PublishError::Busy("s".into()))
+    );
+    assert_eq!(h.app.stream("s").map(|s| s.state), Some(StreamState::Live));
+    for i in 0..2 {
+        let sent = h.sent(i);
+        assert!(
+            matches!(&sent[0], ShardCommand::Media(MediaCommand::Live { stream }) if &**stream == "s")
+        );
+        assert_eq!(
+            Harness::casts(&sent, stream.group),
+            vec![json!({"type": "stream", "stream": "s", "state": "live"})]
+        );
+        let endpoints: Vec<Value> = sent
+            .iter()
+            .filter_map(|c| match c {
+                ShardCommand::Send { to, frame } if *to == a => Some(decode(frame)),
+                _ => None,
+            })
+            .collect();
+        // The viewer lives on shard 1: only that shard gets its endpoint.
+        assert_eq!(endpoints.len(), i, "{endpoints:?}");
+        if let Some(e) = endpoints.first() {
+            assert_eq!(e["type"], "endpoint");
+            assert!(e["url"]
+                .as_str()
+                .unwrap()
+                .contains("/hls/s/index.m3u8?session="));
+        }
+    }
+
+    // An HEVC keyframe tag: refused by name, counted.
+    let err = h
+        .app
+        .publish_media(
+            &turn,
+            media::MediaKind::Video,
+            0,
+            &[0x1C, 0, 0, 0, 0],
+            2_000,
+        )
+        .unwrap_err();
+    assert!(err.to_string().contains("HEVC"), "{err}");
+    // Audio before its sequence header: dropped, counted, not fatal.
+    h.app
+        .publish_media(&turn, media::MediaKind::Audio, 0, &[0xAF, 1, 0x21], 2_000)
+        .unwrap();
+    let stats = h.app.ingest_stats();
+    assert_eq!(
+        (
+            stats.refused_key,
+            stats.refused_busy,
+            stats.refused_codec,
+            stats.dropped_samples
+        ),
+        (1, 1, 1, 1)
+    );
+
+    h.app.end_publish(&turn, 3_000);
+    h.app.end_publish(&turn, 3_000);
+    assert_eq!(h.app.stream("s").map(|s| s.state), Some(StreamState::Ended));
+    for i in 0..2 {
+        let sent = h.sent(i);
+        let ended = sent
+            .iter()
+            .filter(|c| matches!(c, ShardCommand::Media(MediaCommand::Ended { .. })))
+            .count();
+        assert_eq!(ended, 1, "an end is told once");
+        assert_eq!(
+            Harness::casts(&sent, stream.group),
+            vec![json!({"type": "stream", "stream": "s", "state": "ended"})]
+        );
+    }
+    // The stream can go live again with the same key.
+    assert!(h.app.begin_publish(&key, peer, 4_000).is_ok());
+}
