@@ -327,6 +327,9 @@ fn stream_json(app: &App, s: &crate::app::Stream) -> Value {
         "live": s.state == crate::app::StreamState::Live,
         "bitrate_kbps": s.bitrate_kbps,
         "publisher": s.publisher.map(|a| a.to_string()),
+        "last_segment": app.last_segment(&s.id).map(|(sequence, completed_ms)| {
+            json!({"sequence": sequence, "completed_ms": completed_ms})
+        }),
     })
 }
 
