@@ -136,6 +136,28 @@ fn split_response(raw: &[u8]) -> Http {
     }
 }
 
+/// Reads exactly one response (head, then `Content-Length` bytes) from a keep-alive socket.
+fn read_one_response(s: &mut TcpStream) -> Http {
+    let mut raw = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(at) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&raw[..at]).into_owned();
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("Content-Length: "))
+                .and_then(|n| n.parse().ok())
+                .expect("Content-Length");
+            if raw.len() >= at + 4 + len {
+                return split_response(&raw[..at + 4 + len]);
+            }
+        }
+        let n = s.read(&mut chunk).expect("read response");
+        assert!(n > 0, "closed mid-response");
+        raw.extend_from_slice(&chunk[..n]);
+    }
+}
+
 /// The path and query of a URL the server sent (`http://ADDR/...`).
 fn target(url: &str) -> String {
     let rest = url.strip_prefix("http://").expect("http URL");
@@ -488,4 +510,80 @@ fn the_stream_directory_and_keys_survive_a_restart() {
     });
     let (ok, err) = publisher.wait();
     assert!(ok, "{err}");
+}
+
+/// Without a publisher: an HLS connection holds a seat of `max_connections` like a viewer,
+/// answers keep-alive until it idles out, and refuses what it does not serve.
+#[test]
+fn hls_connections_take_seats_idle_out_and_refuse_bad_requests() {
+    let server = Server::start(&[
+        "--shards",
+        "1",
+        "--max-connections",
+        "1",
+        "--hls-idle-timeout-ms",
+        "300",
+    ]);
+    create_stream(&server, "quiet");
+    let mut hls = TcpStream::connect(server.viewer).unwrap();
+    hls.set_read_timeout(Some(WAIT)).unwrap();
+    write!(
+        hls,
+        "GET /hls/quiet/index.m3u8?session=s1 HTTP/1.1\r\nHost: x\r\n\r\n"
+    )
+    .unwrap();
+    let first = read_one_response(&mut hls);
+    assert_eq!(first.status, 503, "offline: {}", first.head);
+    assert_eq!(first.text(), "the stream is offline\n");
+    let mut buf = [0u8; 4096];
+    assert!(first.head.contains("Connection: keep-alive"));
+
+    // The one seat is held: a viewer upgrade is refused while the HLS connection is open.
+    let mut raw = Raw::connect(server.viewer);
+    raw.send_bytes(Raw::request(server.viewer, "/v1/viewer", "").as_bytes());
+    let head = raw.read_head();
+    assert!(head.starts_with("HTTP/1.1 503"), "{head}");
+
+    // Idle past hls_idle_timeout_ms: the server closes it and the seat comes back.
+    let idle = hls.read(&mut buf);
+    assert!(
+        matches!(idle, Ok(0)),
+        "the server closes an idle HLS connection: {idle:?}"
+    );
+    let (_viewer, welcome) = wait_for("the seat to come back", || {
+        let mut raw = Raw::connect(server.viewer);
+        raw.send_bytes(Raw::request(server.viewer, "/v1/viewer", "").as_bytes());
+        let head = raw.read_head();
+        head.starts_with("HTTP/1.1 101").then(|| {
+            let w = raw.frame().json();
+            (raw, w)
+        })
+    });
+    assert_eq!(welcome["type"], "welcome");
+}
+
+#[test]
+fn hls_answers_unknown_streams_methods_and_malformed_requests() {
+    let server = Server::start(&["--shards", "1"]);
+    create_stream(&server, "s");
+    assert_eq!(
+        http(server.viewer, "GET", "/hls/nope/index.m3u8").status,
+        404
+    );
+    assert_eq!(http(server.viewer, "GET", "/hls/s/7.ts").status, 404);
+    let post = http(server.viewer, "POST", "/hls/s/index.m3u8");
+    assert_eq!(post.status, 405);
+    assert!(post.head.contains("Allow: GET, HEAD, OPTIONS"));
+    let mut s = TcpStream::connect(server.viewer).unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    s.write_all(b"GET /hls/s/index.m3u8 HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n")
+        .unwrap();
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    let bad = split_response(&raw);
+    assert_eq!(bad.status, 400, "{}", bad.head);
+    assert!(bad.head.contains("Connection: close"));
+    // The viewer WebSocket on the same port is unaffected.
+    let (_ws, welcome) = connect(&server.url(""), None);
+    assert_eq!(welcome["type"], "welcome");
 }

@@ -70,12 +70,19 @@ pub(crate) async fn serve<G>(shard: Rc<Shard>, mut stream: TcpStream, mut buf: V
                             .hls
                             .borrow()
                             .answer(&req.method, &req.path, &req.query, keep_alive);
-                    let body = match &answer.body {
-                        Body::Empty => &[][..],
-                        Body::Text(t) => t.as_slice(),
-                        Body::Segment(s) => &s[..],
+                    // A playlist or message goes out with its head in one write; a segment
+                    // is written from its shared buffer after the head.
+                    let (head, body) = match answer.body {
+                        Body::Segment(data) => (answer.head, Some(data)),
+                        Body::Text(text) => {
+                            let mut head = answer.head;
+                            head.extend_from_slice(&text);
+                            (head, None)
+                        }
+                        Body::Empty => (answer.head, None),
                     };
-                    if !write(&mut stream, &answer.head, body, idle).await || !keep_alive {
+                    let body = body.as_deref().unwrap_or(&[]);
+                    if !write(&mut stream, &head, body, idle).await || !keep_alive {
                         let _ = stream.close().await;
                         return;
                     }
