@@ -209,18 +209,6 @@ enum Incoming {
     Media(Vec<u8>),
 }
 
-/// Whether the request line in `buf` (once complete) targets the HLS prefix.
-fn media_request(buf: &[u8]) -> bool {
-    let Some(end) = buf.iter().position(|&b| b == b'\n') else {
-        return false;
-    };
-    let mut parts = buf[..end].split(|&b| b == b' ');
-    let _method = parts.next();
-    parts
-        .next()
-        .is_some_and(|target| target.starts_with(hls_window::PREFIX.as_bytes()))
-}
-
 async fn read_request(max: usize, stream: &mut TcpStream) -> Result<Incoming, Refusal> {
     let mut buf = vec![0u8; 1024.min(max + 1)];
     let mut len = 0;
@@ -239,7 +227,7 @@ async fn read_request(max: usize, stream: &mut TcpStream) -> Result<Incoming, Re
             return Err(Refusal::Gone);
         }
         len += n;
-        if media_request(&buf[..len]) {
+        if hls_window::is_media_request(&buf[..len]) {
             buf.truncate(len);
             return Ok(Incoming::Media(buf));
         }

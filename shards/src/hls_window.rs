@@ -22,6 +22,19 @@ pub const PREFIX: &str = "/hls/";
 /// Longest session id copied from a request into the segment URIs of a playlist.
 const MAX_SESSION: usize = 64;
 
+/// Whether the request line at the start of `buf` (once complete) targets [`PREFIX`]: such a
+/// connection is served as HLS, not upgraded.
+pub fn is_media_request(buf: &[u8]) -> bool {
+    let Some(end) = buf.iter().position(|&b| b == b'\n') else {
+        return false;
+    };
+    let mut parts = buf[..end].split(|&b| b == b' ');
+    let _method = parts.next();
+    parts
+        .next()
+        .is_some_and(|target| target.starts_with(PREFIX.as_bytes()))
+}
+
 /// A stream's state as the shard knows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -346,6 +359,54 @@ mod tests {
         let text = body(&w.answer("GET", "/hls/s/index.m3u8", "", true));
         assert!(text.ends_with("#EXT-X-ENDLIST\n"), "{text}");
         assert!(text.contains("\n4.ts\n"), "no session, plain URIs: {text}");
+    }
+
+    #[test]
+    fn media_requests_are_told_from_upgrades_by_their_request_line() {
+        assert!(is_media_request(b"GET /hls/s/index.m3u8 HTTP/1.1\r\n"));
+        assert!(is_media_request(
+            b"OPTIONS /hls/s/0.ts HTTP/1.1\r\nHost: x\r\n\r\n"
+        ));
+        assert!(
+            !is_media_request(b"GET /hls/s/index.m3u8 HTTP/1.1"),
+            "line incomplete"
+        );
+        assert!(!is_media_request(b"GET /v1/viewer HTTP/1.1\r\n"));
+        assert!(!is_media_request(b"GET /hlsx HTTP/1.1\r\n"));
+        assert!(!is_media_request(b"\n"));
+        assert!(!is_media_request(b""));
+    }
+
+    /// Whatever a client puts in a method, path or query, `answer` returns a well-formed
+    /// head and never panics (deterministic pseudo-random inputs).
+    #[test]
+    fn arbitrary_requests_get_well_formed_answers() {
+        let mut w = windows();
+        w.apply(MediaCommand::Live { stream: "s".into() });
+        w.apply(MediaCommand::Segment {
+            stream: "s".into(),
+            segment: seg(0, false),
+        });
+        let alphabet = b"/hls.ts0123456789?=&%session\r\n\xff-_s";
+        let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+        for _ in 0..20_000 {
+            let mut pick = |n: usize| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x % n as u64) as usize
+            };
+            let len = pick(24);
+            let bytes: Vec<u8> = (0..len).map(|_| alphabet[pick(alphabet.len())]).collect();
+            let text = String::from_utf8_lossy(&bytes);
+            let (path, query) = text.split_once('?').unwrap_or((&text, ""));
+            let method = ["GET", "HEAD", "OPTIONS", "PUT", ""][pick(5)];
+            let a = w.answer(method, &format!("/hls/{path}"), query, true);
+            let h = head(&a);
+            assert!(h.starts_with("HTTP/1.1 ") && h.ends_with("\r\n\r\n"), "{h}");
+            assert_eq!(h.matches("\r\n\r\n").count(), 1, "{h}");
+            assert!([200, 204, 404, 405, 503].contains(&a.status));
+        }
     }
 
     #[test]
