@@ -38,14 +38,20 @@ struct Publisher(Child);
 
 impl Publisher {
     fn start(rtmp: SocketAddr, key: &str, secs: u32) -> Publisher {
+        Publisher::start_with(rtmp, key, secs, &["-c:v", "libx264", "-g", "25"])
+    }
+
+    /// With other video codec arguments (Sorenson Spark: `-c:v flv`).
+    fn start_with(rtmp: SocketAddr, key: &str, secs: u32, video: &[&str]) -> Publisher {
         require_tool("ffmpeg");
         let child = Command::new("ffmpeg")
             .args(["-hide_banner", "-nostdin", "-loglevel", "error", "-re"])
             .args(["-f", "lavfi", "-i", "testsrc=size=320x240:rate=25"])
             .args(["-f", "lavfi", "-i", "sine=frequency=440"])
             .args(["-t", &secs.to_string()])
-            .args(["-c:v", "libx264", "-g", "25", "-preset", "ultrafast"])
-            .args(["-tune", "zerolatency", "-c:a", "aac", "-f", "flv"])
+            .args(video)
+            .args(["-preset", "ultrafast", "-tune", "zerolatency"])
+            .args(["-c:a", "aac", "-f", "flv"])
             .arg(format!("rtmp://{rtmp}/live/{key}"))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -453,9 +459,16 @@ fn wrong_keys_second_publishers_and_garbage_are_refused_and_the_live_stream_goes
     let mut sink = Vec::new();
     let _ = s.read_to_end(&mut sink);
 
+    // An unsupported codec (Sorenson Spark video) on another stream: refused, counted, ended.
+    let (odd_key, _) = create_stream(&server, "odd");
+    let (ok, _) = Publisher::start_with(server.rtmp, &odd_key, 3, &["-c:v", "flv"]).wait();
+    assert!(!ok, "ffmpeg fails when its publish is cut for the codec");
+    assert_eq!(stream_of(&server, "odd")["state"], "ended");
+
     let stats = server.wait_stats("refusals counted", |s| {
         s["ingest"]["refused_key"] == 1
             && s["ingest"]["refused_busy"] == 1
+            && s["ingest"]["refused_codec"] == 1
             && s["ingest"]["closed_bad"].as_u64() >= Some(3)
     });
     assert_eq!(stats["ingest"]["live"], 1, "{stats}");
