@@ -169,7 +169,7 @@ fn events(
                 return true;
             }
             Event::PublishRequested { name, .. } => {
-                let begun = app.borrow_mut().begin_publish(&name, peer, unix_ms());
+                let begun = app.borrow_mut().begin_publish(&name, peer);
                 match begun {
                     Ok(t) => {
                         session.accept_publish();

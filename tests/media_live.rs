@@ -600,3 +600,31 @@ fn hls_answers_unknown_streams_methods_and_malformed_requests() {
     let (_ws, welcome) = connect(&server.url(""), None);
     assert_eq!(welcome["type"], "welcome");
 }
+
+/// A publisher that stops sending (ffmpeg frozen with SIGSTOP, its socket still open) ends its
+/// stream after `rtmp_idle_timeout_ms`, and the audience hears it.
+#[test]
+fn a_silent_publisher_ends_its_stream() {
+    let server = Server::start(&["--shards", "1", "--rtmp-idle-timeout-ms", "1500"]);
+    let (key, _) = create_stream(&server, "frozen");
+    let mut viewer = patient_viewer(&server);
+    send_json(&mut viewer, &json!({"type": "watch", "stream": "frozen"}));
+    assert_eq!(next_json(&mut viewer)["state"], "offline");
+    assert_eq!(next_json(&mut viewer)["type"], "endpoint");
+    let ffmpeg = Publisher::start(server.rtmp, &key, 30);
+    assert_eq!(next_json(&mut viewer)["state"], "live");
+    assert_eq!(next_json(&mut viewer)["type"], "endpoint");
+    let stopped = Command::new("kill")
+        .args(["-STOP", &ffmpeg.0.id().to_string()])
+        .status()
+        .expect("kill -STOP");
+    assert!(stopped.success());
+    assert_eq!(
+        next_json(&mut viewer),
+        json!({"type": "stream", "stream": "frozen", "state": "ended"})
+    );
+    assert_eq!(stream_of(&server, "frozen")["state"], "ended");
+    let stats = server.wait_stats("the timeout counted", |s| s["ingest"]["closed_bad"] == 1);
+    assert_eq!(stats["ingest"]["live"], 0);
+    drop(ffmpeg);
+}

@@ -162,7 +162,6 @@ impl App {
         &mut self,
         key: &str,
         publisher: SocketAddr,
-        _now_ms: u64,
     ) -> Result<PublishTurn, PublishError> {
         // OBS and ffmpeg send the key alone; tolerate a query string after it.
         let key = key.split('?').next().unwrap_or_default();

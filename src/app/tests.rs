@@ -806,12 +806,12 @@ fn a_publish_turns_a_stream_live_and_its_end_reaches_shards_and_audience() {
 
     let peer: std::net::SocketAddr = "127.0.0.1:5000".parse().unwrap();
     assert_eq!(
-        h.app.begin_publish("not-a-key", peer, 2_000),
+        h.app.begin_publish("not-a-key", peer),
         Err(PublishError::UnknownKey)
     );
-    let turn = h.app.begin_publish(&key, peer, 2_000).unwrap();
+    let turn = h.app.begin_publish(&key, peer).unwrap();
     assert_eq!(
-        h.app.begin_publish(&key, peer, 2_000),
+        h.app.begin_publish(&key, peer),
         Err(PublishError::Busy("s".into()))
     );
     assert_eq!(h.app.stream("s").map(|s| s.state), Some(StreamState::Live));
@@ -885,5 +885,5 @@ fn a_publish_turns_a_stream_live_and_its_end_reaches_shards_and_audience() {
         );
     }
     // The stream can go live again with the same key.
-    assert!(h.app.begin_publish(&key, peer, 4_000).is_ok());
+    assert!(h.app.begin_publish(&key, peer).is_ok());
 }
