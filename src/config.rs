@@ -12,6 +12,10 @@ use clap::Args;
 use serde::{Deserialize, Serialize};
 use shards::ShardConfig;
 
+/// The default `media_url`: the live playlist, served by the shards on the viewer address
+/// (`{listen}` is the bound viewer address).
+pub const DEFAULT_MEDIA_URL: &str = "http://{listen}/hls/{stream}/index.m3u8?session={session}";
+
 /// Every setting, with the embedded defaults.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -63,8 +67,9 @@ pub struct Config {
     pub api_token: Option<String>,
     /// Where ovation keeps its files (generated API token, poll results).
     pub data_dir: PathBuf,
-    /// Template of the media endpoint URL sent to viewers: `{stream}` and `{session}` are
-    /// replaced.
+    /// Template of the media endpoint URL sent to viewers: `{stream}`, `{session}` and
+    /// `{listen}` (the bound viewer address) are replaced. The default is the live playlist
+    /// the shards serve on the viewer address.
     pub media_url: String,
     /// Live poll results are pushed at most once per this interval.
     pub results_interval_ms: u64,
@@ -87,6 +92,21 @@ pub struct Config {
     pub max_groups: usize,
     /// Most broadcaster sockets following one stream; beyond it the upgrade gets 429.
     pub max_broadcasters_per_stream: usize,
+    /// Address of the RTMP ingest listener (broadcasters publish to `rtmp://ADDR/live` with
+    /// the stream key as the stream name).
+    pub rtmp_listen: SocketAddr,
+    /// Most RTMP connections at once (handshaking or publishing); more are closed at accept.
+    pub rtmp_max_connections: usize,
+    /// Longest time an RTMP client may take from accept to a completed handshake.
+    pub rtmp_handshake_timeout_ms: u64,
+    /// An RTMP connection silent this long is closed; a publish on it ends.
+    pub rtmp_idle_timeout_ms: u64,
+    /// Segments are cut at the first keyframe after this much media time.
+    pub hls_segment_ms: u64,
+    /// Segments listed in a live playlist (and held in memory by every shard).
+    pub hls_window: usize,
+    /// An HLS keep-alive connection idle this long is closed.
+    pub hls_idle_timeout_ms: u64,
 }
 
 impl Default for Config {
@@ -114,7 +134,7 @@ impl Default for Config {
             max_messages_per_sec: shard.max_messages_per_sec,
             api_token: None,
             data_dir: PathBuf::from("ovation-data"),
-            media_url: "http://127.0.0.1:8082/live/{stream}/index.m3u8?session={session}".into(),
+            media_url: DEFAULT_MEDIA_URL.into(),
             results_interval_ms: 100,
             resume_window_s: 300,
             log: "info".into(),
@@ -124,6 +144,13 @@ impl Default for Config {
             api_max_connections: 256,
             max_groups: 10_000,
             max_broadcasters_per_stream: 16,
+            rtmp_listen: "127.0.0.1:1935".parse().expect("literal address"),
+            rtmp_max_connections: 64,
+            rtmp_handshake_timeout_ms: 10_000,
+            rtmp_idle_timeout_ms: 10_000,
+            hls_segment_ms: 2_000,
+            hls_window: 6,
+            hls_idle_timeout_ms: 30_000,
         }
     }
 }
@@ -201,7 +228,8 @@ pub struct Overrides {
     /// Directory for ovation's files [default: ovation-data].
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
-    /// Media endpoint URL template with {stream} and {session}.
+    /// Media endpoint URL template with {stream}, {session} and {listen} [default:
+    /// http://{listen}/hls/{stream}/index.m3u8?session={session}].
     #[arg(long, value_name = "URL")]
     pub media_url: Option<String>,
     /// Live poll results at most once per this many ms [default: 100].
@@ -232,6 +260,27 @@ pub struct Overrides {
     /// Most broadcaster sockets per stream; more get 429 [default: 16].
     #[arg(long, value_name = "N")]
     pub max_broadcasters_per_stream: Option<usize>,
+    /// Address of the RTMP ingest listener [default: 127.0.0.1:1935].
+    #[arg(long, value_name = "ADDR")]
+    pub rtmp_listen: Option<SocketAddr>,
+    /// Most RTMP connections at once [default: 64].
+    #[arg(long, value_name = "N")]
+    pub rtmp_max_connections: Option<usize>,
+    /// Time an RTMP client has to complete its handshake, in ms [default: 10000].
+    #[arg(long, value_name = "MS")]
+    pub rtmp_handshake_timeout_ms: Option<u64>,
+    /// Close an RTMP connection silent this long, ending its publish, in ms [default: 10000].
+    #[arg(long, value_name = "MS")]
+    pub rtmp_idle_timeout_ms: Option<u64>,
+    /// HLS segment target duration in ms (cut at the next keyframe) [default: 2000].
+    #[arg(long, value_name = "MS")]
+    pub hls_segment_ms: Option<u64>,
+    /// Segments in a live playlist window [default: 6].
+    #[arg(long, value_name = "N")]
+    pub hls_window: Option<usize>,
+    /// Close an idle HLS keep-alive connection after this many ms [default: 30000].
+    #[arg(long, value_name = "MS")]
+    pub hls_idle_timeout_ms: Option<u64>,
 }
 
 macro_rules! apply {
@@ -278,7 +327,14 @@ impl Config {
             resume_max_bytes,
             api_max_connections,
             max_groups,
-            max_broadcasters_per_stream
+            max_broadcasters_per_stream,
+            rtmp_listen,
+            rtmp_max_connections,
+            rtmp_handshake_timeout_ms,
+            rtmp_idle_timeout_ms,
+            hls_segment_ms,
+            hls_window,
+            hls_idle_timeout_ms
         );
         if o.api_token.is_some() {
             cfg.api_token = o.api_token.clone();
@@ -323,6 +379,9 @@ impl Config {
             ("close_timeout_ms", self.close_timeout_ms),
             ("results_interval_ms", self.results_interval_ms),
             ("poll_checkpoint_ms", self.poll_checkpoint_ms),
+            ("rtmp_handshake_timeout_ms", self.rtmp_handshake_timeout_ms),
+            ("rtmp_idle_timeout_ms", self.rtmp_idle_timeout_ms),
+            ("hls_idle_timeout_ms", self.hls_idle_timeout_ms),
         ] {
             if v == 0 {
                 bail!("{name} must be greater than 0");
@@ -340,10 +399,18 @@ impl Config {
                 "max_broadcasters_per_stream",
                 self.max_broadcasters_per_stream,
             ),
+            ("rtmp_max_connections", self.rtmp_max_connections),
+            ("hls_window", self.hls_window),
         ] {
             if v == 0 {
                 bail!("{name} must be at least 1");
             }
+        }
+        if !(500..=60_000).contains(&self.hls_segment_ms) {
+            bail!("hls_segment_ms must be between 500 and 60000");
+        }
+        if self.hls_window > 100 {
+            bail!("hls_window must be at most 100");
         }
         Ok(())
     }
@@ -371,6 +438,9 @@ impl Config {
             id_epoch: 0,
             // The server sets it from the store.
             closed_polls: Default::default(),
+            hls_window: self.hls_window,
+            hls_target_secs: self.hls_segment_ms.div_ceil(1000),
+            hls_idle_timeout: Duration::from_millis(self.hls_idle_timeout_ms),
         }
     }
 }

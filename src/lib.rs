@@ -3,7 +3,8 @@
 //! This crate is the binary's library half: configuration ([`config`]), the application core
 //! ([`app`]) that mirrors viewer profiles, keeps groups, runs polls and keeps durable state in
 //! its store (written on a thread of its own), the operator API
-//! ([`api`]), and process assembly ([`server`]) that starts the shards (crate `shards`) and the
+//! ([`api`]), RTMP ingest ([`ingest`]: publishers' connections, on the application core), and
+//! process assembly ([`server`]) that starts the shards (crate `shards`) and the
 //! application core on their executors and joins them with lock-free channels. [`limits`]
 //! checks at startup that the host's limits fit the configuration.
 
@@ -12,5 +13,6 @@
 pub mod api;
 pub mod app;
 pub mod config;
+pub mod ingest;
 pub mod limits;
 pub mod server;

@@ -89,6 +89,7 @@ fn serve(o: &Overrides) -> anyhow::Result<()> {
     tracing::info!(
         viewer = %server.viewer_addr,
         api = %server.api_addr,
+        rtmp = %server.rtmp_addr,
         shards = server.shards,
         cpu_steering = server.steering,
         "ovation serving"
@@ -97,8 +98,8 @@ fn serve(o: &Overrides) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     writeln!(
         out,
-        "ovation ready viewer={} api={} shards={} steering={}",
-        server.viewer_addr, server.api_addr, server.shards, server.steering
+        "ovation ready viewer={} api={} shards={} steering={} rtmp={}",
+        server.viewer_addr, server.api_addr, server.shards, server.steering, server.rtmp_addr
     )?;
     out.flush()?;
     drop(out);

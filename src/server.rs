@@ -30,6 +30,8 @@ const COMMAND_CHANNEL: usize = 4 * 1024;
 pub struct Server {
     pub viewer_addr: SocketAddr,
     pub api_addr: SocketAddr,
+    /// Where broadcasters publish over RTMP.
+    pub rtmp_addr: SocketAddr,
     pub shards: usize,
     /// Whether reuseport CPU steering is attached.
     pub steering: bool,
@@ -95,6 +97,11 @@ impl Server {
             .with_context(|| format!("binding the operator API on {}", config.api_listen))?;
         api_listener.set_nonblocking(true)?;
         let api_addr = api_listener.local_addr()?;
+        let rtmp_listener = std::net::TcpListener::bind(config.rtmp_listen).with_context(|| {
+            format!("binding the RTMP ingest listener on {}", config.rtmp_listen)
+        })?;
+        rtmp_listener.set_nonblocking(true)?;
+        let rtmp_addr = rtmp_listener.local_addr()?;
 
         let config = Arc::new(config);
         let shard_config = Arc::new(ShardConfig {
@@ -146,7 +153,11 @@ impl Server {
                     stats,
                     uplinks,
                     downlinks,
-                    api_listener,
+                    Listeners {
+                        api: api_listener,
+                        rtmp: rtmp_listener,
+                        viewer_addr,
+                    },
                     token,
                     shutdown,
                 )
@@ -157,6 +168,7 @@ impl Server {
         Ok(Server {
             viewer_addr,
             api_addr,
+            rtmp_addr,
             shards,
             steering,
             api_token,
@@ -174,6 +186,13 @@ impl Server {
     }
 }
 
+/// The application core's listeners (bound before it starts, so errors surface at startup).
+struct Listeners {
+    api: std::net::TcpListener,
+    rtmp: std::net::TcpListener,
+    viewer_addr: SocketAddr,
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn app_core(
     config: Arc<Config>,
@@ -181,10 +200,15 @@ async fn app_core(
     stats: Vec<Arc<ShardStats>>,
     uplinks: Vec<SharedReceiver<ShardEvent>>,
     downlinks: Vec<SharedSender<ShardCommand>>,
-    api_listener: std::net::TcpListener,
+    listeners: Listeners,
     api_token: String,
     shutdown: StdUnixStream,
 ) {
+    let Listeners {
+        api: api_listener,
+        rtmp: rtmp_listener,
+        viewer_addr,
+    } = listeners;
     let locals: Vec<Rc<Downlink>> = downlinks.iter().map(|_| Rc::default()).collect();
     let app = Rc::new(RefCell::new(App::new(
         config.clone(),
@@ -192,6 +216,9 @@ async fn app_core(
         locals.clone(),
         unix_ms(),
     )));
+    if let Ok(rtmp_addr) = rtmp_listener.local_addr() {
+        app.borrow_mut().set_addresses(viewer_addr, rtmp_addr);
+    }
     app.borrow_mut().restore(store, &restored, unix_ms());
 
     let mut links = Vec::new();
@@ -234,11 +261,21 @@ async fn app_core(
         Rc::from(api_token.as_str()),
     ));
 
+    let ingest = glommio::spawn_local(crate::ingest::serve(
+        netstack::sys::from_owned_fd(rtmp_listener),
+        app.clone(),
+        crate::ingest::IngestLimits {
+            max_connections: config.rtmp_max_connections,
+            handshake_timeout: Duration::from_millis(config.rtmp_handshake_timeout_ms),
+            idle_timeout: Duration::from_millis(config.rtmp_idle_timeout_ms),
+        },
+    ));
+
     let mut signals: glommio::net::UnixStream = netstack::sys::from_owned_fd(shutdown);
     let mut byte = [0u8; 1];
     let _ = signals.read(&mut byte).await;
     tracing::info!("shutting down: closing viewers with 1001");
-    drop((api, ticker));
+    drop((api, ticker, ingest));
     graceful_shutdown(&app, Duration::from_millis(config.shutdown_grace_ms)).await;
     for link in links {
         link.await;

@@ -97,6 +97,8 @@ impl Limited {
                 "127.0.0.1:0",
                 "--api-listen",
                 "127.0.0.1:0",
+                "--rtmp-listen",
+                "127.0.0.1:0",
             ])
             .args(["--api-token", TOKEN, "--log", "warn"])
             .arg("--data-dir")

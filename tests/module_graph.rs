@@ -45,9 +45,12 @@ const CRATES: &[(&str, &str, &[&str])] = &[
 /// state and no type of their own; `App`'s fields stay in `app/mod.rs`, and the state they
 /// drive lives in the sibling modules (`polls`, `groups`, `streams`, ...), which they import
 /// like `app/mod.rs` does. `app/mod.rs` calls their methods as `self.x()`, which no path shows.
+/// `app::live` is the same for the media side (publish turns, segments to the shards); its
+/// state lives in `app::media_state`.
 const IMPL_EXTENSIONS: &[(&str, &str)] = &[
     ("ovation", "app::operator"),
     ("ovation", "app::poll_runner"),
+    ("ovation", "app::live"),
 ];
 
 /// The product part of a source file: everything before a trailing `#[cfg(test)]` module.

@@ -16,12 +16,14 @@
 //! - [`procfs`]: parsing of `/proc` files (RSS, socket memory, machine facts).
 //! - [`stats`]: medians and maxima over repeats.
 //! - [`churn`]: server memory under connect-and-leave churn (binary `bench-churn`).
+//! - [`publish_delay`]: live HLS publish-to-playlist delay (binary `bench-publish-delay`).
 #![forbid(unsafe_code)]
 
 pub mod churn;
 pub mod http;
 pub mod loadgen;
 pub mod procfs;
+pub mod publish_delay;
 pub mod report;
 pub mod scenario;
 pub mod server;

@@ -164,6 +164,8 @@ fn listen_args(kind: ServerKind, data_dir: &Path) -> Vec<String> {
             "127.0.0.1:0".into(),
             "--api-listen".into(),
             "127.0.0.1:0".into(),
+            "--rtmp-listen".into(),
+            "127.0.0.1:0".into(),
             "--api-token".into(),
             API_TOKEN.into(),
             "--data-dir".into(),

@@ -63,6 +63,26 @@ pub struct Results {
     pub total: u64,
 }
 
+/// A stream's live state, as `stream` messages carry it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StreamState {
+    /// Registered, nobody publishing yet.
+    Offline,
+    /// A broadcaster is publishing: an `endpoint` follows.
+    Live,
+    /// The broadcast ended (it may go live again).
+    Ended,
+}
+
+/// `stream`: the live state of a stream the viewer watches (on `watch` of a stream that is
+/// not live, then on every change).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct StreamMessage {
+    pub state: StreamState,
+    pub stream: String,
+}
+
 /// `error`: the connection stays open; match on `code`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct ErrorMessage {
@@ -82,6 +102,7 @@ pub enum ServerMessage {
     Poll(PollMessage),
     Results(Results),
     Error(ErrorMessage),
+    Stream(StreamMessage),
 }
 
 /// The `type` of each [`ServerMessage`] variant.
@@ -96,6 +117,7 @@ pub enum ServerKind {
     Poll,
     Results,
     Error,
+    Stream,
 }
 
 impl ServerKind {
@@ -109,6 +131,7 @@ impl ServerKind {
             ServerKind::Poll => "poll",
             ServerKind::Results => "results",
             ServerKind::Error => "error",
+            ServerKind::Stream => "stream",
         }
     }
 }
@@ -181,6 +204,13 @@ impl ServerMessage {
         })
     }
 
+    pub fn stream(stream: &str, state: StreamState) -> ServerMessage {
+        ServerMessage::Stream(StreamMessage {
+            state,
+            stream: stream.to_owned(),
+        })
+    }
+
     pub fn kind(&self) -> ServerKind {
         match self {
             ServerMessage::Welcome(_) => ServerKind::Welcome,
@@ -191,6 +221,7 @@ impl ServerMessage {
             ServerMessage::Poll(_) => ServerKind::Poll,
             ServerMessage::Results(_) => ServerKind::Results,
             ServerMessage::Error(_) => ServerKind::Error,
+            ServerMessage::Stream(_) => ServerKind::Stream,
         }
     }
 
@@ -276,6 +307,13 @@ impl Serialize for ServerMessage {
                 m.serialize_entry("type", "error")?;
                 m.end()
             }
+            ServerMessage::Stream(st) => {
+                let mut m = s.serialize_map(Some(3))?;
+                m.serialize_entry("state", &st.state)?;
+                m.serialize_entry("stream", &st.stream)?;
+                m.serialize_entry("type", "stream")?;
+                m.end()
+            }
         }
     }
 }
@@ -353,6 +391,9 @@ mod tests {
             ServerMessage::poll("p1", "main", "Who?", &["a".into(), "b".into()], 17),
             ServerMessage::results("p1", &[1, 2, 0], true),
             ServerMessage::error("unknown_type", "unknown message type \"x\""),
+            ServerMessage::stream("main", StreamState::Offline),
+            ServerMessage::stream("main", StreamState::Live),
+            ServerMessage::stream("main", StreamState::Ended),
         ]
     }
 
@@ -392,6 +433,10 @@ mod tests {
         assert_eq!(
             ServerMessage::results("p", &[1, 1, 0], false).to_json(),
             r#"{"counts":[1,1,0],"final":false,"poll":"p","total":2,"type":"results"}"#
+        );
+        assert_eq!(
+            ServerMessage::stream("main", StreamState::Live).to_json(),
+            r#"{"state":"live","stream":"main","type":"stream"}"#
         );
         assert_eq!(
             BroadcasterMessage::welcome("main").to_json(),

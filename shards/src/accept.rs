@@ -25,6 +25,8 @@ use netstack::ws::{self, OpCode};
 
 use crate::clock::unix_ms;
 use crate::driver::Driver;
+use crate::hls;
+use crate::hls_window;
 use crate::profile::Profile;
 use crate::shard::Shard;
 use crate::stats::ShardStats;
@@ -199,10 +201,15 @@ fn unavailable(why: &str) -> Refusal {
     ))
 }
 
-async fn read_request(
-    max: usize,
-    stream: &mut TcpStream,
-) -> Result<(http::UpgradeRequest, Vec<u8>), Refusal> {
+/// What the first request on a viewer-port connection asks for.
+enum Incoming {
+    /// A WebSocket upgrade, and the bytes after its head.
+    Upgrade(Box<http::UpgradeRequest>, Vec<u8>),
+    /// HLS (a request line whose target is under `/hls/`): every byte read so far.
+    Media(Vec<u8>),
+}
+
+async fn read_request(max: usize, stream: &mut TcpStream) -> Result<Incoming, Refusal> {
     let mut buf = vec![0u8; 1024.min(max + 1)];
     let mut len = 0;
     loop {
@@ -220,10 +227,14 @@ async fn read_request(
             return Err(Refusal::Gone);
         }
         len += n;
+        if hls_window::is_media_request(&buf[..len]) {
+            buf.truncate(len);
+            return Ok(Incoming::Media(buf));
+        }
         match http::parse_upgrade(&buf[..len], max) {
             Ok(Some(req)) => {
                 let rest = buf[req.header_len..len].to_vec();
-                return Ok((req, rest));
+                return Ok(Incoming::Upgrade(Box::new(req), rest));
             }
             Ok(None) => continue,
             Err(e) => return Err(e.into()),
@@ -254,9 +265,11 @@ async fn handshake(shard: Rc<Shard>, mut stream: TcpStream, seat: Seat) {
     };
     let outcome = future::or(
         async {
-            let (req, rest) = read_request(shard.config.max_header_bytes, &mut stream).await?;
-            if req.path != shard.config.path {
-                return Err(HandshakeError::NotFound.into());
+            let incoming = read_request(shard.config.max_header_bytes, &mut stream).await?;
+            if let Incoming::Upgrade(req, _) = &incoming {
+                if req.path != shard.config.path {
+                    return Err(HandshakeError::NotFound.into());
+                }
             }
             if shard.draining.get() {
                 return Err(unavailable("server is shutting down"));
@@ -264,7 +277,7 @@ async fn handshake(shard: Rc<Shard>, mut stream: TcpStream, seat: Seat) {
             if !seat.viewer {
                 return Err(unavailable("server is full"));
             }
-            Ok((req, rest))
+            Ok(incoming)
         },
         async {
             sleep(timeout).await;
@@ -273,7 +286,8 @@ async fn handshake(shard: Rc<Shard>, mut stream: TcpStream, seat: Seat) {
     )
     .await;
     let (req, mut rest) = match outcome {
-        Ok(ok) => ok,
+        Ok(Incoming::Upgrade(req, rest)) => (*req, rest),
+        Ok(Incoming::Media(bytes)) => return hls::serve(shard, stream, bytes, seat).await,
         Err(Refusal::Gone) => {
             ShardStats::add(&shard.stats.handshake_aborted, 1);
             return;

@@ -37,6 +37,12 @@ pub struct ShardConfig {
     /// Ids of polls closed in an earlier run (the store's newest): a vote for one gets
     /// `poll_closed`, not `unknown_poll`, from the first connection on.
     pub closed_polls: std::sync::Arc<std::collections::HashSet<Box<str>>>,
+    /// Segments in each stream's live HLS window.
+    pub hls_window: usize,
+    /// Initial `EXT-X-TARGETDURATION` in seconds (the segment target, rounded up).
+    pub hls_target_secs: u64,
+    /// An HLS keep-alive connection idle this long is closed.
+    pub hls_idle_timeout: Duration,
 }
 
 impl Default for ShardConfig {
@@ -55,6 +61,9 @@ impl Default for ShardConfig {
             tally_interval: Duration::from_millis(50),
             id_epoch: 0,
             closed_polls: Default::default(),
+            hls_window: 6,
+            hls_target_secs: 2,
+            hls_idle_timeout: Duration::from_secs(30),
         }
     }
 }

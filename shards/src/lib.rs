@@ -18,7 +18,9 @@
 //!   `runtime` (the shard's tasks and command loop) -> `accept` (accept loop, handshake,
 //!   descriptor seats) -> `driver` (one task per viewer) -> `shard` (the shard's state and
 //!   command handling) -> `logic` (pure groups, polls, votes) and `conn` (one viewer's socket,
-//!   decoding and parsing into `protocol::ViewerMessage`).
+//!   decoding and parsing into `protocol::ViewerMessage`). `accept` also hands a plain `GET`
+//!   under `/hls/` to `hls` (one HLS keep-alive connection), which answers from the shard's
+//!   [`hls_window`]s (pure: each stream's live window and the HTTP answers).
 
 #![forbid(unsafe_code)]
 
@@ -29,6 +31,8 @@ pub mod config;
 mod conn;
 mod driver;
 pub mod frames;
+mod hls;
+pub mod hls_window;
 mod logic;
 pub mod polls;
 pub mod profile;

@@ -158,4 +158,23 @@ pub enum ShardCommand {
     Audit { audit: u64 },
     /// Stop accepting, close every viewer with 1001, and return within `grace`.
     Shutdown { grace: Duration },
+    /// The state of a stream's HLS window, which every shard keeps and serves.
+    Media(MediaCommand),
+}
+
+/// What the application core tells every shard about a stream's media. One message per shard;
+/// a segment's bytes are one shared `Arc` buffer, never copied per shard or per viewer.
+#[derive(Debug)]
+pub enum MediaCommand {
+    /// A registered stream: served (503) while it is offline.
+    Registered { stream: Box<str> },
+    /// A publisher went live on the stream.
+    Live { stream: Box<str> },
+    /// A finished segment joins the stream's window (the oldest may leave it).
+    Segment {
+        stream: Box<str>,
+        segment: media::segmenter::Segment,
+    },
+    /// The publish ended: the playlist gets `EXT-X-ENDLIST`.
+    Ended { stream: Box<str> },
 }

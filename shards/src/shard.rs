@@ -26,6 +26,7 @@ use crate::clock::{ticks, Ticks};
 use crate::config::ShardConfig;
 use crate::conn::{Conn, Env, State};
 use crate::frames;
+use crate::hls_window::Windows;
 use crate::logic::Core;
 use crate::polls::ViewerVotes;
 use crate::profile::{profile_hash, Predicate, Profile, ViewerId};
@@ -66,6 +67,8 @@ pub(crate) struct Shard {
     ping_frame: Frame,
     /// Raised by a counted vote: the tally reporter sleeps until there is something to report.
     tallies_dirty: Signal,
+    /// The HLS windows this shard serves.
+    pub hls: RefCell<Windows>,
 }
 
 /// What the keepalive sweep does with one connection.
@@ -104,6 +107,7 @@ impl Shard {
         let mut ping = Vec::new();
         ws::encode_frame(OpCode::Ping, b"", &mut ping);
         let closed_polls = config.closed_polls.clone();
+        let hls = RefCell::new(Windows::new(config.hls_window, config.hls_target_secs));
         Shard {
             index: index as u16,
             config,
@@ -123,6 +127,7 @@ impl Shard {
             draining: Cell::new(false),
             ping_frame: ping.into(),
             tallies_dirty: Signal::default(),
+            hls,
         }
     }
 
@@ -484,6 +489,7 @@ impl Shard {
             // The runtime batches casts and ends its loop on shutdown.
             ShardCommand::Cast { .. } => {}
             ShardCommand::Shutdown { .. } => {}
+            ShardCommand::Media(m) => self.hls.borrow_mut().apply(m),
         }
     }
 

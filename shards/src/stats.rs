@@ -52,6 +52,8 @@ counters!(
     frames_out,
     /// Group-casts executed on this shard.
     casts,
+    /// HLS requests (playlists, segments, preflights) answered on this shard.
+    hls_requests,
 );
 
 impl ShardStats {

@@ -146,6 +146,13 @@ pub fn handle(app: &RefCell<App>, token: &str, req: &Request) -> Response {
         ("GET", ["api", "stats"]) => stats(&app),
         ("GET", ["api", "streams"]) => list_streams(&app),
         ("POST", ["api", "streams"]) => create_stream(&mut app, &req.body),
+        ("POST", ["api", "streams", id, "key"]) => match app.rotate_key(id) {
+            Ok(key) => Response::json(
+                200,
+                json!({"id": id, "stream_key": key, "publish_url": app.publish_url()}),
+            ),
+            Err(_) => not_found("stream", id),
+        },
         ("GET", ["api", "groups"]) => {
             let groups: Vec<Value> = app.groups().map(group_json).collect();
             Response::json(200, json!({ "groups": groups }))
@@ -221,9 +228,9 @@ pub fn handle(app: &RefCell<App>, token: &str, req: &Request) -> Response {
         (_, ["api", "audits"]) => method_not_allowed("POST"),
         (_, ["api", "groups", _]) => method_not_allowed("GET, DELETE"),
         (_, ["api", "polls", _]) => method_not_allowed("GET"),
-        (_, ["api", "polls", _, "close"]) | (_, ["api", "groups", _, "messages"]) => {
-            method_not_allowed("POST")
-        }
+        (_, ["api", "polls", _, "close"])
+        | (_, ["api", "groups", _, "messages"])
+        | (_, ["api", "streams", _, "key"]) => method_not_allowed("POST"),
         (_, ["api", "viewers", _, "tags"]) => method_not_allowed("PUT"),
         _ => Response::error(
             404,
@@ -265,12 +272,23 @@ fn stats(app: &App) -> Response {
         .collect();
     let resume = app.resume_stats();
     let store = app.store_stats();
+    let ingest = app.ingest_stats();
     Response::json(
         200,
         json!({
             "connections": connections,
             "viewers": app.viewer_count(),
             "streams": app.stream_count(),
+            "ingest": {
+                "live": app.live_streams(),
+                "refused_key": ingest.refused_key,
+                "refused_busy": ingest.refused_busy,
+                "refused_codec": ingest.refused_codec,
+                "closed_bad": ingest.closed_bad,
+                "dropped_samples": ingest.dropped_samples,
+                "segments": ingest.segments,
+                "segment_bytes": ingest.segment_bytes,
+            },
             "resume": {
                 "departed": resume.departed,
                 "departed_bytes": resume.departed_bytes,
@@ -307,6 +325,13 @@ fn stream_json(app: &App, s: &crate::app::Stream) -> Value {
         "group": format!("stream:{}", s.id),
         "audience": audience,
         "created_ms": s.created_ms,
+        "state": s.state.as_str(),
+        "live": s.state == crate::app::StreamState::Live,
+        "bitrate_kbps": s.bitrate_kbps,
+        "publisher": s.publisher.map(|a| a.to_string()),
+        "last_segment": app.last_segment(&s.id).map(|(sequence, completed_ms)| {
+            json!({"sequence": sequence, "completed_ms": completed_ms})
+        }),
     })
 }
 
@@ -330,9 +355,11 @@ fn create_stream(app: &mut App, body: &[u8]) -> Response {
         Err(e) => return bad(e),
     };
     match app.add_stream(id, title, unix_ms()) {
-        Ok(s) => {
-            let s = s.clone();
-            Response::json(201, stream_json(app, &s))
+        Ok((s, key)) => {
+            let mut body = stream_json(app, &s);
+            body["stream_key"] = json!(key);
+            body["publish_url"] = json!(app.publish_url());
+            Response::json(201, body)
         }
         Err(e) => Response::error(409, "exists", e.to_string()),
     }

@@ -19,6 +19,11 @@ pub fn endpoint(stream: &str, url: &str, session: &str) -> Frame {
     encode(&ServerMessage::endpoint(stream, url.into(), session.into()))
 }
 
+/// `{"type":"stream",...}`: a stream's live state (`offline`, `live` or `ended`).
+pub fn stream_state(stream: &str, state: protocol::StreamState) -> Frame {
+    encode(&ServerMessage::stream(stream, state))
+}
+
 /// `{"type":"message",...}`: an operator's group cast.
 pub fn group_message(group: &str, payload: &Value) -> Frame {
     encode(&ServerMessage::message(group, payload.clone()))
@@ -52,6 +57,10 @@ mod tests {
     fn messages_have_their_documented_shape() {
         assert_eq!(decode(&error("c", "m"))["code"], "c");
         assert_eq!(decode(&endpoint("s", "u", "x"))["type"], "endpoint");
+        assert_eq!(
+            &stream_state("s", protocol::StreamState::Live)[2..],
+            br#"{"state":"live","stream":"s","type":"stream"}"#
+        );
         let r = decode(&results("p1", &[1, 2], true));
         assert_eq!(r["total"], 3);
         assert_eq!(r["final"], true);

@@ -9,7 +9,8 @@
 //! This module is composition and event dispatch; each concern has its own module and state:
 //! [`mirror`] (profiles, resume), [`groups`] (groups, cast backpressure), [`streams`],
 //! [`polls`] (registry, lifecycle, merged counts), [`audits`], [`store`] (durable state, written
-//! on its own thread) and [`messages`] (every frame the core sends viewers).
+//! on its own thread), [`live`] (stream keys, publishes, segmenting, what goes live and ends)
+//! and [`messages`] (every frame the core sends viewers).
 //!
 //! The core never reads the clock: every method that needs time takes `now_ms` (Unix
 //! milliseconds) from its caller, and shard commands go out through [`Downlink`] queues, so
@@ -18,13 +19,17 @@
 pub mod audits;
 pub mod downlink;
 pub mod groups;
+pub mod live;
+pub mod media_state;
 pub mod messages;
 pub mod mirror;
 pub mod polls;
+pub mod random;
 pub mod sink;
 pub mod store;
 pub mod streams;
 
+use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -43,23 +48,16 @@ use store::{Restored, Store};
 
 pub use audits::Audit;
 pub use groups::{Group, GroupError, GroupKind, StoredGroup, TelemetrySummary};
+pub use media_state::IngestStats;
 pub use messages::text_frame;
 pub use mirror::Viewer;
 pub use polls::{Poll, PollError, PollRequest, PollState};
-pub use streams::{Stream, StreamError};
+pub use streams::{PublishError, PublishTurn, Stream, StreamError, StreamState};
 
 /// The wall clock in Unix milliseconds, for the executor glue and API handlers that drive the
 /// core. The core itself never calls it.
+pub use random::random_hex;
 pub use shards::clock::unix_ms;
-
-/// A random token in hex (`bytes` random bytes).
-pub fn random_hex(bytes: usize) -> String {
-    let mut buf = vec![0u8; bytes];
-    // getrandom(2) only fails before the kernel pool is seeded, long before a server runs;
-    // zeros would still be a well-formed (if guessable) session id.
-    let _ = getrandom::getrandom(&mut buf);
-    protocol::hex(&buf)
-}
 
 /// Resume bookkeeping for `/api/stats`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,6 +99,10 @@ pub struct App {
     progress: Rc<Signal>,
     /// API answers waiting for casts to be written ([`App::casts_written`]).
     cast_waiters: Vec<std::task::Waker>,
+    live: media_state::Live,
+    /// Bound addresses: the viewer port (`{listen}` in `media_url`) and RTMP ingest.
+    viewer_addr: SocketAddr,
+    rtmp_addr: SocketAddr,
 }
 
 impl App {
@@ -111,7 +113,6 @@ impl App {
         now_ms: u64,
     ) -> App {
         App {
-            config,
             shard_stats,
             downlinks,
             mirror: Mirror::default(),
@@ -125,7 +126,17 @@ impl App {
             poll_opened: Rc::default(),
             progress: Rc::default(),
             cast_waiters: Vec::new(),
+            live: media_state::Live::default(),
+            viewer_addr: config.listen,
+            rtmp_addr: config.rtmp_listen,
+            config,
         }
+    }
+
+    /// The addresses the listeners were bound to (they differ from the settings for port 0).
+    pub fn set_addresses(&mut self, viewer: SocketAddr, rtmp: SocketAddr) {
+        self.viewer_addr = viewer;
+        self.rtmp_addr = rtmp;
     }
 
     /// Completes once every shard has written the casts to `group` sent so far. The API
@@ -150,6 +161,7 @@ impl App {
     /// of stored polls from their configuration, before the first viewer connects, so a late
     /// vote for one gets `poll_closed` rather than `unknown_poll`.)
     pub fn restore(&mut self, store: Store, restored: &Restored, now_ms: u64) {
+        self.restore_streams(&restored.streams);
         for record in &restored.groups {
             match serde_json::from_value::<StoredGroup>(record.clone()) {
                 Ok(g) => {
@@ -347,19 +359,18 @@ impl App {
         }
     }
 
-    /// A viewer asks for a stream (FIG. 4): check it is live, answer with its media endpoint
-    /// and move the viewer into the stream's audience group.
+    /// A viewer asks for a stream (FIG. 4): a registered stream moves the viewer into its
+    /// audience group and answers with its media endpoint, preceded by its state when it is
+    /// not live (the viewer is pushed `live` and a fresh endpoint when it goes live).
     fn watch(&mut self, at: ViewerRef, stream: &str) {
-        if !self.streams.contains(stream) {
+        let Some(state) = self.streams.get(stream).map(|s| s.state) else {
             let message = format!("no stream {stream:?} is live");
             return self.send_to(at, messages::error("unknown_stream", &message));
+        };
+        if state != StreamState::Live {
+            self.send_to(at, messages::stream_state(stream, state.into()));
         }
-        let session = random_hex(12);
-        let url = self
-            .config
-            .media_url
-            .replace("{stream}", stream)
-            .replace("{session}", &session);
+        let (session, url) = self.media_endpoint(stream);
         self.send_to(at, messages::endpoint(stream, &url, &session));
         self.command(
             at.shard,

@@ -13,7 +13,7 @@ use super::sink::Sink;
 use super::store::StoreError;
 use super::{
     messages, App, Audit, Group, GroupError, GroupKind, Poll, PollState, ResumeStats, StoreStats,
-    StoredGroup, Stream, StreamError, TelemetrySummary, Viewer,
+    StoredGroup, Stream, TelemetrySummary, Viewer,
 };
 
 impl App {
@@ -114,29 +114,6 @@ impl App {
     }
 
     // ---- commands ----
-
-    /// Registers a live stream and its audience group.
-    pub fn add_stream(
-        &mut self,
-        id: String,
-        title: Option<String>,
-        now_ms: u64,
-    ) -> Result<&Stream, StreamError> {
-        self.streams.check_new(&id)?;
-        let group = self.define_group(
-            format!("stream:{id}"),
-            format!("audience of {id}"),
-            GroupKind::Stream,
-            Predicate::stream(&id),
-            now_ms,
-        );
-        self.streams.insert(Stream {
-            id,
-            title,
-            group,
-            created_ms: now_ms,
-        })
-    }
 
     /// Creates a custom predicate group (stored, so it survives a restart); returns its key.
     pub fn add_custom_group(&mut self, name: String, predicate: Predicate, now_ms: u64) -> String {

@@ -2,7 +2,8 @@
 //! directory: nothing to install or start).
 //!
 //! What is kept: polls (closed ones once, open ones as checkpoints of their definition and
-//! merged counts), custom group definitions, and a boot counter that makes viewer ids unique
+//! merged counts), custom group definitions, the stream directory (ids, titles, SHA-256 of
+//! stream keys), and a boot counter that makes viewer ids unique
 //! across restarts. Records are the JSON the API returns.
 //!
 //! Writes (each an fsynced transaction) never run on the application core: they go over a
@@ -20,6 +21,7 @@ use serde_json::Value;
 
 const POLLS: TableDefinition<&str, &[u8]> = TableDefinition::new("polls");
 const GROUPS: TableDefinition<&str, &[u8]> = TableDefinition::new("groups");
+const STREAMS: TableDefinition<&str, &[u8]> = TableDefinition::new("streams");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const BOOT: &str = "boot";
 
@@ -52,6 +54,7 @@ enum Write {
     Poll(String, Vec<u8>),
     Group(String, Vec<u8>),
     DeleteGroup(String),
+    Stream(String, Vec<u8>),
 }
 
 /// A poll found in the store at startup.
@@ -69,6 +72,8 @@ pub struct Restored {
     pub boot: u32,
     /// Custom group records (`{"id","name","match","created_ms"}`).
     pub groups: Vec<Value>,
+    /// Stream directory records (`{"id","title","key_sha256","created_ms"}`), oldest first.
+    pub streams: Vec<Value>,
     /// Every stored poll, oldest first.
     pub polls: Vec<StoredPoll>,
     /// Polls found open (a crash or kill): now stored as `interrupted` with their counts.
@@ -152,6 +157,14 @@ impl Store {
         self.queue(Write::Group(key.to_owned(), group.to_string().into_bytes()));
     }
 
+    /// Queues a stream directory record (created, or its key rotated).
+    pub fn put_stream(&self, id: &str, stream: &Value) {
+        self.queue(Write::Stream(
+            id.to_owned(),
+            stream.to_string().into_bytes(),
+        ));
+    }
+
     /// Queues the removal of a custom group.
     pub fn delete_group(&self, key: &str) {
         self.queue(Write::DeleteGroup(key.to_owned()));
@@ -217,6 +230,18 @@ fn startup(db: &Database) -> Result<Restored, StoreError> {
             }
         }
 
+        let streams = txn.open_table(STREAMS).map_err(dberr)?;
+        for entry in streams.iter().map_err(dberr)? {
+            let (_, v) = entry.map_err(dberr)?;
+            match serde_json::from_slice::<Value>(v.value()) {
+                Ok(s) => restored.streams.push(s),
+                Err(e) => tracing::warn!(error = %e, "skipping an unreadable stored stream"),
+            }
+        }
+        restored
+            .streams
+            .sort_by_key(|s| s["created_ms"].as_u64().unwrap_or(0));
+
         let mut polls = txn.open_table(POLLS).map_err(dberr)?;
         let mut rewrite = Vec::new();
         for entry in polls.iter().map_err(dberr)? {
@@ -266,6 +291,7 @@ fn commit(db: &Database, batch: Vec<Write>) -> Result<(), StoreError> {
     {
         let mut polls = txn.open_table(POLLS).map_err(dberr)?;
         let mut groups = txn.open_table(GROUPS).map_err(dberr)?;
+        let mut streams = txn.open_table(STREAMS).map_err(dberr)?;
         for write in batch {
             match write {
                 Write::Poll(id, bytes) => {
@@ -278,6 +304,11 @@ fn commit(db: &Database, batch: Vec<Write>) -> Result<(), StoreError> {
                 }
                 Write::DeleteGroup(key) => {
                     groups.remove(key.as_str()).map_err(dberr)?;
+                }
+                Write::Stream(id, bytes) => {
+                    streams
+                        .insert(id.as_str(), bytes.as_slice())
+                        .map_err(dberr)?;
                 }
             }
         }
@@ -332,11 +363,28 @@ mod tests {
             store.put_group("g1", &json!({"id": "g1", "name": "one"}));
             store.put_group("g2", &json!({"id": "g2", "name": "two"}));
             store.delete_group("g1");
+            store.put_stream("s2", &json!({"id": "s2", "created_ms": 9}));
+            store.put_stream(
+                "s1",
+                &json!({"id": "s1", "created_ms": 5, "key_sha256": "00"}),
+            );
+            store.put_stream(
+                "s2",
+                &json!({"id": "s2", "created_ms": 9, "key_sha256": "ff"}),
+            );
             store.close();
         }
         let (store, restored) = Store::open(&dir).unwrap();
         assert_eq!(restored.interrupted, vec!["p2".to_owned()]);
         assert_eq!(restored.groups, vec![json!({"id": "g2", "name": "two"})]);
+        assert_eq!(
+            restored.streams,
+            vec![
+                json!({"id": "s1", "created_ms": 5, "key_sha256": "00"}),
+                json!({"id": "s2", "created_ms": 9, "key_sha256": "ff"}),
+            ],
+            "oldest first, the latest record of each"
+        );
         let ids: Vec<(&str, u8)> = restored
             .polls
             .iter()

@@ -7,7 +7,9 @@ use std::sync::Arc;
 
 use serde_json::{json, Value};
 use shards::profile::{profile_hash, Field, Predicate, Profile, ViewerId};
-use shards::proto::{GroupId, ProfileUpdate, Request, ShardCommand, ShardEvent, ViewerRef};
+use shards::proto::{
+    GroupId, MediaCommand, ProfileUpdate, Request, ShardCommand, ShardEvent, ViewerRef,
+};
 
 use super::downlink::Downlink;
 use super::*;
@@ -251,7 +253,9 @@ fn group_sizes_follow_predicates_and_errors_are_typed() {
     assert!(matches!(h.sent(1).last(), Some(ShardCommand::DropGroup { id: g }) if *g == id));
     assert_eq!(h.app.delete_group(&key), Err(GroupError::NotFound(key)));
     assert!(matches!(
-        h.app.add_stream("s".into(), None, 5).map(|s| s.created_ms),
+        h.app
+            .add_stream("s".into(), None, 5)
+            .map(|(s, _)| s.created_ms),
         Ok(5)
     ));
     assert_eq!(
@@ -555,11 +559,15 @@ fn watch_answers_with_an_endpoint_or_an_error() {
     let request = Request::Watch { stream: "s".into() };
     h.event(ShardEvent::Request { at: a, request }, 1_000);
     let sent = h.sent(0);
+    // The stream is registered but nobody publishes it: its state, then the endpoint.
     assert!(
-        matches!(&sent[0], ShardCommand::Send { frame, .. } if decode(frame)["type"] == "endpoint")
+        matches!(&sent[0], ShardCommand::Send { frame, .. } if decode(frame)["state"] == "offline")
     );
     assert!(
-        matches!(&sent[1], ShardCommand::Update { update: ProfileUpdate::Stream(Some(s)), .. } if &**s == "s")
+        matches!(&sent[1], ShardCommand::Send { frame, .. } if decode(frame)["type"] == "endpoint")
+    );
+    assert!(
+        matches!(&sent[2], ShardCommand::Update { update: ProfileUpdate::Stream(Some(s)), .. } if &**s == "s")
     );
 }
 
@@ -707,8 +715,15 @@ fn checkpoints_are_bounded_and_a_restart_restores_polls_and_groups() {
     assert_eq!(stored["counts"], json!([2, 3]));
     let g = h.app.group(&group_key).expect("the custom group is back");
     assert_eq!((g.name.as_str(), g.kind), ("apple", GroupKind::Custom));
+    assert!(h.app.stream("s").is_some(), "the stream directory is back");
     for i in 0..2 {
-        let sent = h.sent(i);
+        let all = h.sent(i);
+        // The stream's audience group and HLS window, the custom group, then the poll.
+        assert!(matches!(&all[0], ShardCommand::DefineGroup { .. }));
+        assert!(
+            matches!(&all[1], ShardCommand::Media(MediaCommand::Registered { stream }) if &**stream == "s")
+        );
+        let sent = &all[2..];
         assert!(matches!(&sent[0], ShardCommand::DefineGroup { .. }));
         assert_eq!(sent.len(), 1, "only the group goes down: {sent:?}");
     }
@@ -766,4 +781,100 @@ fn a_waiting_claim_resumes_even_when_the_departed_bounds_are_zero() {
     );
     assert_eq!(h.app.resume_stats().departed, 0);
     assert_eq!(h.app.resume_stats().dropped, 1);
+}
+
+/// The live registry in memory: keys let a publisher in once, the audience hears `live` and
+/// gets an endpoint, an unsupported codec is refused by name, and the end reaches the shards
+/// and the audience.
+#[test]
+fn a_publish_turns_a_stream_live_and_its_end_reaches_shards_and_audience() {
+    let mut h = harness(2, Config::default());
+    let (stream, key) = h.app.add_stream("s".into(), None, 1_000).unwrap();
+    let a = at(1, 1, 1);
+    h.join(a, "t", profile(1, UA_IOS));
+    h.watch(a, profile(1, UA_IOS), "s");
+    h.drain();
+
+    let peer: std::net::SocketAddr = "127.0.0.1:5000".parse().unwrap();
+    assert_eq!(
+        h.app.begin_publish("not-a-key", peer),
+        Err(PublishError::UnknownKey)
+    );
+    let turn = h.app.begin_publish(&key, peer).unwrap();
+    assert_eq!(
+        h.app.begin_publish(&key, peer),
+        Err(PublishError::Busy("s".into()))
+    );
+    assert_eq!(h.app.stream("s").map(|s| s.state), Some(StreamState::Live));
+    for i in 0..2 {
+        let sent = h.sent(i);
+        assert!(
+            matches!(&sent[0], ShardCommand::Media(MediaCommand::Live { stream }) if &**stream == "s")
+        );
+        assert_eq!(
+            Harness::casts(&sent, stream.group),
+            vec![json!({"type": "stream", "stream": "s", "state": "live"})]
+        );
+        let endpoints: Vec<Value> = sent
+            .iter()
+            .filter_map(|c| match c {
+                ShardCommand::Send { to, frame } if *to == a => Some(decode(frame)),
+                _ => None,
+            })
+            .collect();
+        // The viewer lives on shard 1: only that shard gets its endpoint.
+        assert_eq!(endpoints.len(), i, "{endpoints:?}");
+        if let Some(e) = endpoints.first() {
+            assert_eq!(e["type"], "endpoint");
+            assert!(e["url"]
+                .as_str()
+                .unwrap()
+                .contains("/hls/s/index.m3u8?session="));
+        }
+    }
+
+    // An HEVC keyframe tag: refused by name, counted.
+    let err = h
+        .app
+        .publish_media(
+            &turn,
+            media::MediaKind::Video,
+            0,
+            &[0x1C, 0, 0, 0, 0],
+            2_000,
+        )
+        .unwrap_err();
+    assert!(err.to_string().contains("HEVC"), "{err}");
+    // Audio before its sequence header: dropped, counted, not fatal.
+    h.app
+        .publish_media(&turn, media::MediaKind::Audio, 0, &[0xAF, 1, 0x21], 2_000)
+        .unwrap();
+    let stats = h.app.ingest_stats();
+    assert_eq!(
+        (
+            stats.refused_key,
+            stats.refused_busy,
+            stats.refused_codec,
+            stats.dropped_samples
+        ),
+        (1, 1, 1, 1)
+    );
+
+    h.app.end_publish(&turn, 3_000);
+    h.app.end_publish(&turn, 3_000);
+    assert_eq!(h.app.stream("s").map(|s| s.state), Some(StreamState::Ended));
+    for i in 0..2 {
+        let sent = h.sent(i);
+        let ended = sent
+            .iter()
+            .filter(|c| matches!(c, ShardCommand::Media(MediaCommand::Ended { .. })))
+            .count();
+        assert_eq!(ended, 1, "an end is told once");
+        assert_eq!(
+            Harness::casts(&sent, stream.group),
+            vec![json!({"type": "stream", "stream": "s", "state": "ended"})]
+        );
+    }
+    // The stream can go live again with the same key.
+    assert!(h.app.begin_publish(&key, peer).is_ok());
 }

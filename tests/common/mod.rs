@@ -20,6 +20,8 @@ pub struct Server {
     pub child: Child,
     pub viewer: SocketAddr,
     pub api: SocketAddr,
+    /// The RTMP ingest address.
+    pub rtmp: SocketAddr,
     pub shards: usize,
     pub steering: bool,
     pub data_dir: std::path::PathBuf,
@@ -39,6 +41,7 @@ impl Server {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_ovation"));
         cmd.arg("serve")
             .args(["--listen", "127.0.0.1:0", "--api-listen", "127.0.0.1:0"])
+            .args(["--rtmp-listen", "127.0.0.1:0"])
             .args(["--api-token", TOKEN, "--log", "error"])
             .arg("--data-dir")
             .arg(&data_dir)
@@ -68,6 +71,7 @@ impl Server {
         Server {
             viewer: field("viewer").parse().unwrap(),
             api: field("api").parse().unwrap(),
+            rtmp: field("rtmp").parse().unwrap(),
             shards: field("shards").parse().unwrap(),
             steering: field("steering") == "true",
             child,

@@ -1,0 +1,122 @@
+//! One HLS connection on the viewer port: HTTP/1.1 keep-alive on netstack's request parser,
+//! answered from the shard's windows (`hls_window`). Pipelined requests are answered in
+//! order; a segment is written from its shared buffer. The connection holds a seat of
+//! `max_connections` (the guard it is given) until it ends, and closes after
+//! `hls_idle_timeout` without a request, after a request error, or when the client asks.
+
+use std::rc::Rc;
+
+use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
+use glommio::net::TcpStream;
+use glommio::timer::sleep;
+use netstack::http::server::{Limits, RequestParser, Step};
+
+use crate::hls_window::Body;
+use crate::shard::Shard;
+use crate::stats::ShardStats;
+
+/// Bytes read per `read` call.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// Serves `stream`, whose first bytes (`buf`) were read by the handshake, until it ends.
+/// `seat` is dropped (releasing the connection's place) when it does.
+pub(crate) async fn serve<G>(shard: Rc<Shard>, mut stream: TcpStream, mut buf: Vec<u8>, seat: G) {
+    let _seat = seat;
+    let limits = Limits {
+        max_head: shard.config.max_header_bytes,
+        max_body: 0,
+        ..Limits::default()
+    };
+    let mut parser = RequestParser::new(limits);
+    let idle = shard.config.hls_idle_timeout;
+    let mut chunk = vec![0u8; READ_CHUNK];
+    loop {
+        // Answer every request already buffered, then read.
+        loop {
+            let (step, used) = match parser.next(&buf) {
+                Ok(v) => v,
+                Err(e) => {
+                    let status = e.status();
+                    let mut out = Vec::new();
+                    netstack::http::write_response(
+                        &mut out,
+                        status,
+                        false,
+                        &[("Access-Control-Allow-Origin", "*")],
+                        "text/plain; charset=utf-8",
+                        format!("{e}\n").as_bytes(),
+                    );
+                    let _ = future::or(async { stream.write_all(&out).await.is_ok() }, async {
+                        sleep(idle).await;
+                        false
+                    })
+                    .await;
+                    return;
+                }
+            };
+            buf.drain(..used);
+            match step {
+                Step::Partial => break,
+                Step::Continue => {
+                    if !write(&mut stream, netstack::http::CONTINUE, &[], idle).await {
+                        return;
+                    }
+                }
+                Step::Request(req) => {
+                    ShardStats::add(&shard.stats.hls_requests, 1);
+                    let keep_alive = req.keep_alive && !shard.draining.get();
+                    let answer =
+                        shard
+                            .hls
+                            .borrow()
+                            .answer(&req.method, &req.path, &req.query, keep_alive);
+                    // A playlist or message goes out with its head in one write; a segment
+                    // is written from its shared buffer after the head.
+                    let (head, body) = match answer.body {
+                        Body::Segment(data) => (answer.head, Some(data)),
+                        Body::Text(text) => {
+                            let mut head = answer.head;
+                            head.extend_from_slice(&text);
+                            (head, None)
+                        }
+                        Body::Empty => (answer.head, None),
+                    };
+                    let body = body.as_deref().unwrap_or(&[]);
+                    if !write(&mut stream, &head, body, idle).await || !keep_alive {
+                        let _ = stream.close().await;
+                        return;
+                    }
+                }
+            }
+        }
+        let read = future::or(async { stream.read(&mut chunk).await.ok() }, async {
+            sleep(idle).await;
+            None
+        })
+        .await;
+        match read {
+            Some(n) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+            _ => return,
+        }
+    }
+}
+
+/// Writes a head and a body (the body straight from its buffer), bounded by `limit`.
+async fn write(
+    stream: &mut TcpStream,
+    head: &[u8],
+    body: &[u8],
+    limit: std::time::Duration,
+) -> bool {
+    future::or(
+        async {
+            stream.write_all(head).await.is_ok()
+                && (body.is_empty() || stream.write_all(body).await.is_ok())
+        },
+        async {
+            sleep(limit).await;
+            false
+        },
+    )
+    .await
+}

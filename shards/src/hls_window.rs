@@ -1,0 +1,439 @@
+//! The HLS a shard serves, as pure state and answers: each stream's live window (kept from
+//! the application core's [`MediaCommand`]s) and the HTTP answer to one request for a
+//! playlist or segment. No sockets and no clock: the connection task is in `hls`.
+//!
+//! URLs: `/hls/{stream}/index.m3u8` (the live playlist) and `/hls/{stream}/{seq}.ts` (a
+//! segment), each with the viewer's `?session=` kept. Statuses: 200; 404 for an unknown
+//! stream or a segment outside the window; 503 (`Retry-After`) while a stream is offline or
+//! has no segment yet; 405 for a method other than GET, HEAD or OPTIONS (204, the CORS
+//! preflight).
+
+use std::collections::HashMap;
+use std::io::Write as _;
+use std::sync::Arc;
+
+use media::playlist::{LivePlaylist, UriTemplate};
+
+use crate::proto::MediaCommand;
+
+/// Path prefix of everything served here.
+pub const PREFIX: &str = "/hls/";
+
+/// Longest session id copied from a request into the segment URIs of a playlist.
+const MAX_SESSION: usize = 64;
+
+/// Whether the request line at the start of `buf` (once complete) targets [`PREFIX`]: such a
+/// connection is served as HLS, not upgraded.
+pub fn is_media_request(buf: &[u8]) -> bool {
+    let Some(end) = buf.iter().position(|&b| b == b'\n') else {
+        return false;
+    };
+    let mut parts = buf[..end].split(|&b| b == b' ');
+    let _method = parts.next();
+    parts
+        .next()
+        .is_some_and(|target| target.starts_with(PREFIX.as_bytes()))
+}
+
+/// A stream's state as the shard knows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Offline,
+    Live,
+    Ended,
+}
+
+struct Window {
+    state: State,
+    playlist: LivePlaylist,
+}
+
+/// Every stream's window on this shard.
+pub struct Windows {
+    streams: HashMap<Box<str>, Window>,
+    window: usize,
+    target_secs: u64,
+    /// Segment URIs, relative to the playlist: `{seq}.ts?session={session}`.
+    uris: UriTemplate,
+    uris_no_session: UriTemplate,
+}
+
+/// One answer: the head (status line and headers) and the body, which for a segment is its
+/// shared buffer (written from the `Arc`, never copied).
+pub struct Answer {
+    pub status: u16,
+    pub head: Vec<u8>,
+    pub body: Body,
+}
+
+/// An answer's body.
+pub enum Body {
+    Empty,
+    Text(Vec<u8>),
+    Segment(Arc<[u8]>),
+}
+
+impl Body {
+    pub fn as_bytes(&self) -> &[u8] {
+        match self {
+            Body::Empty => &[],
+            Body::Text(t) => t,
+            Body::Segment(s) => s,
+        }
+    }
+}
+
+impl Windows {
+    pub fn new(window: usize, target_secs: u64) -> Windows {
+        Windows {
+            streams: HashMap::new(),
+            window,
+            target_secs,
+            // Both templates are literals with `{seq}`: they parse.
+            uris: UriTemplate::new("{seq}.ts?session={session}")
+                .unwrap_or_else(|_| unreachable!("literal template")),
+            uris_no_session: UriTemplate::new("{seq}.ts")
+                .unwrap_or_else(|_| unreachable!("literal template")),
+        }
+    }
+
+    fn window(&mut self, stream: Box<str>) -> &mut Window {
+        let (window, target) = (self.window, self.target_secs);
+        self.streams.entry(stream).or_insert_with(|| Window {
+            state: State::Offline,
+            playlist: LivePlaylist::new(window, target),
+        })
+    }
+
+    /// Applies one command from the application core.
+    pub fn apply(&mut self, command: MediaCommand) {
+        match command {
+            MediaCommand::Registered { stream } => {
+                self.window(stream);
+            }
+            MediaCommand::Live { stream } => self.window(stream).state = State::Live,
+            MediaCommand::Segment { stream, segment } => {
+                self.window(stream).playlist.push(segment);
+            }
+            MediaCommand::Ended { stream } => {
+                let w = self.window(stream);
+                w.state = State::Ended;
+                w.playlist.end();
+            }
+        }
+    }
+
+    /// Segments held for `stream` (for tests and counters).
+    pub fn segments(&self, stream: &str) -> usize {
+        self.streams
+            .get(stream)
+            .map_or(0, |w| w.playlist.segments().count())
+    }
+
+    /// The answer to `method path?query`; `keep_alive` goes into the `Connection` header.
+    pub fn answer(&self, method: &str, path: &str, query: &str, keep_alive: bool) -> Answer {
+        let head_only = method == "HEAD";
+        let (status, kind, body) = match method {
+            "GET" | "HEAD" => self.resource(path, query),
+            "OPTIONS" => (204, Kind::Preflight, Body::Empty),
+            _ => (
+                405,
+                Kind::Error,
+                text("only GET, HEAD and OPTIONS are served here"),
+            ),
+        };
+        let mut head = Vec::with_capacity(256);
+        let _ = write!(
+            head,
+            "HTTP/1.1 {status} {}\r\nConnection: {}\r\nAccess-Control-Allow-Origin: *\r\n",
+            reason(status),
+            if keep_alive { "keep-alive" } else { "close" }
+        );
+        let half_target = (self.target_secs / 2).max(1);
+        match kind {
+            Kind::Playlist => {
+                let _ = write!(
+                    head,
+                    "Content-Type: application/vnd.apple.mpegurl\r\nCache-Control: max-age={half_target}\r\n"
+                );
+            }
+            Kind::Segment => head.extend_from_slice(
+                b"Content-Type: video/mp2t\r\nCache-Control: public, max-age=31536000, immutable\r\n",
+            ),
+            Kind::Preflight => head.extend_from_slice(
+                b"Access-Control-Allow-Methods: GET, HEAD, OPTIONS\r\nAccess-Control-Allow-Headers: *\r\nAccess-Control-Max-Age: 86400\r\n",
+            ),
+            Kind::Unavailable => {
+                let _ = write!(
+                    head,
+                    "Content-Type: text/plain; charset=utf-8\r\nCache-Control: no-store\r\nRetry-After: {}\r\n",
+                    self.target_secs.max(1)
+                );
+            }
+            Kind::Error => head.extend_from_slice(
+                b"Content-Type: text/plain; charset=utf-8\r\nCache-Control: no-store\r\n",
+            ),
+        }
+        if status == 405 {
+            head.extend_from_slice(b"Allow: GET, HEAD, OPTIONS\r\n");
+        }
+        let _ = write!(head, "Content-Length: {}\r\n\r\n", body.as_bytes().len());
+        Answer {
+            status,
+            head,
+            body: if head_only { Body::Empty } else { body },
+        }
+    }
+
+    fn resource(&self, path: &str, query: &str) -> (u16, Kind, Body) {
+        let Some((stream, file)) = path.strip_prefix(PREFIX).and_then(|p| p.split_once('/')) else {
+            return (404, Kind::Error, text("no such media resource"));
+        };
+        let Some(w) = self.streams.get(stream) else {
+            return (404, Kind::Error, text("no such stream"));
+        };
+        let live_or_ended = matches!(w.state, State::Live | State::Ended);
+        if file == "index.m3u8" {
+            if !live_or_ended {
+                return (503, Kind::Unavailable, text("the stream is offline"));
+            }
+            if w.playlist.segments().next().is_none() {
+                return (503, Kind::Unavailable, text("no segment yet"));
+            }
+            let session = session(query);
+            let rendered = match session {
+                Some(s) => w.playlist.render(&self.uris, &[("session", s)]),
+                None => w.playlist.render(&self.uris_no_session, &[]),
+            };
+            return (200, Kind::Playlist, Body::Text(rendered.into_bytes()));
+        }
+        let seq = file
+            .strip_suffix(".ts")
+            .filter(|n| !n.is_empty() && n.len() <= 20 && n.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|n| n.parse::<u64>().ok());
+        match seq.and_then(|n| w.playlist.segment(n)) {
+            Some(seg) => (200, Kind::Segment, Body::Segment(seg.data.clone())),
+            None if seq.is_some() => (404, Kind::Error, text("the segment is not in the window")),
+            None => (404, Kind::Error, text("no such media resource")),
+        }
+    }
+}
+
+enum Kind {
+    Playlist,
+    Segment,
+    Preflight,
+    Unavailable,
+    Error,
+}
+
+fn text(message: &str) -> Body {
+    Body::Text(format!("{message}\n").into_bytes())
+}
+
+fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        204 => "No Content",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        _ => "Service Unavailable",
+    }
+}
+
+/// The `session` query parameter, when it is a plain token (it is copied into URIs).
+fn session(query: &str) -> Option<&str> {
+    query
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("session="))
+        .filter(|s| {
+            !s.is_empty()
+                && s.len() <= MAX_SESSION
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use media::segmenter::Segment;
+
+    fn seg(sequence: u64, discontinuity: bool) -> Segment {
+        Segment {
+            sequence,
+            duration_ms: 2000,
+            start_wall_ms: 1_800_000_000_000 + sequence * 2000,
+            discontinuity,
+            starts_with_keyframe: true,
+            data: vec![0x47; 188 * (sequence as usize + 1)].into(),
+        }
+    }
+
+    fn head(a: &Answer) -> String {
+        String::from_utf8(a.head.clone()).unwrap()
+    }
+
+    fn body(a: &Answer) -> String {
+        String::from_utf8_lossy(a.body.as_bytes()).into_owned()
+    }
+
+    fn windows() -> Windows {
+        let mut w = Windows::new(3, 2);
+        w.apply(MediaCommand::Registered { stream: "s".into() });
+        w
+    }
+
+    #[test]
+    fn offline_is_503_unknown_is_404() {
+        let w = windows();
+        let a = w.answer("GET", "/hls/s/index.m3u8", "session=x", true);
+        assert_eq!(a.status, 503);
+        assert!(head(&a).contains("Retry-After: 2\r\n"), "{}", head(&a));
+        assert_eq!(w.answer("GET", "/hls/t/index.m3u8", "", true).status, 404);
+        assert_eq!(w.answer("GET", "/hls/s", "", true).status, 404);
+        assert_eq!(w.answer("GET", "/hls/", "", true).status, 404);
+        assert_eq!(w.answer("GET", "/hls/s/0.ts", "", true).status, 404);
+    }
+
+    #[test]
+    fn the_window_slides_and_segments_are_shared_not_copied() {
+        let mut w = windows();
+        w.apply(MediaCommand::Live { stream: "s".into() });
+        assert_eq!(
+            w.answer("GET", "/hls/s/index.m3u8", "", true).status,
+            503,
+            "live without a segment yet"
+        );
+        for n in 0..5 {
+            w.apply(MediaCommand::Segment {
+                stream: "s".into(),
+                segment: seg(n, n == 4),
+            });
+        }
+        assert_eq!(w.segments("s"), 3);
+        let a = w.answer("GET", "/hls/s/index.m3u8", "session=abc&x=1", true);
+        assert_eq!(a.status, 200);
+        let h = head(&a);
+        assert!(
+            h.starts_with("HTTP/1.1 200 OK\r\nConnection: keep-alive\r\n"),
+            "{h}"
+        );
+        assert!(h.contains("Content-Type: application/vnd.apple.mpegurl\r\n"));
+        assert!(h.contains("Cache-Control: max-age=1\r\n"));
+        assert!(h.contains("Access-Control-Allow-Origin: *\r\n"));
+        let text = body(&a);
+        assert!(text.contains("#EXT-X-MEDIA-SEQUENCE:2\n"), "{text}");
+        assert!(text.contains("\n2.ts?session=abc\n"), "{text}");
+        let (before, after) = text.split_once("#EXT-X-DISCONTINUITY\n").expect("tag");
+        assert!(before.contains("\n3.ts?session=abc\n"), "{text}");
+        assert!(after.contains("\n4.ts?session=abc\n") && !after.contains("3.ts"));
+        assert!(!text.contains("ENDLIST"));
+        assert!(h.contains(&format!("Content-Length: {}\r\n", text.len())));
+
+        let a = w.answer("GET", "/hls/s/3.ts", "session=abc", false);
+        assert_eq!(a.status, 200);
+        assert!(head(&a).contains("Connection: close\r\n"));
+        assert!(head(&a).contains("immutable"));
+        assert!(head(&a).contains("Content-Type: video/mp2t\r\n"));
+        let Body::Segment(shared) = &a.body else {
+            panic!("a segment body is the shared buffer");
+        };
+        let held = w.streams["s"].playlist.segment(3).unwrap().data.clone();
+        assert!(Arc::ptr_eq(shared, &held), "no copy");
+        assert_eq!(w.answer("GET", "/hls/s/1.ts", "", true).status, 404, "left");
+        assert_eq!(w.answer("GET", "/hls/s/9.ts", "", true).status, 404);
+        assert_eq!(w.answer("GET", "/hls/s/x.ts", "", true).status, 404);
+        assert_eq!(
+            w.answer("GET", "/hls/s/99999999999999999999999.ts", "", true)
+                .status,
+            404
+        );
+
+        let h = w.answer("HEAD", "/hls/s/3.ts", "", true);
+        assert_eq!(h.status, 200);
+        assert!(h.body.as_bytes().is_empty());
+        assert!(head(&h).contains(&format!("Content-Length: {}\r\n", 188 * 4)));
+
+        w.apply(MediaCommand::Ended { stream: "s".into() });
+        let text = body(&w.answer("GET", "/hls/s/index.m3u8", "", true));
+        assert!(text.ends_with("#EXT-X-ENDLIST\n"), "{text}");
+        assert!(text.contains("\n4.ts\n"), "no session, plain URIs: {text}");
+    }
+
+    #[test]
+    fn media_requests_are_told_from_upgrades_by_their_request_line() {
+        assert!(is_media_request(b"GET /hls/s/index.m3u8 HTTP/1.1\r\n"));
+        assert!(is_media_request(
+            b"OPTIONS /hls/s/0.ts HTTP/1.1\r\nHost: x\r\n\r\n"
+        ));
+        assert!(
+            !is_media_request(b"GET /hls/s/index.m3u8 HTTP/1.1"),
+            "line incomplete"
+        );
+        assert!(!is_media_request(b"GET /v1/viewer HTTP/1.1\r\n"));
+        assert!(!is_media_request(b"GET /hlsx HTTP/1.1\r\n"));
+        assert!(!is_media_request(b"\n"));
+        assert!(!is_media_request(b""));
+    }
+
+    /// Whatever a client puts in a method, path or query, `answer` returns a well-formed
+    /// head and never panics (deterministic pseudo-random inputs).
+    #[test]
+    fn arbitrary_requests_get_well_formed_answers() {
+        let mut w = windows();
+        w.apply(MediaCommand::Live { stream: "s".into() });
+        w.apply(MediaCommand::Segment {
+            stream: "s".into(),
+            segment: seg(0, false),
+        });
+        let alphabet = b"/hls.ts0123456789?=&%session\r\n\xff-_s";
+        let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+        for _ in 0..20_000 {
+            let mut pick = |n: usize| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x % n as u64) as usize
+            };
+            let len = pick(24);
+            let bytes: Vec<u8> = (0..len).map(|_| alphabet[pick(alphabet.len())]).collect();
+            let text = String::from_utf8_lossy(&bytes);
+            let (path, query) = text.split_once('?').unwrap_or((&text, ""));
+            let method = ["GET", "HEAD", "OPTIONS", "PUT", ""][pick(5)];
+            let a = w.answer(method, &format!("/hls/{path}"), query, true);
+            let h = head(&a);
+            assert!(h.starts_with("HTTP/1.1 ") && h.ends_with("\r\n\r\n"), "{h}");
+            assert_eq!(h.matches("\r\n\r\n").count(), 1, "{h}");
+            assert!([200, 204, 404, 405, 503].contains(&a.status));
+        }
+    }
+
+    #[test]
+    fn preflight_methods_and_hostile_sessions() {
+        let mut w = windows();
+        w.apply(MediaCommand::Live { stream: "s".into() });
+        w.apply(MediaCommand::Segment {
+            stream: "s".into(),
+            segment: seg(0, false),
+        });
+        let a = w.answer("OPTIONS", "/hls/s/index.m3u8", "", true);
+        assert_eq!(a.status, 204);
+        assert!(head(&a).contains("Access-Control-Allow-Methods: GET, HEAD, OPTIONS\r\n"));
+        let a = w.answer("POST", "/hls/s/index.m3u8", "", true);
+        assert_eq!(a.status, 405);
+        assert!(head(&a).contains("Allow: GET, HEAD, OPTIONS\r\n"));
+        for bad in [
+            "session=a%0d%0aX",
+            "session=a\nb",
+            "session=",
+            "session=<x>",
+        ] {
+            let text = body(&w.answer("GET", "/hls/s/index.m3u8", bad, true));
+            assert!(text.contains("\n0.ts\n"), "{bad}: {text}");
+        }
+        let long = format!("session={}", "a".repeat(65));
+        let text = body(&w.answer("GET", "/hls/s/index.m3u8", &long, true));
+        assert!(text.contains("\n0.ts\n"));
+    }
+}

@@ -1,0 +1,284 @@
+//! `App`'s media side: stream keys, publish turns, segmenting, and what viewers and shards
+//! are told when a stream goes live or ends.
+//!
+//! A publish is let in by [`App::begin_publish`] (the stream key names the stream), its FLV
+//! tags go through the stream's [`Segmenter`] in [`App::publish_media`], and each finished
+//! segment goes to every shard as one [`MediaCommand::Segment`] carrying the shared buffer.
+//! [`App::end_publish`] closes the segment in progress, marks the playlist ended and tells
+//! the audience. A stream's segmenter outlives its publishers, so a publisher that comes
+//! back continues the same playlist after a discontinuity.
+
+use std::net::SocketAddr;
+
+use media::segmenter::{Segment, Segmenter, SegmenterConfig, SegmenterError};
+use media::MediaKind;
+use serde_json::json;
+use shards::proto::{MediaCommand, ShardCommand};
+
+use super::media_state::IngestStats;
+use super::streams::{self, PublishError, PublishTurn, StreamError, StreamState};
+use super::{messages, random_hex, App, Stream};
+
+impl App {
+    /// The `publish_url` shown with stream keys: `rtmp://ADDR/live`.
+    pub fn publish_url(&self) -> String {
+        format!("rtmp://{}/live", self.rtmp_addr)
+    }
+
+    /// Registers a stream with a fresh key; returns it and the key (shown once: only its
+    /// hash is kept).
+    pub fn add_stream(
+        &mut self,
+        id: String,
+        title: Option<String>,
+        now_ms: u64,
+    ) -> Result<(Stream, String), StreamError> {
+        self.streams.check_new(&id)?;
+        let key = streams::new_key();
+        let stream = self.register_stream(id, title, streams::hash_key(&key), now_ms)?;
+        self.store_stream(&stream);
+        Ok((stream, key))
+    }
+
+    /// Adds a stream record (new or restored): its audience group, and the shards learn it.
+    pub(super) fn register_stream(
+        &mut self,
+        id: String,
+        title: Option<String>,
+        key_sha256: streams::KeyHash,
+        created_ms: u64,
+    ) -> Result<Stream, StreamError> {
+        self.streams.check_new(&id)?;
+        let group = self.define_group(
+            format!("stream:{id}"),
+            format!("audience of {id}"),
+            super::GroupKind::Stream,
+            shards::profile::Predicate::stream(&id),
+            created_ms,
+        );
+        let name: Box<str> = id.as_str().into();
+        self.broadcast(|| {
+            ShardCommand::Media(MediaCommand::Registered {
+                stream: name.clone(),
+            })
+        });
+        let stream = self.streams.insert(Stream {
+            id,
+            title,
+            group,
+            created_ms,
+            key_sha256,
+            state: StreamState::Offline,
+            publisher: None,
+            bitrate_kbps: 0,
+            publish: 0,
+        })?;
+        Ok(stream.clone())
+    }
+
+    /// Replaces a stream's key; returns the new one.
+    pub fn rotate_key(&mut self, id: &str) -> Result<String, StreamError> {
+        let key = streams::new_key();
+        let stream = self.streams.set_key(id, streams::hash_key(&key))?.clone();
+        self.store_stream(&stream);
+        Ok(key)
+    }
+
+    fn store_stream(&self, s: &Stream) {
+        if let Some(store) = &self.store {
+            let record = json!({
+                "id": s.id,
+                "title": s.title,
+                "key_sha256": streams::hash_hex(&s.key_sha256),
+                "created_ms": s.created_ms,
+            });
+            store.put_stream(&s.id, &record);
+        }
+    }
+
+    /// Streams restored from the store at startup.
+    pub(super) fn restore_streams(&mut self, records: &[serde_json::Value]) {
+        for r in records {
+            let id = r["id"].as_str().unwrap_or_default().to_owned();
+            let hash = r["key_sha256"].as_str().and_then(streams::parse_hash);
+            let Some(hash) = hash.filter(|_| !id.is_empty()) else {
+                tracing::warn!(record = %r, "skipping a stored stream without an id and key");
+                continue;
+            };
+            let title = r["title"].as_str().map(str::to_owned);
+            let created = r["created_ms"].as_u64().unwrap_or(0);
+            if let Err(e) = self.register_stream(id, title, hash, created) {
+                tracing::warn!(error = %e, "skipping a stored stream");
+            }
+        }
+    }
+
+    /// Ingest counters.
+    pub fn ingest_stats(&self) -> IngestStats {
+        self.live.stats
+    }
+
+    /// Streams live now.
+    pub fn live_streams(&self) -> usize {
+        self.streams.live()
+    }
+
+    /// An RTMP connection was closed for bad input or a timeout.
+    pub fn count_bad_rtmp(&mut self) {
+        self.live.stats.closed_bad += 1;
+    }
+
+    /// A publisher asks to publish with `key` (the RTMP stream name). On success the stream is
+    /// live: shards serve it, and its audience gets `stream` `live` and a fresh `endpoint`.
+    pub fn begin_publish(
+        &mut self,
+        key: &str,
+        publisher: SocketAddr,
+    ) -> Result<PublishTurn, PublishError> {
+        // OBS and ffmpeg send the key alone; tolerate a query string after it.
+        let key = key.split('?').next().unwrap_or_default();
+        let turn = match self.streams.begin_publish(key, publisher) {
+            Ok(t) => t,
+            Err(e) => {
+                match e {
+                    PublishError::UnknownKey => self.live.stats.refused_key += 1,
+                    PublishError::Busy(_) => self.live.stats.refused_busy += 1,
+                }
+                return Err(e);
+            }
+        };
+        let config = SegmenterConfig {
+            target_duration_ms: self.config.hls_segment_ms,
+            ..SegmenterConfig::default()
+        };
+        self.live
+            .segmenters
+            .entry(turn.stream.clone())
+            .or_insert_with(|| Segmenter::new(config));
+        let name: Box<str> = turn.stream.as_str().into();
+        self.broadcast(|| {
+            ShardCommand::Media(MediaCommand::Live {
+                stream: name.clone(),
+            })
+        });
+        let id = turn.stream.clone();
+        if let Some(group) = self.streams.get(&id).map(|s| s.group) {
+            self.cast_frame(
+                group,
+                messages::stream_state(&id, protocol::StreamState::Live),
+            );
+        }
+        let audience: Vec<_> = self
+            .mirror
+            .viewers()
+            .filter(|v| v.profile.stream.as_deref() == Some(id.as_str()))
+            .map(|v| v.at)
+            .collect();
+        for at in audience {
+            let (session, url) = self.media_endpoint(&id);
+            self.send_to(at, messages::endpoint(&id, &url, &session));
+        }
+        tracing::info!(stream = %id, %publisher, "stream live");
+        Ok(turn)
+    }
+
+    /// A fresh session id and the endpoint URL for it.
+    pub(super) fn media_endpoint(&self, stream: &str) -> (String, String) {
+        let session = random_hex(12);
+        let url = self
+            .config
+            .media_url
+            .replace("{stream}", stream)
+            .replace("{session}", &session)
+            .replace("{listen}", &self.viewer_addr.to_string());
+        (session, url)
+    }
+
+    /// One FLV tag of the publish `turn`. `Err` only for an unsupported codec: the caller
+    /// refuses the publisher. Other bad samples are dropped and counted.
+    pub fn publish_media(
+        &mut self,
+        turn: &PublishTurn,
+        kind: MediaKind,
+        timestamp: u32,
+        data: &[u8],
+        now_ms: u64,
+    ) -> Result<(), SegmenterError> {
+        if self.streams.get(&turn.stream).map(|s| s.publish) != Some(turn.turn) {
+            return Ok(());
+        }
+        let Some(seg) = self.live.segmenters.get_mut(&turn.stream) else {
+            return Ok(());
+        };
+        match seg.push(kind, timestamp, data, now_ms) {
+            Ok(Some(segment)) => self.segment_out(&turn.stream.clone(), segment, now_ms),
+            Ok(None) => {}
+            Err(e) if e.is_unsupported_codec() => {
+                self.live.stats.refused_codec += 1;
+                return Err(e);
+            }
+            Err(e) => {
+                self.live.stats.dropped_samples += 1;
+                tracing::debug!(stream = %turn.stream, error = %e, "sample dropped");
+            }
+        }
+        Ok(())
+    }
+
+    fn segment_out(&mut self, stream: &str, segment: Segment, now_ms: u64) {
+        self.live.stats.segments += 1;
+        self.live.stats.segment_bytes += segment.data.len() as u64;
+        self.live
+            .last_segment
+            .insert(stream.to_owned(), (segment.sequence, now_ms));
+        let name: Box<str> = stream.into();
+        // One message per shard; each carries the same `Arc` buffer.
+        self.broadcast(|| {
+            ShardCommand::Media(MediaCommand::Segment {
+                stream: name.clone(),
+                segment: segment.clone(),
+            })
+        });
+    }
+
+    /// The latest segment of a stream and the wall time it was completed.
+    pub fn last_segment(&self, stream: &str) -> Option<(u64, u64)> {
+        self.live.last_segment.get(stream).copied()
+    }
+
+    /// The publisher's measured input rate.
+    pub fn publish_bitrate(&mut self, turn: &PublishTurn, kbps: u64) {
+        self.streams.set_bitrate(turn, kbps);
+    }
+
+    /// The publish `turn` ended (the publisher left, went silent, or was refused). If it was
+    /// the stream's current publish: the segment in progress is closed, the playlist ends
+    /// and the audience gets `stream` `ended`.
+    pub fn end_publish(&mut self, turn: &PublishTurn, now_ms: u64) {
+        if !self.streams.end_publish(turn) {
+            return;
+        }
+        let id = turn.stream.clone();
+        if let Some(segment) = self
+            .live
+            .segmenters
+            .get_mut(&id)
+            .and_then(Segmenter::restart)
+        {
+            self.segment_out(&id, segment, now_ms);
+        }
+        let name: Box<str> = id.as_str().into();
+        self.broadcast(|| {
+            ShardCommand::Media(MediaCommand::Ended {
+                stream: name.clone(),
+            })
+        });
+        if let Some(group) = self.streams.get(&id).map(|s| s.group) {
+            self.cast_frame(
+                group,
+                messages::stream_state(&id, protocol::StreamState::Ended),
+            );
+        }
+        tracing::info!(stream = %id, "stream ended");
+    }
+}
