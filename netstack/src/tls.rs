@@ -221,7 +221,6 @@ impl TlsSession {
                         Ok(n) => Ok(Ok(n)),
                         Err(EncodeError::InsufficientSize(e)) => Err(e.required_size),
                         Err(EncodeError::AlreadyEncoded) => Ok(Err(TlsError::NotReady)),
-                        Err(_) => Ok(Err(TlsError::NotReady)),
                     })?;
                     true
                 }
@@ -256,7 +255,6 @@ impl TlsSession {
                 Ok(n) => Ok(Ok(n)),
                 Err(EncryptError::InsufficientSize(e)) => Err(e.required_size),
                 Err(EncryptError::EncryptExhausted) => Ok(Err(TlsError::Exhausted)),
-                Err(_) => Ok(Err(TlsError::NotReady)),
             })
         })
     }
