@@ -87,6 +87,13 @@ pub struct Config {
     pub max_groups: usize,
     /// Most broadcaster sockets following one stream; beyond it the upgrade gets 429.
     pub max_broadcasters_per_stream: usize,
+    /// Address of the TLS viewer listener (`wss://`), beside the plain one; needs `tls_cert`
+    /// and `tls_key`. Off when unset.
+    pub tls_listen: Option<SocketAddr>,
+    /// PEM certificate chain (leaf first) for the TLS listeners; re-read on SIGHUP.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) for the TLS listeners; re-read on SIGHUP.
+    pub tls_key: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -124,6 +131,9 @@ impl Default for Config {
             api_max_connections: 256,
             max_groups: 10_000,
             max_broadcasters_per_stream: 16,
+            tls_listen: None,
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
@@ -232,6 +242,15 @@ pub struct Overrides {
     /// Most broadcaster sockets per stream; more get 429 [default: 16].
     #[arg(long, value_name = "N")]
     pub max_broadcasters_per_stream: Option<usize>,
+    /// TLS viewer listener address (wss://); needs --tls-cert and --tls-key [default: off].
+    #[arg(long, value_name = "ADDR")]
+    pub tls_listen: Option<SocketAddr>,
+    /// PEM certificate chain for the TLS listeners, re-read on SIGHUP.
+    #[arg(long, value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for the TLS listeners, re-read on SIGHUP.
+    #[arg(long, value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
 }
 
 macro_rules! apply {
@@ -282,6 +301,15 @@ impl Config {
         );
         if o.api_token.is_some() {
             cfg.api_token = o.api_token.clone();
+        }
+        if o.tls_listen.is_some() {
+            cfg.tls_listen = o.tls_listen;
+        }
+        if o.tls_cert.is_some() {
+            cfg.tls_cert = o.tls_cert.clone();
+        }
+        if o.tls_key.is_some() {
+            cfg.tls_key = o.tls_key.clone();
         }
         cfg.validate()?;
         Ok(cfg)
@@ -344,6 +372,9 @@ impl Config {
             if v == 0 {
                 bail!("{name} must be at least 1");
             }
+        }
+        if self.tls_listen.is_some() && (self.tls_cert.is_none() || self.tls_key.is_none()) {
+            bail!("tls_listen needs tls_cert and tls_key");
         }
         Ok(())
     }

@@ -86,6 +86,25 @@ fn serve(o: &Overrides) -> anyhow::Result<()> {
     }
 
     let server = Server::start(config.clone(), token, shutdown_rx)?;
+    // SIGHUP re-reads the TLS certificate and key: new handshakes get the new certificate,
+    // open connections keep theirs. A bad file is logged and the old certificate stays.
+    let mut hups = signal_hook::iterator::Signals::new([signal_hook::consts::SIGHUP])
+        .context("installing the SIGHUP handler")?;
+    let certs = server.certs.clone();
+    std::thread::Builder::new()
+        .name("sighup".into())
+        .spawn(move || {
+            for _ in hups.forever() {
+                match &certs {
+                    None => tracing::info!("SIGHUP: no TLS certificate configured, nothing to reload"),
+                    Some(store) => match store.reload() {
+                        Ok(()) => tracing::info!("SIGHUP: TLS certificate reloaded"),
+                        Err(e) => tracing::error!(error = %e, "SIGHUP: TLS certificate not reloaded; keeping the old one"),
+                    },
+                }
+            }
+        })
+        .context("starting the SIGHUP thread")?;
     tracing::info!(
         viewer = %server.viewer_addr,
         api = %server.api_addr,
@@ -95,9 +114,13 @@ fn serve(o: &Overrides) -> anyhow::Result<()> {
     );
     // One machine-readable line on stdout for scripts and tests.
     let mut out = std::io::stdout().lock();
+    let tls = server
+        .tls_addr
+        .map(|a| format!(" tls={a}"))
+        .unwrap_or_default();
     writeln!(
         out,
-        "ovation ready viewer={} api={} shards={} steering={}",
+        "ovation ready viewer={} api={} shards={} steering={}{tls}",
         server.viewer_addr, server.api_addr, server.shards, server.steering
     )?;
     out.flush()?;

@@ -34,6 +34,11 @@ pub struct Server {
     /// Whether reuseport CPU steering is attached.
     pub steering: bool,
     pub api_token: String,
+    /// The TLS viewer listener's address, when `tls_listen` is set.
+    pub tls_addr: Option<SocketAddr>,
+    /// The certificate of the TLS listeners: `reload` it (SIGHUP) to change what new
+    /// handshakes get.
+    pub certs: Option<Arc<netstack::tls::CertStore>>,
     threads: Vec<ExecutorJoinHandle<()>>,
 }
 
@@ -81,6 +86,32 @@ impl Server {
             }
         };
 
+        let certs = match (&config.tls_cert, &config.tls_key) {
+            (Some(cert), Some(key)) => Some(
+                netstack::tls::CertStore::open(cert, key).context("loading the TLS certificate")?,
+            ),
+            _ => None,
+        };
+        let tls_config = match &certs {
+            Some(store) => Some(store.server_config()?),
+            None => None,
+        };
+        let mut tls_listeners: Vec<Option<std::net::TcpListener>> =
+            match (config.tls_listen, &tls_config) {
+                (Some(addr), Some(_)) => {
+                    netstack::sys::reuseport_listeners(addr, shards, config.backlog)
+                        .with_context(|| format!("binding TLS viewer listeners on {addr}"))?
+                        .into_iter()
+                        .map(Some)
+                        .collect()
+                }
+                _ => (0..shards).map(|_| None).collect(),
+            };
+        let tls_addr = match tls_listeners.first() {
+            Some(Some(l)) => Some(l.local_addr()?),
+            _ => None,
+        };
+
         // Startup reads (and the boot counter) on this thread; later writes go to the store's
         // own writer thread.
         let (store, restored) = crate::app::store::Store::open(&config.data_dir)
@@ -120,6 +151,7 @@ impl Server {
                 events: ev_tx,
                 commands: cmd_rx,
                 open_total: open_total.clone(),
+                tls: tls_listeners[index].take().zip(tls_config.clone()),
             };
             let handle = LocalExecutorBuilder::new(Placement::Fixed(shard_cpus[index]))
                 .name(&format!("shard-{index}"))
@@ -159,6 +191,8 @@ impl Server {
             shards,
             steering,
             api_token,
+            tls_addr,
+            certs,
             threads,
         })
     }

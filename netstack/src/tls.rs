@@ -20,7 +20,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert, UnbufferedServerConnection};
 use rustls::sign::CertifiedKey;
 use rustls::unbuffered::{ConnectionState, EncodeError, EncryptError, UnbufferedStatus};
-use rustls::ServerConfig;
+pub use rustls::ServerConfig;
 
 /// What can go wrong loading certificates or running a TLS session.
 #[derive(Debug, thiserror::Error)]

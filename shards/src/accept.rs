@@ -15,12 +15,14 @@
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
+use futures_lite::{future, AsyncWriteExt};
 use glommio::net::{TcpListener, TcpStream};
 use glommio::timer::sleep;
 use netstack::http::{self, HandshakeError};
+use netstack::tls::{ServerConfig, TlsSession};
 use netstack::ws::{self, OpCode};
 
 use crate::clock::unix_ms;
@@ -28,6 +30,7 @@ use crate::driver::Driver;
 use crate::profile::Profile;
 use crate::shard::Shard;
 use crate::stats::ShardStats;
+use crate::tls::Wire;
 
 /// Most sockets one shard answers with 503 at once once the cap is reached (each holds a
 /// descriptor from the reserve until its answer is written).
@@ -110,7 +113,13 @@ impl Drop for Seat {
     }
 }
 
-pub(crate) async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
+/// Accepts viewers on `listener`; with `tls`, each connection runs a TLS handshake (with the
+/// certificate current at that moment) before its HTTP upgrade.
+pub(crate) async fn accept_loop(
+    shard: Rc<Shard>,
+    listener: TcpListener,
+    tls: Option<Arc<ServerConfig>>,
+) {
     let (mut failed, mut full, mut dropped) = (
         Throttle::default(),
         Throttle::default(),
@@ -170,7 +179,20 @@ pub(crate) async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
             viewer,
             held: true,
         };
-        glommio::spawn_local(handshake(shard.clone(), stream, seat)).detach();
+        let wire = match &tls {
+            None => Wire::plain(),
+            // Over the cap a TLS connection is closed before its handshake: a refusal should
+            // cost little, and a full handshake to say 503 does not.
+            Some(_) if !viewer => {
+                ShardStats::add(&shard.stats.refused_unanswered, 1);
+                continue;
+            }
+            Some(config) => match TlsSession::new(config.clone()) {
+                Ok(session) => Wire::tls(session),
+                Err(_) => continue,
+            },
+        };
+        glommio::spawn_local(handshake(shard.clone(), stream, wire, seat)).detach();
     }
 }
 
@@ -202,6 +224,7 @@ fn unavailable(why: &str) -> Refusal {
 async fn read_request(
     max: usize,
     stream: &mut TcpStream,
+    wire: &mut Wire,
 ) -> Result<(http::UpgradeRequest, Vec<u8>), Refusal> {
     let mut buf = vec![0u8; 1024.min(max + 1)];
     let mut len = 0;
@@ -212,8 +235,8 @@ async fn read_request(
             }
             buf.resize((buf.len() * 2).min(max + 1), 0);
         }
-        let n = stream
-            .read(&mut buf[len..])
+        let n = wire
+            .read(stream, &mut buf[len..])
             .await
             .map_err(|_| Refusal::Gone)?;
         if n == 0 {
@@ -242,7 +265,7 @@ fn resume_token() -> Box<str> {
     protocol::hex(&bytes).into()
 }
 
-async fn handshake(shard: Rc<Shard>, mut stream: TcpStream, seat: Seat) {
+async fn handshake(shard: Rc<Shard>, mut stream: TcpStream, mut wire: Wire, seat: Seat) {
     let peer: SocketAddr = match stream.peer_addr() {
         Ok(p) => p,
         Err(_) => return,
@@ -254,7 +277,8 @@ async fn handshake(shard: Rc<Shard>, mut stream: TcpStream, seat: Seat) {
     };
     let outcome = future::or(
         async {
-            let (req, rest) = read_request(shard.config.max_header_bytes, &mut stream).await?;
+            let (req, rest) =
+                read_request(shard.config.max_header_bytes, &mut stream, &mut wire).await?;
             if req.path != shard.config.path {
                 return Err(HandshakeError::NotFound.into());
             }
@@ -282,7 +306,7 @@ async fn handshake(shard: Rc<Shard>, mut stream: TcpStream, seat: Seat) {
             ShardStats::add(&shard.stats.handshake_rejected, 1);
             let _ = future::or(
                 async {
-                    let _ = stream.write_all(&response).await;
+                    let _ = wire.write_all(&mut stream, &response).await;
                     let _ = stream.close().await;
                 },
                 sleep(timeout),
@@ -315,18 +339,23 @@ async fn handshake(shard: Rc<Shard>, mut stream: TcpStream, seat: Seat) {
         let welcome = shard.welcome(viewer, &resume, false).to_json();
         ws::encode_frame(OpCode::Text, welcome.as_bytes(), &mut head);
     }
-    let written = future::or(async { stream.write_all(&head).await.is_ok() }, async {
-        sleep(timeout).await;
-        false
-    })
+    let written = future::or(
+        async { wire.write_all(&mut stream, &head).await.is_ok() },
+        async {
+            sleep(timeout).await;
+            false
+        },
+    )
     .await;
     if !written {
         ShardStats::add(&shard.stats.handshake_aborted, 1);
         return;
     }
 
+    let (tls, ahead) = wire.finish();
+    rest.extend_from_slice(&ahead);
     let now = shard.now();
-    let conn = shard.join(stream, profile, resume, claim, now);
+    let conn = shard.join(stream, tls, profile, resume, claim, now);
     seat.hand_over();
     if !rest.is_empty() {
         // Frames the client pipelined behind its upgrade request.

@@ -18,7 +18,8 @@
 //!   `runtime` (the shard's tasks and command loop) -> `accept` (accept loop, handshake,
 //!   descriptor seats) -> `driver` (one task per viewer) -> `shard` (the shard's state and
 //!   command handling) -> `logic` (pure groups, polls, votes) and `conn` (one viewer's socket,
-//!   decoding and parsing into `protocol::ViewerMessage`).
+//!   decoding and parsing into `protocol::ViewerMessage`); `tls` (the upgrade through TLS,
+//!   and sealing shared frames into one viewer's records) sits beside `conn`.
 
 #![forbid(unsafe_code)]
 
@@ -37,6 +38,7 @@ mod runtime;
 mod shard;
 pub mod stats;
 pub mod sync;
+mod tls;
 
 pub use accept::REFUSALS_PER_SHARD;
 pub use config::ShardConfig;

@@ -212,6 +212,7 @@ impl Shard {
     pub fn join(
         &self,
         stream: glommio::net::TcpStream,
+        tls: Option<Box<netstack::tls::TlsSession>>,
         profile: Profile,
         resume: Box<str>,
         claim: Option<Box<str>>,
@@ -223,6 +224,7 @@ impl Shard {
             let conn = Rc::new(Conn::new(
                 entry.key() as Slot,
                 stream,
+                tls,
                 self.config.limits,
                 profile,
                 now,
