@@ -94,6 +94,15 @@ pub struct Config {
     pub tls_cert: Option<PathBuf>,
     /// PEM private key (PKCS#8, PKCS#1 or SEC1) for the TLS listeners; re-read on SIGHUP.
     pub tls_key: Option<PathBuf>,
+    /// Shared secret (at least 32 bytes) that viewer tokens signed with HS256 are checked
+    /// with. Setting it (or `jwt_public_key`) turns viewer identity on.
+    pub jwt_hs256_secret: Option<String>,
+    /// PEM public key (RSA for RS256, Ed25519 for EdDSA) viewer tokens are checked with.
+    pub jwt_public_key: Option<PathBuf>,
+    /// With identity on: whether viewers without a token may connect (else 401).
+    pub anonymous_viewers: bool,
+    /// With identity on: whether viewers without a token may vote (else `identity_required`).
+    pub anonymous_votes: bool,
 }
 
 impl Default for Config {
@@ -134,6 +143,10 @@ impl Default for Config {
             tls_listen: None,
             tls_cert: None,
             tls_key: None,
+            jwt_hs256_secret: None,
+            jwt_public_key: None,
+            anonymous_viewers: true,
+            anonymous_votes: true,
         }
     }
 }
@@ -251,6 +264,23 @@ pub struct Overrides {
     /// PEM private key for the TLS listeners, re-read on SIGHUP.
     #[arg(long, value_name = "FILE")]
     pub tls_key: Option<PathBuf>,
+    /// HS256 secret for viewer tokens (or OVATION_JWT_SECRET); turns identity on.
+    #[arg(
+        long,
+        env = "OVATION_JWT_SECRET",
+        value_name = "SECRET",
+        hide_env_values = true
+    )]
+    pub jwt_hs256_secret: Option<String>,
+    /// PEM public key (RS256 or EdDSA) for viewer tokens; turns identity on.
+    #[arg(long, value_name = "FILE")]
+    pub jwt_public_key: Option<PathBuf>,
+    /// With identity on: may viewers without a token connect? [default: true].
+    #[arg(long, value_name = "BOOL")]
+    pub anonymous_viewers: Option<bool>,
+    /// With identity on: may viewers without a token vote? [default: true].
+    #[arg(long, value_name = "BOOL")]
+    pub anonymous_votes: Option<bool>,
 }
 
 macro_rules! apply {
@@ -297,7 +327,9 @@ impl Config {
             resume_max_bytes,
             api_max_connections,
             max_groups,
-            max_broadcasters_per_stream
+            max_broadcasters_per_stream,
+            anonymous_viewers,
+            anonymous_votes
         );
         if o.api_token.is_some() {
             cfg.api_token = o.api_token.clone();
@@ -310,6 +342,12 @@ impl Config {
         }
         if o.tls_key.is_some() {
             cfg.tls_key = o.tls_key.clone();
+        }
+        if o.jwt_hs256_secret.is_some() {
+            cfg.jwt_hs256_secret = o.jwt_hs256_secret.clone();
+        }
+        if o.jwt_public_key.is_some() {
+            cfg.jwt_public_key = o.jwt_public_key.clone();
         }
         cfg.validate()?;
         Ok(cfg)
@@ -400,7 +438,30 @@ impl Config {
             tally_interval: Duration::from_millis((self.results_interval_ms / 2).max(10)),
             // The application core sets it from its persisted boot counter.
             id_epoch: 0,
+            // Set by `identity_verifier` at start (it reads a key file).
+            identity: None,
         }
+    }
+
+    /// The viewer-token verifier, when a key is configured.
+    pub fn identity_verifier(&self) -> anyhow::Result<Option<shards::identity::Verifier>> {
+        if self.jwt_hs256_secret.is_none() && self.jwt_public_key.is_none() {
+            return Ok(None);
+        }
+        let public = match &self.jwt_public_key {
+            Some(path) => Some(
+                std::fs::read(path)
+                    .with_context(|| format!("reading jwt_public_key {}", path.display()))?,
+            ),
+            None => None,
+        };
+        let verifier = shards::identity::Verifier::new(
+            self.jwt_hs256_secret.as_deref().map(str::as_bytes),
+            public.as_deref(),
+            self.anonymous_viewers,
+            self.anonymous_votes,
+        )?;
+        Ok(Some(verifier))
     }
 }
 

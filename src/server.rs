@@ -130,6 +130,7 @@ impl Server {
         let config = Arc::new(config);
         let shard_config = Arc::new(ShardConfig {
             id_epoch: restored.boot,
+            identity: config.identity_verifier()?.map(Arc::new),
             ..config.shard_config()
         });
         let open_total = Arc::new(std::sync::atomic::AtomicUsize::new(0));

@@ -26,7 +26,9 @@ use netstack::tls::{ServerConfig, TlsSession};
 use netstack::ws::{self, OpCode};
 
 use crate::clock::unix_ms;
+use crate::conn::Link;
 use crate::driver::Driver;
+use crate::identity::{self, Identity, TokenError};
 use crate::profile::Profile;
 use crate::shard::Shard;
 use crate::stats::ShardStats;
@@ -210,6 +212,34 @@ impl From<HandshakeError> for Refusal {
     }
 }
 
+/// 401 with the reason the token was refused.
+fn unauthorized(shard: &Shard, why: TokenError) -> Refusal {
+    ShardStats::add(&shard.stats.handshake_unauthorized, 1);
+    Refusal::Respond(http::response(
+        401,
+        "Unauthorized",
+        &[("Connection", "close"), ("WWW-Authenticate", "Bearer")],
+        "text/plain; charset=utf-8",
+        format!("{why}\n").as_bytes(),
+    ))
+}
+
+/// The viewer's identity from its token, when identity is configured.
+fn identify(shard: &Shard, req: &http::UpgradeRequest) -> Result<Option<Box<Identity>>, Refusal> {
+    let Some(verifier) = &shard.config.identity else {
+        return Ok(None);
+    };
+    let query = http::parse_query(&req.query);
+    match identity::presented(&query, req.protocols.as_deref()).0 {
+        Some(token) => match verifier.verify(token) {
+            Ok(id) => Ok(Some(Box::new(id))),
+            Err(e) => Err(unauthorized(shard, e)),
+        },
+        None if verifier.anonymous_viewers => Ok(None),
+        None => Err(unauthorized(shard, TokenError::Missing)),
+    }
+}
+
 /// 503 with Retry-After: the server is full or shutting down.
 fn unavailable(why: &str) -> Refusal {
     Refusal::Respond(http::response(
@@ -288,7 +318,8 @@ async fn handshake(shard: Rc<Shard>, mut stream: TcpStream, mut wire: Wire, seat
             if !seat.viewer {
                 return Err(unavailable("server is full"));
             }
-            Ok((req, rest))
+            let identity = identify(&shard, &req)?;
+            Ok((req, rest, identity))
         },
         async {
             sleep(timeout).await;
@@ -296,7 +327,7 @@ async fn handshake(shard: Rc<Shard>, mut stream: TcpStream, mut wire: Wire, seat
         },
     )
     .await;
-    let (req, mut rest) = match outcome {
+    let (req, mut rest, identity) = match outcome {
         Ok(ok) => ok,
         Err(Refusal::Gone) => {
             ShardStats::add(&shard.stats.handshake_aborted, 1);
@@ -326,6 +357,11 @@ async fn handshake(shard: Rc<Shard>, mut stream: TcpStream, mut wire: Wire, seat
         &query,
         unix_ms(),
     );
+    let mut profile = profile;
+    if let Some(id) = &identity {
+        profile.sub = Some(id.sub.clone());
+        profile.tags.extend(id.tags.iter().cloned());
+    }
     let resume = resume_token();
     // A viewer presenting a resume token waits for the application core before its welcome.
     let claim: Option<Box<str>> = query
@@ -334,7 +370,14 @@ async fn handshake(shard: Rc<Shard>, mut stream: TcpStream, mut wire: Wire, seat
         .map(|(_, v)| v.trim())
         .filter(|v| !v.is_empty() && v.len() <= 64)
         .map(Into::into);
-    let mut head = http::switching_protocols(&req.key);
+    let subprotocol = match shard.config.identity {
+        Some(_) => identity::presented(&query, req.protocols.as_deref()).1,
+        None => None,
+    };
+    let mut head = match subprotocol {
+        Some(p) => http::switching_protocols_with(&req.key, p),
+        None => http::switching_protocols(&req.key),
+    };
     if claim.is_none() {
         let welcome = shard.welcome(viewer, &resume, false).to_json();
         ws::encode_frame(OpCode::Text, welcome.as_bytes(), &mut head);
@@ -355,7 +398,12 @@ async fn handshake(shard: Rc<Shard>, mut stream: TcpStream, mut wire: Wire, seat
     let (tls, ahead) = wire.finish();
     rest.extend_from_slice(&ahead);
     let now = shard.now();
-    let conn = shard.join(stream, tls, profile, resume, claim, now);
+    let link = Link {
+        stream,
+        tls,
+        identity,
+    };
+    let conn = shard.join(link, profile, resume, claim, now);
     seat.hand_over();
     if !rest.is_empty() {
         // Frames the client pipelined behind its upgrade request.

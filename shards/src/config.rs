@@ -34,6 +34,9 @@ pub struct ShardConfig {
     /// `protocol::ViewerId`): a boot with another epoch never mints an id an earlier boot
     /// used. The application core persists a boot counter and sets it; 0 by default.
     pub id_epoch: u32,
+    /// Viewer identity (signed tokens) and its anonymous-viewer settings; `None` leaves
+    /// every viewer anonymous, as before.
+    pub identity: Option<std::sync::Arc<crate::identity::Verifier>>,
 }
 
 impl Default for ShardConfig {
@@ -51,6 +54,7 @@ impl Default for ShardConfig {
             max_messages_per_sec: 50,
             tally_interval: Duration::from_millis(50),
             id_epoch: 0,
+            identity: None,
         }
     }
 }

@@ -29,6 +29,7 @@ use smallvec::SmallVec;
 use crate::clock::TICKS_PER_SEC;
 use crate::config::ShardConfig;
 use crate::frames;
+use crate::identity::Identity;
 use crate::polls::ViewerVotes;
 use crate::profile::{Profile, ViewerId};
 use crate::proto::{Frame, Slot, ViewerRef};
@@ -97,13 +98,26 @@ pub(crate) struct Conn {
     /// are queued, received bytes decrypted before the decoder. `None` on the plain port, whose
     /// path is unchanged (one null check per send).
     tls: RefCell<Option<Box<TlsSession>>>,
+    /// Who the viewer's token says it is; `None` for an anonymous viewer.
+    pub identity: Option<Box<Identity>>,
+}
+
+/// What a handshake hands to its connection: the socket, the TLS session on the TLS port, and
+/// the viewer's identity when it presented a valid token.
+pub(crate) struct Link {
+    pub stream: TcpStream,
+    pub tls: Option<Box<TlsSession>>,
+    pub identity: Option<Box<Identity>>,
 }
 
 impl Conn {
     pub fn new(
         slot: Slot,
-        stream: TcpStream,
-        tls: Option<Box<TlsSession>>,
+        Link {
+            stream,
+            tls,
+            identity,
+        }: Link,
         limits: ws::Limits,
         profile: Profile,
         now: u32,
@@ -124,6 +138,7 @@ impl Conn {
             votes: RefCell::new(ViewerVotes::default()),
             pending: Cell::new(false),
             tls: RefCell::new(tls),
+            identity,
         }
     }
 
@@ -574,7 +589,13 @@ mod tests {
             "Conn is {}",
             size_of::<super::Conn>()
         );
-        assert!(size_of::<crate::profile::Profile>() <= 192);
+        // 208: the person's `sub` (16 bytes) joined the profile for one vote per person and
+        // resume binding at the application core.
+        assert!(
+            size_of::<crate::profile::Profile>() <= 208,
+            "Profile is {}",
+            size_of::<crate::profile::Profile>()
+        );
         assert!(size_of::<netstack::ws::Decoder>() <= 64);
     }
 }

@@ -30,6 +30,7 @@ pub mod config;
 mod conn;
 mod driver;
 pub mod frames;
+pub mod identity;
 mod logic;
 pub mod polls;
 pub mod profile;

@@ -86,6 +86,21 @@ impl Core {
         self.groups.get(&group).map(|g| &g.members)
     }
 
+    /// Checks a vote against the poll and its audience without counting it (an identified
+    /// viewer's vote is counted at the application core).
+    pub fn check_vote(
+        &self,
+        slot: Slot,
+        poll: &str,
+        choice: i64,
+    ) -> Result<(PollSeq, u8), VoteError> {
+        let (seq, audience) = self.polls.check(poll, choice)?;
+        if !self.members(audience).is_some_and(|m| m.contains(slot)) {
+            return Err(VoteError::NotInAudience);
+        }
+        Ok((seq, choice as u8)) // checked: 0 <= choice < choices <= u8::MAX
+    }
+
     /// A viewer's vote: checked against the poll and its audience, counted into this shard's
     /// tally (moving the viewer's earlier choice) and recorded in `votes`.
     pub fn vote(
@@ -95,11 +110,7 @@ impl Core {
         poll: &str,
         choice: i64,
     ) -> Result<(PollSeq, u8), VoteError> {
-        let (seq, audience) = self.polls.check(poll, choice)?;
-        if !self.members(audience).is_some_and(|m| m.contains(slot)) {
-            return Err(VoteError::NotInAudience);
-        }
-        let choice = choice as u8; // checked: 0 <= choice < choices <= u8::MAX
+        let (seq, choice) = self.check_vote(slot, poll, choice)?;
         self.polls.count(seq, votes.choice(seq), choice);
         votes.set(seq, choice);
         Ok((seq, choice))

@@ -24,7 +24,7 @@ use protocol::{ServerMessage, ViewerMessage, MAX_COUNTER};
 
 use crate::clock::{ticks, Ticks};
 use crate::config::ShardConfig;
-use crate::conn::{Conn, Env, State};
+use crate::conn::{Conn, Env, Link, State};
 use crate::frames;
 use crate::logic::Core;
 use crate::polls::ViewerVotes;
@@ -156,12 +156,42 @@ impl Shard {
                 self.profile_changed(conn);
             }
             ViewerMessage::Ping => conn.send(&env, &frames::encode(&ServerMessage::Pong)),
-            ViewerMessage::Watch { stream } => self.request(
-                conn,
-                Request::Watch {
-                    stream: stream.into(),
-                },
-            ),
+            ViewerMessage::Watch { stream } => match &conn.identity {
+                Some(id) if !id.may_watch(&stream) => conn.send_error(
+                    &env,
+                    "stream_not_allowed",
+                    "your token does not allow this stream",
+                ),
+                _ => self.request(
+                    conn,
+                    Request::Watch {
+                        stream: stream.into(),
+                    },
+                ),
+            },
+            ViewerMessage::Vote { poll, choice } if conn.identity.is_some() => {
+                // One vote per person: checked here, counted at the application core by `sub`.
+                let checked = self.core.borrow().check_vote(conn.slot, &poll, choice);
+                let reply = match (checked, &conn.identity) {
+                    (Ok((seq, choice)), Some(id)) => {
+                        let sub = id.sub.clone();
+                        self.request(conn, Request::PersonVote { sub, seq, choice });
+                        ServerMessage::voted(&poll, choice)
+                    }
+                    (Err(e), _) => ServerMessage::error(e.code(), e.message()),
+                    (Ok(_), None) => return,
+                };
+                conn.send(&env, &frames::encode(&reply));
+            }
+            ViewerMessage::Vote { .. }
+                if self
+                    .config
+                    .identity
+                    .as_ref()
+                    .is_some_and(|v| !v.anonymous_votes) =>
+            {
+                conn.send_error(&env, "identity_required", "sign in to vote");
+            }
             ViewerMessage::Vote { poll, choice } => {
                 let counted = {
                     let mut votes = conn.votes.borrow_mut();
@@ -211,8 +241,7 @@ impl Shard {
     /// application core. With `claim` it waits for an `Admit` before its welcome.
     pub fn join(
         &self,
-        stream: glommio::net::TcpStream,
-        tls: Option<Box<netstack::tls::TlsSession>>,
+        link: Link,
         profile: Profile,
         resume: Box<str>,
         claim: Option<Box<str>>,
@@ -223,8 +252,7 @@ impl Shard {
             let entry = conns.vacant_entry();
             let conn = Rc::new(Conn::new(
                 entry.key() as Slot,
-                stream,
-                tls,
+                link,
                 self.config.limits,
                 profile,
                 now,
@@ -389,7 +417,12 @@ impl Shard {
     fn sweep(&self, now: u32) {
         let env = self.env(now);
         let conns: Vec<Rc<Conn>> = self.conns.borrow().iter().map(|(_, c)| c.clone()).collect();
+        let now_s = crate::clock::unix_ms() / 1000;
         for conn in conns {
+            if conn.identity.as_ref().is_some_and(|id| id.exp <= now_s) {
+                ShardStats::add(&self.stats.closed_token_expired, 1);
+                conn.close(&env, crate::identity::CLOSE_TOKEN_EXPIRED, "token expired");
+            }
             let state = conn.state.get();
             match keepalive(
                 state,

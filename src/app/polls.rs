@@ -99,6 +99,11 @@ pub struct Poll {
     pub pushes: u64,
     /// When closing started, to log how long the final count took.
     pub closing_since_ms: Option<u64>,
+    /// One vote per person: the current choice of each identified viewer (`sub`), over all
+    /// of its connections and shards. Anonymous votes stay in the shards' tallies.
+    pub people: HashMap<Box<str>, u8>,
+    /// The people's votes per choice (added to the shards' tallies in `counts`).
+    pub people_tally: Vec<i64>,
 }
 
 impl Poll {
@@ -129,7 +134,22 @@ impl Poll {
             checkpointed: None,
             pushes: 0,
             closing_since_ms: None,
+            people: HashMap::new(),
+            people_tally: vec![0; n],
         }
+    }
+
+    /// An identified person's vote: replaces that person's earlier choice, whichever
+    /// connection or shard cast it. Ignored once the poll is closed (a shard only forwards
+    /// votes while the poll is open there, before its final tally).
+    pub fn person_vote(&mut self, sub: Box<str>, choice: u8) {
+        if self.state == PollState::Closed || choice as usize >= self.people_tally.len() {
+            return;
+        }
+        if let Some(old) = self.people.insert(sub, choice) {
+            self.people_tally[old as usize] -= 1;
+        }
+        self.people_tally[choice as usize] += 1;
     }
 
     /// The merged counts. Each shard's tally is signed (a vote moved between shards leaves
@@ -139,6 +159,7 @@ impl Poll {
         for t in &self.tallies {
             merge_counts(&mut sum, t);
         }
+        merge_counts(&mut sum, &self.people_tally);
         sum.into_iter().map(|c| c.max(0) as u64).collect()
     }
 
