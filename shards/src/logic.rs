@@ -1,13 +1,17 @@
-//! The shard's pure state: group membership bitmaps and polls, and the vote logic over them.
+//! The shard's pure state: group membership bitmaps and polls, the vote logic over them, and
+//! the keepalive decision for a connection's state.
 //!
-//! No sockets, no clock, no connection type: every operation takes a slot and the profile
-//! or votes it concerns, so the logic is tested in memory (below). The runtime
+//! No sockets, no clock: every operation takes a slot and the profile or votes it concerns
+//! (or a connection's state and the time), so the logic is tested in memory (below). The runtime
 //! (`shard`) owns one `Core` and the connection table beside it.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::bitset::Bitset;
+use crate::clock::ticks;
+use crate::config::ShardConfig;
+use crate::conn::State;
 use crate::polls::{Polls, ViewerVotes, VoteError};
 use crate::profile::{Predicate, Profile};
 use crate::proto::{GroupId, PollSeq, Slot};
@@ -117,10 +121,43 @@ impl Core {
     }
 }
 
+/// What the keepalive sweep does with one connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Keepalive {
+    Nothing,
+    Ping,
+    /// Unanswered ping or unfinished close: drop without a close frame.
+    Drop,
+}
+
+/// The keepalive decision for a connection in `state` at tick `now`.
+pub(crate) fn keepalive(
+    state: State,
+    now: u32,
+    last_rx: u32,
+    ping_sent: u32,
+    c: &ShardConfig,
+) -> Keepalive {
+    match state {
+        State::Open => {
+            if ping_sent != 0 && now.wrapping_sub(ping_sent) >= ticks(c.pong_timeout) {
+                Keepalive::Drop
+            } else if ping_sent == 0 && now.wrapping_sub(last_rx) >= ticks(c.ping_interval) {
+                Keepalive::Ping
+            } else {
+                Keepalive::Nothing
+            }
+        }
+        State::Closing { deadline, .. } if now >= deadline => Keepalive::Drop,
+        _ => Keepalive::Nothing,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::profile::{Field, ViewerId};
+    use std::time::Duration;
 
     fn profile(n: u32, stream: Option<&str>) -> Profile {
         let mut p = Profile::from_handshake(
@@ -193,5 +230,27 @@ mod tests {
         assert_eq!(core.polls.take_dirty(), vec![(1, vec![1, 0, 0])]);
         assert_eq!(core.polls.close(1), Some(vec![1, 0, 0]));
         assert_eq!(core.vote(0, &mut va, "p1", 1), Err(VoteError::Closed));
+    }
+
+    #[test]
+    fn keepalive_pings_silence_then_drops_the_unanswered() {
+        let c = ShardConfig {
+            ping_interval: Duration::from_secs(30),
+            pong_timeout: Duration::from_secs(15),
+            ..ShardConfig::default()
+        };
+        let open = State::Open;
+        assert_eq!(keepalive(open, 299, 0, 0, &c), Keepalive::Nothing);
+        assert_eq!(keepalive(open, 300, 0, 0, &c), Keepalive::Ping);
+        assert_eq!(keepalive(open, 449, 0, 300, &c), Keepalive::Nothing);
+        assert_eq!(keepalive(open, 450, 0, 300, &c), Keepalive::Drop);
+        let closing = |deadline| State::Closing {
+            deadline,
+            peer_closed: false,
+            write_shut: true,
+        };
+        assert_eq!(keepalive(closing(50), 49, 0, 0, &c), Keepalive::Nothing);
+        assert_eq!(keepalive(closing(50), 50, 0, 0, &c), Keepalive::Drop);
+        assert_eq!(keepalive(State::Done, 1000, 0, 0, &c), Keepalive::Nothing);
     }
 }

@@ -27,6 +27,7 @@ use crate::config::ShardConfig;
 use crate::conn::{Conn, Env, Link, State};
 use crate::frames;
 use crate::logic::Core;
+use crate::logic::{keepalive, Keepalive};
 use crate::polls::ViewerVotes;
 use crate::profile::{profile_hash, Predicate, Profile, ViewerId};
 use crate::proto::{
@@ -66,32 +67,6 @@ pub(crate) struct Shard {
     ping_frame: Frame,
     /// Raised by a counted vote: the tally reporter sleeps until there is something to report.
     tallies_dirty: Signal,
-}
-
-/// What the keepalive sweep does with one connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Keepalive {
-    Nothing,
-    Ping,
-    /// Unanswered ping or unfinished close: drop without a close frame.
-    Drop,
-}
-
-/// The keepalive decision for a connection in `state` at tick `now`.
-fn keepalive(state: State, now: u32, last_rx: u32, ping_sent: u32, c: &ShardConfig) -> Keepalive {
-    match state {
-        State::Open => {
-            if ping_sent != 0 && now.wrapping_sub(ping_sent) >= ticks(c.pong_timeout) {
-                Keepalive::Drop
-            } else if ping_sent == 0 && now.wrapping_sub(last_rx) >= ticks(c.ping_interval) {
-                Keepalive::Ping
-            } else {
-                Keepalive::Nothing
-            }
-        }
-        State::Closing { deadline, .. } if now >= deadline => Keepalive::Drop,
-        _ => Keepalive::Nothing,
-    }
 }
 
 impl Shard {
@@ -605,32 +580,5 @@ pub(crate) async fn uplink(shard: Rc<Shard>, events: ConnectedSender<ShardEvent>
         if events.send(next).await.is_err() {
             return; // the application core is gone: the process is stopping
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn keepalive_pings_silence_then_drops_the_unanswered() {
-        let c = ShardConfig {
-            ping_interval: Duration::from_secs(30),
-            pong_timeout: Duration::from_secs(15),
-            ..ShardConfig::default()
-        };
-        let open = State::Open;
-        assert_eq!(keepalive(open, 299, 0, 0, &c), Keepalive::Nothing);
-        assert_eq!(keepalive(open, 300, 0, 0, &c), Keepalive::Ping);
-        assert_eq!(keepalive(open, 449, 0, 300, &c), Keepalive::Nothing);
-        assert_eq!(keepalive(open, 450, 0, 300, &c), Keepalive::Drop);
-        let closing = |deadline| State::Closing {
-            deadline,
-            peer_closed: false,
-            write_shut: true,
-        };
-        assert_eq!(keepalive(closing(50), 49, 0, 0, &c), Keepalive::Nothing);
-        assert_eq!(keepalive(closing(50), 50, 0, 0, &c), Keepalive::Drop);
-        assert_eq!(keepalive(State::Done, 1000, 0, 0, &c), Keepalive::Nothing);
     }
 }
