@@ -341,6 +341,20 @@ mod tests {
     }
 
     #[test]
+    fn a_person_has_one_vote_beside_the_shards_tallies() {
+        let mut p = Poll::new("p".into(), 1, req(3), GroupId(1), 2, 0);
+        p.take_tally(0, vec![1, 0, 0], false); // an anonymous vote on shard 0
+        p.person_vote("alice".into(), 1);
+        p.person_vote("alice".into(), 2); // from another connection: moves, not adds
+        p.person_vote("bob".into(), 2);
+        p.person_vote("bob".into(), 9); // out of range: ignored
+        assert_eq!(p.counts(), vec![1, 0, 2]);
+        p.state = PollState::Closed;
+        p.person_vote("carol".into(), 0);
+        assert_eq!(p.counts(), vec![1, 0, 2], "nothing counts after the close");
+    }
+
+    #[test]
     fn merged_counts_sum_signed_tallies() {
         let mut merged = vec![0i64; 2];
         merge_counts(&mut merged, &[1, -1]);
