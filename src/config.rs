@@ -103,6 +103,9 @@ pub struct Config {
     pub anonymous_viewers: bool,
     /// With identity on: whether viewers without a token may vote (else `identity_required`).
     pub anonymous_votes: bool,
+    /// More operator API tokens, each with a scope (`read`, `operate`, `admin`); the
+    /// `api_token` is an admin token beside them. Configuration file only (`[[api_tokens]]`).
+    pub api_tokens: Vec<crate::api::scopes::ApiToken>,
 }
 
 impl Default for Config {
@@ -147,6 +150,7 @@ impl Default for Config {
             jwt_public_key: None,
             anonymous_viewers: true,
             anonymous_votes: true,
+            api_tokens: Vec::new(),
         }
     }
 }
@@ -409,6 +413,11 @@ impl Config {
         ] {
             if v == 0 {
                 bail!("{name} must be at least 1");
+            }
+        }
+        for t in &self.api_tokens {
+            if t.token.len() < 16 || !t.token.bytes().all(|b| b.is_ascii_graphic()) {
+                bail!("api_tokens: each token must be at least 16 printable ASCII characters without spaces");
             }
         }
         if self.tls_listen.is_some() && (self.tls_cert.is_none() || self.tls_key.is_none()) {

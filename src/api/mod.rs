@@ -6,10 +6,12 @@
 //!   connections on netstack's request parser) and [`Response`].
 //! - [`validate`]: validation of request bodies (strict JSON: duplicate keys are refused).
 //! - [`broadcaster`]: the broadcaster WebSocket session.
+//! - [`scopes`]: API tokens and their scopes (read, operate, admin).
 //! - Here: authentication, routing, the route handlers and the broadcaster upgrade.
 
 pub mod broadcaster;
 pub mod poll_request;
+pub mod scopes;
 pub mod server;
 pub mod validate;
 
@@ -60,7 +62,8 @@ async fn broadcaster(
                 .map(str::to_owned)
                 .or_else(|| param("token"));
             let stream_id = param("stream").unwrap_or_default();
-            if !given.is_some_and(|g| token_matches(&g, token)) {
+            let extra = app.borrow().config().api_tokens.clone();
+            if given.is_none_or(|g| scopes::scope_of(&g, token, &extra).is_none()) {
                 Err(refuse(401, "Unauthorized", "send the API token"))
             } else if app.borrow().stream(&stream_id).is_none() {
                 Err(refuse(404, "Not Found", "no such stream (?stream=)"))
@@ -118,27 +121,35 @@ fn bearer(header: &str) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
-/// Compares without an early exit, so response time does not reveal a token prefix.
-fn token_matches(given: &str, token: &str) -> bool {
-    let (a, b) = (given.as_bytes(), token.as_bytes());
-    let mut diff = a.len() ^ b.len();
-    for i in 0..a.len().max(b.len()) {
-        diff |= usize::from(a.get(i).copied().unwrap_or(0) ^ b.get(i).copied().unwrap_or(0));
-    }
-    diff == 0
-}
+#[cfg(test)]
+use scopes::token_matches;
 
-/// Authenticates, then routes.
+/// Authenticates (`token` is the admin token; `api_tokens` adds scoped ones), checks the
+/// token's scope against the request, then routes.
 pub fn handle(app: &RefCell<App>, token: &str, req: &Request) -> Response {
-    let authorized = req
+    let scope = req
         .header_str("authorization")
         .and_then(bearer)
-        .is_some_and(|given| token_matches(given, token));
-    if !authorized {
+        .and_then(|given| scopes::scope_of(given, token, &app.borrow().config().api_tokens));
+    let Some(scope) = scope else {
         return Response::error(
             401,
             "unauthorized",
             "send Authorization: Bearer <token> (see --api-token)",
+        );
+    };
+    let needed = scopes::Scope::needed(&req.method, &req.path);
+    if scope < needed {
+        return Response::error(
+            403,
+            "forbidden",
+            format!(
+                "this token's scope ({}) does not allow {} {} (needs {})",
+                scope.as_str(),
+                req.method,
+                req.path,
+                needed.as_str()
+            ),
         );
     }
     let segments: Vec<&str> = req.path.trim_matches('/').split('/').collect();
