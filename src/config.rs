@@ -106,6 +106,14 @@ pub struct Config {
     /// More operator API tokens, each with a scope (`read`, `operate`, `admin`); the
     /// `api_token` is an admin token beside them. Configuration file only (`[[api_tokens]]`).
     pub api_tokens: Vec<crate::api::scopes::ApiToken>,
+    /// Most viewer connections one source address may hold at once (more get 503); 0 is no
+    /// cap. Behind a proxy or carrier NAT many people share an address.
+    pub max_connections_per_address: u32,
+    /// Viewer handshakes one source address may start per second (token bucket refill; more
+    /// get 429 with Retry-After); 0 is no limit.
+    pub handshakes_per_address_per_s: u32,
+    /// Handshakes one source address may start at once before the rate applies (bucket size).
+    pub handshake_burst_per_address: u32,
 }
 
 impl Default for Config {
@@ -151,6 +159,9 @@ impl Default for Config {
             anonymous_viewers: true,
             anonymous_votes: true,
             api_tokens: Vec::new(),
+            max_connections_per_address: 0,
+            handshakes_per_address_per_s: 0,
+            handshake_burst_per_address: 20,
         }
     }
 }
@@ -285,6 +296,15 @@ pub struct Overrides {
     /// With identity on: may viewers without a token vote? [default: true].
     #[arg(long, value_name = "BOOL")]
     pub anonymous_votes: Option<bool>,
+    /// Most viewer connections per source address; 0 = no cap [default: 0].
+    #[arg(long, value_name = "N")]
+    pub max_connections_per_address: Option<u32>,
+    /// Viewer handshakes per second per source address; 0 = no limit [default: 0].
+    #[arg(long, value_name = "N")]
+    pub handshakes_per_address_per_s: Option<u32>,
+    /// Handshakes per source address at once before the rate applies [default: 20].
+    #[arg(long, value_name = "N")]
+    pub handshake_burst_per_address: Option<u32>,
 }
 
 macro_rules! apply {
@@ -333,7 +353,10 @@ impl Config {
             max_groups,
             max_broadcasters_per_stream,
             anonymous_viewers,
-            anonymous_votes
+            anonymous_votes,
+            max_connections_per_address,
+            handshakes_per_address_per_s,
+            handshake_burst_per_address
         );
         if o.api_token.is_some() {
             cfg.api_token = o.api_token.clone();
@@ -449,6 +472,11 @@ impl Config {
             id_epoch: 0,
             // Set by `identity_verifier` at start (it reads a key file).
             identity: None,
+            addresses: Some(std::sync::Arc::new(shards::limits::AddressLimits::new(
+                self.max_connections_per_address,
+                self.handshakes_per_address_per_s,
+                self.handshake_burst_per_address,
+            ))),
         }
     }
 

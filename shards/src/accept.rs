@@ -12,7 +12,7 @@
 //! spare descriptor lets it accept and close waiting connections instead of leaving them
 //! hanging.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -29,6 +29,7 @@ use crate::clock::unix_ms;
 use crate::conn::Link;
 use crate::driver::Driver;
 use crate::identity::{self, Identity, TokenError};
+use crate::limits::Admit;
 use crate::profile::Profile;
 use crate::shard::Shard;
 use crate::stats::ShardStats;
@@ -93,6 +94,10 @@ struct Seat {
     shard: Rc<Shard>,
     viewer: bool,
     held: bool,
+    /// The source address's place under the per-address limits (a viewer seat, while held).
+    address: Option<IpAddr>,
+    /// A refusal's answer other than "server is full" (per-address limits).
+    answer: Option<Refusal>,
 }
 
 impl Seat {
@@ -109,6 +114,9 @@ impl Drop for Seat {
         }
         if self.viewer {
             self.shard.open_total.fetch_sub(1, Ordering::Relaxed);
+            if let (Some(ip), Some(limits)) = (self.address, &self.shard.config.addresses) {
+                limits.release(ip);
+            }
         } else {
             self.shard.refusing.set(self.shard.refusing.get() - 1);
         }
@@ -152,23 +160,35 @@ pub(crate) async fn accept_loop(
             }
         };
         ShardStats::add(&shard.stats.accepted, 1);
-        let held = shard.open_total.fetch_add(1, Ordering::Relaxed);
-        let viewer = held < shard.config.max_connections;
+        // Per-address limits first: a refused address takes no viewer seat.
+        let (mut address, answer) = match check_address(&shard, &stream) {
+            Ok(address) => (address, None),
+            Err(answer) => (None, Some(answer)),
+        };
+        let viewer = answer.is_none() && {
+            let held = shard.open_total.fetch_add(1, Ordering::Relaxed);
+            if held >= shard.config.max_connections {
+                shard.open_total.fetch_sub(1, Ordering::Relaxed);
+                if let (Some(ip), Some(limits)) = (address.take(), &shard.config.addresses) {
+                    limits.release(ip);
+                }
+            }
+            held < shard.config.max_connections
+        };
         if !viewer {
-            shard.open_total.fetch_sub(1, Ordering::Relaxed);
             if shard.refusing.get() >= REFUSALS_PER_SHARD {
                 ShardStats::add(&shard.stats.refused_unanswered, 1);
                 if dropped.ready() {
                     tracing::warn!(
                         shard = shard.index,
-                        "viewer connections arrive faster than 503 answers go out; closing the excess unanswered"
+                        "refused connections arrive faster than their answers go out; closing the excess unanswered"
                     );
                 }
                 drop(stream);
                 continue;
             }
             shard.refusing.set(shard.refusing.get() + 1);
-            if full.ready() {
+            if answer.is_none() && full.ready() {
                 tracing::info!(
                     shard = shard.index,
                     max_connections = shard.config.max_connections,
@@ -180,6 +200,8 @@ pub(crate) async fn accept_loop(
             shard: shard.clone(),
             viewer,
             held: true,
+            address,
+            answer,
         };
         let wire = match &tls {
             None => Wire::plain(),
@@ -240,6 +262,42 @@ fn identify(shard: &Shard, req: &http::UpgradeRequest) -> Result<Option<Box<Iden
     }
 }
 
+/// The per-address verdict on a new connection: `Ok(Some(ip))` holds a place for `ip` (given
+/// back when the seat or the viewer ends), `Ok(None)` when no limit is on, `Err` the answer.
+fn check_address(shard: &Shard, stream: &TcpStream) -> Result<Option<IpAddr>, Refusal> {
+    let Some(limits) = shard.config.addresses.as_ref().filter(|l| l.active()) else {
+        return Ok(None);
+    };
+    let Ok(peer) = stream.peer_addr() else {
+        return Ok(None);
+    };
+    let ip = peer.ip();
+    match limits.admit(ip, Instant::now()) {
+        Admit::Yes => Ok(Some(ip)),
+        Admit::Capped => {
+            ShardStats::add(&shard.stats.refused_address_cap, 1);
+            Err(Refusal::Respond(http::response(
+                503,
+                "Service Unavailable",
+                &[("Connection", "close"), ("Retry-After", "10")],
+                "text/plain; charset=utf-8",
+                b"too many connections from your address\n",
+            )))
+        }
+        Admit::Limited { retry_after_s } => {
+            ShardStats::add(&shard.stats.refused_rate_limited, 1);
+            let retry = retry_after_s.to_string();
+            Err(Refusal::Respond(http::response(
+                429,
+                "Too Many Requests",
+                &[("Connection", "close"), ("Retry-After", retry.as_str())],
+                "text/plain; charset=utf-8",
+                b"too many connection attempts from your address; slow down\n",
+            )))
+        }
+    }
+}
+
 /// 503 with Retry-After: the server is full or shutting down.
 fn unavailable(why: &str) -> Refusal {
     Refusal::Respond(http::response(
@@ -295,7 +353,8 @@ fn resume_token() -> Box<str> {
     protocol::hex(&bytes).into()
 }
 
-async fn handshake(shard: Rc<Shard>, mut stream: TcpStream, mut wire: Wire, seat: Seat) {
+async fn handshake(shard: Rc<Shard>, mut stream: TcpStream, mut wire: Wire, mut seat: Seat) {
+    let mut answer = seat.answer.take();
     let peer: SocketAddr = match stream.peer_addr() {
         Ok(p) => p,
         Err(_) => return,
@@ -316,7 +375,9 @@ async fn handshake(shard: Rc<Shard>, mut stream: TcpStream, mut wire: Wire, seat
                 return Err(unavailable("server is shutting down"));
             }
             if !seat.viewer {
-                return Err(unavailable("server is full"));
+                return Err(answer
+                    .take()
+                    .unwrap_or_else(|| unavailable("server is full")));
             }
             let identity = identify(&shard, &req)?;
             Ok((req, rest, identity))

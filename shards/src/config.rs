@@ -37,6 +37,9 @@ pub struct ShardConfig {
     /// Viewer identity (signed tokens) and its anonymous-viewer settings; `None` leaves
     /// every viewer anonymous, as before.
     pub identity: Option<std::sync::Arc<crate::identity::Verifier>>,
+    /// Per-address connection cap and handshake rate, one state shared by every shard;
+    /// `None` (or inactive limits) checks nothing.
+    pub addresses: Option<std::sync::Arc<crate::limits::AddressLimits>>,
 }
 
 impl Default for ShardConfig {
@@ -55,6 +58,7 @@ impl Default for ShardConfig {
             tally_interval: Duration::from_millis(50),
             id_epoch: 0,
             identity: None,
+            addresses: None,
         }
     }
 }

@@ -11,6 +11,8 @@
 //! - [`polls`]: vote validation and the shard's signed share of each poll's count.
 //! - [`proto`]: shard <-> application core messages.
 //! - [`config`], [`stats`]: settings and live counters.
+//! - [`identity`]: viewer tokens (JWT); [`limits`]: per-address connection cap and handshake
+//!   rate, shared by every shard.
 //! - [`sync`]: single-threaded wake-up primitives shared by shard and application-core tasks.
 //! - [`clock`]: the only place shard code reads the time; [`frames`]: server messages (from
 //!   the `protocol` crate) into WebSocket frames.
@@ -31,6 +33,7 @@ mod conn;
 mod driver;
 pub mod frames;
 pub mod identity;
+pub mod limits;
 mod logic;
 pub mod polls;
 pub mod profile;

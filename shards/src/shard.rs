@@ -264,6 +264,9 @@ impl Shard {
         if removed.is_some() {
             ShardStats::sub(&self.stats.connections, 1);
             self.open_total.fetch_sub(1, Ordering::Relaxed);
+            if let Some(limits) = self.config.addresses.as_ref().filter(|l| l.active()) {
+                limits.release(conn.profile.borrow().peer.ip());
+            }
             self.emit(ShardEvent::Left {
                 at: conn.at(self.index),
                 votes: conn.votes.borrow_mut().take(),
