@@ -114,6 +114,11 @@ pub struct Config {
     pub handshakes_per_address_per_s: u32,
     /// Handshakes one source address may start at once before the rate applies (bucket size).
     pub handshake_burst_per_address: u32,
+    /// Most operator API connections one source address may hold (more get 503); 0 is no cap.
+    pub api_max_connections_per_address: u32,
+    /// Operator API connections one source address may open per second (more get 429, with
+    /// `handshake_burst_per_address` as the burst); 0 is no limit.
+    pub api_connections_per_address_per_s: u32,
 }
 
 impl Default for Config {
@@ -162,6 +167,8 @@ impl Default for Config {
             max_connections_per_address: 0,
             handshakes_per_address_per_s: 0,
             handshake_burst_per_address: 20,
+            api_max_connections_per_address: 0,
+            api_connections_per_address_per_s: 0,
         }
     }
 }
@@ -305,6 +312,12 @@ pub struct Overrides {
     /// Handshakes per source address at once before the rate applies [default: 20].
     #[arg(long, value_name = "N")]
     pub handshake_burst_per_address: Option<u32>,
+    /// Most operator API connections per source address; 0 = no cap [default: 0].
+    #[arg(long, value_name = "N")]
+    pub api_max_connections_per_address: Option<u32>,
+    /// Operator API connections per second per source address; 0 = no limit [default: 0].
+    #[arg(long, value_name = "N")]
+    pub api_connections_per_address_per_s: Option<u32>,
 }
 
 macro_rules! apply {
@@ -356,7 +369,9 @@ impl Config {
             anonymous_votes,
             max_connections_per_address,
             handshakes_per_address_per_s,
-            handshake_burst_per_address
+            handshake_burst_per_address,
+            api_max_connections_per_address,
+            api_connections_per_address_per_s
         );
         if o.api_token.is_some() {
             cfg.api_token = o.api_token.clone();

@@ -140,3 +140,52 @@ fn a_handshake_flood_from_one_address_gets_429_while_others_are_served() {
     let (_x, head) = attempt(TWO, &server);
     assert!(head.starts_with("HTTP/1.1 101"), "{head}");
 }
+
+/// One API request from `from`; returns the raw response.
+fn api_from(from: Ipv4Addr, server: &Server, path: &str) -> String {
+    use std::io::Read;
+    let mut s = connect_from(from, server.api);
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {TOKEN}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[test]
+fn the_api_port_has_the_same_limits() {
+    let server = Server::start(&[
+        "--api-connections-per-address-per-s",
+        "1",
+        "--handshake-burst-per-address",
+        "3",
+    ]);
+    let started = Instant::now();
+    let answers: Vec<String> = (0..12)
+        .map(|_| api_from(ONE, &server, "/api/stats"))
+        .collect();
+    let seconds = started.elapsed().as_secs() as usize;
+    let ok = answers
+        .iter()
+        .filter(|a| a.starts_with("HTTP/1.1 200"))
+        .count();
+    let limited: Vec<&String> = answers
+        .iter()
+        .filter(|a| a.starts_with("HTTP/1.1 429"))
+        .collect();
+    assert_eq!(ok + limited.len(), 12, "{answers:?}");
+    assert!(ok >= 3 && ok <= 3 + seconds + 1, "{ok} in {seconds} s");
+    assert!(limited[0].contains("Retry-After: "), "{}", limited[0]);
+    assert!(limited[0].contains("rate_limited"), "{}", limited[0]);
+    // Another address reads the count.
+    let stats = api_from(TWO, &server, "/api/stats");
+    let body: Value = serde_json::from_str(stats.split_once("\r\n\r\n").unwrap().1.trim()).unwrap();
+    assert_eq!(
+        body["api"]["refused_rate_limited"].as_u64(),
+        Some(limited.len() as u64)
+    );
+}

@@ -292,6 +292,7 @@ fn stats(app: &App) -> Response {
             },
             "shards": shards,
             "groups": groups,
+            "api": server::refusal_counts(),
         }),
     )
 }

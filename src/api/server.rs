@@ -7,6 +7,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
@@ -42,6 +43,8 @@ pub struct Response {
     pub body: Value,
     /// The `Allow` header of a 405.
     pub allow: Option<&'static str>,
+    /// The `Retry-After` header (seconds) of a 429.
+    pub retry_after: Option<u64>,
 }
 
 impl Response {
@@ -50,6 +53,7 @@ impl Response {
             status,
             body,
             allow: None,
+            retry_after: None,
         }
     }
 
@@ -96,7 +100,10 @@ impl Response {
         if let Some(allow) = self.allow {
             headers.push(("Allow", allow));
         }
-        if self.status == 503 {
+        let retry = self.retry_after.map(|s| s.to_string());
+        if let Some(s) = &retry {
+            headers.push(("Retry-After", s.as_str()));
+        } else if self.status == 503 {
             headers.push(("Retry-After", "1"));
         }
         netstack::http::write_response(
@@ -110,17 +117,93 @@ impl Response {
     }
 }
 
+/// API connections refused by the per-address limits (one API per process).
+static REFUSED_ADDRESS_CAP: AtomicU64 = AtomicU64::new(0);
+static REFUSED_RATE_LIMITED: AtomicU64 = AtomicU64::new(0);
+
+/// The API's per-address refusals, for `/api/stats`.
+pub fn refusal_counts() -> Value {
+    serde_json::json!({
+        "refused_address_cap": REFUSED_ADDRESS_CAP.load(Ordering::Relaxed),
+        "refused_rate_limited": REFUSED_RATE_LIMITED.load(Ordering::Relaxed),
+    })
+}
+
+/// The per-address verdict on an API connection: `Ok` with the place to give back (if
+/// limits are on), or the refusal to send.
+fn admit_address(
+    limits: &shards::limits::AddressLimits,
+    stream: &TcpStream,
+) -> Result<Option<std::net::IpAddr>, Response> {
+    use shards::limits::Admit;
+    let Some(ip) = stream.peer_addr().ok().map(|a| a.ip()) else {
+        return Ok(None);
+    };
+    if !limits.active() {
+        return Ok(None);
+    }
+    match limits.admit(ip, Instant::now()) {
+        Admit::Yes => Ok(Some(ip)),
+        Admit::Capped => {
+            REFUSED_ADDRESS_CAP.fetch_add(1, Ordering::Relaxed);
+            Err(Response::error(
+                503,
+                "too_many_connections",
+                "too many API connections from your address (api_max_connections_per_address)",
+            ))
+        }
+        Admit::Limited { retry_after_s } => {
+            REFUSED_RATE_LIMITED.fetch_add(1, Ordering::Relaxed);
+            let mut r = Response::error(
+                429,
+                "rate_limited",
+                "too many API connections per second from your address (api_connections_per_address_per_s)",
+            );
+            r.retry_after = Some(retry_after_s);
+            Err(r)
+        }
+    }
+}
+
 /// Accepts API connections until the task is dropped. At most `api_max_connections` are
 /// served at once; one more is answered 503 and closed. Accept failures (EMFILE, ENFILE,
 /// ENOBUFS) back off and are logged at most once per 10 s.
 pub async fn serve(listener: TcpListener, app: Rc<RefCell<App>>, token: Rc<str>) {
     let max = app.borrow().config().api_max_connections;
+    let addresses = {
+        let app = app.borrow();
+        let c = app.config();
+        std::sync::Arc::new(shards::limits::AddressLimits::new(
+            c.api_max_connections_per_address,
+            c.api_connections_per_address_per_s,
+            c.handshake_burst_per_address,
+        ))
+    };
     let open = Rc::new(Cell::new(0usize));
     let refusing = Rc::new(Cell::new(0usize));
     let mut warned_at: Option<Instant> = None;
     loop {
-        match listener.accept().await {
-            Ok(stream) if open.get() >= max => {
+        let accepted = listener.accept().await.map(|stream| {
+            let verdict = admit_address(&addresses, &stream);
+            (stream, verdict)
+        });
+        match accepted {
+            Ok((stream, Err(refusal))) => {
+                if refusing.get() < max {
+                    let slot = Slot::take(&refusing);
+                    glommio::spawn_local(async move {
+                        let _slot = slot;
+                        let mut out = Vec::new();
+                        refusal.write(&mut out, false);
+                        close_after(stream, &out).await;
+                    })
+                    .detach();
+                }
+            }
+            Ok((stream, Ok(address))) if open.get() >= max => {
+                if let Some(ip) = address {
+                    addresses.release(ip);
+                }
                 // Refusals linger too; beyond `max` of them the peer just sees the close.
                 if refusing.get() < max {
                     let slot = Slot::take(&refusing);
@@ -140,13 +223,17 @@ pub async fn serve(listener: TcpListener, app: Rc<RefCell<App>>, token: Rc<str>)
                     .detach();
                 }
             }
-            Ok(stream) => {
+            Ok((stream, Ok(address))) => {
                 let slot = Slot::take(&open);
                 let app = app.clone();
                 let token = token.clone();
+                let addresses = addresses.clone();
                 glommio::spawn_local(async move {
                     let _slot = slot;
                     connection(stream, app, token).await;
+                    if let Some(ip) = address {
+                        addresses.release(ip);
+                    }
                 })
                 .detach();
             }
