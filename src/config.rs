@@ -119,6 +119,9 @@ pub struct Config {
     /// Operator API connections one source address may open per second (more get 429, with
     /// `handshake_burst_per_address` as the burst); 0 is no limit.
     pub api_connections_per_address_per_s: u32,
+    /// Address of the operator API's TLS listener (`https://`), beside `api_listen`; uses
+    /// `tls_cert` and `tls_key`. Off when unset.
+    pub api_tls_listen: Option<SocketAddr>,
 }
 
 impl Default for Config {
@@ -169,6 +172,7 @@ impl Default for Config {
             handshake_burst_per_address: 20,
             api_max_connections_per_address: 0,
             api_connections_per_address_per_s: 0,
+            api_tls_listen: None,
         }
     }
 }
@@ -318,6 +322,9 @@ pub struct Overrides {
     /// Operator API connections per second per source address; 0 = no limit [default: 0].
     #[arg(long, value_name = "N")]
     pub api_connections_per_address_per_s: Option<u32>,
+    /// TLS listener of the operator API (https://); needs --tls-cert and --tls-key [default: off].
+    #[arg(long, value_name = "ADDR")]
+    pub api_tls_listen: Option<SocketAddr>,
 }
 
 macro_rules! apply {
@@ -387,6 +394,9 @@ impl Config {
         }
         if o.jwt_hs256_secret.is_some() {
             cfg.jwt_hs256_secret = o.jwt_hs256_secret.clone();
+        }
+        if o.api_tls_listen.is_some() {
+            cfg.api_tls_listen = o.api_tls_listen;
         }
         if o.jwt_public_key.is_some() {
             cfg.jwt_public_key = o.jwt_public_key.clone();
@@ -458,8 +468,9 @@ impl Config {
                 bail!("api_tokens: each token must be at least 16 printable ASCII characters without spaces");
             }
         }
-        if self.tls_listen.is_some() && (self.tls_cert.is_none() || self.tls_key.is_none()) {
-            bail!("tls_listen needs tls_cert and tls_key");
+        let tls_wanted = self.tls_listen.is_some() || self.api_tls_listen.is_some();
+        if tls_wanted && (self.tls_cert.is_none() || self.tls_key.is_none()) {
+            bail!("tls_listen and api_tls_listen need tls_cert and tls_key");
         }
         Ok(())
     }

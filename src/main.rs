@@ -114,10 +114,13 @@ fn serve(o: &Overrides) -> anyhow::Result<()> {
     );
     // One machine-readable line on stdout for scripts and tests.
     let mut out = std::io::stdout().lock();
-    let tls = server
+    let mut tls = server
         .tls_addr
         .map(|a| format!(" tls={a}"))
         .unwrap_or_default();
+    if let Some(a) = server.api_tls_addr {
+        tls.push_str(&format!(" api_tls={a}"));
+    }
     writeln!(
         out,
         "ovation ready viewer={} api={} shards={} steering={}{tls}",

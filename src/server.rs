@@ -36,6 +36,8 @@ pub struct Server {
     pub api_token: String,
     /// The TLS viewer listener's address, when `tls_listen` is set.
     pub tls_addr: Option<SocketAddr>,
+    /// The operator API's TLS listener, when `api_tls_listen` is set.
+    pub api_tls_addr: Option<SocketAddr>,
     /// The certificate of the TLS listeners: `reload` it (SIGHUP) to change what new
     /// handshakes get.
     pub certs: Option<Arc<netstack::tls::CertStore>>,
@@ -126,6 +128,20 @@ impl Server {
             .with_context(|| format!("binding the operator API on {}", config.api_listen))?;
         api_listener.set_nonblocking(true)?;
         let api_addr = api_listener.local_addr()?;
+        let api_tls = match (config.api_tls_listen, &tls_config) {
+            (Some(addr), Some(tls)) => {
+                let l = std::net::TcpListener::bind(addr).with_context(|| {
+                    format!("binding the operator API's TLS listener on {addr}")
+                })?;
+                l.set_nonblocking(true)?;
+                Some((l, tls.clone()))
+            }
+            _ => None,
+        };
+        let api_tls_addr = match &api_tls {
+            Some((l, _)) => Some(l.local_addr()?),
+            None => None,
+        };
 
         let config = Arc::new(config);
         let shard_config = Arc::new(ShardConfig {
@@ -178,7 +194,7 @@ impl Server {
                     stats,
                     uplinks,
                     downlinks,
-                    api_listener,
+                    (api_listener, api_tls),
                     token,
                     shutdown,
                 )
@@ -193,6 +209,7 @@ impl Server {
             steering,
             api_token,
             tls_addr,
+            api_tls_addr,
             certs,
             threads,
         })
@@ -215,7 +232,10 @@ async fn app_core(
     stats: Vec<Arc<ShardStats>>,
     uplinks: Vec<SharedReceiver<ShardEvent>>,
     downlinks: Vec<SharedSender<ShardCommand>>,
-    api_listener: std::net::TcpListener,
+    (api_listener, api_tls): (
+        std::net::TcpListener,
+        Option<(std::net::TcpListener, Arc<netstack::tls::ServerConfig>)>,
+    ),
     api_token: String,
     shutdown: StdUnixStream,
 ) {
@@ -264,6 +284,7 @@ async fn app_core(
     };
     let api = glommio::spawn_local(api::serve(
         netstack::sys::from_owned_fd(api_listener),
+        api_tls.map(|(l, c)| (netstack::sys::from_owned_fd(l), c)),
         app.clone(),
         Rc::from(api_token.as_str()),
     ));

@@ -41,6 +41,7 @@ struct TlsServer {
     viewer: SocketAddr,
     tls: SocketAddr,
     api: SocketAddr,
+    api_tls: SocketAddr,
     dir: PathBuf,
 }
 
@@ -58,7 +59,12 @@ fn start(tag: &str, extra: &[&str]) -> (TlsServer, CertificateDer<'static>) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_ovation"))
         .arg("serve")
         .args(["--listen", "127.0.0.1:0", "--api-listen", "127.0.0.1:0"])
-        .args(["--tls-listen", "127.0.0.1:0"])
+        .args([
+            "--tls-listen",
+            "127.0.0.1:0",
+            "--api-tls-listen",
+            "127.0.0.1:0",
+        ])
         .arg("--tls-cert")
         .arg(dir.join("pki/cert.pem"))
         .arg("--tls-key")
@@ -96,6 +102,7 @@ fn start(tag: &str, extra: &[&str]) -> (TlsServer, CertificateDer<'static>) {
         viewer: field("viewer"),
         tls: field("tls"),
         api: field("api"),
+        api_tls: field("api_tls"),
         child,
         dir,
     };
@@ -269,4 +276,40 @@ fn sighup_reload_changes_the_certificate_for_new_handshakes_only() {
     cast(&server, &json!("after reload"));
     assert_eq!(next_message(&mut open)["payload"], "after reload");
     assert_eq!(next_message(&mut fresh)["payload"], "after reload");
+}
+
+#[test]
+fn the_operator_api_over_tls() {
+    use std::io::{Read, Write};
+    let (server, ca) = start("api", &[]);
+    let request = |tls: &mut StreamOwned<ClientConnection, TcpStream>, close: bool| {
+        let connection = if close { "close" } else { "keep-alive" };
+        write!(
+            tls,
+            "GET /api/stats HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {TOKEN}\r\nConnection: {connection}\r\n\r\n"
+        )
+        .unwrap();
+    };
+    let tcp = TcpStream::connect(server.api_tls).unwrap();
+    tcp.set_read_timeout(Some(WAIT)).unwrap();
+    let conn = ClientConnection::new(
+        client_config(&ca, &[&rustls::version::TLS13]),
+        ServerName::try_from("localhost").unwrap(),
+    )
+    .unwrap();
+    let mut tls = StreamOwned::new(conn, tcp);
+    // Two requests on one connection, the second closing it: both answered, then a clean
+    // close_notify (read_to_end would fail on a truncated stream).
+    request(&mut tls, false);
+    request(&mut tls, true);
+    let mut out = String::new();
+    tls.read_to_string(&mut out).expect("a clean TLS close");
+    assert_eq!(out.matches("HTTP/1.1 200 OK").count(), 2, "{out}");
+    assert!(out.contains("\"connections\":"), "{out}");
+    // Plain HTTP on the API's TLS port is refused, and the plain port still works.
+    let mut raw = common::Raw::connect(server.api_tls);
+    raw.send_bytes(b"GET /api/stats HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(raw.closed());
+    let (status, _) = api_call(server.api, "GET", "/api/stats", None, Some(TOKEN));
+    assert_eq!(status, 200);
 }

@@ -7,12 +7,14 @@
 //! - [`validate`]: validation of request bodies (strict JSON: duplicate keys are refused).
 //! - [`broadcaster`]: the broadcaster WebSocket session.
 //! - [`scopes`]: API tokens and their scopes (read, operate, admin).
+//! - [`tls`]: the API's TLS stream (netstack's sans-IO session behind `AsyncRead`/`AsyncWrite`).
 //! - Here: authentication, routing, the route handlers and the broadcaster upgrade.
 
 pub mod broadcaster;
 pub mod poll_request;
 pub mod scopes;
 pub mod server;
+pub mod tls;
 pub mod validate;
 
 use std::cell::RefCell;
@@ -30,8 +32,8 @@ pub const BROADCASTER_PATH: &str = "/v1/broadcaster";
 
 /// Upgrades a broadcaster: token (header, or `?token=` for browsers, which cannot set
 /// headers on a WebSocket), an existing `?stream=`, then results until either side closes.
-async fn broadcaster(
-    mut stream: glommio::net::TcpStream,
+async fn broadcaster<S: tls::Transport>(
+    mut stream: S,
     app: &RefCell<App>,
     token: &str,
     req: &Request,

@@ -14,8 +14,10 @@ use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
 use glommio::net::{TcpListener, TcpStream};
 use glommio::timer::sleep;
 use netstack::http::server::{Limits, Request, RequestError, RequestParser, Step};
+use netstack::tls::{ServerConfig, TlsSession};
 use serde_json::Value;
 
+use super::tls::{TlsStream, Transport};
 use crate::app::App;
 
 /// Largest request head.
@@ -168,7 +170,14 @@ fn admit_address(
 /// Accepts API connections until the task is dropped. At most `api_max_connections` are
 /// served at once; one more is answered 503 and closed. Accept failures (EMFILE, ENFILE,
 /// ENOBUFS) back off and are logged at most once per 10 s.
-pub async fn serve(listener: TcpListener, app: Rc<RefCell<App>>, token: Rc<str>) {
+/// With `tls`, a second listener's connections run TLS (the certificate current at each
+/// handshake); over a limit they are closed before the handshake, unanswered.
+pub async fn serve(
+    listener: TcpListener,
+    tls: Option<(TcpListener, std::sync::Arc<ServerConfig>)>,
+    app: Rc<RefCell<App>>,
+    token: Rc<str>,
+) {
     let max = app.borrow().config().api_max_connections;
     let addresses = {
         let app = app.borrow();
@@ -183,10 +192,52 @@ pub async fn serve(listener: TcpListener, app: Rc<RefCell<App>>, token: Rc<str>)
     let refusing = Rc::new(Cell::new(0usize));
     let mut warned_at: Option<Instant> = None;
     loop {
-        let accepted = listener.accept().await.map(|stream| {
+        let next = async { (listener.accept().await, None) };
+        let (accepted, tls_config) = match &tls {
+            None => next.await,
+            Some((tls_listener, config)) => {
+                future::or(next, async {
+                    (tls_listener.accept().await, Some(config.clone()))
+                })
+                .await
+            }
+        };
+        let accepted = accepted.map(|stream| {
             let verdict = admit_address(&addresses, &stream);
             (stream, verdict)
         });
+        let accepted = match (tls_config, accepted) {
+            (Some(config), Ok((stream, verdict))) => {
+                let address = match verdict {
+                    Ok(address) if open.get() < max => address,
+                    Ok(address) => {
+                        if let Some(ip) = address {
+                            addresses.release(ip);
+                        }
+                        continue;
+                    }
+                    Err(_) => continue,
+                };
+                let Ok(session) = TlsSession::new(config) else {
+                    if let Some(ip) = address {
+                        addresses.release(ip);
+                    }
+                    continue;
+                };
+                let slot = Slot::take(&open);
+                let (app, token, addresses) = (app.clone(), token.clone(), addresses.clone());
+                glommio::spawn_local(async move {
+                    let _slot = slot;
+                    connection(TlsStream::new(stream, session), app, token).await;
+                    if let Some(ip) = address {
+                        addresses.release(ip);
+                    }
+                })
+                .detach();
+                continue;
+            }
+            (_, other) => other,
+        };
         match accepted {
             Ok((stream, Err(refusal))) => {
                 if refusing.get() < max {
@@ -276,7 +327,7 @@ enum After {
 
 /// Serves one API connection until it closes, times out, sends a bad or unauthenticated
 /// request, or becomes a broadcaster socket.
-async fn connection(mut stream: TcpStream, app: Rc<RefCell<App>>, token: Rc<str>) {
+async fn connection<S: Transport>(mut stream: S, app: Rc<RefCell<App>>, token: Rc<str>) {
     let mut parser = RequestParser::new(Limits {
         max_head: MAX_HEAD,
         max_headers: netstack::http::MAX_HEADERS,
@@ -368,7 +419,7 @@ async fn connection(mut stream: TcpStream, app: Rc<RefCell<App>>, token: Rc<str>
 }
 
 /// Writes `bytes`, giving up after [`WRITE_TIMEOUT`] (a client that stopped reading).
-async fn write_bounded(stream: &mut TcpStream, bytes: &[u8]) -> bool {
+async fn write_bounded<S: Transport>(stream: &mut S, bytes: &[u8]) -> bool {
     future::or(async { stream.write_all(bytes).await.is_ok() }, async {
         sleep(WRITE_TIMEOUT).await;
         false
@@ -379,10 +430,8 @@ async fn write_bounded(stream: &mut TcpStream, bytes: &[u8]) -> bool {
 /// Writes the last response, half-closes, and drains what the client still sends (bounded)
 /// before closing: closing with unread input would send a reset, and a reset can destroy the
 /// response before the client reads it.
-pub async fn close_after(mut stream: TcpStream, last: &[u8]) {
-    if write_bounded(&mut stream, last).await
-        && stream.shutdown(std::net::Shutdown::Write).await.is_ok()
-    {
+pub async fn close_after<S: Transport>(mut stream: S, last: &[u8]) {
+    if write_bounded(&mut stream, last).await && stream.shutdown_write().await.is_ok() {
         let mut sink = [0u8; 4096];
         let mut drained = 0;
         let deadline = Instant::now() + LINGER;
