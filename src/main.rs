@@ -51,6 +51,12 @@ fn main() {
             if c.api_token.is_some() {
                 c.api_token = Some("<redacted>".into());
             }
+            if c.jwt_hs256_secret.is_some() {
+                c.jwt_hs256_secret = Some("<redacted>".into());
+            }
+            for t in &mut c.api_tokens {
+                t.token = "<redacted>".into();
+            }
             print!("{}", toml::to_string(&c)?);
             Ok(())
         }),
