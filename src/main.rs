@@ -51,6 +51,12 @@ fn main() {
             if c.api_token.is_some() {
                 c.api_token = Some("<redacted>".into());
             }
+            if c.jwt_hs256_secret.is_some() {
+                c.jwt_hs256_secret = Some("<redacted>".into());
+            }
+            for t in &mut c.api_tokens {
+                t.token = "<redacted>".into();
+            }
             print!("{}", toml::to_string(&c)?);
             Ok(())
         }),
@@ -86,6 +92,25 @@ fn serve(o: &Overrides) -> anyhow::Result<()> {
     }
 
     let server = Server::start(config.clone(), token, shutdown_rx)?;
+    // SIGHUP re-reads the TLS certificate and key: new handshakes get the new certificate,
+    // open connections keep theirs. A bad file is logged and the old certificate stays.
+    let mut hups = signal_hook::iterator::Signals::new([signal_hook::consts::SIGHUP])
+        .context("installing the SIGHUP handler")?;
+    let certs = server.certs.clone();
+    std::thread::Builder::new()
+        .name("sighup".into())
+        .spawn(move || {
+            for _ in hups.forever() {
+                match &certs {
+                    None => tracing::info!("SIGHUP: no TLS certificate configured, nothing to reload"),
+                    Some(store) => match store.reload() {
+                        Ok(()) => tracing::info!("SIGHUP: TLS certificate reloaded"),
+                        Err(e) => tracing::error!(error = %e, "SIGHUP: TLS certificate not reloaded; keeping the old one"),
+                    },
+                }
+            }
+        })
+        .context("starting the SIGHUP thread")?;
     tracing::info!(
         viewer = %server.viewer_addr,
         api = %server.api_addr,
@@ -96,9 +121,16 @@ fn serve(o: &Overrides) -> anyhow::Result<()> {
     );
     // One machine-readable line on stdout for scripts and tests.
     let mut out = std::io::stdout().lock();
+    let mut tls = server
+        .tls_addr
+        .map(|a| format!(" tls={a}"))
+        .unwrap_or_default();
+    if let Some(a) = server.api_tls_addr {
+        tls.push_str(&format!(" api_tls={a}"));
+    }
     writeln!(
         out,
-        "ovation ready viewer={} api={} shards={} steering={} rtmp={}",
+        "ovation ready viewer={} api={} shards={} steering={} rtmp={}{tls}",
         server.viewer_addr, server.api_addr, server.shards, server.steering, server.rtmp_addr
     )?;
     out.flush()?;

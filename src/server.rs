@@ -36,6 +36,13 @@ pub struct Server {
     /// Whether reuseport CPU steering is attached.
     pub steering: bool,
     pub api_token: String,
+    /// The TLS viewer listener's address, when `tls_listen` is set.
+    pub tls_addr: Option<SocketAddr>,
+    /// The operator API's TLS listener, when `api_tls_listen` is set.
+    pub api_tls_addr: Option<SocketAddr>,
+    /// The certificate of the TLS listeners: `reload` it (SIGHUP) to change what new
+    /// handshakes get.
+    pub certs: Option<Arc<netstack::tls::CertStore>>,
     threads: Vec<ExecutorJoinHandle<()>>,
 }
 
@@ -83,6 +90,32 @@ impl Server {
             }
         };
 
+        let certs = match (&config.tls_cert, &config.tls_key) {
+            (Some(cert), Some(key)) => Some(
+                netstack::tls::CertStore::open(cert, key).context("loading the TLS certificate")?,
+            ),
+            _ => None,
+        };
+        let tls_config = match &certs {
+            Some(store) => Some(store.server_config()?),
+            None => None,
+        };
+        let mut tls_listeners: Vec<Option<std::net::TcpListener>> =
+            match (config.tls_listen, &tls_config) {
+                (Some(addr), Some(_)) => {
+                    netstack::sys::reuseport_listeners(addr, shards, config.backlog)
+                        .with_context(|| format!("binding TLS viewer listeners on {addr}"))?
+                        .into_iter()
+                        .map(Some)
+                        .collect()
+                }
+                _ => (0..shards).map(|_| None).collect(),
+            };
+        let tls_addr = match tls_listeners.first() {
+            Some(Some(l)) => Some(l.local_addr()?),
+            _ => None,
+        };
+
         // Startup reads (and the boot counter) on this thread; later writes go to the store's
         // own writer thread.
         let (store, restored) = crate::app::store::Store::open(&config.data_dir)
@@ -102,11 +135,26 @@ impl Server {
         })?;
         rtmp_listener.set_nonblocking(true)?;
         let rtmp_addr = rtmp_listener.local_addr()?;
+        let api_tls = match (config.api_tls_listen, &tls_config) {
+            (Some(addr), Some(tls)) => {
+                let l = std::net::TcpListener::bind(addr).with_context(|| {
+                    format!("binding the operator API's TLS listener on {addr}")
+                })?;
+                l.set_nonblocking(true)?;
+                Some((l, tls.clone()))
+            }
+            _ => None,
+        };
+        let api_tls_addr = match &api_tls {
+            Some((l, _)) => Some(l.local_addr()?),
+            None => None,
+        };
 
         let config = Arc::new(config);
         let shard_config = Arc::new(ShardConfig {
             id_epoch: restored.boot,
             closed_polls: Arc::new(restored.closed_poll_ids(crate::app::store::KNOWN_CLOSED_POLLS)),
+            identity: config.identity_verifier()?.map(Arc::new),
             ..config.shard_config()
         });
         let open_total = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -128,6 +176,7 @@ impl Server {
                 events: ev_tx,
                 commands: cmd_rx,
                 open_total: open_total.clone(),
+                tls: tls_listeners[index].take().zip(tls_config.clone()),
             };
             let handle = LocalExecutorBuilder::new(Placement::Fixed(shard_cpus[index]))
                 .name(&format!("shard-{index}"))
@@ -157,6 +206,7 @@ impl Server {
                         api: api_listener,
                         rtmp: rtmp_listener,
                         viewer_addr,
+                        api_tls,
                     },
                     token,
                     shutdown,
@@ -172,6 +222,9 @@ impl Server {
             shards,
             steering,
             api_token,
+            tls_addr,
+            api_tls_addr,
+            certs,
             threads,
         })
     }
@@ -189,6 +242,8 @@ impl Server {
 /// The application core's listeners (bound before it starts, so errors surface at startup).
 struct Listeners {
     api: std::net::TcpListener,
+    /// The API's TLS listener and its certificate store, when `api_tls_listen` is set.
+    api_tls: Option<(std::net::TcpListener, Arc<netstack::tls::ServerConfig>)>,
     rtmp: std::net::TcpListener,
     viewer_addr: SocketAddr,
 }
@@ -206,6 +261,7 @@ async fn app_core(
 ) {
     let Listeners {
         api: api_listener,
+        api_tls,
         rtmp: rtmp_listener,
         viewer_addr,
     } = listeners;
@@ -257,6 +313,7 @@ async fn app_core(
     };
     let api = glommio::spawn_local(api::serve(
         netstack::sys::from_owned_fd(api_listener),
+        api_tls.map(|(l, c)| (netstack::sys::from_owned_fd(l), c)),
         app.clone(),
         Rc::from(api_token.as_str()),
     ));

@@ -5,6 +5,8 @@
 //! - [`ws`]: the WebSocket (RFC 6455) server-side codec: incremental frame decoder with
 //!   message reassembly and UTF-8 validation, and an encoder whose output is shared by every
 //!   receiver of a broadcast.
+//! - [`tls`]: TLS as a sans-IO session over rustls' unbuffered connection (ciphertext in,
+//!   plaintext and records out) and a certificate store reloaded without a restart.
 //! - [`sys`]: the only module allowed `unsafe` (the crate denies it elsewhere): socket
 //!   options and syscalls the safe wrappers (std, socket2) do not cover, such as reuseport CPU
 //!   steering with classic BPF, each through one `syscall!` macro.
@@ -16,4 +18,5 @@
 pub mod http;
 #[allow(unsafe_code)]
 pub mod sys;
+pub mod tls;
 pub mod ws;

@@ -113,6 +113,7 @@ fn good_request_is_parsed() {
             origin: Some("https://player.example".into()),
             authorization: None,
             forwarded_for: None,
+            protocols: None,
             header_len: buf.len(),
         }
     );

@@ -12,24 +12,30 @@
 //! spare descriptor lets it accept and close waiting connections instead of leaving them
 //! hanging.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
+use futures_lite::{future, AsyncWriteExt};
 use glommio::net::{TcpListener, TcpStream};
 use glommio::timer::sleep;
 use netstack::http::{self, HandshakeError};
+use netstack::tls::{ServerConfig, TlsSession};
 use netstack::ws::{self, OpCode};
 
 use crate::clock::unix_ms;
+use crate::conn::Link;
 use crate::driver::Driver;
 use crate::hls;
 use crate::hls_window;
+use crate::identity::{self, Identity, TokenError};
+use crate::limits::Admit;
 use crate::profile::Profile;
 use crate::shard::Shard;
 use crate::stats::ShardStats;
+use crate::tls::Wire;
 
 /// Most sockets one shard answers with 503 at once once the cap is reached (each holds a
 /// descriptor from the reserve until its answer is written).
@@ -90,6 +96,10 @@ struct Seat {
     shard: Rc<Shard>,
     viewer: bool,
     held: bool,
+    /// The source address's place under the per-address limits (a viewer seat, while held).
+    address: Option<IpAddr>,
+    /// A refusal's answer other than "server is full" (per-address limits).
+    answer: Option<Refusal>,
 }
 
 impl Seat {
@@ -106,13 +116,22 @@ impl Drop for Seat {
         }
         if self.viewer {
             self.shard.open_total.fetch_sub(1, Ordering::Relaxed);
+            if let (Some(ip), Some(limits)) = (self.address, &self.shard.config.addresses) {
+                limits.release(ip);
+            }
         } else {
             self.shard.refusing.set(self.shard.refusing.get() - 1);
         }
     }
 }
 
-pub(crate) async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
+/// Accepts viewers on `listener`; with `tls`, each connection runs a TLS handshake (with the
+/// certificate current at that moment) before its HTTP upgrade.
+pub(crate) async fn accept_loop(
+    shard: Rc<Shard>,
+    listener: TcpListener,
+    tls: Option<Arc<ServerConfig>>,
+) {
     let (mut failed, mut full, mut dropped) = (
         Throttle::default(),
         Throttle::default(),
@@ -143,23 +162,35 @@ pub(crate) async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
             }
         };
         ShardStats::add(&shard.stats.accepted, 1);
-        let held = shard.open_total.fetch_add(1, Ordering::Relaxed);
-        let viewer = held < shard.config.max_connections;
+        // Per-address limits first: a refused address takes no viewer seat.
+        let (mut address, answer) = match check_address(&shard, &stream) {
+            Ok(address) => (address, None),
+            Err(answer) => (None, Some(answer)),
+        };
+        let viewer = answer.is_none() && {
+            let held = shard.open_total.fetch_add(1, Ordering::Relaxed);
+            if held >= shard.config.max_connections {
+                shard.open_total.fetch_sub(1, Ordering::Relaxed);
+                if let (Some(ip), Some(limits)) = (address.take(), &shard.config.addresses) {
+                    limits.release(ip);
+                }
+            }
+            held < shard.config.max_connections
+        };
         if !viewer {
-            shard.open_total.fetch_sub(1, Ordering::Relaxed);
             if shard.refusing.get() >= REFUSALS_PER_SHARD {
                 ShardStats::add(&shard.stats.refused_unanswered, 1);
                 if dropped.ready() {
                     tracing::warn!(
                         shard = shard.index,
-                        "viewer connections arrive faster than 503 answers go out; closing the excess unanswered"
+                        "refused connections arrive faster than their answers go out; closing the excess unanswered"
                     );
                 }
                 drop(stream);
                 continue;
             }
             shard.refusing.set(shard.refusing.get() + 1);
-            if full.ready() {
+            if answer.is_none() && full.ready() {
                 tracing::info!(
                     shard = shard.index,
                     max_connections = shard.config.max_connections,
@@ -171,8 +202,23 @@ pub(crate) async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
             shard: shard.clone(),
             viewer,
             held: true,
+            address,
+            answer,
         };
-        glommio::spawn_local(handshake(shard.clone(), stream, seat)).detach();
+        let wire = match &tls {
+            None => Wire::plain(),
+            // Over the cap a TLS connection is closed before its handshake: a refusal should
+            // cost little, and a full handshake to say 503 does not.
+            Some(_) if !viewer => {
+                ShardStats::add(&shard.stats.refused_unanswered, 1);
+                continue;
+            }
+            Some(config) => match TlsSession::new(config.clone()) {
+                Ok(session) => Wire::tls(session),
+                Err(_) => continue,
+            },
+        };
+        glommio::spawn_local(handshake(shard.clone(), stream, wire, seat)).detach();
     }
 }
 
@@ -187,6 +233,70 @@ enum Refusal {
 impl From<HandshakeError> for Refusal {
     fn from(err: HandshakeError) -> Refusal {
         Refusal::Respond(err.response())
+    }
+}
+
+/// 401 with the reason the token was refused.
+fn unauthorized(shard: &Shard, why: TokenError) -> Refusal {
+    ShardStats::add(&shard.stats.handshake_unauthorized, 1);
+    Refusal::Respond(http::response(
+        401,
+        "Unauthorized",
+        &[("Connection", "close"), ("WWW-Authenticate", "Bearer")],
+        "text/plain; charset=utf-8",
+        format!("{why}\n").as_bytes(),
+    ))
+}
+
+/// The viewer's identity from its token, when identity is configured.
+fn identify(shard: &Shard, req: &http::UpgradeRequest) -> Result<Option<Box<Identity>>, Refusal> {
+    let Some(verifier) = &shard.config.identity else {
+        return Ok(None);
+    };
+    let query = http::parse_query(&req.query);
+    match identity::presented(&query, req.protocols.as_deref()).0 {
+        Some(token) => match verifier.verify(token) {
+            Ok(id) => Ok(Some(Box::new(id))),
+            Err(e) => Err(unauthorized(shard, e)),
+        },
+        None if verifier.anonymous_viewers => Ok(None),
+        None => Err(unauthorized(shard, TokenError::Missing)),
+    }
+}
+
+/// The per-address verdict on a new connection: `Ok(Some(ip))` holds a place for `ip` (given
+/// back when the seat or the viewer ends), `Ok(None)` when no limit is on, `Err` the answer.
+fn check_address(shard: &Shard, stream: &TcpStream) -> Result<Option<IpAddr>, Refusal> {
+    let Some(limits) = shard.config.addresses.as_ref().filter(|l| l.active()) else {
+        return Ok(None);
+    };
+    let Ok(peer) = stream.peer_addr() else {
+        return Ok(None);
+    };
+    let ip = peer.ip();
+    match limits.admit(ip, Instant::now()) {
+        Admit::Yes => Ok(Some(ip)),
+        Admit::Capped => {
+            ShardStats::add(&shard.stats.refused_address_cap, 1);
+            Err(Refusal::Respond(http::response(
+                503,
+                "Service Unavailable",
+                &[("Connection", "close"), ("Retry-After", "10")],
+                "text/plain; charset=utf-8",
+                b"too many connections from your address\n",
+            )))
+        }
+        Admit::Limited { retry_after_s } => {
+            ShardStats::add(&shard.stats.refused_rate_limited, 1);
+            let retry = retry_after_s.to_string();
+            Err(Refusal::Respond(http::response(
+                429,
+                "Too Many Requests",
+                &[("Connection", "close"), ("Retry-After", retry.as_str())],
+                "text/plain; charset=utf-8",
+                b"too many connection attempts from your address; slow down\n",
+            )))
+        }
     }
 }
 
@@ -209,7 +319,17 @@ enum Incoming {
     Media(Vec<u8>),
 }
 
-async fn read_request(max: usize, stream: &mut TcpStream) -> Result<Incoming, Refusal> {
+/// A first request that passed the checks: an upgrade with its identity, or HLS.
+enum Accepted {
+    Upgrade(Box<http::UpgradeRequest>, Vec<u8>, Option<Box<Identity>>),
+    Media(Vec<u8>),
+}
+
+async fn read_request(
+    max: usize,
+    stream: &mut TcpStream,
+    wire: &mut Wire,
+) -> Result<Incoming, Refusal> {
     let mut buf = vec![0u8; 1024.min(max + 1)];
     let mut len = 0;
     loop {
@@ -219,15 +339,18 @@ async fn read_request(max: usize, stream: &mut TcpStream) -> Result<Incoming, Re
             }
             buf.resize((buf.len() * 2).min(max + 1), 0);
         }
-        let n = stream
-            .read(&mut buf[len..])
+        let n = wire
+            .read(stream, &mut buf[len..])
             .await
             .map_err(|_| Refusal::Gone)?;
         if n == 0 {
             return Err(Refusal::Gone);
         }
         len += n;
-        if hls_window::is_media_request(&buf[..len]) {
+        // HLS is served on plain connections (the media connection of a TLS page goes
+        // through a TLS-terminating CDN or proxy for now); over TLS an `/hls/` target is
+        // just a wrong upgrade path.
+        if wire.is_plain() && hls_window::is_media_request(&buf[..len]) {
             buf.truncate(len);
             return Ok(Incoming::Media(buf));
         }
@@ -253,7 +376,8 @@ fn resume_token() -> Box<str> {
     protocol::hex(&bytes).into()
 }
 
-async fn handshake(shard: Rc<Shard>, mut stream: TcpStream, seat: Seat) {
+async fn handshake(shard: Rc<Shard>, mut stream: TcpStream, mut wire: Wire, mut seat: Seat) {
+    let mut answer = seat.answer.take();
     let peer: SocketAddr = match stream.peer_addr() {
         Ok(p) => p,
         Err(_) => return,
@@ -265,7 +389,8 @@ async fn handshake(shard: Rc<Shard>, mut stream: TcpStream, seat: Seat) {
     };
     let outcome = future::or(
         async {
-            let incoming = read_request(shard.config.max_header_bytes, &mut stream).await?;
+            let incoming =
+                read_request(shard.config.max_header_bytes, &mut stream, &mut wire).await?;
             if let Incoming::Upgrade(req, _) = &incoming {
                 if req.path != shard.config.path {
                     return Err(HandshakeError::NotFound.into());
@@ -275,9 +400,17 @@ async fn handshake(shard: Rc<Shard>, mut stream: TcpStream, seat: Seat) {
                 return Err(unavailable("server is shutting down"));
             }
             if !seat.viewer {
-                return Err(unavailable("server is full"));
+                return Err(answer
+                    .take()
+                    .unwrap_or_else(|| unavailable("server is full")));
             }
-            Ok(incoming)
+            match incoming {
+                Incoming::Upgrade(req, rest) => {
+                    let identity = identify(&shard, &req)?;
+                    Ok(Accepted::Upgrade(req, rest, identity))
+                }
+                Incoming::Media(bytes) => Ok(Accepted::Media(bytes)),
+            }
         },
         async {
             sleep(timeout).await;
@@ -285,9 +418,9 @@ async fn handshake(shard: Rc<Shard>, mut stream: TcpStream, seat: Seat) {
         },
     )
     .await;
-    let (req, mut rest) = match outcome {
-        Ok(Incoming::Upgrade(req, rest)) => (*req, rest),
-        Ok(Incoming::Media(bytes)) => return hls::serve(shard, stream, bytes, seat).await,
+    let (req, mut rest, identity) = match outcome {
+        Ok(Accepted::Upgrade(req, rest, identity)) => (*req, rest, identity),
+        Ok(Accepted::Media(bytes)) => return hls::serve(shard, stream, bytes, seat).await,
         Err(Refusal::Gone) => {
             ShardStats::add(&shard.stats.handshake_aborted, 1);
             return;
@@ -296,7 +429,7 @@ async fn handshake(shard: Rc<Shard>, mut stream: TcpStream, seat: Seat) {
             ShardStats::add(&shard.stats.handshake_rejected, 1);
             let _ = future::or(
                 async {
-                    let _ = stream.write_all(&response).await;
+                    let _ = wire.write_all(&mut stream, &response).await;
                     let _ = stream.close().await;
                 },
                 sleep(timeout),
@@ -316,6 +449,11 @@ async fn handshake(shard: Rc<Shard>, mut stream: TcpStream, seat: Seat) {
         &query,
         unix_ms(),
     );
+    let mut profile = profile;
+    if let Some(id) = &identity {
+        profile.sub = Some(id.sub.clone());
+        profile.tags.extend(id.tags.iter().cloned());
+    }
     let resume = resume_token();
     // A viewer presenting a resume token waits for the application core before its welcome.
     let claim: Option<Box<str>> = query
@@ -324,23 +462,40 @@ async fn handshake(shard: Rc<Shard>, mut stream: TcpStream, seat: Seat) {
         .map(|(_, v)| v.trim())
         .filter(|v| !v.is_empty() && v.len() <= 64)
         .map(Into::into);
-    let mut head = http::switching_protocols(&req.key);
+    let subprotocol = match shard.config.identity {
+        Some(_) => identity::presented(&query, req.protocols.as_deref()).1,
+        None => None,
+    };
+    let mut head = match subprotocol {
+        Some(p) => http::switching_protocols_with(&req.key, p),
+        None => http::switching_protocols(&req.key),
+    };
     if claim.is_none() {
         let welcome = shard.welcome(viewer, &resume, false).to_json();
         ws::encode_frame(OpCode::Text, welcome.as_bytes(), &mut head);
     }
-    let written = future::or(async { stream.write_all(&head).await.is_ok() }, async {
-        sleep(timeout).await;
-        false
-    })
+    let written = future::or(
+        async { wire.write_all(&mut stream, &head).await.is_ok() },
+        async {
+            sleep(timeout).await;
+            false
+        },
+    )
     .await;
     if !written {
         ShardStats::add(&shard.stats.handshake_aborted, 1);
         return;
     }
 
+    let (tls, ahead) = wire.finish();
+    rest.extend_from_slice(&ahead);
     let now = shard.now();
-    let conn = shard.join(stream, profile, resume, claim, now);
+    let link = Link {
+        stream,
+        tls,
+        identity,
+    };
+    let conn = shard.join(link, profile, resume, claim, now);
     seat.hand_over();
     if !rest.is_empty() {
         // Frames the client pipelined behind its upgrade request.

@@ -43,6 +43,12 @@ pub struct ShardConfig {
     pub hls_target_secs: u64,
     /// An HLS keep-alive connection idle this long is closed.
     pub hls_idle_timeout: Duration,
+    /// Viewer identity (signed tokens) and its anonymous-viewer settings; `None` leaves
+    /// every viewer anonymous, as before.
+    pub identity: Option<std::sync::Arc<crate::identity::Verifier>>,
+    /// Per-address connection cap and handshake rate, one state shared by every shard;
+    /// `None` (or inactive limits) checks nothing.
+    pub addresses: Option<std::sync::Arc<crate::limits::AddressLimits>>,
 }
 
 impl Default for ShardConfig {
@@ -64,6 +70,8 @@ impl Default for ShardConfig {
             hls_window: 6,
             hls_target_secs: 2,
             hls_idle_timeout: Duration::from_secs(30),
+            identity: None,
+            addresses: None,
         }
     }
 }

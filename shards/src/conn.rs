@@ -21,6 +21,7 @@ use std::task::{Context, Poll, Waker};
 
 use futures_lite::{AsyncRead, AsyncWrite};
 use glommio::net::TcpStream;
+use netstack::tls::TlsSession;
 use netstack::ws::{self, close_code, Decoder, Event, OpCode};
 use protocol::{parse_viewer_message, ViewerMessage};
 use smallvec::SmallVec;
@@ -28,6 +29,7 @@ use smallvec::SmallVec;
 use crate::clock::TICKS_PER_SEC;
 use crate::config::ShardConfig;
 use crate::frames;
+use crate::identity::Identity;
 use crate::polls::ViewerVotes;
 use crate::profile::{Profile, ViewerId};
 use crate::proto::{Frame, Slot, ViewerRef};
@@ -92,12 +94,30 @@ pub(crate) struct Conn {
     /// Waiting for the application core to answer its resume claim: no welcome yet, in no
     /// group, and its messages are refused.
     pub pending: Cell<bool>,
+    /// The TLS session of a viewer on the TLS port: frames are encrypted into records as they
+    /// are queued, received bytes decrypted before the decoder. `None` on the plain port, whose
+    /// path is unchanged (one null check per send).
+    tls: RefCell<Option<Box<TlsSession>>>,
+    /// Who the viewer's token says it is; `None` for an anonymous viewer.
+    pub identity: Option<Box<Identity>>,
+}
+
+/// What a handshake hands to its connection: the socket, the TLS session on the TLS port, and
+/// the viewer's identity when it presented a valid token.
+pub(crate) struct Link {
+    pub stream: TcpStream,
+    pub tls: Option<Box<TlsSession>>,
+    pub identity: Option<Box<Identity>>,
 }
 
 impl Conn {
     pub fn new(
         slot: Slot,
-        stream: TcpStream,
+        Link {
+            stream,
+            tls,
+            identity,
+        }: Link,
         limits: ws::Limits,
         profile: Profile,
         now: u32,
@@ -117,6 +137,8 @@ impl Conn {
             profile: RefCell::new(profile),
             votes: RefCell::new(ViewerVotes::default()),
             pending: Cell::new(false),
+            tls: RefCell::new(tls),
+            identity,
         }
     }
 
@@ -153,6 +175,37 @@ impl Conn {
             return;
         }
         ShardStats::add(&env.stats.frames_out, frames.len() as u64);
+        let mut tls = self.tls.borrow_mut();
+        if let Some(session) = tls.as_mut() {
+            // The shared plaintext is encrypted for this viewer alone. Records carry sequence
+            // numbers, so the queue bound is checked before encrypting: nothing encrypted is
+            // ever dropped.
+            let plain: usize = frames.iter().map(|f| f.len()).sum();
+            let queued = self.out.borrow().bytes;
+            if queued > 0 && queued + plain > env.config.send_queue_bytes {
+                drop(tls);
+                ShardStats::add(&env.stats.closed_slow, 1);
+                self.close(env, close_code::POLICY, "slow consumer: send queue full");
+                return;
+            }
+            match crate::tls::seal(session, frames) {
+                Ok(sealed) => {
+                    drop(tls);
+                    self.send_wire(env, &[sealed]);
+                }
+                Err(_) => {
+                    drop(tls);
+                    self.abort();
+                }
+            }
+            return;
+        }
+        drop(tls);
+        self.send_wire(env, frames);
+    }
+
+    /// Queues bytes exactly as they go on the wire (frames, or TLS records).
+    fn send_wire(&self, env: &Env<'_>, frames: &[Frame]) {
         let mut out = self.out.borrow_mut();
         let mut rest = frames;
         if out.frames.is_empty() {
@@ -217,9 +270,24 @@ impl Conn {
         }
         let mut frame = Vec::with_capacity(4 + reason.len());
         ws::encode_close(code, reason, &mut frame);
+        let tls = self.tls.borrow_mut().as_mut().map(|session| {
+            // Queued records must all go out (each depends on the one before); then the close
+            // frame and close_notify.
+            crate::tls::seal_close(session, &frame)
+        });
+        if let Some(sealed) = tls {
+            match sealed {
+                Ok(records) => frame = records,
+                Err(_) => return self.abort(),
+            }
+        }
         {
             let mut out = self.out.borrow_mut();
-            let keep = usize::from(out.head_written > 0);
+            let keep = if self.tls.borrow().is_some() {
+                out.frames.len()
+            } else {
+                usize::from(out.head_written > 0)
+            };
             while out.frames.len() > keep {
                 if let Some(f) = out.frames.pop_back() {
                     out.bytes -= f.len();
@@ -315,6 +383,36 @@ impl Conn {
                 ShardStats::add(&env.stats.closed_protocol, 1);
                 tracing::debug!(viewer = %self.viewer.get(), %err, "protocol error");
                 self.close(env, err.close_code(), &err.to_string());
+            }
+        }
+    }
+
+    /// TLS records received: decrypts them, sends what the session has to say (alerts, key
+    /// updates) and feeds the plaintext to the decoder. `Break` when the connection is over
+    /// (a TLS error, or the peer's close_notify with nothing left to answer).
+    fn on_records(&self, env: &Env<'_>, data: &[u8], on_message: OnMessage<'_>) -> ControlFlow<()> {
+        let (mut plain, mut wire) = (Vec::new(), Vec::new());
+        let received = match self.tls.borrow_mut().as_mut() {
+            Some(session) => session.receive(data, &mut plain, &mut wire),
+            None => return ControlFlow::Continue(()),
+        };
+        if !wire.is_empty() {
+            self.send_wire(env, &[Frame::from(wire)]);
+        }
+        match received {
+            Err(err) => {
+                tracing::debug!(viewer = %self.viewer.get(), %err, "TLS error");
+                ShardStats::add(&env.stats.closed_protocol, 1);
+                ControlFlow::Break(())
+            }
+            Ok(received) => {
+                if !plain.is_empty() {
+                    self.on_bytes(env, &mut plain, on_message);
+                }
+                if received.peer_closed {
+                    return ControlFlow::Break(());
+                }
+                ControlFlow::Continue(())
             }
         }
     }
@@ -451,7 +549,13 @@ impl Conn {
                     return Poll::Ready(());
                 }
                 Poll::Ready(Ok(n)) => {
-                    self.on_bytes(env, &mut scratch[..n], on_message);
+                    if self.tls.borrow().is_some() {
+                        if self.on_records(env, &scratch[..n], on_message).is_break() {
+                            return Poll::Ready(());
+                        }
+                    } else {
+                        self.on_bytes(env, &mut scratch[..n], on_message);
+                    }
                     budget -= 1;
                     if budget == 0 {
                         cx.waker().wake_by_ref();
@@ -485,7 +589,13 @@ mod tests {
             "Conn is {}",
             size_of::<super::Conn>()
         );
-        assert!(size_of::<crate::profile::Profile>() <= 192);
+        // 208: the person's `sub` (16 bytes) joined the profile for one vote per person and
+        // resume binding at the application core.
+        assert!(
+            size_of::<crate::profile::Profile>() <= 208,
+            "Profile is {}",
+            size_of::<crate::profile::Profile>()
+        );
         assert!(size_of::<netstack::ws::Decoder>() <= 64);
     }
 }

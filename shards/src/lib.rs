@@ -11,6 +11,8 @@
 //! - [`polls`]: vote validation and the shard's signed share of each poll's count.
 //! - [`proto`]: shard <-> application core messages.
 //! - [`config`], [`stats`]: settings and live counters.
+//! - [`identity`]: viewer tokens (JWT); [`limits`]: per-address connection cap and handshake
+//!   rate, shared by every shard.
 //! - [`sync`]: single-threaded wake-up primitives shared by shard and application-core tasks.
 //! - [`clock`]: the only place shard code reads the time; [`frames`]: server messages (from
 //!   the `protocol` crate) into WebSocket frames.
@@ -18,9 +20,10 @@
 //!   `runtime` (the shard's tasks and command loop) -> `accept` (accept loop, handshake,
 //!   descriptor seats) -> `driver` (one task per viewer) -> `shard` (the shard's state and
 //!   command handling) -> `logic` (pure groups, polls, votes) and `conn` (one viewer's socket,
-//!   decoding and parsing into `protocol::ViewerMessage`). `accept` also hands a plain `GET`
-//!   under `/hls/` to `hls` (one HLS keep-alive connection), which answers from the shard's
-//!   [`hls_window`]s (pure: each stream's live window and the HTTP answers).
+//!   decoding and parsing into `protocol::ViewerMessage`); `tls` (the upgrade through TLS,
+//!   and sealing shared frames into one viewer's records) sits beside `conn`. `accept` also
+//!   hands a plain `GET` under `/hls/` to `hls` (one HLS keep-alive connection), which answers
+//!   from the shard's [`hls_window`]s (pure: each stream's live window and the HTTP answers).
 
 #![forbid(unsafe_code)]
 
@@ -33,6 +36,8 @@ mod driver;
 pub mod frames;
 mod hls;
 pub mod hls_window;
+pub mod identity;
+pub mod limits;
 mod logic;
 pub mod polls;
 pub mod profile;
@@ -41,6 +46,7 @@ mod runtime;
 mod shard;
 pub mod stats;
 pub mod sync;
+mod tls;
 
 pub use accept::REFUSALS_PER_SHARD;
 pub use config::ShardConfig;

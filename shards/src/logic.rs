@@ -1,13 +1,17 @@
-//! The shard's pure state: group membership bitmaps and polls, and the vote logic over them.
+//! The shard's pure state: group membership bitmaps and polls, the vote logic over them, and
+//! the keepalive decision for a connection's state.
 //!
-//! No sockets, no clock, no connection type: every operation takes a slot and the profile
-//! or votes it concerns, so the logic is tested in memory (below). The runtime
+//! No sockets, no clock: every operation takes a slot and the profile or votes it concerns
+//! (or a connection's state and the time), so the logic is tested in memory (below). The runtime
 //! (`shard`) owns one `Core` and the connection table beside it.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::bitset::Bitset;
+use crate::clock::ticks;
+use crate::config::ShardConfig;
+use crate::conn::State;
 use crate::polls::{Polls, ViewerVotes, VoteError};
 use crate::profile::{Predicate, Profile};
 use crate::proto::{GroupId, PollSeq, Slot};
@@ -92,6 +96,21 @@ impl Core {
         self.groups.get(&group).map(|g| &g.members)
     }
 
+    /// Checks a vote against the poll and its audience without counting it (an identified
+    /// viewer's vote is counted at the application core).
+    pub fn check_vote(
+        &self,
+        slot: Slot,
+        poll: &str,
+        choice: i64,
+    ) -> Result<(PollSeq, u8), VoteError> {
+        let (seq, audience) = self.polls.check(poll, choice)?;
+        if !self.members(audience).is_some_and(|m| m.contains(slot)) {
+            return Err(VoteError::NotInAudience);
+        }
+        Ok((seq, choice as u8)) // checked: 0 <= choice < choices <= u8::MAX
+    }
+
     /// A viewer's vote: checked against the poll and its audience, counted into this shard's
     /// tally (moving the viewer's earlier choice) and recorded in `votes`.
     pub fn vote(
@@ -101,14 +120,42 @@ impl Core {
         poll: &str,
         choice: i64,
     ) -> Result<(PollSeq, u8), VoteError> {
-        let (seq, audience) = self.polls.check(poll, choice)?;
-        if !self.members(audience).is_some_and(|m| m.contains(slot)) {
-            return Err(VoteError::NotInAudience);
-        }
-        let choice = choice as u8; // checked: 0 <= choice < choices <= u8::MAX
+        let (seq, choice) = self.check_vote(slot, poll, choice)?;
         self.polls.count(seq, votes.choice(seq), choice);
         votes.set(seq, choice);
         Ok((seq, choice))
+    }
+}
+
+/// What the keepalive sweep does with one connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Keepalive {
+    Nothing,
+    Ping,
+    /// Unanswered ping or unfinished close: drop without a close frame.
+    Drop,
+}
+
+/// The keepalive decision for a connection in `state` at tick `now`.
+pub(crate) fn keepalive(
+    state: State,
+    now: u32,
+    last_rx: u32,
+    ping_sent: u32,
+    c: &ShardConfig,
+) -> Keepalive {
+    match state {
+        State::Open => {
+            if ping_sent != 0 && now.wrapping_sub(ping_sent) >= ticks(c.pong_timeout) {
+                Keepalive::Drop
+            } else if ping_sent == 0 && now.wrapping_sub(last_rx) >= ticks(c.ping_interval) {
+                Keepalive::Ping
+            } else {
+                Keepalive::Nothing
+            }
+        }
+        State::Closing { deadline, .. } if now >= deadline => Keepalive::Drop,
+        _ => Keepalive::Nothing,
     }
 }
 
@@ -116,6 +163,7 @@ impl Core {
 mod tests {
     use super::*;
     use crate::profile::{Field, ViewerId};
+    use std::time::Duration;
 
     fn profile(n: u32, stream: Option<&str>) -> Profile {
         let mut p = Profile::from_handshake(
@@ -188,5 +236,27 @@ mod tests {
         assert_eq!(core.polls.take_dirty(), vec![(1, vec![1, 0, 0])]);
         assert_eq!(core.polls.close(1), Some(vec![1, 0, 0]));
         assert_eq!(core.vote(0, &mut va, "p1", 1), Err(VoteError::Closed));
+    }
+
+    #[test]
+    fn keepalive_pings_silence_then_drops_the_unanswered() {
+        let c = ShardConfig {
+            ping_interval: Duration::from_secs(30),
+            pong_timeout: Duration::from_secs(15),
+            ..ShardConfig::default()
+        };
+        let open = State::Open;
+        assert_eq!(keepalive(open, 299, 0, 0, &c), Keepalive::Nothing);
+        assert_eq!(keepalive(open, 300, 0, 0, &c), Keepalive::Ping);
+        assert_eq!(keepalive(open, 449, 0, 300, &c), Keepalive::Nothing);
+        assert_eq!(keepalive(open, 450, 0, 300, &c), Keepalive::Drop);
+        let closing = |deadline| State::Closing {
+            deadline,
+            peer_closed: false,
+            write_shut: true,
+        };
+        assert_eq!(keepalive(closing(50), 49, 0, 0, &c), Keepalive::Nothing);
+        assert_eq!(keepalive(closing(50), 50, 0, 0, &c), Keepalive::Drop);
+        assert_eq!(keepalive(State::Done, 1000, 0, 0, &c), Keepalive::Nothing);
     }
 }

@@ -148,6 +148,9 @@ pub struct Profile {
     pub params: Vec<(Box<str>, Box<str>)>,
     /// Unix milliseconds of the handshake.
     pub connected_at_ms: u64,
+    /// The person, from a verified token (`sub`); `None` for an anonymous viewer.
+    #[serde(default)]
+    pub sub: Option<Box<str>>,
 }
 
 /// A hash of a whole profile with fixed keys, equal in every thread and process of one build:
@@ -185,6 +188,7 @@ impl Profile {
             tags: Vec::new(),
             params: Vec::new(),
             connected_at_ms,
+            sub: None,
         };
         for (key, value) in query {
             match key.as_str() {

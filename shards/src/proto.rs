@@ -85,6 +85,13 @@ pub enum Request {
     Watch { stream: Box<str> },
     /// `{"type":"telemetry",...}`: connection quality numbers, aggregated per group.
     Telemetry(Telemetry),
+    /// A checked vote of an identified viewer, counted once per `sub` at the application
+    /// core (not in the shard's tally).
+    PersonVote {
+        sub: Box<str>,
+        seq: PollSeq,
+        choice: u8,
+    },
 }
 
 /// Connection-quality telemetry from a player (the protocol's type). Absent numbers are `None`.

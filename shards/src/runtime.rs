@@ -35,6 +35,9 @@ pub struct ShardSpec {
     /// Viewer sockets held (handshaking or open) over all shards, shared by every shard of
     /// the process: the `max_connections` cap.
     pub open_total: Arc<AtomicUsize>,
+    /// This shard's listener of the TLS reuseport group, when TLS is configured, and the
+    /// server configuration its handshakes use (its certificate resolver reloads).
+    pub tls: Option<(std::net::TcpListener, Arc<netstack::tls::ServerConfig>)>,
 }
 
 /// Runs a shard until the application core tells it to shut down (or goes away).
@@ -52,7 +55,11 @@ pub async fn run(spec: ShardSpec) {
     // Held, not detached: dropping a glommio task handle cancels the task, so these end with
     // `run` and the uplink's channel end is dropped, which tells the application core.
     let uplink = glommio::spawn_local(uplink(shard.clone(), events));
-    let acceptor = glommio::spawn_local(accept_loop(shard.clone(), listener));
+    let acceptor = glommio::spawn_local(accept_loop(shard.clone(), listener, None));
+    let tls_acceptor = spec.tls.map(|(listener, config)| {
+        let listener: TcpListener = netstack::sys::from_owned_fd(listener);
+        glommio::spawn_local(accept_loop(shard.clone(), listener, Some(config)))
+    });
     let sweeper = glommio::spawn_local(sweeper(shard.clone()));
     let tallies = glommio::spawn_local(report_tallies(shard.clone()));
 
@@ -100,7 +107,7 @@ pub async fn run(spec: ShardSpec) {
         }
     }
     shard.drain(grace.unwrap_or(Duration::ZERO)).await;
-    drop((sweeper, tallies, acceptor));
+    drop((sweeper, tallies, acceptor, tls_acceptor));
     // Let the uplink deliver what is queued (final poll tallies above all), bounded in time.
     shard.last_uplink();
     future::or(uplink, sleep(Duration::from_secs(2))).await;

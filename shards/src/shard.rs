@@ -24,10 +24,11 @@ use protocol::{ServerMessage, ViewerMessage, MAX_COUNTER};
 
 use crate::clock::{ticks, Ticks};
 use crate::config::ShardConfig;
-use crate::conn::{Conn, Env, State};
+use crate::conn::{Conn, Env, Link, State};
 use crate::frames;
 use crate::hls_window::Windows;
 use crate::logic::Core;
+use crate::logic::{keepalive, Keepalive};
 use crate::polls::ViewerVotes;
 use crate::profile::{profile_hash, Predicate, Profile, ViewerId};
 use crate::proto::{
@@ -69,32 +70,6 @@ pub(crate) struct Shard {
     tallies_dirty: Signal,
     /// The HLS windows this shard serves.
     pub hls: RefCell<Windows>,
-}
-
-/// What the keepalive sweep does with one connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Keepalive {
-    Nothing,
-    Ping,
-    /// Unanswered ping or unfinished close: drop without a close frame.
-    Drop,
-}
-
-/// The keepalive decision for a connection in `state` at tick `now`.
-fn keepalive(state: State, now: u32, last_rx: u32, ping_sent: u32, c: &ShardConfig) -> Keepalive {
-    match state {
-        State::Open => {
-            if ping_sent != 0 && now.wrapping_sub(ping_sent) >= ticks(c.pong_timeout) {
-                Keepalive::Drop
-            } else if ping_sent == 0 && now.wrapping_sub(last_rx) >= ticks(c.ping_interval) {
-                Keepalive::Ping
-            } else {
-                Keepalive::Nothing
-            }
-        }
-        State::Closing { deadline, .. } if now >= deadline => Keepalive::Drop,
-        _ => Keepalive::Nothing,
-    }
 }
 
 impl Shard {
@@ -162,12 +137,42 @@ impl Shard {
                 self.profile_changed(conn);
             }
             ViewerMessage::Ping => conn.send(&env, &frames::encode(&ServerMessage::Pong)),
-            ViewerMessage::Watch { stream } => self.request(
-                conn,
-                Request::Watch {
-                    stream: stream.into(),
-                },
-            ),
+            ViewerMessage::Watch { stream } => match &conn.identity {
+                Some(id) if !id.may_watch(&stream) => conn.send_error(
+                    &env,
+                    "stream_not_allowed",
+                    "your token does not allow this stream",
+                ),
+                _ => self.request(
+                    conn,
+                    Request::Watch {
+                        stream: stream.into(),
+                    },
+                ),
+            },
+            ViewerMessage::Vote { poll, choice } if conn.identity.is_some() => {
+                // One vote per person: checked here, counted at the application core by `sub`.
+                let checked = self.core.borrow().check_vote(conn.slot, &poll, choice);
+                let reply = match (checked, &conn.identity) {
+                    (Ok((seq, choice)), Some(id)) => {
+                        let sub = id.sub.clone();
+                        self.request(conn, Request::PersonVote { sub, seq, choice });
+                        ServerMessage::voted(&poll, choice)
+                    }
+                    (Err(e), _) => ServerMessage::error(e.code(), e.message()),
+                    (Ok(_), None) => return,
+                };
+                conn.send(&env, &frames::encode(&reply));
+            }
+            ViewerMessage::Vote { .. }
+                if self
+                    .config
+                    .identity
+                    .as_ref()
+                    .is_some_and(|v| !v.anonymous_votes) =>
+            {
+                conn.send_error(&env, "identity_required", "sign in to vote");
+            }
             ViewerMessage::Vote { poll, choice } => {
                 let counted = {
                     let mut votes = conn.votes.borrow_mut();
@@ -217,7 +222,7 @@ impl Shard {
     /// application core. With `claim` it waits for an `Admit` before its welcome.
     pub fn join(
         &self,
-        stream: glommio::net::TcpStream,
+        link: Link,
         profile: Profile,
         resume: Box<str>,
         claim: Option<Box<str>>,
@@ -228,7 +233,7 @@ impl Shard {
             let entry = conns.vacant_entry();
             let conn = Rc::new(Conn::new(
                 entry.key() as Slot,
-                stream,
+                link,
                 self.config.limits,
                 profile,
                 now,
@@ -265,6 +270,9 @@ impl Shard {
         if removed.is_some() {
             ShardStats::sub(&self.stats.connections, 1);
             self.open_total.fetch_sub(1, Ordering::Relaxed);
+            if let Some(limits) = self.config.addresses.as_ref().filter(|l| l.active()) {
+                limits.release(conn.profile.borrow().peer.ip());
+            }
             self.emit(ShardEvent::Left {
                 at: conn.at(self.index),
                 votes: conn.votes.borrow_mut().take(),
@@ -393,7 +401,12 @@ impl Shard {
     fn sweep(&self, now: u32) {
         let env = self.env(now);
         let conns: Vec<Rc<Conn>> = self.conns.borrow().iter().map(|(_, c)| c.clone()).collect();
+        let now_s = crate::clock::unix_ms() / 1000;
         for conn in conns {
+            if conn.identity.as_ref().is_some_and(|id| id.exp <= now_s) {
+                ShardStats::add(&self.stats.closed_token_expired, 1);
+                conn.close(&env, crate::identity::CLOSE_TOKEN_EXPIRED, "token expired");
+            }
             let state = conn.state.get();
             match keepalive(
                 state,
@@ -577,32 +590,5 @@ pub(crate) async fn uplink(shard: Rc<Shard>, events: ConnectedSender<ShardEvent>
         if events.send(next).await.is_err() {
             return; // the application core is gone: the process is stopping
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn keepalive_pings_silence_then_drops_the_unanswered() {
-        let c = ShardConfig {
-            ping_interval: Duration::from_secs(30),
-            pong_timeout: Duration::from_secs(15),
-            ..ShardConfig::default()
-        };
-        let open = State::Open;
-        assert_eq!(keepalive(open, 299, 0, 0, &c), Keepalive::Nothing);
-        assert_eq!(keepalive(open, 300, 0, 0, &c), Keepalive::Ping);
-        assert_eq!(keepalive(open, 449, 0, 300, &c), Keepalive::Nothing);
-        assert_eq!(keepalive(open, 450, 0, 300, &c), Keepalive::Drop);
-        let closing = |deadline| State::Closing {
-            deadline,
-            peer_closed: false,
-            write_shut: true,
-        };
-        assert_eq!(keepalive(closing(50), 49, 0, 0, &c), Keepalive::Nothing);
-        assert_eq!(keepalive(closing(50), 50, 0, 0, &c), Keepalive::Drop);
-        assert_eq!(keepalive(State::Done, 1000, 0, 0, &c), Keepalive::Nothing);
     }
 }

@@ -54,6 +54,17 @@ counters!(
     casts,
     /// HLS requests (playlists, segments, preflights) answered on this shard.
     hls_requests,
+    /// Upgrades refused with 401: a missing (when anonymous viewers are off), malformed,
+    /// expired or wrongly signed token.
+    handshake_unauthorized,
+    /// Viewers closed with 4001 because their token expired while connected.
+    closed_token_expired,
+    /// Connections refused because their source address already held
+    /// `max_connections_per_address` (503, or closed unanswered on the TLS port).
+    refused_address_cap,
+    /// Connections refused by their source address's handshake rate limit (429, or closed
+    /// unanswered on the TLS port).
+    refused_rate_limited,
 );
 
 impl ShardStats {

@@ -1,25 +1,26 @@
 //! Single-threaded wake-up primitives for tasks on one executor.
 //!
-//! Both hold one waker slot, replaced on each poll: their waiters re-create `wait` futures in
-//! loops (the accept loop once per connection), and a list of wakers would grow without bound.
+//! Their waiters re-create `wait` futures in loops (the accept loops once per connection), so
+//! neither keeps more than one waker per waiting task.
 
 use std::cell::{Cell, RefCell};
 use std::future::poll_fn;
 use std::task::{Poll, Waker};
 
-/// A one-shot, single-waiter notification: once `notify` is called, `wait` is ready forever.
-/// One waker slot, replaced on each poll: a waiter that re-creates its `wait` future in a loop
-/// (the accept loop does, once per connection) never accumulates wakers.
+/// A one-shot notification: once `notify` is called, `wait` is ready forever. It keeps one
+/// waker per waiting task (a task's waker replaces its earlier one), so a waiter that
+/// re-creates its `wait` future in a loop (each accept loop does, once per connection) never
+/// accumulates wakers, and the plain and TLS accept loops are both woken.
 #[derive(Default)]
 pub struct Notify {
     fired: Cell<bool>,
-    waker: RefCell<Option<Waker>>,
+    wakers: RefCell<Vec<Waker>>,
 }
 
 impl Notify {
     pub fn notify(&self) {
         self.fired.set(true);
-        if let Some(w) = self.waker.borrow_mut().take() {
+        for w in self.wakers.take() {
             w.wake();
         }
     }
@@ -29,7 +30,10 @@ impl Notify {
             if self.fired.get() {
                 Poll::Ready(())
             } else {
-                *self.waker.borrow_mut() = Some(cx.waker().clone());
+                let mut wakers = self.wakers.borrow_mut();
+                if !wakers.iter().any(|w| w.will_wake(cx.waker())) {
+                    wakers.push(cx.waker().clone());
+                }
                 Poll::Pending
             }
         })
@@ -100,6 +104,36 @@ mod tests {
         for _ in 0..1000 {
             assert_eq!(block_on(poll_once(n.wait())), None);
         }
-        assert!(n.waker.borrow().is_some());
+        assert_eq!(n.wakers.borrow().len(), 1);
+    }
+
+    #[test]
+    fn two_waiting_tasks_are_both_woken() {
+        use std::future::Future;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::Arc;
+        use std::task::{Context, Wake};
+        struct Count(AtomicUsize);
+        impl Wake for Count {
+            fn wake(self: Arc<Self>) {
+                self.0.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        let n = Notify::default();
+        let (a, b) = (
+            Arc::new(Count(AtomicUsize::new(0))),
+            Arc::new(Count(AtomicUsize::new(0))),
+        );
+        for count in [&a, &b] {
+            let waker = Waker::from(count.clone());
+            let mut fut = std::pin::pin!(n.wait());
+            assert!(fut
+                .as_mut()
+                .poll(&mut Context::from_waker(&waker))
+                .is_pending());
+        }
+        n.notify();
+        assert_eq!(a.0.load(Ordering::Relaxed), 1);
+        assert_eq!(b.0.load(Ordering::Relaxed), 1);
     }
 }

@@ -8,17 +8,17 @@ use std::ops::ControlFlow;
 use std::rc::Rc;
 
 use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
-use glommio::net::TcpStream;
 use netstack::ws::{self, close_code, Decoder, Event, OpCode};
 use shards::proto::Frame;
 
+use super::tls::Transport;
 use crate::app::sink::Sink;
 
 /// A broadcaster whose socket accepts nothing for this long is dropped.
 const WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Writes `bytes`, giving up after [`WRITE_TIMEOUT`] (a broadcaster that stopped reading).
-async fn write_bounded(stream: &mut TcpStream, bytes: &[u8]) -> bool {
+async fn write_bounded<S: Transport>(stream: &mut S, bytes: &[u8]) -> bool {
     future::or(async { stream.write_all(bytes).await.is_ok() }, async {
         glommio::timer::sleep(WRITE_TIMEOUT).await;
         false
@@ -32,12 +32,12 @@ enum Step {
 }
 
 /// Serves one upgraded broadcaster connection until either side closes.
-pub async fn session(stream: TcpStream, sink: Rc<Sink>, pending: Vec<u8>) {
+pub async fn session<S: Transport>(stream: S, sink: Rc<Sink>, pending: Vec<u8>) {
     serve(stream, &sink, pending).await;
     sink.finish();
 }
 
-async fn serve(mut stream: TcpStream, sink: &Sink, mut pending: Vec<u8>) {
+async fn serve<S: Transport>(mut stream: S, sink: &Sink, mut pending: Vec<u8>) {
     let mut decoder = Decoder::new(ws::Limits {
         max_frame: 4096,
         max_message: 4096,

@@ -7,12 +7,17 @@
 //! - [`response`]: [`Response`], an answer and its encoding.
 //! - [`validate`]: validation of request bodies (strict JSON: duplicate keys are refused).
 //! - [`broadcaster`]: the broadcaster WebSocket session.
+//! - [`scopes`]: API tokens and their scopes (read, operate, admin).
+//! - [`tls`]: the API's TLS stream (netstack's sans-IO session behind `AsyncRead`/`AsyncWrite`).
 //! - Here: authentication, routing, the route handlers and the broadcaster upgrade.
 
 pub mod broadcaster;
 pub mod poll_request;
+pub mod refusals;
 pub mod response;
+pub mod scopes;
 pub mod server;
+pub mod tls;
 pub mod validate;
 
 use std::cell::RefCell;
@@ -31,8 +36,8 @@ pub const BROADCASTER_PATH: &str = "/v1/broadcaster";
 
 /// Upgrades a broadcaster: token (header, or `?token=` for browsers, which cannot set
 /// headers on a WebSocket), an existing `?stream=`, then results until either side closes.
-async fn broadcaster(
-    mut stream: glommio::net::TcpStream,
+async fn broadcaster<S: tls::Transport>(
+    mut stream: S,
     app: &RefCell<App>,
     token: &str,
     req: &Request,
@@ -63,7 +68,8 @@ async fn broadcaster(
                 .map(str::to_owned)
                 .or_else(|| param("token"));
             let stream_id = param("stream").unwrap_or_default();
-            if !given.is_some_and(|g| token_matches(&g, token)) {
+            let extra = app.borrow().config().api_tokens.clone();
+            if given.is_none_or(|g| scopes::scope_of(&g, token, &extra).is_none()) {
                 Err(refuse(401, "Unauthorized", "send the API token"))
             } else if app.borrow().stream(&stream_id).is_none() {
                 Err(refuse(404, "Not Found", "no such stream (?stream=)"))
@@ -117,27 +123,35 @@ fn bearer(header: &str) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
-/// Compares without an early exit, so response time does not reveal a token prefix.
-fn token_matches(given: &str, token: &str) -> bool {
-    let (a, b) = (given.as_bytes(), token.as_bytes());
-    let mut diff = a.len() ^ b.len();
-    for i in 0..a.len().max(b.len()) {
-        diff |= usize::from(a.get(i).copied().unwrap_or(0) ^ b.get(i).copied().unwrap_or(0));
-    }
-    diff == 0
-}
+#[cfg(test)]
+use scopes::token_matches;
 
-/// Authenticates, then routes.
+/// Authenticates (`token` is the admin token; `api_tokens` adds scoped ones), checks the
+/// token's scope against the request, then routes.
 pub fn handle(app: &RefCell<App>, token: &str, req: &Request) -> Response {
-    let authorized = req
+    let scope = req
         .header_str("authorization")
         .and_then(bearer)
-        .is_some_and(|given| token_matches(given, token));
-    if !authorized {
+        .and_then(|given| scopes::scope_of(given, token, &app.borrow().config().api_tokens));
+    let Some(scope) = scope else {
         return Response::error(
             401,
             "unauthorized",
             "send Authorization: Bearer <token> (see --api-token)",
+        );
+    };
+    let needed = scopes::Scope::needed(&req.method, &req.path);
+    if scope < needed {
+        return Response::error(
+            403,
+            "forbidden",
+            format!(
+                "this token's scope ({}) does not allow {} {} (needs {})",
+                scope.as_str(),
+                req.method,
+                req.path,
+                needed.as_str()
+            ),
         );
     }
     let segments: Vec<&str> = req.path.trim_matches('/').split('/').collect();
@@ -301,6 +315,7 @@ fn stats(app: &App) -> Response {
             },
             "shards": shards,
             "groups": groups,
+            "api": refusals::refusal_counts(),
         }),
     )
 }

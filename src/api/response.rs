@@ -6,10 +6,11 @@
 use std::time::{Duration, Instant};
 
 use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
-use glommio::net::TcpStream;
 use glommio::timer::sleep;
 use serde_json::Value;
 use shards::proto::GroupId;
+
+use super::tls::Transport;
 
 /// Time a write may take before the peer is considered gone.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -30,6 +31,8 @@ pub struct Response {
     /// after `api::server::CAST_WAIT`): a poll is answered once every shard knows it, so a
     /// vote sent right after the answer is counted.
     pub after_casts_to: Option<GroupId>,
+    /// The `Retry-After` header (seconds) of a 429.
+    pub retry_after: Option<u64>,
 }
 
 impl Response {
@@ -39,6 +42,7 @@ impl Response {
             body,
             allow: None,
             after_casts_to: None,
+            retry_after: None,
         }
     }
 
@@ -67,7 +71,10 @@ impl Response {
         if let Some(allow) = self.allow {
             headers.push(("Allow", allow));
         }
-        if self.status == 503 {
+        let retry = self.retry_after.map(|s| s.to_string());
+        if let Some(s) = &retry {
+            headers.push(("Retry-After", s.as_str()));
+        } else if self.status == 503 {
             headers.push(("Retry-After", "1"));
         }
         netstack::http::write_response(
@@ -82,7 +89,7 @@ impl Response {
 }
 
 /// Writes `bytes`, giving up after [`WRITE_TIMEOUT`] (a client that stopped reading).
-pub async fn write_bounded(stream: &mut TcpStream, bytes: &[u8]) -> bool {
+pub async fn write_bounded<S: Transport>(stream: &mut S, bytes: &[u8]) -> bool {
     future::or(async { stream.write_all(bytes).await.is_ok() }, async {
         sleep(WRITE_TIMEOUT).await;
         false
@@ -93,10 +100,8 @@ pub async fn write_bounded(stream: &mut TcpStream, bytes: &[u8]) -> bool {
 /// Writes the last response, half-closes, and drains what the client still sends (bounded)
 /// before closing: closing with unread input would send a reset, and a reset can destroy the
 /// response before the client reads it.
-pub async fn close_after(mut stream: TcpStream, last: &[u8]) {
-    if write_bounded(&mut stream, last).await
-        && stream.shutdown(std::net::Shutdown::Write).await.is_ok()
-    {
+pub async fn close_after<S: Transport>(mut stream: S, last: &[u8]) {
+    if write_bounded(&mut stream, last).await && stream.shutdown_write().await.is_ok() {
         let mut sink = [0u8; 4096];
         let mut drained = 0;
         let deadline = Instant::now() + LINGER;

@@ -7,14 +7,18 @@
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
 use glommio::net::{TcpListener, TcpStream};
 use glommio::timer::sleep;
 use netstack::http::server::{Limits, Request, RequestError, RequestParser, Step};
+use netstack::tls::{ServerConfig, TlsSession};
 
+use super::refusals;
 use super::response::{close_after, write_bounded, Response};
+use super::tls::{TlsStream, Transport};
 use crate::app::App;
 
 /// Largest request head.
@@ -44,17 +48,130 @@ fn refused(e: &RequestError) -> Response {
     Response::error(e.status(), code, e.to_string())
 }
 
+/// The per-address verdict on an API connection: `Ok` with the place to give back (if
+/// limits are on), or the refusal to send.
+fn admit_address(
+    limits: &shards::limits::AddressLimits,
+    stream: &TcpStream,
+) -> Result<Option<std::net::IpAddr>, Response> {
+    use shards::limits::Admit;
+    let Some(ip) = stream.peer_addr().ok().map(|a| a.ip()) else {
+        return Ok(None);
+    };
+    if !limits.active() {
+        return Ok(None);
+    }
+    match limits.admit(ip, Instant::now()) {
+        Admit::Yes => Ok(Some(ip)),
+        Admit::Capped => {
+            refusals::REFUSED_ADDRESS_CAP.fetch_add(1, Ordering::Relaxed);
+            Err(Response::error(
+                503,
+                "too_many_connections",
+                "too many API connections from your address (api_max_connections_per_address)",
+            ))
+        }
+        Admit::Limited { retry_after_s } => {
+            refusals::REFUSED_RATE_LIMITED.fetch_add(1, Ordering::Relaxed);
+            let mut r = Response::error(
+                429,
+                "rate_limited",
+                "too many API connections per second from your address (api_connections_per_address_per_s)",
+            );
+            r.retry_after = Some(retry_after_s);
+            Err(r)
+        }
+    }
+}
+
 /// Accepts API connections until the task is dropped. At most `api_max_connections` are
 /// served at once; one more is answered 503 and closed. Accept failures (EMFILE, ENFILE,
 /// ENOBUFS) back off and are logged at most once per 10 s.
-pub async fn serve(listener: TcpListener, app: Rc<RefCell<App>>, token: Rc<str>) {
+/// With `tls`, a second listener's connections run TLS (the certificate current at each
+/// handshake); over a limit they are closed before the handshake, unanswered.
+pub async fn serve(
+    listener: TcpListener,
+    tls: Option<(TcpListener, std::sync::Arc<ServerConfig>)>,
+    app: Rc<RefCell<App>>,
+    token: Rc<str>,
+) {
     let max = app.borrow().config().api_max_connections;
+    let addresses = {
+        let app = app.borrow();
+        let c = app.config();
+        std::sync::Arc::new(shards::limits::AddressLimits::new(
+            c.api_max_connections_per_address,
+            c.api_connections_per_address_per_s,
+            c.handshake_burst_per_address,
+        ))
+    };
     let open = Rc::new(Cell::new(0usize));
     let refusing = Rc::new(Cell::new(0usize));
     let mut warned_at: Option<Instant> = None;
     loop {
-        match listener.accept().await {
-            Ok(stream) if open.get() >= max => {
+        let next = async { (listener.accept().await, None) };
+        let (accepted, tls_config) = match &tls {
+            None => next.await,
+            Some((tls_listener, config)) => {
+                future::or(next, async {
+                    (tls_listener.accept().await, Some(config.clone()))
+                })
+                .await
+            }
+        };
+        let accepted = accepted.map(|stream| {
+            let verdict = admit_address(&addresses, &stream);
+            (stream, verdict)
+        });
+        let accepted = match (tls_config, accepted) {
+            (Some(config), Ok((stream, verdict))) => {
+                let address = match verdict {
+                    Ok(address) if open.get() < max => address,
+                    Ok(address) => {
+                        if let Some(ip) = address {
+                            addresses.release(ip);
+                        }
+                        continue;
+                    }
+                    Err(_) => continue,
+                };
+                let Ok(session) = TlsSession::new(config) else {
+                    if let Some(ip) = address {
+                        addresses.release(ip);
+                    }
+                    continue;
+                };
+                let slot = Slot::take(&open);
+                let (app, token, addresses) = (app.clone(), token.clone(), addresses.clone());
+                glommio::spawn_local(async move {
+                    let _slot = slot;
+                    connection(TlsStream::new(stream, session), app, token).await;
+                    if let Some(ip) = address {
+                        addresses.release(ip);
+                    }
+                })
+                .detach();
+                continue;
+            }
+            (_, other) => other,
+        };
+        match accepted {
+            Ok((stream, Err(refusal))) => {
+                if refusing.get() < max {
+                    let slot = Slot::take(&refusing);
+                    glommio::spawn_local(async move {
+                        let _slot = slot;
+                        let mut out = Vec::new();
+                        refusal.write(&mut out, false);
+                        close_after(stream, &out).await;
+                    })
+                    .detach();
+                }
+            }
+            Ok((stream, Ok(address))) if open.get() >= max => {
+                if let Some(ip) = address {
+                    addresses.release(ip);
+                }
                 // Refusals linger too; beyond `max` of them the peer just sees the close.
                 if refusing.get() < max {
                     let slot = Slot::take(&refusing);
@@ -74,13 +191,17 @@ pub async fn serve(listener: TcpListener, app: Rc<RefCell<App>>, token: Rc<str>)
                     .detach();
                 }
             }
-            Ok(stream) => {
+            Ok((stream, Ok(address))) => {
                 let slot = Slot::take(&open);
                 let app = app.clone();
                 let token = token.clone();
+                let addresses = addresses.clone();
                 glommio::spawn_local(async move {
                     let _slot = slot;
                     connection(stream, app, token).await;
+                    if let Some(ip) = address {
+                        addresses.release(ip);
+                    }
                 })
                 .detach();
             }
@@ -123,7 +244,7 @@ enum After {
 
 /// Serves one API connection until it closes, times out, sends a bad or unauthenticated
 /// request, or becomes a broadcaster socket.
-async fn connection(mut stream: TcpStream, app: Rc<RefCell<App>>, token: Rc<str>) {
+async fn connection<S: Transport>(mut stream: S, app: Rc<RefCell<App>>, token: Rc<str>) {
     let mut parser = RequestParser::new(Limits {
         max_head: MAX_HEAD,
         max_headers: netstack::http::MAX_HEADERS,
@@ -148,7 +269,7 @@ async fn connection(mut stream: TcpStream, app: Rc<RefCell<App>>, token: Rc<str>
                     let response = super::handle(&app, &token, &req);
                     if let Some(group) = response.after_casts_to {
                         let written = App::casts_written(&app, group);
-                        future::or(written, glommio::timer::sleep(CAST_WAIT)).await;
+                        future::or(written, sleep(CAST_WAIT)).await;
                     }
                     authenticated |= response.status != 401;
                     let keep = req.keep_alive && response.keeps_connection();

@@ -35,6 +35,8 @@ pub struct Departed {
 }
 
 const KIND_TAG: u8 = 4;
+/// The person (`sub`) whose connection earned the resume token.
+const KIND_SUB: u8 = 5;
 
 impl Departed {
     pub fn new(resume: Box<str>, profile: &Profile, votes: Vec<Vote>, left_ms: u64) -> Departed {
@@ -65,6 +67,9 @@ impl Departed {
         for t in &profile.tags {
             put(KIND_TAG, t);
         }
+        if let Some(sub) = &profile.sub {
+            put(KIND_SUB, sub);
+        }
         Departed {
             resume,
             packed: packed.into_boxed_slice(),
@@ -83,11 +88,12 @@ impl Departed {
         while let [kind, len, tail @ ..] = rest {
             let n = (*len as usize).min(tail.len());
             let value: Box<str> = String::from_utf8_lossy(&tail[..n]).into();
-            match kind {
+            match *kind {
                 0 => r.stream = Some(value),
                 1 => r.app_version = Some(value),
                 2 => r.hardware = Some(value),
                 3 => r.region = Some(value),
+                KIND_SUB => {}
                 _ => r.tags.push(value),
             }
             rest = &tail[n..];
@@ -97,6 +103,19 @@ impl Departed {
 
     pub fn resume(&self) -> &str {
         &self.resume
+    }
+
+    /// The person whose connection left this record, if it was identified.
+    pub fn sub(&self) -> Option<&str> {
+        let mut rest = &self.packed[..];
+        while let [kind, len, tail @ ..] = rest {
+            let n = (*len as usize).min(tail.len());
+            if *kind == KIND_SUB {
+                return std::str::from_utf8(&tail[..n]).ok();
+            }
+            rest = &tail[n..];
+        }
+        None
     }
 
     pub fn left_ms(&self) -> u64 {
@@ -228,8 +247,18 @@ impl Mirror {
     }
 
     /// A connection presents a resume token.
+    /// A token is bound to the identity that earned it: presented by another person (or by
+    /// an anonymous connection for an identified one, or the reverse) it is unknown.
     pub fn claim(&mut self, at: ViewerRef, profile: Profile, token: &str) -> Claim {
-        match self.tokens.get(token).copied() {
+        let x = self.tokens.get(token).copied();
+        let earned_by = x.and_then(|x| match self.departed.get(&x) {
+            Some(d) => Some(d.sub().map(Box::<str>::from)),
+            None => self.viewers.get(&x).map(|v| v.profile.sub.clone()),
+        });
+        if earned_by.is_some_and(|sub| sub != profile.sub) {
+            return Claim::New { profile };
+        }
+        match x {
             Some(x) if self.departed.contains_key(&x) => match self.take_departed(x) {
                 Some(departed) => Claim::Resumed {
                     x,

@@ -244,6 +244,11 @@ impl App {
             ShardEvent::Request { at, request } => match request {
                 Request::Watch { stream } => self.watch(at, &stream),
                 Request::Telemetry(t) => self.mirror.set_telemetry(at, t),
+                Request::PersonVote { sub, seq, choice } => {
+                    if let Some(poll) = self.polls.by_seq(seq) {
+                        poll.person_vote(sub, choice);
+                    }
+                }
             },
             ShardEvent::Audit {
                 audit,

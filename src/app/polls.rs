@@ -99,6 +99,11 @@ pub struct Poll {
     pub pushes: u64,
     /// When closing started, to log how long the final count took.
     pub closing_since_ms: Option<u64>,
+    /// One vote per person: the current choice of each identified viewer (`sub`), over all
+    /// of its connections and shards. Anonymous votes stay in the shards' tallies.
+    pub people: HashMap<Box<str>, u8>,
+    /// The people's votes per choice (added to the shards' tallies in `counts`).
+    pub people_tally: Vec<i64>,
 }
 
 impl Poll {
@@ -129,7 +134,22 @@ impl Poll {
             checkpointed: None,
             pushes: 0,
             closing_since_ms: None,
+            people: HashMap::new(),
+            people_tally: vec![0; n],
         }
+    }
+
+    /// An identified person's vote: replaces that person's earlier choice, whichever
+    /// connection or shard cast it. Ignored once the poll is closed (a shard only forwards
+    /// votes while the poll is open there, before its final tally).
+    pub fn person_vote(&mut self, sub: Box<str>, choice: u8) {
+        if self.state == PollState::Closed || choice as usize >= self.people_tally.len() {
+            return;
+        }
+        if let Some(old) = self.people.insert(sub, choice) {
+            self.people_tally[old as usize] -= 1;
+        }
+        self.people_tally[choice as usize] += 1;
     }
 
     /// The merged counts. Each shard's tally is signed (a vote moved between shards leaves
@@ -139,6 +159,7 @@ impl Poll {
         for t in &self.tallies {
             merge_counts(&mut sum, t);
         }
+        merge_counts(&mut sum, &self.people_tally);
         sum.into_iter().map(|c| c.max(0) as u64).collect()
     }
 
@@ -322,6 +343,20 @@ mod tests {
             (results["total"].as_u64(), results["final"].as_bool()),
             (Some(4), Some(true))
         );
+    }
+
+    #[test]
+    fn a_person_has_one_vote_beside_the_shards_tallies() {
+        let mut p = Poll::new("p".into(), 1, req(3), GroupId(1), 2, 0);
+        p.take_tally(0, vec![1, 0, 0], false); // an anonymous vote on shard 0
+        p.person_vote("alice".into(), 1);
+        p.person_vote("alice".into(), 2); // from another connection: moves, not adds
+        p.person_vote("bob".into(), 2);
+        p.person_vote("bob".into(), 9); // out of range: ignored
+        assert_eq!(p.counts(), vec![1, 0, 2]);
+        p.state = PollState::Closed;
+        p.person_vote("carol".into(), 0);
+        assert_eq!(p.counts(), vec![1, 0, 2], "nothing counts after the close");
     }
 
     #[test]

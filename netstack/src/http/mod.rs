@@ -14,7 +14,8 @@ pub mod server;
 pub mod upgrade;
 
 pub use upgrade::{
-    accept_key, parse_upgrade, switching_protocols, HandshakeError, UpgradeRequest, WEBSOCKET_GUID,
+    accept_key, parse_upgrade, switching_protocols, switching_protocols_with, HandshakeError,
+    UpgradeRequest, WEBSOCKET_GUID,
 };
 
 /// Most header lines accepted in one request; more is answered with 431.

@@ -36,6 +36,8 @@ pub struct UpgradeRequest {
     pub authorization: Option<String>,
     /// `X-Forwarded-For` (repeated lines joined with ", ").
     pub forwarded_for: Option<String>,
+    /// `Sec-WebSocket-Protocol`: the subprotocols offered (repeated lines joined with ", ").
+    pub protocols: Option<String>,
     /// Bytes consumed, including the final CRLFCRLF; WebSocket frames start here.
     pub header_len: usize,
 }
@@ -227,6 +229,7 @@ pub fn validate<'a>(
         origin: fields.origin.map(lossy),
         authorization: fields.authorization.map(lossy),
         forwarded_for: fields.forwarded_for,
+        protocols: fields.protocols,
         header_len: head.header_len,
     })
 }
@@ -242,6 +245,7 @@ struct Fields<'b> {
     authorization: Option<&'b [u8]>,
     accept_language: Option<String>,
     forwarded_for: Option<String>,
+    protocols: Option<String>,
     upgrade_websocket: bool,
     connection_upgrade: bool,
 }
@@ -273,6 +277,8 @@ impl<'b> Fields<'b> {
             append_list(&mut self.accept_language, value);
         } else if is("x-forwarded-for") {
             append_list(&mut self.forwarded_for, value);
+        } else if is("sec-websocket-protocol") {
+            append_list(&mut self.protocols, value);
         }
     }
 }
@@ -300,6 +306,20 @@ pub fn switching_protocols(key: &str) -> Vec<u8> {
          Upgrade: websocket\r\n\
          Connection: Upgrade\r\n\
          Sec-WebSocket-Accept: {}\r\n\r\n",
+        accept_key(key)
+    )
+    .into_bytes()
+}
+
+/// The `101 Switching Protocols` response accepting `key` with the subprotocol `protocol`
+/// (which must be one the client offered).
+pub fn switching_protocols_with(key: &str, protocol: &str) -> Vec<u8> {
+    format!(
+        "HTTP/1.1 101 Switching Protocols\r\n\
+         Upgrade: websocket\r\n\
+         Connection: Upgrade\r\n\
+         Sec-WebSocket-Accept: {}\r\n\
+         Sec-WebSocket-Protocol: {protocol}\r\n\r\n",
         accept_key(key)
     )
     .into_bytes()

@@ -8,9 +8,11 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use clap::Args;
 use serde::{Deserialize, Serialize};
 use shards::ShardConfig;
+
+mod overrides;
+pub use overrides::Overrides;
 
 /// The default `media_url`: the live playlist, served by the shards on the viewer address
 /// (`{listen}` is the bound viewer address).
@@ -107,6 +109,41 @@ pub struct Config {
     pub hls_window: usize,
     /// An HLS keep-alive connection idle this long is closed.
     pub hls_idle_timeout_ms: u64,
+    /// Address of the TLS viewer listener (`wss://`), beside the plain one; needs `tls_cert`
+    /// and `tls_key`. Off when unset.
+    pub tls_listen: Option<SocketAddr>,
+    /// PEM certificate chain (leaf first) for the TLS listeners; re-read on SIGHUP.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) for the TLS listeners; re-read on SIGHUP.
+    pub tls_key: Option<PathBuf>,
+    /// Shared secret (at least 32 bytes) that viewer tokens signed with HS256 are checked
+    /// with. Setting it (or `jwt_public_key`) turns viewer identity on.
+    pub jwt_hs256_secret: Option<String>,
+    /// PEM public key (RSA for RS256, Ed25519 for EdDSA) viewer tokens are checked with.
+    pub jwt_public_key: Option<PathBuf>,
+    /// With identity on: whether viewers without a token may connect (else 401).
+    pub anonymous_viewers: bool,
+    /// With identity on: whether viewers without a token may vote (else `identity_required`).
+    pub anonymous_votes: bool,
+    /// More operator API tokens, each with a scope (`read`, `operate`, `admin`); the
+    /// `api_token` is an admin token beside them. Configuration file only (`[[api_tokens]]`).
+    pub api_tokens: Vec<crate::api::scopes::ApiToken>,
+    /// Most viewer connections one source address may hold at once (more get 503); 0 is no
+    /// cap. Behind a proxy or carrier NAT many people share an address.
+    pub max_connections_per_address: u32,
+    /// Viewer handshakes one source address may start per second (token bucket refill; more
+    /// get 429 with Retry-After); 0 is no limit.
+    pub handshakes_per_address_per_s: u32,
+    /// Handshakes one source address may start at once before the rate applies (bucket size).
+    pub handshake_burst_per_address: u32,
+    /// Most operator API connections one source address may hold (more get 503); 0 is no cap.
+    pub api_max_connections_per_address: u32,
+    /// Operator API connections one source address may open per second (more get 429, with
+    /// `handshake_burst_per_address` as the burst); 0 is no limit.
+    pub api_connections_per_address_per_s: u32,
+    /// Address of the operator API's TLS listener (`https://`), beside `api_listen`; uses
+    /// `tls_cert` and `tls_key`. Off when unset.
+    pub api_tls_listen: Option<SocketAddr>,
 }
 
 impl Default for Config {
@@ -151,136 +188,22 @@ impl Default for Config {
             hls_segment_ms: 2_000,
             hls_window: 6,
             hls_idle_timeout_ms: 30_000,
+            tls_listen: None,
+            tls_cert: None,
+            tls_key: None,
+            jwt_hs256_secret: None,
+            jwt_public_key: None,
+            anonymous_viewers: true,
+            anonymous_votes: true,
+            api_tokens: Vec::new(),
+            max_connections_per_address: 0,
+            handshakes_per_address_per_s: 0,
+            handshake_burst_per_address: 20,
+            api_max_connections_per_address: 0,
+            api_connections_per_address_per_s: 0,
+            api_tls_listen: None,
         }
     }
-}
-
-/// Command-line overrides: one optional flag per setting.
-#[derive(Args, Debug, Default, Clone)]
-pub struct Overrides {
-    /// TOML file with any of the settings below (flags win over the file).
-    #[arg(long, value_name = "FILE")]
-    pub config: Option<PathBuf>,
-    /// Address viewers connect to [default: 127.0.0.1:8080].
-    #[arg(long, value_name = "ADDR")]
-    pub listen: Option<SocketAddr>,
-    /// Address of the operator API [default: 127.0.0.1:8081].
-    #[arg(long, value_name = "ADDR")]
-    pub api_listen: Option<SocketAddr>,
-    /// WebSocket path for viewers [default: /v1/viewer].
-    #[arg(long, value_name = "PATH")]
-    pub viewer_path: Option<String>,
-    /// Number of shards; 0 = one per online CPU [default: 0].
-    #[arg(long, value_name = "N")]
-    pub shards: Option<usize>,
-    /// Steer connections to the shard on the CPU that received their packets [default: true].
-    #[arg(long, value_name = "BOOL")]
-    pub cpu_steering: Option<bool>,
-    /// Most viewer connections over all shards [default: the open-file limit less
-    /// max(64, 2%)].
-    #[arg(long, value_name = "N")]
-    pub max_connections: Option<usize>,
-    /// Listen backlog per shard [default: 4096].
-    #[arg(long, value_name = "N")]
-    pub backlog: Option<i32>,
-    /// io_uring depth of each shard's rings (more buckets for the pending polls of idle
-    /// viewers) [default: 4096].
-    #[arg(long, value_name = "N")]
-    pub ring_depth: Option<usize>,
-    /// Time allowed for the upgrade request, in ms [default: 10000].
-    #[arg(long, value_name = "MS")]
-    pub handshake_timeout_ms: Option<u64>,
-    /// Largest upgrade request head in bytes; larger gets 431 [default: 8192].
-    #[arg(long, value_name = "BYTES")]
-    pub max_header_bytes: Option<usize>,
-    /// Largest frame payload a viewer may send; larger gets close 1009 [default: 65536].
-    #[arg(long, value_name = "BYTES")]
-    pub max_frame_bytes: Option<usize>,
-    /// Largest reassembled message; larger gets close 1009 [default: 262144].
-    #[arg(long, value_name = "BYTES")]
-    pub max_message_bytes: Option<usize>,
-    /// Send queue bound per viewer; a viewer over it is closed with 1008 [default: 262144].
-    #[arg(long, value_name = "BYTES")]
-    pub send_queue_bytes: Option<usize>,
-    /// Ping a silent viewer after this many seconds [default: 30].
-    #[arg(long, value_name = "S")]
-    pub ping_interval_s: Option<u64>,
-    /// Close a viewer that leaves a ping unanswered this long [default: 15].
-    #[arg(long, value_name = "S")]
-    pub pong_timeout_s: Option<u64>,
-    /// Time a closing viewer has to answer our close frame, in ms [default: 5000].
-    #[arg(long, value_name = "MS")]
-    pub close_timeout_ms: Option<u64>,
-    /// Time viewers get to close on SIGTERM/SIGINT, in ms [default: 10000].
-    #[arg(long, value_name = "MS")]
-    pub shutdown_grace_ms: Option<u64>,
-    /// Most messages one viewer may send per second [default: 50].
-    #[arg(long, value_name = "N")]
-    pub max_messages_per_sec: Option<u32>,
-    /// Bearer token for the operator API (or OVATION_API_TOKEN); generated if unset.
-    #[arg(
-        long,
-        env = "OVATION_API_TOKEN",
-        value_name = "TOKEN",
-        hide_env_values = true
-    )]
-    pub api_token: Option<String>,
-    /// Directory for ovation's files [default: ovation-data].
-    #[arg(long, value_name = "DIR")]
-    pub data_dir: Option<PathBuf>,
-    /// Media endpoint URL template with {stream}, {session} and {listen} [default:
-    /// http://{listen}/hls/{stream}/index.m3u8?session={session}].
-    #[arg(long, value_name = "URL")]
-    pub media_url: Option<String>,
-    /// Live poll results at most once per this many ms [default: 100].
-    #[arg(long, value_name = "MS")]
-    pub results_interval_ms: Option<u64>,
-    /// Seconds a departed viewer may resume with its token [default: 300].
-    #[arg(long, value_name = "S")]
-    pub resume_window_s: Option<u64>,
-    /// Log filter, e.g. info or ovation=debug [default: info; RUST_LOG wins].
-    #[arg(long, value_name = "FILTER")]
-    pub log: Option<String>,
-    /// Checkpoint changed open polls to the store at most every this many ms [default: 1000].
-    #[arg(long, value_name = "MS")]
-    pub poll_checkpoint_ms: Option<u64>,
-    /// Most departed viewers kept for a resume [default: 100000].
-    #[arg(long, value_name = "N")]
-    pub resume_max_departed: Option<usize>,
-    /// Most bytes departed viewers may hold [default: 67108864 (64 MiB)].
-    #[arg(long, value_name = "BYTES")]
-    pub resume_max_bytes: Option<usize>,
-    /// Most open operator API connections, broadcaster sockets included; more get 503
-    /// [default: 256].
-    #[arg(long, value_name = "N")]
-    pub api_max_connections: Option<usize>,
-    /// Most custom groups the API may create; more get 429 [default: 10000].
-    #[arg(long, value_name = "N")]
-    pub max_groups: Option<usize>,
-    /// Most broadcaster sockets per stream; more get 429 [default: 16].
-    #[arg(long, value_name = "N")]
-    pub max_broadcasters_per_stream: Option<usize>,
-    /// Address of the RTMP ingest listener [default: 127.0.0.1:1935].
-    #[arg(long, value_name = "ADDR")]
-    pub rtmp_listen: Option<SocketAddr>,
-    /// Most RTMP connections at once [default: 64].
-    #[arg(long, value_name = "N")]
-    pub rtmp_max_connections: Option<usize>,
-    /// Time an RTMP client has to complete its handshake, in ms [default: 10000].
-    #[arg(long, value_name = "MS")]
-    pub rtmp_handshake_timeout_ms: Option<u64>,
-    /// Close an RTMP connection silent this long, ending its publish, in ms [default: 10000].
-    #[arg(long, value_name = "MS")]
-    pub rtmp_idle_timeout_ms: Option<u64>,
-    /// HLS segment target duration in ms (cut at the next keyframe) [default: 2000].
-    #[arg(long, value_name = "MS")]
-    pub hls_segment_ms: Option<u64>,
-    /// Segments in a live playlist window [default: 6].
-    #[arg(long, value_name = "N")]
-    pub hls_window: Option<usize>,
-    /// Close an idle HLS keep-alive connection after this many ms [default: 30000].
-    #[arg(long, value_name = "MS")]
-    pub hls_idle_timeout_ms: Option<u64>,
 }
 
 macro_rules! apply {
@@ -334,10 +257,35 @@ impl Config {
             rtmp_idle_timeout_ms,
             hls_segment_ms,
             hls_window,
-            hls_idle_timeout_ms
+            hls_idle_timeout_ms,
+            anonymous_viewers,
+            anonymous_votes,
+            max_connections_per_address,
+            handshakes_per_address_per_s,
+            handshake_burst_per_address,
+            api_max_connections_per_address,
+            api_connections_per_address_per_s
         );
         if o.api_token.is_some() {
             cfg.api_token = o.api_token.clone();
+        }
+        if o.tls_listen.is_some() {
+            cfg.tls_listen = o.tls_listen;
+        }
+        if o.tls_cert.is_some() {
+            cfg.tls_cert = o.tls_cert.clone();
+        }
+        if o.tls_key.is_some() {
+            cfg.tls_key = o.tls_key.clone();
+        }
+        if o.jwt_hs256_secret.is_some() {
+            cfg.jwt_hs256_secret = o.jwt_hs256_secret.clone();
+        }
+        if o.api_tls_listen.is_some() {
+            cfg.api_tls_listen = o.api_tls_listen;
+        }
+        if o.jwt_public_key.is_some() {
+            cfg.jwt_public_key = o.jwt_public_key.clone();
         }
         cfg.validate()?;
         Ok(cfg)
@@ -412,6 +360,15 @@ impl Config {
         if self.hls_window > 100 {
             bail!("hls_window must be at most 100");
         }
+        for t in &self.api_tokens {
+            if t.token.len() < 16 || !t.token.bytes().all(|b| b.is_ascii_graphic()) {
+                bail!("api_tokens: each token must be at least 16 printable ASCII characters without spaces");
+            }
+        }
+        let tls_wanted = self.tls_listen.is_some() || self.api_tls_listen.is_some();
+        if tls_wanted && (self.tls_cert.is_none() || self.tls_key.is_none()) {
+            bail!("tls_listen and api_tls_listen need tls_cert and tls_key");
+        }
         Ok(())
     }
 
@@ -441,7 +398,35 @@ impl Config {
             hls_window: self.hls_window,
             hls_target_secs: self.hls_segment_ms.div_ceil(1000),
             hls_idle_timeout: Duration::from_millis(self.hls_idle_timeout_ms),
+            // Set by `identity_verifier` at start (it reads a key file).
+            identity: None,
+            addresses: Some(std::sync::Arc::new(shards::limits::AddressLimits::new(
+                self.max_connections_per_address,
+                self.handshakes_per_address_per_s,
+                self.handshake_burst_per_address,
+            ))),
         }
+    }
+
+    /// The viewer-token verifier, when a key is configured.
+    pub fn identity_verifier(&self) -> anyhow::Result<Option<shards::identity::Verifier>> {
+        if self.jwt_hs256_secret.is_none() && self.jwt_public_key.is_none() {
+            return Ok(None);
+        }
+        let public = match &self.jwt_public_key {
+            Some(path) => Some(
+                std::fs::read(path)
+                    .with_context(|| format!("reading jwt_public_key {}", path.display()))?,
+            ),
+            None => None,
+        };
+        let verifier = shards::identity::Verifier::new(
+            self.jwt_hs256_secret.as_deref().map(str::as_bytes),
+            public.as_deref(),
+            self.anonymous_viewers,
+            self.anonymous_votes,
+        )?;
+        Ok(Some(verifier))
     }
 }
 
