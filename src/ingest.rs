@@ -1,4 +1,5 @@
-//! RTMP ingest: the listener on `rtmp_listen` and one task per connection on the application
+//! RTMP ingest: the listener on `rtmp_listen` (and RTMPS on `rtmps_listen`, the same TLS
+//! certificate as the other listeners) and one task per connection on the application
 //! core's executor (publishers are few; the segmenter and the stream registry live there),
 //! each driving a sans-IO [`media::rtmp::ServerSession`].
 //!
@@ -12,13 +13,16 @@
 use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
-use glommio::net::{TcpListener, TcpStream};
+use glommio::net::TcpListener;
 use glommio::timer::sleep;
 use media::rtmp::{Event, ServerSession, SessionConfig};
+use netstack::tls::{ServerConfig, TlsSession};
 
+use crate::api::tls::{TlsStream, Transport};
 use crate::app::{unix_ms, App, PublishTurn};
 
 /// Bytes read per `read` call.
@@ -34,11 +38,26 @@ pub struct IngestLimits {
     pub idle_timeout: Duration,
 }
 
-/// Accepts RTMP connections until the task is dropped.
-pub async fn serve(listener: TcpListener, app: Rc<RefCell<App>>, limits: IngestLimits) {
+/// Accepts RTMP connections (and RTMPS ones on `tls`'s listener) until the task is dropped.
+pub async fn serve(
+    listener: TcpListener,
+    tls: Option<(TcpListener, Arc<ServerConfig>)>,
+    app: Rc<RefCell<App>>,
+    limits: IngestLimits,
+) {
     let open = Rc::new(Cell::new(0usize));
     loop {
-        let stream = match listener.accept().await {
+        let next = async { (listener.accept().await, None) };
+        let (accepted, tls_config) = match &tls {
+            None => next.await,
+            Some((tls_listener, config)) => {
+                future::or(next, async {
+                    (tls_listener.accept().await, Some(config.clone()))
+                })
+                .await
+            }
+        };
+        let stream = match accepted {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!(error = %e, "RTMP accept failed");
@@ -58,10 +77,23 @@ pub async fn serve(listener: TcpListener, app: Rc<RefCell<App>>, limits: IngestL
         let Ok(peer) = stream.peer_addr() else {
             continue;
         };
+        let session = match tls_config.map(TlsSession::new) {
+            None => None,
+            Some(Ok(session)) => Some(session),
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "RTMPS session could not start");
+                continue;
+            }
+        };
         open.set(open.get() + 1);
         let (app, open) = (app.clone(), open.clone());
         glommio::spawn_local(async move {
-            connection(stream, peer, &app, limits).await;
+            match session {
+                None => connection(stream, peer, &app, limits).await,
+                Some(session) => {
+                    connection(TlsStream::new(stream, session), peer, &app, limits).await
+                }
+            }
             open.set(open.get() - 1);
         })
         .detach();
@@ -77,8 +109,8 @@ enum End {
     Bad,
 }
 
-async fn connection(
-    mut stream: TcpStream,
+async fn connection<S: Transport>(
+    mut stream: S,
     peer: SocketAddr,
     app: &RefCell<App>,
     limits: IngestLimits,
@@ -145,10 +177,13 @@ async fn connection(
     if let Some(t) = turn.take() {
         app.borrow_mut().end_publish(&t, unix_ms());
     }
-    let _ = future::or(async { stream.close().await.is_ok() }, async {
-        sleep(Duration::from_secs(1)).await;
-        false
-    })
+    let _ = future::or(
+        async { AsyncWriteExt::close(&mut stream).await.is_ok() },
+        async {
+            sleep(Duration::from_secs(1)).await;
+            false
+        },
+    )
     .await;
 }
 
@@ -207,7 +242,7 @@ fn events(
     false
 }
 
-async fn write_bounded(stream: &mut TcpStream, bytes: &[u8], limit: Duration) -> bool {
+async fn write_bounded<S: Transport>(stream: &mut S, bytes: &[u8], limit: Duration) -> bool {
     future::or(async { stream.write_all(bytes).await.is_ok() }, async {
         sleep(limit).await;
         false

@@ -128,6 +128,9 @@ fn serve(o: &Overrides) -> anyhow::Result<()> {
     if let Some(a) = server.api_tls_addr {
         tls.push_str(&format!(" api_tls={a}"));
     }
+    if let Some(a) = server.rtmps_addr {
+        tls.push_str(&format!(" rtmps={a}"));
+    }
     writeln!(
         out,
         "ovation ready viewer={} api={} shards={} steering={} rtmp={}{tls}",

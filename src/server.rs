@@ -40,6 +40,8 @@ pub struct Server {
     pub tls_addr: Option<SocketAddr>,
     /// The operator API's TLS listener, when `api_tls_listen` is set.
     pub api_tls_addr: Option<SocketAddr>,
+    /// The RTMPS ingest listener, when `rtmps_listen` is set.
+    pub rtmps_addr: Option<SocketAddr>,
     /// The certificate of the TLS listeners: `reload` it (SIGHUP) to change what new
     /// handshakes get.
     pub certs: Option<Arc<netstack::tls::CertStore>>,
@@ -149,6 +151,19 @@ impl Server {
             Some((l, _)) => Some(l.local_addr()?),
             None => None,
         };
+        let rtmps = match (config.rtmps_listen, &tls_config) {
+            (Some(addr), Some(tls)) => {
+                let l = std::net::TcpListener::bind(addr)
+                    .with_context(|| format!("binding the RTMPS ingest listener on {addr}"))?;
+                l.set_nonblocking(true)?;
+                Some((l, tls.clone()))
+            }
+            _ => None,
+        };
+        let rtmps_addr = match &rtmps {
+            Some((l, _)) => Some(l.local_addr()?),
+            None => None,
+        };
 
         let config = Arc::new(config);
         let shard_config = Arc::new(ShardConfig {
@@ -205,6 +220,7 @@ impl Server {
                     Listeners {
                         api: api_listener,
                         rtmp: rtmp_listener,
+                        rtmps,
                         viewer_addr,
                         api_tls,
                     },
@@ -224,6 +240,7 @@ impl Server {
             api_token,
             tls_addr,
             api_tls_addr,
+            rtmps_addr,
             certs,
             threads,
         })
@@ -245,6 +262,8 @@ struct Listeners {
     /// The API's TLS listener and its certificate store, when `api_tls_listen` is set.
     api_tls: Option<(std::net::TcpListener, Arc<netstack::tls::ServerConfig>)>,
     rtmp: std::net::TcpListener,
+    /// The RTMPS listener and its certificate store, when `rtmps_listen` is set.
+    rtmps: Option<(std::net::TcpListener, Arc<netstack::tls::ServerConfig>)>,
     viewer_addr: SocketAddr,
 }
 
@@ -263,6 +282,7 @@ async fn app_core(
         api: api_listener,
         api_tls,
         rtmp: rtmp_listener,
+        rtmps,
         viewer_addr,
     } = listeners;
     let locals: Vec<Rc<Downlink>> = downlinks.iter().map(|_| Rc::default()).collect();
@@ -320,6 +340,7 @@ async fn app_core(
 
     let ingest = glommio::spawn_local(crate::ingest::serve(
         netstack::sys::from_owned_fd(rtmp_listener),
+        rtmps.map(|(l, c)| (netstack::sys::from_owned_fd(l), c)),
         app.clone(),
         crate::ingest::IngestLimits {
             max_connections: config.rtmp_max_connections,

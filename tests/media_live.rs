@@ -43,6 +43,11 @@ impl Publisher {
 
     /// With other video codec arguments (Sorenson Spark: `-c:v flv`).
     fn start_with(rtmp: SocketAddr, key: &str, secs: u32, video: &[&str]) -> Publisher {
+        Publisher::start_url(&format!("rtmp://{rtmp}/live/{key}"), secs, video)
+    }
+
+    /// To any publish URL (`rtmps://` included).
+    fn start_url(url: &str, secs: u32, video: &[&str]) -> Publisher {
         require_tool("ffmpeg");
         let child = Command::new("ffmpeg")
             .args(["-hide_banner", "-nostdin", "-loglevel", "error", "-re"])
@@ -52,7 +57,7 @@ impl Publisher {
             .args(video)
             .args(["-preset", "ultrafast", "-tune", "zerolatency"])
             .args(["-c:a", "aac", "-f", "flv"])
-            .arg(format!("rtmp://{rtmp}/live/{key}"))
+            .arg(url)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -627,4 +632,72 @@ fn a_silent_publisher_ends_its_stream() {
     let stats = server.wait_stats("the timeout counted", |s| s["ingest"]["closed_bad"] == 1);
     assert_eq!(stats["ingest"]["live"], 0);
     drop(ffmpeg);
+}
+
+/// RTMPS: ffmpeg publishes over TLS to `rtmps_listen` with the server's certificate (made here,
+/// self-signed), the stream goes live and plays; a plain RTMP client on the RTMPS port is
+/// dropped without disturbing it.
+#[test]
+fn a_broadcast_goes_live_over_rtmps() {
+    let dir = std::env::temp_dir().join(format!("ovation-rtmps-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let key_pair = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["localhost".into()])
+        .unwrap()
+        .self_signed(&key_pair)
+        .unwrap();
+    let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert_path, cert.pem()).unwrap();
+    std::fs::write(&key_path, key_pair.serialize_pem()).unwrap();
+    let server = Server::start(&[
+        "--rtmps-listen",
+        "127.0.0.1:0",
+        "--tls-cert",
+        cert_path.to_str().unwrap(),
+        "--tls-key",
+        key_path.to_str().unwrap(),
+    ]);
+    let rtmps = server
+        .rtmps
+        .expect("the ready line names the RTMPS listener");
+    let (key, _) = create_stream(&server, "secure");
+
+    // ffmpeg's TLS client does not verify the certificate unless told to (-tls_verify 1).
+    let publisher = Publisher::start_url(
+        &format!("rtmps://{rtmps}/live/{key}"),
+        8,
+        &["-c:v", "libx264", "-g", "25"],
+    );
+    let playlist = wait_for("the RTMPS publish to go live with a segment", || {
+        let s = stream_of(&server, "secure");
+        (s["state"] == "live" && !s["last_segment"].is_null()).then_some(s)
+    });
+    assert_eq!(playlist["live"], true, "{playlist}");
+
+    // A plain RTMP handshake on the TLS port is not TLS: the connection is dropped.
+    let mut plain = TcpStream::connect(rtmps).unwrap();
+    plain.set_read_timeout(Some(WAIT)).unwrap();
+    let mut c0c1 = vec![3u8];
+    c0c1.extend(std::iter::repeat_n(0u8, 1536));
+    let _ = plain.write_all(&c0c1);
+    let mut buf = [0u8; 64];
+    let n = plain.read(&mut buf).unwrap_or(0);
+    assert!(
+        n == 0 || buf[0] != 3,
+        "no RTMP answer on the RTMPS port: {:?}",
+        &buf[..n]
+    );
+
+    let url = format!("http://{}/hls/secure/index.m3u8", server.viewer);
+    let probe = ffprobe(&url);
+    let codecs = String::from_utf8_lossy(&probe.stdout).to_string();
+    assert!(
+        codecs.contains("codec_name=h264") && codecs.contains("codec_name=aac"),
+        "ffprobe over the RTMPS-fed stream: {codecs} {}",
+        String::from_utf8_lossy(&probe.stderr)
+    );
+    assert_eq!(stream_of(&server, "secure")["state"], "live");
+    let (ok, err) = publisher.wait();
+    assert!(ok, "ffmpeg publishing over rtmps: {err}");
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -144,6 +144,9 @@ pub struct Config {
     /// Address of the operator API's TLS listener (`https://`), beside `api_listen`; uses
     /// `tls_cert` and `tls_key`. Off when unset.
     pub api_tls_listen: Option<SocketAddr>,
+    /// Address of the RTMPS ingest listener (`rtmps://ADDR/live`), beside `rtmp_listen`; uses
+    /// `tls_cert` and `tls_key`. Off when unset.
+    pub rtmps_listen: Option<SocketAddr>,
 }
 
 impl Default for Config {
@@ -202,6 +205,7 @@ impl Default for Config {
             api_max_connections_per_address: 0,
             api_connections_per_address_per_s: 0,
             api_tls_listen: None,
+            rtmps_listen: None,
         }
     }
 }
@@ -284,6 +288,9 @@ impl Config {
         if o.api_tls_listen.is_some() {
             cfg.api_tls_listen = o.api_tls_listen;
         }
+        if o.rtmps_listen.is_some() {
+            cfg.rtmps_listen = o.rtmps_listen;
+        }
         if o.jwt_public_key.is_some() {
             cfg.jwt_public_key = o.jwt_public_key.clone();
         }
@@ -365,9 +372,11 @@ impl Config {
                 bail!("api_tokens: each token must be at least 16 printable ASCII characters without spaces");
             }
         }
-        let tls_wanted = self.tls_listen.is_some() || self.api_tls_listen.is_some();
+        let tls_wanted = self.tls_listen.is_some()
+            || self.api_tls_listen.is_some()
+            || self.rtmps_listen.is_some();
         if tls_wanted && (self.tls_cert.is_none() || self.tls_key.is_none()) {
-            bail!("tls_listen and api_tls_listen need tls_cert and tls_key");
+            bail!("tls_listen, api_tls_listen and rtmps_listen need tls_cert and tls_key");
         }
         Ok(())
     }

@@ -176,4 +176,7 @@ pub struct Overrides {
     /// TLS listener of the operator API (https://); needs --tls-cert and --tls-key [default: off].
     #[arg(long, value_name = "ADDR")]
     pub api_tls_listen: Option<SocketAddr>,
+    /// RTMPS ingest listener (rtmps://ADDR/live); needs --tls-cert and --tls-key [default: off].
+    #[arg(long, value_name = "ADDR")]
+    pub rtmps_listen: Option<SocketAddr>,
 }

@@ -22,6 +22,8 @@ pub struct Server {
     pub api: SocketAddr,
     /// The RTMP ingest address.
     pub rtmp: SocketAddr,
+    /// The RTMPS listener, when the test asked for one (`--rtmps-listen`).
+    pub rtmps: Option<SocketAddr>,
     pub shards: usize,
     pub steering: bool,
     pub data_dir: std::path::PathBuf,
@@ -72,6 +74,10 @@ impl Server {
             viewer: field("viewer").parse().unwrap(),
             api: field("api").parse().unwrap(),
             rtmp: field("rtmp").parse().unwrap(),
+            rtmps: line
+                .split_whitespace()
+                .find_map(|kv| kv.strip_prefix("rtmps="))
+                .map(|a| a.parse().unwrap()),
             shards: field("shards").parse().unwrap(),
             steering: field("steering") == "true",
             child,
