@@ -107,6 +107,8 @@ pub struct Config {
     pub hls_window: usize,
     /// An HLS keep-alive connection idle this long is closed.
     pub hls_idle_timeout_ms: u64,
+    /// Lengths of the sliding telemetry windows, in seconds (`GET /api/telemetry`).
+    pub telemetry_windows_s: Vec<u64>,
 }
 
 impl Default for Config {
@@ -151,6 +153,7 @@ impl Default for Config {
             hls_segment_ms: 2_000,
             hls_window: 6,
             hls_idle_timeout_ms: 30_000,
+            telemetry_windows_s: vec![10, 60],
         }
     }
 }
@@ -281,6 +284,9 @@ pub struct Overrides {
     /// Close an idle HLS keep-alive connection after this many ms [default: 30000].
     #[arg(long, value_name = "MS")]
     pub hls_idle_timeout_ms: Option<u64>,
+    /// Sliding telemetry windows in seconds, comma-separated [default: 10,60].
+    #[arg(long, value_name = "S,S", value_delimiter = ',')]
+    pub telemetry_windows_s: Option<Vec<u64>>,
 }
 
 macro_rules! apply {
@@ -334,7 +340,8 @@ impl Config {
             rtmp_idle_timeout_ms,
             hls_segment_ms,
             hls_window,
-            hls_idle_timeout_ms
+            hls_idle_timeout_ms,
+            telemetry_windows_s
         );
         if o.api_token.is_some() {
             cfg.api_token = o.api_token.clone();
@@ -411,6 +418,15 @@ impl Config {
         }
         if self.hls_window > 100 {
             bail!("hls_window must be at most 100");
+        }
+        if self.telemetry_windows_s.is_empty()
+            || self.telemetry_windows_s.len() > 4
+            || !self
+                .telemetry_windows_s
+                .iter()
+                .all(|s| (1..=3600).contains(s))
+        {
+            bail!("telemetry_windows_s must list 1 to 4 windows of 1 to 3600 seconds");
         }
         Ok(())
     }

@@ -10,6 +10,7 @@
 //! - [`bitset`]: the shard-local group membership bitmaps.
 //! - [`polls`]: vote validation and the shard's signed share of each poll's count.
 //! - [`proto`]: shard <-> application core messages.
+//! - [`telemetry`]: telemetry folded per group on the shard (pure), reported as deltas.
 //! - [`config`], [`stats`]: settings and live counters.
 //! - [`sync`]: single-threaded wake-up primitives shared by shard and application-core tasks.
 //! - [`clock`]: the only place shard code reads the time; [`frames`]: server messages (from
@@ -41,6 +42,7 @@ mod runtime;
 mod shard;
 pub mod stats;
 pub mod sync;
+pub mod telemetry;
 
 pub use accept::REFUSALS_PER_SHARD;
 pub use config::ShardConfig;

@@ -10,17 +10,20 @@ use std::sync::Arc;
 use crate::bitset::Bitset;
 use crate::polls::{Polls, ViewerVotes, VoteError};
 use crate::profile::{Predicate, Profile};
-use crate::proto::{GroupId, PollSeq, Slot};
+use crate::proto::{GroupId, PollSeq, Slot, Telemetry};
+use crate::telemetry::Partials;
 
 struct Group {
     predicate: Arc<Predicate>,
     members: Bitset,
 }
 
-/// Groups and polls of one shard.
+/// Groups, polls and telemetry partials of one shard.
 pub(crate) struct Core {
     groups: BTreeMap<GroupId, Group>,
     pub polls: Polls,
+    /// Telemetry folded per group since the last report to the application core.
+    pub telemetry: Partials<GroupId>,
 }
 
 impl Core {
@@ -43,6 +46,7 @@ impl Core {
         Core {
             groups,
             polls: Polls::new(closed),
+            telemetry: Partials::default(),
         }
     }
 
@@ -84,12 +88,24 @@ impl Core {
     pub fn drop_group(&mut self, id: GroupId) {
         if id != GroupId::GLOBAL {
             self.groups.remove(&id);
+            self.telemetry.forget(id);
         }
     }
 
     /// The members of `group` on this shard.
     pub fn members(&self, group: GroupId) -> Option<&Bitset> {
         self.groups.get(&group).map(|g| &g.members)
+    }
+
+    /// A viewer's telemetry report, folded into every group it is a member of now: one
+    /// bitmap test per group, nothing per other viewer.
+    pub fn report(&mut self, slot: Slot, t: &Telemetry) {
+        let groups = self
+            .groups
+            .iter()
+            .filter(|(_, g)| g.members.contains(slot))
+            .map(|(&id, _)| id);
+        self.telemetry.record(groups, t);
     }
 
     /// A viewer's vote: checked against the poll and its audience, counted into this shard's
@@ -188,5 +204,35 @@ mod tests {
         assert_eq!(core.polls.take_dirty(), vec![(1, vec![1, 0, 0])]);
         assert_eq!(core.polls.close(1), Some(vec![1, 0, 0]));
         assert_eq!(core.vote(0, &mut va, "p1", 1), Err(VoteError::Closed));
+    }
+
+    #[test]
+    fn telemetry_goes_to_the_reporters_groups_only() {
+        let mut core = Core::new();
+        let (a, b) = (profile(1, Some("main")), profile(2, Some("other")));
+        core.regroup(0, &a);
+        core.regroup(1, &b);
+        core.define_group(
+            GroupId(5),
+            Arc::new(Predicate::stream("main")),
+            [(0, &a), (1, &b)],
+        );
+        let t = Telemetry {
+            failures: Some(2.0),
+            ..Telemetry::default()
+        };
+        core.report(0, &t);
+        core.report(1, &t);
+        let deltas = core.telemetry.take();
+        let reports: Vec<(GroupId, u64)> = deltas.iter().map(|(g, a)| (*g, a.reports)).collect();
+        assert_eq!(reports, vec![(GroupId::GLOBAL, 2), (GroupId(5), 1)]);
+        core.report(0, &t);
+        core.drop_group(GroupId(5));
+        let reports: Vec<GroupId> = core.telemetry.take().into_iter().map(|(g, _)| g).collect();
+        assert_eq!(
+            reports,
+            vec![GroupId::GLOBAL],
+            "a dropped group's delta is forgotten"
+        );
     }
 }

@@ -68,6 +68,12 @@ pub enum ShardEvent {
         tally: Vec<i64>,
         closed: bool,
     },
+    /// This shard's telemetry since its last report, folded per group (coalesced, like
+    /// `PollTally`): the application core merges the deltas into its windows.
+    Telemetry {
+        shard: u16,
+        deltas: Vec<(GroupId, crate::telemetry::Aggregate)>,
+    },
     /// A viewer message the application core answers.
     Request { at: ViewerRef, request: Request },
     /// Answer to [`ShardCommand::Audit`]: every viewer this shard owns with its profile hash.
@@ -83,8 +89,6 @@ pub enum ShardEvent {
 pub enum Request {
     /// `{"type":"watch","stream":"S"}`.
     Watch { stream: Box<str> },
-    /// `{"type":"telemetry",...}`: connection quality numbers, aggregated per group.
-    Telemetry(Telemetry),
 }
 
 /// Connection-quality telemetry from a player (the protocol's type). Absent numbers are `None`.

@@ -65,7 +65,8 @@ pub(crate) struct Shard {
     drained: Notify,
     pub draining: Cell<bool>,
     ping_frame: Frame,
-    /// Raised by a counted vote: the tally reporter sleeps until there is something to report.
+    /// Raised by a counted vote or a telemetry report: the reporter sleeps until there is
+    /// something to report.
     tallies_dirty: Signal,
     /// The HLS windows this shard serves.
     pub hls: RefCell<Windows>,
@@ -184,7 +185,10 @@ impl Shard {
                 };
                 conn.send(&env, &frames::encode(&reply));
             }
-            ViewerMessage::Telemetry(t) => self.request(conn, Request::Telemetry(t)),
+            ViewerMessage::Telemetry(t) => {
+                self.core.borrow_mut().report(conn.slot, &t);
+                self.tallies_dirty.raise();
+            }
         }
     }
 
@@ -541,12 +545,20 @@ pub(crate) async fn sweeper(shard: Rc<Shard>) {
     }
 }
 
-/// Reports changed poll tallies, at most once per `tally_interval`: a vote storm becomes a
-/// few tally messages per second per shard, and a shard without votes never wakes for it.
+/// Reports changed poll tallies and telemetry deltas, at most once per `tally_interval`: a
+/// vote or report storm becomes a few messages per second per shard, and a quiet shard never
+/// wakes for it.
 pub(crate) async fn report_tallies(shard: Rc<Shard>) {
     loop {
         shard.tallies_dirty.wait().await;
         sleep(shard.config.tally_interval).await;
+        let deltas = shard.core.borrow_mut().telemetry.take();
+        if !deltas.is_empty() {
+            shard.emit(ShardEvent::Telemetry {
+                shard: shard.index,
+                deltas,
+            });
+        }
         let dirty = shard.core.borrow_mut().polls.take_dirty();
         for (seq, tally) in dirty {
             shard.emit(ShardEvent::PollTally {

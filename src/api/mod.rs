@@ -159,13 +159,12 @@ pub fn handle(app: &RefCell<App>, token: &str, req: &Request) -> Response {
         }
         ("POST", ["api", "groups"]) => create_group(&mut app, &req.body),
         ("GET", ["api", "groups", id]) => match app.group(id) {
-            Some(g) => {
-                let mut body = group_json(g);
-                body["telemetry"] = json!(app.group_telemetry(g));
-                Response::json(200, body)
-            }
+            Some(g) => Response::json(200, group_json(g)),
             None => not_found("group", id),
         },
+        // Telemetry over sliding windows (issue 14): O(window seconds) per request.
+        ("GET", ["api", "telemetry"]) => telemetry_json(&app, "global"),
+        ("GET", ["api", "groups", id, "telemetry"]) => telemetry_json(&app, id),
         ("DELETE", ["api", "groups", id]) => match app.delete_group(id) {
             Ok(()) => Response::json(200, json!({ "deleted": id })),
             Err(e @ GroupError::NotFound(_)) => Response::error(404, "not_found", e.to_string()),
@@ -429,13 +428,18 @@ fn viewer_json(v: &crate::app::Viewer) -> Value {
         "tags": p.tags,
         "params": p.params.iter().map(|(k, v)| json!([k, v])).collect::<Vec<_>>(),
         "connected_at_ms": p.connected_at_ms,
-        "telemetry": v.telemetry.map(|t| json!({
-            "bitrate_kbps": t.bitrate_kbps,
-            "buffering_ms": t.buffering_ms,
-            "dropped_frames": t.dropped_frames,
-            "rtt_ms": t.rtt_ms,
-        })),
     })
+}
+
+/// `{"group": id, "windows": {"10s": {...}, ...}}` for a group key.
+fn telemetry_json(app: &App, key: &str) -> Response {
+    match app.group(key) {
+        Some(g) => Response::json(
+            200,
+            json!({"group": key, "windows": app.group_telemetry(g.id, unix_ms())}),
+        ),
+        None => not_found("group", key),
+    }
 }
 
 fn set_tags(app: &App, id: &str, body: &[u8]) -> Response {

@@ -8,7 +8,8 @@
 //!
 //! This module is composition and event dispatch; each concern has its own module and state:
 //! [`mirror`] (profiles, resume), [`groups`] (groups, cast backpressure), [`streams`],
-//! [`polls`] (registry, lifecycle, merged counts), [`audits`], [`store`] (durable state, written
+//! [`polls`] (registry, lifecycle, merged counts), [`telemetry`] (sliding windows of the
+//! shards' per-group telemetry deltas), [`audits`], [`store`] (durable state, written
 //! on its own thread), [`live`] (stream keys, publishes, segmenting, what goes live and ends)
 //! and [`messages`] (every frame the core sends viewers).
 //!
@@ -28,6 +29,7 @@ pub mod random;
 pub mod sink;
 pub mod store;
 pub mod streams;
+pub mod telemetry;
 
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -47,7 +49,7 @@ use sink::Sink;
 use store::{Restored, Store};
 
 pub use audits::Audit;
-pub use groups::{Group, GroupError, GroupKind, StoredGroup, TelemetrySummary};
+pub use groups::{Group, GroupError, GroupKind, StoredGroup};
 pub use media_state::IngestStats;
 pub use messages::text_frame;
 pub use mirror::Viewer;
@@ -103,6 +105,8 @@ pub struct App {
     /// Bound addresses: the viewer port (`{listen}` in `media_url`) and RTMP ingest.
     viewer_addr: SocketAddr,
     rtmp_addr: SocketAddr,
+    /// Telemetry per group over sliding windows, from the shards' deltas.
+    telemetry: telemetry::TelemetryWindows,
 }
 
 impl App {
@@ -129,6 +133,7 @@ impl App {
             live: media_state::Live::default(),
             viewer_addr: config.listen,
             rtmp_addr: config.rtmp_listen,
+            telemetry: telemetry::TelemetryWindows::new(&config.telemetry_windows_s),
             config,
         }
     }
@@ -243,8 +248,15 @@ impl App {
             ShardEvent::Left { at, votes } => self.leave(at, votes, now_ms),
             ShardEvent::Request { at, request } => match request {
                 Request::Watch { stream } => self.watch(at, &stream),
-                Request::Telemetry(t) => self.mirror.set_telemetry(at, t),
             },
+            ShardEvent::Telemetry { deltas, .. } => {
+                for (group, delta) in &deltas {
+                    // A delta for a group dropped meanwhile is of no use.
+                    if self.groups.get(*group).is_some() {
+                        self.telemetry.merge(*group, delta, now_ms);
+                    }
+                }
+            }
             ShardEvent::Audit {
                 audit,
                 shard,

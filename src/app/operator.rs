@@ -5,15 +5,14 @@ use std::rc::Rc;
 
 use serde_json::Value;
 use shards::profile::{Predicate, ViewerId};
-use shards::proto::{ProfileUpdate, ShardCommand};
+use shards::proto::{GroupId, ProfileUpdate, ShardCommand};
 use shards::StatsSnapshot;
 
-use super::groups::Groups;
 use super::sink::Sink;
 use super::store::StoreError;
 use super::{
     messages, App, Audit, Group, GroupError, GroupKind, Poll, PollState, ResumeStats, StoreStats,
-    StoredGroup, Stream, TelemetrySummary, Viewer,
+    StoredGroup, Stream, Viewer,
 };
 
 impl App {
@@ -40,9 +39,10 @@ impl App {
         self.groups.by_key(key)
     }
 
-    /// Aggregated telemetry of a group's members that reported any.
-    pub fn group_telemetry(&self, group: &Group) -> TelemetrySummary {
-        Groups::telemetry(group, self.mirror.viewers())
+    /// A group's telemetry over each configured window (JSON keyed `"10s"`, `"60s"`...).
+    /// Costs O(window seconds), whatever the group's size.
+    pub fn group_telemetry(&self, group: GroupId, now_ms: u64) -> Value {
+        self.telemetry.to_json(group, now_ms)
     }
 
     pub fn streams(&self) -> impl Iterator<Item = &Stream> {
@@ -137,6 +137,7 @@ impl App {
     /// Deletes a custom group everywhere.
     pub fn delete_group(&mut self, key: &str) -> Result<(), GroupError> {
         let id = self.groups.delete_custom(key)?;
+        self.telemetry.forget(id);
         self.broadcast(|| ShardCommand::DropGroup { id });
         if let Some(store) = &self.store {
             store.delete_group(key);

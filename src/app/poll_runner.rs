@@ -113,6 +113,7 @@ impl App {
             store.put_poll(id, &stored);
         }
         self.groups.remove(audience);
+        self.telemetry.forget(audience);
         self.broadcast(|| ShardCommand::DropGroup { id: audience });
         self.broadcast(|| ShardCommand::DropPoll { seq });
         self.polls.retire_seq(seq);
