@@ -83,6 +83,16 @@ pub struct StreamMessage {
     pub stream: String,
 }
 
+/// `config`: the player configuration of the stream the viewer watches (logo, title,
+/// upcoming broadcasts, operator fields). Sent on `watch` and pushed on every change;
+/// `version` grows with each change, so a player can ignore an older one.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct ConfigMessage {
+    pub config: serde_json::Value,
+    pub stream: String,
+    pub version: u64,
+}
+
 /// `error`: the connection stays open; match on `code`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct ErrorMessage {
@@ -103,6 +113,7 @@ pub enum ServerMessage {
     Results(Results),
     Error(ErrorMessage),
     Stream(StreamMessage),
+    Config(ConfigMessage),
 }
 
 /// The `type` of each [`ServerMessage`] variant.
@@ -118,6 +129,7 @@ pub enum ServerKind {
     Results,
     Error,
     Stream,
+    Config,
 }
 
 impl ServerKind {
@@ -132,6 +144,7 @@ impl ServerKind {
             ServerKind::Results => "results",
             ServerKind::Error => "error",
             ServerKind::Stream => "stream",
+            ServerKind::Config => "config",
         }
     }
 }
@@ -211,6 +224,15 @@ impl ServerMessage {
         })
     }
 
+    /// A stream's player configuration (`config` is a JSON object).
+    pub fn config(stream: &str, version: u64, config: serde_json::Value) -> ServerMessage {
+        ServerMessage::Config(ConfigMessage {
+            config,
+            stream: stream.to_owned(),
+            version,
+        })
+    }
+
     pub fn kind(&self) -> ServerKind {
         match self {
             ServerMessage::Welcome(_) => ServerKind::Welcome,
@@ -222,6 +244,7 @@ impl ServerMessage {
             ServerMessage::Results(_) => ServerKind::Results,
             ServerMessage::Error(_) => ServerKind::Error,
             ServerMessage::Stream(_) => ServerKind::Stream,
+            ServerMessage::Config(_) => ServerKind::Config,
         }
     }
 
@@ -312,6 +335,14 @@ impl Serialize for ServerMessage {
                 m.serialize_entry("state", &st.state)?;
                 m.serialize_entry("stream", &st.stream)?;
                 m.serialize_entry("type", "stream")?;
+                m.end()
+            }
+            ServerMessage::Config(c) => {
+                let mut m = s.serialize_map(Some(4))?;
+                m.serialize_entry("config", &c.config)?;
+                m.serialize_entry("stream", &c.stream)?;
+                m.serialize_entry("type", "config")?;
+                m.serialize_entry("version", &c.version)?;
                 m.end()
             }
         }

@@ -7,9 +7,11 @@
 //! - [`response`]: [`Response`], an answer and its encoding.
 //! - [`validate`]: validation of request bodies (strict JSON: duplicate keys are refused).
 //! - [`broadcaster`]: the broadcaster WebSocket session.
+//! - [`player`]: the player configuration routes.
 //! - Here: authentication, routing, the route handlers and the broadcaster upgrade.
 
 pub mod broadcaster;
+pub mod player;
 pub mod poll_request;
 pub mod response;
 pub mod server;
@@ -153,6 +155,9 @@ pub fn handle(app: &RefCell<App>, token: &str, req: &Request) -> Response {
             ),
             Err(_) => not_found("stream", id),
         },
+        // Player configuration (issue 14).
+        ("GET", ["api", "streams", id, "config"]) => player::get(&app, id),
+        ("PUT", ["api", "streams", id, "config"]) => player::put(&mut app, id, &req.body),
         ("GET", ["api", "groups"]) => {
             let groups: Vec<Value> = app.groups().map(group_json).collect();
             Response::json(200, json!({ "groups": groups }))
@@ -328,6 +333,7 @@ fn stream_json(app: &App, s: &crate::app::Stream) -> Value {
         "live": s.state == crate::app::StreamState::Live,
         "bitrate_kbps": s.bitrate_kbps,
         "publisher": s.publisher.map(|a| a.to_string()),
+        "scheduled_ms": app.scheduled_start(&s.id),
         "last_segment": app.last_segment(&s.id).map(|(sequence, completed_ms)| {
             json!({"sequence": sequence, "completed_ms": completed_ms})
         }),
@@ -341,20 +347,31 @@ fn list_streams(app: &App) -> Response {
 
 fn create_stream(app: &mut App, body: &[u8]) -> Response {
     let parsed = validate::object(body).and_then(|obj| {
-        validate::only_fields(&obj, &["id", "title"])?;
+        validate::only_fields(&obj, &["id", "title", "scheduled_ms"])?;
         let id = validate::identifier(&obj, "id")?;
         let title = match obj.get("title") {
             None | Some(Value::Null) => None,
             Some(_) => Some(validate::string(&obj, "title", 200)?),
         };
-        Ok((id, title))
+        let scheduled = match obj.get("scheduled_ms") {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(
+                v.as_u64()
+                    .ok_or("\"scheduled_ms\" must be Unix milliseconds")?,
+            ),
+        };
+        Ok((id, title, scheduled))
     });
-    let (id, title) = match parsed {
+    let (id, title, scheduled) = match parsed {
         Ok(v) => v,
         Err(e) => return bad(e),
     };
-    match app.add_stream(id, title, unix_ms()) {
+    let now = unix_ms();
+    match app.add_stream(id, title, now) {
         Ok((s, key)) => {
+            if let Some(start) = scheduled {
+                app.schedule_stream(&s.id, start, now);
+            }
             let mut body = stream_json(app, &s);
             body["stream_key"] = json!(key);
             body["publish_url"] = json!(app.publish_url());

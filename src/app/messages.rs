@@ -42,6 +42,11 @@ pub fn results(id: &str, counts: &[u64], last: bool) -> Frame {
     encode(&ServerMessage::results(id, counts, last))
 }
 
+/// `{"type":"config",...}`: a stream's player configuration.
+pub fn config(stream: &str, version: u64, config: Value) -> Frame {
+    encode(&ServerMessage::config(stream, version, config))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

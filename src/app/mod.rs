@@ -24,6 +24,7 @@ pub mod live;
 pub mod media_state;
 pub mod messages;
 pub mod mirror;
+pub mod player_config;
 pub mod polls;
 pub mod random;
 pub mod sink;
@@ -107,6 +108,8 @@ pub struct App {
     rtmp_addr: SocketAddr,
     /// Telemetry per group over sliding windows, from the shards' deltas.
     telemetry: telemetry::TelemetryWindows,
+    /// Player configuration per stream and the schedule of upcoming broadcasts.
+    player: player_config::PlayerConfigs,
 }
 
 impl App {
@@ -134,6 +137,7 @@ impl App {
             viewer_addr: config.listen,
             rtmp_addr: config.rtmp_listen,
             telemetry: telemetry::TelemetryWindows::new(&config.telemetry_windows_s),
+            player: player_config::PlayerConfigs::default(),
             config,
         }
     }
@@ -247,7 +251,7 @@ impl App {
             }
             ShardEvent::Left { at, votes } => self.leave(at, votes, now_ms),
             ShardEvent::Request { at, request } => match request {
-                Request::Watch { stream } => self.watch(at, &stream),
+                Request::Watch { stream } => self.watch(at, &stream, now_ms),
             },
             ShardEvent::Telemetry { deltas, .. } => {
                 for (group, delta) in &deltas {
@@ -374,7 +378,7 @@ impl App {
     /// A viewer asks for a stream (FIG. 4): a registered stream moves the viewer into its
     /// audience group and answers with its media endpoint, preceded by its state when it is
     /// not live (the viewer is pushed `live` and a fresh endpoint when it goes live).
-    fn watch(&mut self, at: ViewerRef, stream: &str) {
+    fn watch(&mut self, at: ViewerRef, stream: &str, now_ms: u64) {
         let Some(state) = self.streams.get(stream).map(|s| s.state) else {
             let message = format!("no stream {stream:?} is live");
             return self.send_to(at, messages::error("unknown_stream", &message));
@@ -384,6 +388,9 @@ impl App {
         }
         let (session, url) = self.media_endpoint(stream);
         self.send_to(at, messages::endpoint(stream, &url, &session));
+        if self.player.has_any(stream, now_ms) {
+            self.send_to(at, self.config_frame(stream, now_ms));
+        }
         self.command(
             at.shard,
             ShardCommand::Update {

@@ -213,4 +213,66 @@ impl App {
             store.close();
         }
     }
+
+    // ---- player configuration ----
+
+    /// The `config` message of `stream` at `now_ms`, encoded once.
+    pub(super) fn config_frame(&self, stream: &str, now_ms: u64) -> shards::proto::Frame {
+        let config = self.player.config(stream, now_ms, |id| {
+            self.streams.get(id).and_then(|s| s.title.clone())
+        });
+        messages::config(stream, self.player.version(), config)
+    }
+
+    /// What a viewer of `stream` gets now: `(version, config)`.
+    pub fn player_config(&self, stream: &str, now_ms: u64) -> Option<(u64, Value)> {
+        self.streams.get(stream)?;
+        let config = self.player.config(stream, now_ms, |id| {
+            self.streams.get(id).and_then(|s| s.title.clone())
+        });
+        Some((self.player.version(), config))
+    }
+
+    /// Replaces a stream's player configuration and pushes it to the stream's audience.
+    pub fn set_player_config(
+        &mut self,
+        stream: &str,
+        settings: super::player_config::Settings,
+        now_ms: u64,
+    ) -> Result<(u64, Value), super::StreamError> {
+        if self.streams.get(stream).is_none() {
+            return Err(super::StreamError::NotFound(stream.to_owned()));
+        }
+        self.player.set(stream, settings);
+        self.push_config(stream, now_ms);
+        self.player_config(stream, now_ms)
+            .ok_or_else(|| super::StreamError::NotFound(stream.to_owned()))
+    }
+
+    /// Records a registered stream's scheduled start and pushes the new `upcoming` list to
+    /// every stream's audience.
+    pub fn schedule_stream(&mut self, stream: &str, start_ms: u64, now_ms: u64) {
+        self.player.schedule(stream, start_ms);
+        if let Some(s) = self.streams.get(stream) {
+            self.store_stream(s);
+        }
+        let ids: Vec<String> = self.streams.iter().map(|s| s.id.clone()).collect();
+        for id in ids {
+            self.push_config(&id, now_ms);
+        }
+    }
+
+    /// A stream's scheduled start, if it was registered with one.
+    pub fn scheduled_start(&self, stream: &str) -> Option<u64> {
+        self.player.scheduled(stream)
+    }
+
+    /// Casts `stream`'s configuration to its audience.
+    pub(super) fn push_config(&mut self, stream: &str, now_ms: u64) {
+        let Some(group) = self.streams.get(stream).map(|s| s.group) else {
+            return;
+        };
+        let frame = self.config_frame(stream, now_ms);
+        self.cast_frame(group, frame);
+    }
 }
