@@ -56,11 +56,21 @@ pub struct PollMessage {
 /// `results`: a poll's counts; `total` is their sum, `final` marks the last push.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct Results {
+    /// Broadcasters only, for a poll opened with a breakdown: the counts per value.
+    #[serde(default)]
+    pub breakdown: Option<ResultsBreakdown>,
     pub counts: Vec<u64>,
     #[serde(rename = "final")]
     pub last: bool,
     pub poll: String,
     pub total: u64,
+}
+
+/// A poll's counts per value of one profile field (`""`: viewers without a value).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResultsBreakdown {
+    pub counts: std::collections::BTreeMap<String, Vec<u64>>,
+    pub field: String,
 }
 
 /// A stream's live state, as `stream` messages carry it.
@@ -257,6 +267,7 @@ impl ServerMessage {
 impl Results {
     pub fn new(poll: &str, counts: &[u64], last: bool) -> Results {
         Results {
+            breakdown: None,
             counts: counts.to_vec(),
             last,
             poll: poll.to_owned(),
@@ -352,7 +363,10 @@ impl Serialize for ServerMessage {
 impl Serialize for Results {
     /// The `results` message, `"type"` included (the same bytes go to viewers and broadcasters).
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(Some(5))?;
+        let mut m = s.serialize_map(Some(5 + usize::from(self.breakdown.is_some())))?;
+        if let Some(b) = &self.breakdown {
+            m.serialize_entry("breakdown", b)?;
+        }
         m.serialize_entry("counts", &self.counts)?;
         m.serialize_entry("final", &self.last)?;
         m.serialize_entry("poll", &self.poll)?;
@@ -443,6 +457,13 @@ mod tests {
         for msg in [
             BroadcasterMessage::welcome("main"),
             BroadcasterMessage::Results(Results::new("p", &[3, 4], false)),
+            BroadcasterMessage::Results(Results {
+                breakdown: Some(ResultsBreakdown {
+                    field: "os".into(),
+                    counts: [("ios".to_owned(), vec![3, 1]), ("".to_owned(), vec![0, 3])].into(),
+                }),
+                ..Results::new("p", &[3, 4], false)
+            }),
         ] {
             let text = msg.to_json();
             let value: Value = serde_json::from_str(&text).unwrap();

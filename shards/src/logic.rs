@@ -110,10 +110,14 @@ impl Core {
 
     /// A viewer's vote: checked against the poll and its audience, counted into this shard's
     /// tally (moving the viewer's earlier choice) and recorded in `votes`.
+    ///
+    /// With a breakdown, the vote counts under the voter's value of the field now (`""`
+    /// without one), and a changed vote moves out of the value it was counted under.
     pub fn vote(
         &mut self,
         slot: Slot,
         votes: &mut ViewerVotes,
+        profile: &Profile,
         poll: &str,
         choice: i64,
     ) -> Result<(PollSeq, u8), VoteError> {
@@ -122,8 +126,19 @@ impl Core {
             return Err(VoteError::NotInAudience);
         }
         let choice = choice as u8; // checked: 0 <= choice < choices <= u8::MAX
-        self.polls.count(seq, votes.choice(seq), choice);
+        let value = self
+            .polls
+            .breakdown(seq)
+            .and_then(|f| profile.value(f))
+            .unwrap_or("");
+        let value = self.polls.key(seq, value);
+        // A vote restored from another shard has no value here: it moves out of today's.
+        let previous = votes
+            .choice(seq)
+            .map(|c| (c, votes.value(seq).unwrap_or(value)));
+        self.polls.count(seq, previous, choice, value);
         votes.set(seq, choice);
+        votes.set_value(seq, value);
         Ok((seq, choice))
     }
 }
@@ -186,24 +201,31 @@ mod tests {
             clauses: vec![(Field::Stream, vec!["main".into()])],
         };
         core.define_group(audience, Arc::new(pred), [(0, &a), (1, &b)]);
-        core.polls.open("p1".into(), 1, 3, audience);
+        core.polls.open("p1".into(), 1, 3, audience, None);
         let (mut va, mut vb) = (ViewerVotes::default(), ViewerVotes::default());
         assert_eq!(
-            core.vote(0, &mut va, "nope", 0),
+            core.vote(0, &mut va, &a, "nope", 0),
             Err(VoteError::UnknownPoll)
         );
-        assert_eq!(core.vote(0, &mut va, "p1", 3), Err(VoteError::BadChoice));
         assert_eq!(
-            core.vote(1, &mut vb, "p1", 0),
+            core.vote(0, &mut va, &a, "p1", 3),
+            Err(VoteError::BadChoice)
+        );
+        assert_eq!(
+            core.vote(1, &mut vb, &b, "p1", 0),
             Err(VoteError::NotInAudience)
         );
-        assert_eq!(core.vote(0, &mut va, "p1", 2), Ok((1, 2)));
-        assert_eq!(core.vote(0, &mut va, "p1", 0), Ok((1, 0)), "a changed vote");
+        assert_eq!(core.vote(0, &mut va, &a, "p1", 2), Ok((1, 2)));
+        assert_eq!(
+            core.vote(0, &mut va, &a, "p1", 0),
+            Ok((1, 0)),
+            "a changed vote"
+        );
         assert_eq!(va.choice(1), Some(0));
         assert_eq!(vb.choice(1), None, "a refused vote changes nothing");
-        assert_eq!(core.polls.take_dirty(), vec![(1, vec![1, 0, 0])]);
-        assert_eq!(core.polls.close(1), Some(vec![1, 0, 0]));
-        assert_eq!(core.vote(0, &mut va, "p1", 1), Err(VoteError::Closed));
+        assert_eq!(core.polls.take_dirty(), vec![(1, vec![1, 0, 0], vec![])]);
+        assert_eq!(core.polls.close(1), Some((vec![1, 0, 0], vec![])));
+        assert_eq!(core.vote(0, &mut va, &a, "p1", 1), Err(VoteError::Closed));
     }
 
     #[test]

@@ -221,6 +221,21 @@ impl Profile {
         }
     }
 
+    /// The value of a single-valued field (`None` when absent, and for `tag`, which has many).
+    pub fn value(&self, field: Field) -> Option<&str> {
+        match field {
+            Field::Os => Some(self.os.as_str()),
+            Field::Browser => Some(self.browser.as_str()),
+            Field::Device => Some(self.device.as_str()),
+            Field::Region => self.region.as_deref(),
+            Field::Language => self.language.as_deref(),
+            Field::Stream => self.stream.as_deref(),
+            Field::AppVersion => self.app_version.as_deref(),
+            Field::Hardware => self.hardware.as_deref(),
+            Field::Tag => None,
+        }
+    }
+
     /// The value(s) of a predicate field for this profile.
     fn matches(&self, field: Field, accepted: &[Box<str>]) -> bool {
         let one = |value: Option<&str>| value.is_some_and(|v| accepted.iter().any(|a| **a == *v));

@@ -22,6 +22,9 @@ pub type PollSeq = u32;
 /// A viewer's vote: poll number and choice.
 pub type Vote = (PollSeq, u8);
 
+/// A shard's tally per value of a poll's breakdown field (`""`: no value).
+pub type Breakdown = Vec<(Box<str>, Vec<i64>)>;
+
 /// Identifies a group on every shard. [`GroupId::GLOBAL`] is built in: every open viewer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct GroupId(pub u32);
@@ -66,6 +69,8 @@ pub enum ShardEvent {
         seq: PollSeq,
         shard: u16,
         tally: Vec<i64>,
+        /// The same per value of the poll's breakdown field (empty without one).
+        breakdown: Breakdown,
         closed: bool,
     },
     /// This shard's telemetry since its last report, folded per group (coalesced, like
@@ -149,6 +154,8 @@ pub enum ShardCommand {
         seq: PollSeq,
         choices: u8,
         audience: GroupId,
+        /// Count per value of this profile field too.
+        breakdown: Option<crate::profile::Field>,
     },
     /// Stop counting; the shard answers with its final `PollTally`.
     ClosePoll { seq: PollSeq },

@@ -172,9 +172,9 @@ impl Shard {
             ViewerMessage::Vote { poll, choice } => {
                 let counted = {
                     let mut votes = conn.votes.borrow_mut();
-                    self.core
-                        .borrow_mut()
-                        .vote(conn.slot, &mut votes, &poll, choice)
+                    let profile = conn.profile.borrow();
+                    let mut core = self.core.borrow_mut();
+                    core.vote(conn.slot, &mut votes, &profile, &poll, choice)
                 };
                 let reply = match counted {
                     Ok((_, choice)) => {
@@ -448,18 +448,20 @@ impl Shard {
                 seq,
                 choices,
                 audience,
+                breakdown,
             } => self
                 .core
                 .borrow_mut()
                 .polls
-                .open(id, seq, choices, audience),
+                .open(id, seq, choices, audience, breakdown),
             ShardCommand::ClosePoll { seq } => {
                 let tally = self.core.borrow_mut().polls.close(seq);
-                if let Some(tally) = tally {
+                if let Some((tally, breakdown)) = tally {
                     self.emit(ShardEvent::PollTally {
                         seq,
                         shard: self.index,
                         tally,
+                        breakdown,
                         closed: true,
                     });
                 }
@@ -560,11 +562,12 @@ pub(crate) async fn report_tallies(shard: Rc<Shard>) {
             });
         }
         let dirty = shard.core.borrow_mut().polls.take_dirty();
-        for (seq, tally) in dirty {
+        for (seq, tally, breakdown) in dirty {
             shard.emit(ShardEvent::PollTally {
                 seq,
                 shard: shard.index,
                 tally,
+                breakdown,
                 closed: false,
             });
         }

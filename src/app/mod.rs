@@ -270,12 +270,13 @@ impl App {
                 seq,
                 shard,
                 tally,
+                breakdown,
                 closed,
             } => {
                 let done = self
                     .polls
                     .by_seq(seq)
-                    .is_some_and(|p| p.take_tally(shard as usize, tally, closed));
+                    .is_some_and(|p| p.take_tally(shard as usize, tally, breakdown, closed));
                 if done {
                     if let Some(id) = self.polls.by_seq(seq).map(|p| p.id.clone()) {
                         self.finish_poll(&id, now_ms);

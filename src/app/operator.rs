@@ -110,7 +110,11 @@ impl App {
     /// The latest results of the stream's poll, for a broadcaster who just connected.
     pub fn results_snapshot(&self, stream: &str) -> Option<shards::proto::Frame> {
         let poll = self.polls.latest_on(stream)?;
-        Some(poll.results_frame(&poll.counts(), poll.state == PollState::Closed))
+        let (counts, last) = (poll.counts(), poll.state == PollState::Closed);
+        Some(
+            poll.broadcaster_frame(&counts, last)
+                .unwrap_or_else(|| poll.results_frame(&counts, last)),
+        )
     }
 
     // ---- commands ----

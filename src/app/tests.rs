@@ -115,6 +115,7 @@ impl Harness {
             seq,
             shard,
             tally,
+            breakdown: vec![],
             closed,
         };
         self.event(e, now);
@@ -128,6 +129,7 @@ fn poll_request(stream: &str) -> PollRequest {
         choices: vec!["a".into(), "b".into()],
         duration_s: 60,
         filter: None,
+        breakdown: None,
     }
 }
 
