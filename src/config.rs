@@ -109,6 +109,9 @@ pub struct Config {
     pub hls_idle_timeout_ms: u64,
     /// Lengths of the sliding telemetry windows, in seconds (`GET /api/telemetry`).
     pub telemetry_windows_s: Vec<u64>,
+    /// A read-only bearer token for `GET /metrics` (the API token works too); unset: only
+    /// the API token.
+    pub metrics_token: Option<String>,
 }
 
 impl Default for Config {
@@ -154,6 +157,7 @@ impl Default for Config {
             hls_window: 6,
             hls_idle_timeout_ms: 30_000,
             telemetry_windows_s: vec![10, 60],
+            metrics_token: None,
         }
     }
 }
@@ -287,6 +291,9 @@ pub struct Overrides {
     /// Sliding telemetry windows in seconds, comma-separated [default: 10,60].
     #[arg(long, value_name = "S,S", value_delimiter = ',')]
     pub telemetry_windows_s: Option<Vec<u64>>,
+    /// Read-only bearer token for GET /metrics (the API token works too).
+    #[arg(long, value_name = "TOKEN", env = "OVATION_METRICS_TOKEN")]
+    pub metrics_token: Option<String>,
 }
 
 macro_rules! apply {
@@ -343,6 +350,9 @@ impl Config {
             hls_idle_timeout_ms,
             telemetry_windows_s
         );
+        if o.metrics_token.is_some() {
+            cfg.metrics_token = o.metrics_token.clone();
+        }
         if o.api_token.is_some() {
             cfg.api_token = o.api_token.clone();
         }
@@ -397,6 +407,13 @@ impl Config {
         if let Some(t) = &self.api_token {
             if t.len() < 16 || !t.bytes().all(|b| b.is_ascii_graphic()) {
                 bail!("api_token must be at least 16 printable ASCII characters without spaces");
+            }
+        }
+        if let Some(t) = &self.metrics_token {
+            if t.len() < 16 || !t.bytes().all(|b| b.is_ascii_graphic()) {
+                bail!(
+                    "metrics_token must be at least 16 printable ASCII characters without spaces"
+                );
             }
         }
         for (name, v) in [

@@ -178,6 +178,7 @@ impl Shard {
                 };
                 let reply = match counted {
                     Ok((_, choice)) => {
+                        ShardStats::add(&self.stats.votes, 1);
                         self.tallies_dirty.raise();
                         ServerMessage::voted(&poll, choice)
                     }
@@ -186,6 +187,7 @@ impl Shard {
                 conn.send(&env, &frames::encode(&reply));
             }
             ViewerMessage::Telemetry(t) => {
+                ShardStats::add(&self.stats.telemetry_reports, 1);
                 self.core.borrow_mut().report(conn.slot, &t);
                 self.tallies_dirty.raise();
             }

@@ -54,6 +54,10 @@ counters!(
     casts,
     /// HLS requests (playlists, segments, preflights) answered on this shard.
     hls_requests,
+    /// Votes counted on this shard (changed votes included).
+    votes,
+    /// Telemetry reports folded on this shard.
+    telemetry_reports,
 );
 
 impl ShardStats {

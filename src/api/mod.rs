@@ -8,9 +8,11 @@
 //! - [`validate`]: validation of request bodies (strict JSON: duplicate keys are refused).
 //! - [`broadcaster`]: the broadcaster WebSocket session.
 //! - [`player`]: the player configuration routes.
+//! - [`metrics`]: `GET /metrics`, the Prometheus exposition.
 //! - Here: authentication, routing, the route handlers and the broadcaster upgrade.
 
 pub mod broadcaster;
+pub mod metrics;
 pub mod player;
 pub mod poll_request;
 pub mod response;
@@ -131,10 +133,25 @@ fn token_matches(given: &str, token: &str) -> bool {
 
 /// Authenticates, then routes.
 pub fn handle(app: &RefCell<App>, token: &str, req: &Request) -> Response {
-    let authorized = req
-        .header_str("authorization")
-        .and_then(bearer)
-        .is_some_and(|given| token_matches(given, token));
+    let given = req.header_str("authorization").and_then(bearer);
+    // GET /metrics also takes the read-only metrics token (issue 14).
+    if req.method == "GET" && req.path == "/metrics" {
+        let app = app.borrow();
+        let metrics_token = app.config().metrics_token.as_deref();
+        let ok = given.is_some_and(|g| {
+            token_matches(g, token) || metrics_token.is_some_and(|m| token_matches(g, m))
+        });
+        return if ok {
+            Response::prometheus(metrics::render(&app, unix_ms()))
+        } else {
+            Response::error(
+                401,
+                "unauthorized",
+                "send Authorization: Bearer <token> (the API or metrics token)",
+            )
+        };
+    }
+    let authorized = given.is_some_and(|given| token_matches(given, token));
     if !authorized {
         return Response::error(
             401,

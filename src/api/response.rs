@@ -30,6 +30,8 @@ pub struct Response {
     /// after `api::server::CAST_WAIT`): a poll is answered once every shard knows it, so a
     /// vote sent right after the answer is counted.
     pub after_casts_to: Option<GroupId>,
+    /// A plain-text body (the Prometheus exposition) sent instead of `body`.
+    pub text: Option<String>,
 }
 
 impl Response {
@@ -39,6 +41,15 @@ impl Response {
             body,
             allow: None,
             after_casts_to: None,
+            text: None,
+        }
+    }
+
+    /// A 200 with the Prometheus text exposition format (version 0.0.4).
+    pub fn prometheus(text: String) -> Response {
+        Response {
+            text: Some(text),
+            ..Response::json(200, Value::Null)
         }
     }
 
@@ -58,8 +69,17 @@ impl Response {
 
     /// Appends the encoded response to `out`.
     pub fn write(&self, out: &mut Vec<u8>, keep_alive: bool) {
-        let mut body = serde_json::to_vec(&self.body).unwrap_or_default();
-        body.push(b'\n');
+        let (body, content_type) = match &self.text {
+            Some(text) => (
+                text.as_bytes().to_vec(),
+                "text/plain; version=0.0.4; charset=utf-8",
+            ),
+            None => {
+                let mut body = serde_json::to_vec(&self.body).unwrap_or_default();
+                body.push(b'\n');
+                (body, "application/json")
+            }
+        };
         let mut headers = Vec::with_capacity(2);
         if self.status == 401 {
             headers.push(("WWW-Authenticate", "Bearer"));
@@ -70,14 +90,7 @@ impl Response {
         if self.status == 503 {
             headers.push(("Retry-After", "1"));
         }
-        netstack::http::write_response(
-            out,
-            self.status,
-            keep_alive,
-            &headers,
-            "application/json",
-            &body,
-        );
+        netstack::http::write_response(out, self.status, keep_alive, &headers, content_type, &body);
     }
 }
 

@@ -39,6 +39,15 @@ impl App {
         self.groups.by_key(key)
     }
 
+    /// The global group's telemetry over each configured window: `(window ms, aggregate)`.
+    pub fn global_telemetry(&self, now_ms: u64) -> Vec<(u64, shards::telemetry::Aggregate)> {
+        self.telemetry
+            .windows_ms()
+            .iter()
+            .map(|&w| (w, self.telemetry.window(GroupId::GLOBAL, w, now_ms)))
+            .collect()
+    }
+
     /// A group's telemetry over each configured window (JSON keyed `"10s"`, `"60s"`...).
     /// Costs O(window seconds), whatever the group's size.
     pub fn group_telemetry(&self, group: GroupId, now_ms: u64) -> Value {
