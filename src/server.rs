@@ -106,6 +106,7 @@ impl Server {
         let config = Arc::new(config);
         let shard_config = Arc::new(ShardConfig {
             id_epoch: restored.boot,
+            geo: open_geo(&config.geo_db),
             closed_polls: Arc::new(restored.closed_poll_ids(crate::app::store::KNOWN_CLOSED_POLLS)),
             ..config.shard_config()
         });
@@ -316,4 +317,22 @@ async fn graceful_shutdown(app: &RefCell<App>, grace: Duration) {
     let mut app = app.borrow_mut();
     app.close_broadcasters();
     app.shutdown_shards(grace.saturating_sub(start.elapsed()));
+}
+
+/// The country database at `path` (empty: none). A missing or unreadable one logs one
+/// warning and leaves every viewer's country empty; it never stops the server.
+fn open_geo(path: &std::path::Path) -> Option<Arc<shards::geo::GeoDb>> {
+    if path.as_os_str().is_empty() {
+        return None;
+    }
+    match shards::geo::GeoDb::open(path) {
+        Ok(db) => {
+            tracing::info!(path = %path.display(), "geolocation database loaded");
+            Some(Arc::new(db))
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "no geolocation: viewers' country stays empty (see README, geolocation)");
+            None
+        }
+    }
 }

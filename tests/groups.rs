@@ -540,6 +540,17 @@ fn telemetry_is_aggregated_per_group() {
         Some(&json!({"name": "ios", "match": {"os": ["ios"]}})),
     );
     let gid = g["id"].as_str().unwrap().to_owned();
+    // A marker cast after the group: a shard that delivered it knows the group (commands
+    // reach a shard in order), so the reports below count in it.
+    let (status, _) = server.api(
+        "POST",
+        "/api/groups/global/messages",
+        Some(&json!({"payload": "marker"})),
+    );
+    assert_eq!(status, 202);
+    for v in [&mut ios, &mut win] {
+        next_of_type(&mut v.ws, "message");
+    }
     send_json(
         &mut ios.ws,
         &json!({"type": "telemetry", "bitrate_kbps": 3000, "buffering_ms": 120, "rtt_ms": 40}),

@@ -167,6 +167,17 @@ fn windows_equal_brute_force_across_shards_and_reconnects() {
     let mut viewers: Vec<Viewer> = (0..24)
         .map(|i| connect_viewer(&server, i % 3 == 0))
         .collect();
+    // A marker cast after the group was defined: every shard that delivers it to one of the
+    // viewers knows the group (commands reach a shard in order) before any report below.
+    let (status, _) = server.api(
+        "POST",
+        "/api/groups/global/messages",
+        Some(&json!({"payload": "marker"})),
+    );
+    assert_eq!(status, 202);
+    for v in &mut viewers {
+        next_of_type(&mut v.ws, "message");
+    }
     for round in 0..3 {
         for v in &mut viewers {
             let n = 1 + rng.below(3);

@@ -28,6 +28,7 @@ use crate::driver::Driver;
 use crate::hls;
 use crate::hls_window;
 use crate::profile::Profile;
+use crate::proxy::{self, ProxyError, ProxyHeader};
 use crate::shard::Shard;
 use crate::stats::ShardStats;
 
@@ -209,9 +210,17 @@ enum Incoming {
     Media(Vec<u8>),
 }
 
-async fn read_request(max: usize, stream: &mut TcpStream) -> Result<Incoming, Refusal> {
+/// Reads the first request. From a trusted balancer (`proxied`), a PROXY protocol header
+/// (v1 or v2) may come first: it is parsed and removed, and its source address returned.
+async fn read_request(
+    max: usize,
+    stream: &mut TcpStream,
+    proxied: bool,
+) -> Result<(Incoming, Option<SocketAddr>), Refusal> {
     let mut buf = vec![0u8; 1024.min(max + 1)];
     let mut len = 0;
+    let mut expect_proxy = proxied;
+    let mut source = None;
     loop {
         if len == buf.len() {
             if buf.len() > max {
@@ -227,14 +236,33 @@ async fn read_request(max: usize, stream: &mut TcpStream) -> Result<Incoming, Re
             return Err(Refusal::Gone);
         }
         len += n;
+        if expect_proxy {
+            match proxy::parse(&buf[..len]) {
+                Ok(None) => continue,
+                Ok(Some((header, used))) => {
+                    if let ProxyHeader::Source(a) = header {
+                        source = Some(a);
+                    }
+                    buf.copy_within(used..len, 0);
+                    len -= used;
+                }
+                Err(ProxyError::NotProxy) => {}
+                Err(ProxyError::Malformed(_)) => {
+                    return Err(
+                        HandshakeError::BadRequest("malformed PROXY protocol header").into(),
+                    )
+                }
+            }
+            expect_proxy = false;
+        }
         if hls_window::is_media_request(&buf[..len]) {
             buf.truncate(len);
-            return Ok(Incoming::Media(buf));
+            return Ok((Incoming::Media(buf), source));
         }
         match http::parse_upgrade(&buf[..len], max) {
             Ok(Some(req)) => {
                 let rest = buf[req.header_len..len].to_vec();
-                return Ok(Incoming::Upgrade(Box::new(req), rest));
+                return Ok((Incoming::Upgrade(Box::new(req), rest), source));
             }
             Ok(None) => continue,
             Err(e) => return Err(e.into()),
@@ -263,9 +291,11 @@ async fn handshake(shard: Rc<Shard>, mut stream: TcpStream, seat: Seat) {
     } else {
         shard.config.handshake_timeout.min(REFUSAL_TIMEOUT)
     };
+    let proxied = proxy::is_trusted(&shard.config.trusted_proxies, peer.ip());
     let outcome = future::or(
         async {
-            let incoming = read_request(shard.config.max_header_bytes, &mut stream).await?;
+            let (incoming, source) =
+                read_request(shard.config.max_header_bytes, &mut stream, proxied).await?;
             if let Incoming::Upgrade(req, _) = &incoming {
                 if req.path != shard.config.path {
                     return Err(HandshakeError::NotFound.into());
@@ -277,7 +307,7 @@ async fn handshake(shard: Rc<Shard>, mut stream: TcpStream, seat: Seat) {
             if !seat.viewer {
                 return Err(unavailable("server is full"));
             }
-            Ok(incoming)
+            Ok((incoming, source))
         },
         async {
             sleep(timeout).await;
@@ -285,9 +315,9 @@ async fn handshake(shard: Rc<Shard>, mut stream: TcpStream, seat: Seat) {
         },
     )
     .await;
-    let (req, mut rest) = match outcome {
-        Ok(Incoming::Upgrade(req, rest)) => (*req, rest),
-        Ok(Incoming::Media(bytes)) => return hls::serve(shard, stream, bytes, seat).await,
+    let (req, mut rest, source) = match outcome {
+        Ok((Incoming::Upgrade(req, rest), source)) => (*req, rest, source),
+        Ok((Incoming::Media(bytes), _)) => return hls::serve(shard, stream, bytes, seat).await,
         Err(Refusal::Gone) => {
             ShardStats::add(&shard.stats.handshake_aborted, 1);
             return;
@@ -308,14 +338,26 @@ async fn handshake(shard: Rc<Shard>, mut stream: TcpStream, seat: Seat) {
 
     let viewer = shard.mint_viewer();
     let query = http::parse_query(&req.query);
-    let profile = Profile::from_handshake(
+    // Behind a trusted balancer, the client is the PROXY source or X-Forwarded-For's.
+    let client = if proxied {
+        let forwarded = req.forwarded_for.as_deref();
+        proxy::client_address(peer, source, forwarded, &shard.config.trusted_proxies)
+    } else {
+        peer
+    };
+    let mut profile = Profile::from_handshake(
         viewer,
-        peer,
+        client,
         req.user_agent.as_deref(),
         req.accept_language.as_deref(),
         &query,
         unix_ms(),
     );
+    profile.country = shard
+        .config
+        .geo
+        .as_ref()
+        .and_then(|g| g.country(client.ip()));
     let resume = resume_token();
     // A viewer presenting a resume token waits for the application core before its welcome.
     let claim: Option<Box<str>> = query

@@ -43,6 +43,10 @@ pub struct ShardConfig {
     pub hls_target_secs: u64,
     /// An HLS keep-alive connection idle this long is closed.
     pub hls_idle_timeout: Duration,
+    /// Load balancers whose PROXY protocol header and `X-Forwarded-For` are believed.
+    pub trusted_proxies: std::sync::Arc<[crate::proxy::Cidr]>,
+    /// The country database, if one was opened.
+    pub geo: Option<std::sync::Arc<crate::geo::GeoDb>>,
 }
 
 impl Default for ShardConfig {
@@ -64,6 +68,8 @@ impl Default for ShardConfig {
             hls_window: 6,
             hls_target_secs: 2,
             hls_idle_timeout: Duration::from_secs(30),
+            trusted_proxies: std::sync::Arc::new([]),
+            geo: None,
         }
     }
 }

@@ -7,6 +7,8 @@
 //! [`proto`] over lock-free channels.
 //!
 //! - [`profile`]: viewer profiles, User-Agent classification, group predicates.
+//! - [`proxy`]: PROXY protocol v1/v2 and `X-Forwarded-For` from trusted balancers (pure);
+//!   [`geo`]: the country of an address (a MaxMind-format database).
 //! - [`bitset`]: the shard-local group membership bitmaps.
 //! - [`polls`]: vote validation and the shard's signed share of each poll's count.
 //! - [`proto`]: shard <-> application core messages.
@@ -32,12 +34,14 @@ pub mod config;
 mod conn;
 mod driver;
 pub mod frames;
+pub mod geo;
 mod hls;
 pub mod hls_window;
 mod logic;
 pub mod polls;
 pub mod profile;
 pub mod proto;
+pub mod proxy;
 mod runtime;
 mod shard;
 pub mod stats;

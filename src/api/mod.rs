@@ -456,6 +456,7 @@ fn viewer_json(v: &crate::app::Viewer) -> Value {
         "device": p.device.as_str(),
         "language": p.language,
         "region": p.region,
+        "country": p.country,
         "stream": p.stream,
         "app_version": p.app_version,
         "hardware": p.hardware,

@@ -18,6 +18,7 @@ pub const BREAKDOWN_FIELDS: &[&str] = &[
     "browser",
     "device",
     "region",
+    "country",
     "language",
     "stream",
     "app_version",

@@ -4,6 +4,8 @@
 //! process is killed when the handle drops.
 #![allow(dead_code)]
 
+pub mod mmdb;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
