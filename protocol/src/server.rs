@@ -383,12 +383,20 @@ pub struct BroadcasterWelcome {
     pub stream: String,
 }
 
+/// `remediation`: a remediation rule acted on a group, or its action was reverted (the
+/// event as `GET /api/remediations` lists it).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct RemediationMessage {
+    pub event: serde_json::Value,
+}
+
 /// A message the server sends a broadcaster.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum BroadcasterMessage {
     Welcome(BroadcasterWelcome),
     Results(Results),
+    Remediation(RemediationMessage),
 }
 
 impl BroadcasterMessage {
@@ -416,6 +424,12 @@ impl Serialize for BroadcasterMessage {
                 m.end()
             }
             BroadcasterMessage::Results(r) => r.serialize(s),
+            BroadcasterMessage::Remediation(r) => {
+                let mut m = s.serialize_map(Some(2))?;
+                m.serialize_entry("event", &r.event)?;
+                m.serialize_entry("type", "remediation")?;
+                m.end()
+            }
         }
     }
 }
@@ -463,6 +477,9 @@ mod tests {
                     counts: [("ios".to_owned(), vec![3, 1]), ("".to_owned(), vec![0, 3])].into(),
                 }),
                 ..Results::new("p", &[3, 4], false)
+            }),
+            BroadcasterMessage::Remediation(RemediationMessage {
+                event: json!({"id": "r1", "action": "applied", "group": "g1"}),
             }),
         ] {
             let text = msg.to_json();

@@ -231,6 +231,22 @@ pub fn render(app: &App, now_ms: u64) -> String {
     for (name, help, v) in counters {
         family(&mut out, name, "counter", help).sample(&[], v);
     }
+    let mut f = family(
+        &mut out,
+        "ovation_remediation_actions_total",
+        "counter",
+        "Remediation rules fired (applied) and their actions undone (reverted).",
+    );
+    let (applied, reverted) = app.remediation_counts();
+    f.sample(&[("action", "applied")], applied);
+    f.sample(&[("action", "reverted")], reverted);
+    family(
+        &mut out,
+        "ovation_remediations_in_force",
+        "gauge",
+        "Remediations whose actions are in force.",
+    )
+    .sample(&[], app.remediations_in_force());
     telemetry(&mut out, app, now_ms);
     out
 }

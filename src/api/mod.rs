@@ -9,12 +9,14 @@
 //! - [`broadcaster`]: the broadcaster WebSocket session.
 //! - [`player`]: the player configuration routes.
 //! - [`metrics`]: `GET /metrics`, the Prometheus exposition.
+//! - [`remediation`]: remediation rules and events.
 //! - Here: authentication, routing, the route handlers and the broadcaster upgrade.
 
 pub mod broadcaster;
 pub mod metrics;
 pub mod player;
 pub mod poll_request;
+pub mod remediation;
 pub mod response;
 pub mod server;
 pub mod validate;
@@ -181,9 +183,20 @@ pub fn handle(app: &RefCell<App>, token: &str, req: &Request) -> Response {
         }
         ("POST", ["api", "groups"]) => create_group(&mut app, &req.body),
         ("GET", ["api", "groups", id]) => match app.group(id) {
-            Some(g) => Response::json(200, group_json(g)),
+            Some(g) => {
+                let mut body = group_json(g);
+                // Set by a remediation rule; playlists use it once issue 13 lands.
+                body["cdn"] = json!(app.group_cdn(g.id));
+                Response::json(200, body)
+            }
             None => not_found("group", id),
         },
+        // Remediation rules and events (issue 14).
+        ("GET", ["api", "rules"]) => remediation::list_rules(&app),
+        ("POST", ["api", "rules"]) => remediation::add_rule(&mut app, &req.body),
+        ("DELETE", ["api", "rules", id]) => remediation::delete_rule(&mut app, id),
+        ("GET", ["api", "remediations"]) => remediation::events(&app),
+        ("POST", ["api", "remediations", id, "revert"]) => remediation::revert(&mut app, id),
         // Telemetry over sliding windows (issue 14): O(window seconds) per request.
         ("GET", ["api", "telemetry"]) => telemetry_json(&app, "global"),
         ("GET", ["api", "groups", id, "telemetry"]) => telemetry_json(&app, id),

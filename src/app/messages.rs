@@ -55,6 +55,13 @@ pub fn results_with_breakdown(
     }))
 }
 
+/// `{"type":"remediation","event":...}` to broadcasters.
+pub fn remediation(event: Value) -> Frame {
+    let text =
+        protocol::BroadcasterMessage::Remediation(protocol::RemediationMessage { event }).to_json();
+    text_frame(&text)
+}
+
 /// `{"type":"config",...}`: a stream's player configuration.
 pub fn config(stream: &str, version: u64, config: Value) -> Frame {
     encode(&ServerMessage::config(stream, version, config))

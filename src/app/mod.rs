@@ -9,7 +9,8 @@
 //! This module is composition and event dispatch; each concern has its own module and state:
 //! [`mirror`] (profiles, resume), [`groups`] (groups, cast backpressure), [`streams`],
 //! [`polls`] (registry, lifecycle, merged counts), [`telemetry`] (sliding windows of the
-//! shards' per-group telemetry deltas), [`audits`], [`store`] (durable state, written
+//! shards' per-group telemetry deltas), [`player_config`], [`remediation`] (pure rules) and
+//! [`remediation_apply`] (their effects), [`audits`], [`store`] (durable state, written
 //! on its own thread), [`live`] (stream keys, publishes, segmenting, what goes live and ends)
 //! and [`messages`] (every frame the core sends viewers).
 //!
@@ -27,6 +28,8 @@ pub mod mirror;
 pub mod player_config;
 pub mod polls;
 pub mod random;
+pub mod remediation;
+pub mod remediation_apply;
 pub mod sink;
 pub mod store;
 pub mod streams;
@@ -110,6 +113,8 @@ pub struct App {
     telemetry: telemetry::TelemetryWindows,
     /// Player configuration per stream and the schedule of upcoming broadcasts.
     player: player_config::PlayerConfigs,
+    /// Remediation rules, what they changed, their events.
+    remediation: remediation_apply::Remediations,
 }
 
 impl App {
@@ -138,6 +143,7 @@ impl App {
             rtmp_addr: config.rtmp_listen,
             telemetry: telemetry::TelemetryWindows::new(&config.telemetry_windows_s),
             player: player_config::PlayerConfigs::default(),
+            remediation: remediation_apply::Remediations::default(),
             config,
         }
     }
@@ -391,6 +397,15 @@ impl App {
         self.send_to(at, messages::endpoint(stream, &url, &session));
         if self.player.has_any(stream, now_ms) {
             self.send_to(at, self.config_frame(stream, now_ms));
+        }
+        // Remediation overlays of the groups the viewer is in (`config` for stream "*").
+        if let Some(v) = self.mirror.at(at) {
+            let mut profile = v.profile.clone();
+            profile.stream = Some(stream.into());
+            for overlay in self.overlays_for(&profile) {
+                let version = self.player.version();
+                self.send_to(at, messages::config("*", version, overlay));
+            }
         }
         self.command(
             at.shard,

@@ -51,6 +51,11 @@ impl PlayerConfigs {
         self.bump()
     }
 
+    /// A new version for a message that changes no stream's settings (remediation overlays).
+    pub fn next_version(&mut self) -> u64 {
+        self.bump()
+    }
+
     fn bump(&mut self) -> u64 {
         self.version += 1;
         self.version

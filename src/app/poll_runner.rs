@@ -203,6 +203,7 @@ impl App {
             self.checkpoint(now_ms);
         }
         self.mirror.expire(now_ms, self.departed_limits().window_ms);
+        self.evaluate_remediations(now_ms);
     }
 
     /// Writes every open poll whose counts changed since its last checkpoint.
