@@ -114,7 +114,7 @@ pub struct App {
     /// Player configuration per stream and the schedule of upcoming broadcasts.
     player: player_config::PlayerConfigs,
     /// Remediation rules, what they changed, their events.
-    remediation: remediation_apply::Remediations,
+    remediation: remediation::Remediations,
 }
 
 impl App {
@@ -143,7 +143,7 @@ impl App {
             rtmp_addr: config.rtmp_listen,
             telemetry: telemetry::TelemetryWindows::new(&config.telemetry_windows_s),
             player: player_config::PlayerConfigs::default(),
-            remediation: remediation_apply::Remediations::default(),
+            remediation: remediation::Remediations::default(),
             config,
         }
     }

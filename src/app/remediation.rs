@@ -9,13 +9,15 @@
 //! directions must hold for `hold_s`; after a revert the rule rests for `cooldown_s` before
 //! it may fire again for that group. A flapping signal therefore never fires or reverts.
 //!
-//! Owns: rules and each (rule, group)'s phase. Must not touch: groups, telemetry windows,
-//! shard queues, the store.
+//! Owns: rules, each (rule, group)'s phase, and [`Remediations`] (what is in force, the
+//! groups' `cdn` and overlays, the events), which `remediation_apply` changes. Must not
+//! touch: groups, telemetry windows, shard queues, the store.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+use shards::proto::GroupId;
 
 /// Most rules at once.
 pub const MAX_RULES: usize = 64;
@@ -317,6 +319,37 @@ fn judge(spec: &RuleSpec, o: &Observation) -> (bool, bool) {
         || (below(o.failures_per_min, spec.failures_per_min_above)
             && below(ratio, spec.buffering_ratio_above));
     (bad, clear)
+}
+
+/// Events kept for `GET /api/remediations`, newest last.
+pub const EVENTS_KEPT: usize = 1000;
+
+/// What a fired rule changed on a group, to undo it.
+#[derive(Debug, Clone)]
+pub struct InForce {
+    pub event: String,
+    pub group: GroupId,
+    /// The group's `cdn` before, when the rule set one.
+    pub previous_cdn: Option<Option<String>>,
+    /// Player-configuration keys the rule pushed.
+    pub config_keys: Vec<String>,
+}
+
+/// Remediation state of the application core.
+#[derive(Debug, Default)]
+pub struct Remediations {
+    pub engine: Engine,
+    pub events: VecDeque<Value>,
+    pub next_event: u64,
+    /// (rule, group key) -> what it changed.
+    pub in_force: BTreeMap<(String, String), InForce>,
+    /// Each group's CDN resource, where a rule set one.
+    pub cdn: HashMap<GroupId, String>,
+    /// Each group's player-configuration overlay (stream `"*"`).
+    pub overlays: HashMap<GroupId, Map<String, Value>>,
+    /// Rules fired and actions reverted, for `/metrics`.
+    pub applied: u64,
+    pub reverted: u64,
 }
 
 #[cfg(test)]

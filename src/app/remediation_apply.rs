@@ -1,4 +1,5 @@
-//! `App`'s side of remediation: once per tick every rule reads its groups' telemetry windows
+//! `App`'s side of remediation (an `impl App` block; its state, `remediation::Remediations`,
+//! is a field of `App`): once per tick every rule reads its groups' telemetry windows
 //! and the pure [`Engine`] decides; a decision is applied here. Firing pushes the rule's
 //! player configuration to the group (a `config` message for stream `"*"`, cast once), sets
 //! the group's `cdn`, records an event and pushes it to every broadcaster; a revert (on
@@ -7,45 +8,14 @@
 //! The group's `cdn` is state the API shows; nothing reads it yet: per-session playlists that
 //! would point a group's next playlists at another CDN come with issue 13.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
-
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 use shards::proto::GroupId;
 use shards::telemetry::Metric;
 
-use super::remediation::{Action, Decision, Engine, Observation, RuleError, RuleSpec};
+use super::remediation::{
+    Action, Decision, InForce, Observation, RuleError, RuleSpec, EVENTS_KEPT,
+};
 use super::{messages, App, GroupKind};
-
-/// Events kept for `GET /api/remediations`, newest last.
-const EVENTS_KEPT: usize = 1000;
-
-/// What a fired rule changed on a group, to undo it.
-#[derive(Debug, Clone)]
-struct InForce {
-    event: String,
-    group: GroupId,
-    /// The group's `cdn` before, when the rule set one.
-    previous_cdn: Option<Option<String>>,
-    /// Player-configuration keys the rule pushed.
-    config_keys: Vec<String>,
-}
-
-/// Remediation state of the application core.
-#[derive(Debug, Default)]
-pub struct Remediations {
-    pub engine: Engine,
-    events: VecDeque<Value>,
-    next_event: u64,
-    /// (rule, group key) -> what it changed.
-    in_force: BTreeMap<(String, String), InForce>,
-    /// Each group's CDN resource, where a rule set one.
-    cdn: HashMap<GroupId, String>,
-    /// Each group's player-configuration overlay (stream `"*"`).
-    overlays: HashMap<GroupId, Map<String, Value>>,
-    /// Rules fired and actions reverted, for `/metrics`.
-    pub applied: u64,
-    pub reverted: u64,
-}
 
 impl App {
     /// Adds a rule (from the config file or the API).
