@@ -102,6 +102,7 @@ fn run(args: &Args, behaviour: &str) -> anyhow::Result<(f64, u64, f64)> {
     let cpu0 = crate::procfs::read_cpu_seconds(server.pid)?;
     let started = Instant::now();
     let status = Command::new(paths.loadgen())
+        .arg("run")
         .args(["--connections", &args.viewers.to_string()])
         .args(["--rate", "5000/s"])
         .args(["--behaviour", behaviour])
