@@ -165,9 +165,11 @@ impl Server {
             None => None,
         };
 
+        remediation_rules(&config)?;
         let config = Arc::new(config);
         let shard_config = Arc::new(ShardConfig {
             id_epoch: restored.boot,
+            geo: open_geo(&config.geo_db),
             closed_polls: Arc::new(restored.closed_poll_ids(crate::app::store::KNOWN_CLOSED_POLLS)),
             identity: config.identity_verifier()?.map(Arc::new),
             ..config.shard_config()
@@ -296,6 +298,11 @@ async fn app_core(
         app.borrow_mut().set_addresses(viewer_addr, rtmp_addr);
     }
     app.borrow_mut().restore(store, &restored, unix_ms());
+    for rule in remediation_rules(&config).unwrap_or_default() {
+        if let Err(e) = app.borrow_mut().add_rule(rule) {
+            tracing::error!(error = %e, "remediation rule not loaded");
+        }
+    }
 
     let mut links = Vec::new();
     for (i, (up, down)) in uplinks.into_iter().zip(downlinks).enumerate() {
@@ -394,4 +401,38 @@ async fn graceful_shutdown(app: &RefCell<App>, grace: Duration) {
     let mut app = app.borrow_mut();
     app.close_broadcasters();
     app.shutdown_shards(grace.saturating_sub(start.elapsed()));
+}
+
+/// The country database at `path` (empty: none). A missing or unreadable one logs one
+/// warning and leaves every viewer's country empty; it never stops the server.
+fn open_geo(path: &std::path::Path) -> Option<Arc<shards::geo::GeoDb>> {
+    if path.as_os_str().is_empty() {
+        return None;
+    }
+    match shards::geo::GeoDb::open(path) {
+        Ok(db) => {
+            tracing::info!(path = %path.display(), "geolocation database loaded");
+            Some(Arc::new(db))
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "no geolocation: viewers' country stays empty (see README, geolocation)");
+            None
+        }
+    }
+}
+
+/// The configured remediation rules, each checked (a bad one stops the start, named).
+fn remediation_rules(config: &Config) -> anyhow::Result<Vec<crate::app::remediation::RuleSpec>> {
+    let mut rules: Vec<crate::app::remediation::RuleSpec> = Vec::new();
+    for (i, value) in config.remediation_rules.iter().enumerate() {
+        let rule: crate::app::remediation::RuleSpec = serde_json::from_value(value.clone())
+            .with_context(|| format!("remediation_rules[{i}]"))?;
+        rule.check(&config.telemetry_windows_s)
+            .with_context(|| format!("remediation_rules[{i}]"))?;
+        if rules.iter().any(|r| r.id == rule.id) {
+            anyhow::bail!("remediation_rules[{i}]: duplicate id {:?}", rule.id);
+        }
+        rules.push(rule);
+    }
+    Ok(rules)
 }

@@ -352,11 +352,16 @@ impl Scene {
 }
 
 /// Whether every key of the object `want` has the same value in `got`.
+/// Every key of `want` is in `got` with the same value; objects are compared key by key, so
+/// `{"windows":{"10s":{"reports":2}}}` checks one number deep inside.
 fn subset(want: &Value, got: &Value) -> bool {
-    want.as_object()
-        .into_iter()
-        .flatten()
-        .all(|(k, v)| &got[k] == v)
+    want.as_object().into_iter().flatten().all(|(k, v)| {
+        if v.is_object() {
+            subset(v, &got[k])
+        } else {
+            &got[k] == v
+        }
+    })
 }
 
 fn server_flags() -> Vec<&'static str> {

@@ -17,6 +17,8 @@
 //! - [`stats`]: medians and maxima over repeats.
 //! - [`churn`]: server memory under connect-and-leave churn (binary `bench-churn`).
 //! - [`publish_delay`]: live HLS publish-to-playlist delay (binary `bench-publish-delay`).
+//! - [`quality`]: server CPU per telemetry report and per remediation evaluation
+//!   (binary `bench-quality`).
 #![forbid(unsafe_code)]
 
 pub mod churn;
@@ -24,6 +26,7 @@ pub mod http;
 pub mod loadgen;
 pub mod procfs;
 pub mod publish_delay;
+pub mod quality;
 pub mod report;
 pub mod scenario;
 pub mod server;

@@ -535,12 +535,17 @@ impl Session {
     }
 
     fn telemetry(&mut self) -> String {
+        let buffering_ms = self.rng.below(10) * self.rng.below(60);
+        // One report in 50 carries a connection failure (issue 14's fields).
+        let failures = u64::from(self.rng.below(50) == 0);
         format!(
-            r#"{{"type":"telemetry","bitrate_kbps":{},"buffering_ms":{},"dropped_frames":{},"rtt_ms":{}}}"#,
+            r#"{{"type":"telemetry","bitrate_kbps":{},"buffering_ms":{},"buffering_ratio":{},"dropped_frames":{},"rtt_ms":{},"failures":{}}}"#,
             self.rng.between(800, 8000),
-            self.rng.below(10) * self.rng.below(60),
+            buffering_ms,
+            buffering_ms as f64 / 1000.0,
             self.rng.below(4),
             self.rng.between(8, 180),
+            failures,
         )
     }
 }

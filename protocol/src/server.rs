@@ -56,11 +56,21 @@ pub struct PollMessage {
 /// `results`: a poll's counts; `total` is their sum, `final` marks the last push.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct Results {
+    /// Broadcasters only, for a poll opened with a breakdown: the counts per value.
+    #[serde(default)]
+    pub breakdown: Option<ResultsBreakdown>,
     pub counts: Vec<u64>,
     #[serde(rename = "final")]
     pub last: bool,
     pub poll: String,
     pub total: u64,
+}
+
+/// A poll's counts per value of one profile field (`""`: viewers without a value).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResultsBreakdown {
+    pub counts: std::collections::BTreeMap<String, Vec<u64>>,
+    pub field: String,
 }
 
 /// A stream's live state, as `stream` messages carry it.
@@ -83,6 +93,16 @@ pub struct StreamMessage {
     pub stream: String,
 }
 
+/// `config`: the player configuration of the stream the viewer watches (logo, title,
+/// upcoming broadcasts, operator fields). Sent on `watch` and pushed on every change;
+/// `version` grows with each change, so a player can ignore an older one.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct ConfigMessage {
+    pub config: serde_json::Value,
+    pub stream: String,
+    pub version: u64,
+}
+
 /// `error`: the connection stays open; match on `code`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct ErrorMessage {
@@ -103,6 +123,7 @@ pub enum ServerMessage {
     Results(Results),
     Error(ErrorMessage),
     Stream(StreamMessage),
+    Config(ConfigMessage),
 }
 
 /// The `type` of each [`ServerMessage`] variant.
@@ -118,6 +139,7 @@ pub enum ServerKind {
     Results,
     Error,
     Stream,
+    Config,
 }
 
 impl ServerKind {
@@ -132,6 +154,7 @@ impl ServerKind {
             ServerKind::Results => "results",
             ServerKind::Error => "error",
             ServerKind::Stream => "stream",
+            ServerKind::Config => "config",
         }
     }
 }
@@ -211,6 +234,15 @@ impl ServerMessage {
         })
     }
 
+    /// A stream's player configuration (`config` is a JSON object).
+    pub fn config(stream: &str, version: u64, config: serde_json::Value) -> ServerMessage {
+        ServerMessage::Config(ConfigMessage {
+            config,
+            stream: stream.to_owned(),
+            version,
+        })
+    }
+
     pub fn kind(&self) -> ServerKind {
         match self {
             ServerMessage::Welcome(_) => ServerKind::Welcome,
@@ -222,6 +254,7 @@ impl ServerMessage {
             ServerMessage::Results(_) => ServerKind::Results,
             ServerMessage::Error(_) => ServerKind::Error,
             ServerMessage::Stream(_) => ServerKind::Stream,
+            ServerMessage::Config(_) => ServerKind::Config,
         }
     }
 
@@ -234,6 +267,7 @@ impl ServerMessage {
 impl Results {
     pub fn new(poll: &str, counts: &[u64], last: bool) -> Results {
         Results {
+            breakdown: None,
             counts: counts.to_vec(),
             last,
             poll: poll.to_owned(),
@@ -314,6 +348,14 @@ impl Serialize for ServerMessage {
                 m.serialize_entry("type", "stream")?;
                 m.end()
             }
+            ServerMessage::Config(c) => {
+                let mut m = s.serialize_map(Some(4))?;
+                m.serialize_entry("config", &c.config)?;
+                m.serialize_entry("stream", &c.stream)?;
+                m.serialize_entry("type", "config")?;
+                m.serialize_entry("version", &c.version)?;
+                m.end()
+            }
         }
     }
 }
@@ -321,7 +363,10 @@ impl Serialize for ServerMessage {
 impl Serialize for Results {
     /// The `results` message, `"type"` included (the same bytes go to viewers and broadcasters).
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(Some(5))?;
+        let mut m = s.serialize_map(Some(5 + usize::from(self.breakdown.is_some())))?;
+        if let Some(b) = &self.breakdown {
+            m.serialize_entry("breakdown", b)?;
+        }
         m.serialize_entry("counts", &self.counts)?;
         m.serialize_entry("final", &self.last)?;
         m.serialize_entry("poll", &self.poll)?;
@@ -338,12 +383,20 @@ pub struct BroadcasterWelcome {
     pub stream: String,
 }
 
+/// `remediation`: a remediation rule acted on a group, or its action was reverted (the
+/// event as `GET /api/remediations` lists it).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct RemediationMessage {
+    pub event: serde_json::Value,
+}
+
 /// A message the server sends a broadcaster.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum BroadcasterMessage {
     Welcome(BroadcasterWelcome),
     Results(Results),
+    Remediation(RemediationMessage),
 }
 
 impl BroadcasterMessage {
@@ -371,6 +424,12 @@ impl Serialize for BroadcasterMessage {
                 m.end()
             }
             BroadcasterMessage::Results(r) => r.serialize(s),
+            BroadcasterMessage::Remediation(r) => {
+                let mut m = s.serialize_map(Some(2))?;
+                m.serialize_entry("event", &r.event)?;
+                m.serialize_entry("type", "remediation")?;
+                m.end()
+            }
         }
     }
 }
@@ -412,6 +471,16 @@ mod tests {
         for msg in [
             BroadcasterMessage::welcome("main"),
             BroadcasterMessage::Results(Results::new("p", &[3, 4], false)),
+            BroadcasterMessage::Results(Results {
+                breakdown: Some(ResultsBreakdown {
+                    field: "os".into(),
+                    counts: [("ios".to_owned(), vec![3, 1]), ("".to_owned(), vec![0, 3])].into(),
+                }),
+                ..Results::new("p", &[3, 4], false)
+            }),
+            BroadcasterMessage::Remediation(RemediationMessage {
+                event: json!({"id": "r1", "action": "applied", "group": "g1"}),
+            }),
         ] {
             let text = msg.to_json();
             let value: Value = serde_json::from_str(&text).unwrap();

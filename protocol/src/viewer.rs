@@ -34,6 +34,10 @@ fn cut(s: &str, max: usize) -> &str {
 }
 
 /// Connection-quality telemetry from a player. Absent or non-numeric numbers are `None`.
+///
+/// `buffering_ms`, `dropped_frames` and `failures` count what happened since the player's
+/// previous report; `bitrate_kbps`, `buffering_ratio` (share of that time spent buffering,
+/// 0 to 1) and `rtt_ms` describe it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct Telemetry {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -44,6 +48,12 @@ pub struct Telemetry {
     pub dropped_frames: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rtt_ms: Option<f64>,
+    /// Connection failures (failed segment or manifest loads, reconnects) since the last report.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failures: Option<f64>,
+    /// Share of the time since the last report spent buffering, 0 to 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub buffering_ratio: Option<f64>,
 }
 
 /// `hello`: profile fields, each as sent (the shard trims and normalises them); `None` when
@@ -314,7 +324,7 @@ struct Raw<'a> {
     /// `choice` as `Value::as_i64` reads it.
     choice: Option<i64>,
     /// Telemetry numbers, indexed by [`NumField`], as `Value::as_f64` reads them.
-    nums: [Option<f64>; 4],
+    nums: [Option<f64>; 6],
 }
 
 #[derive(Clone, Copy)]
@@ -333,6 +343,8 @@ enum NumField {
     BufferingMs,
     DroppedFrames,
     RttMs,
+    Failures,
+    BufferingRatio,
 }
 
 impl<'de> Deserialize<'de> for Raw<'de> {
@@ -377,6 +389,8 @@ impl<'de> Visitor<'de> for RawVisitor {
                         "buffering_ms" => NumField::BufferingMs,
                         "dropped_frames" => NumField::DroppedFrames,
                         "rtt_ms" => NumField::RttMs,
+                        "failures" => NumField::Failures,
+                        "buffering_ratio" => NumField::BufferingRatio,
                         _ => continue,
                     };
                     raw.nums[num as usize] = value.as_f64();
@@ -436,7 +450,8 @@ impl<'a> Raw<'a> {
                 Cow::Owned(o) => field(&o).map(|f| Cow::Owned(f.into())),
             }
         };
-        let [bitrate_kbps, buffering_ms, dropped_frames, rtt_ms] = self.nums;
+        let [bitrate_kbps, buffering_ms, dropped_frames, rtt_ms, failures, buffering_ratio] =
+            self.nums;
         Ok(match kind {
             ViewerKind::Hello => ViewerMessage::Hello(Hello {
                 app_version,
@@ -458,6 +473,8 @@ impl<'a> Raw<'a> {
                 buffering_ms,
                 dropped_frames,
                 rtt_ms,
+                failures,
+                buffering_ratio,
             }),
         })
     }

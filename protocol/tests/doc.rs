@@ -165,7 +165,7 @@ fn every_documented_message_parses_and_every_variant_is_documented() {
     let viewer_kinds = variants::<ViewerKind>();
     let server_kinds = variants::<ServerKind>();
     assert_eq!(viewer_kinds.len(), 5, "{viewer_kinds:?}");
-    assert_eq!(server_kinds.len(), 9, "{server_kinds:?}");
+    assert_eq!(server_kinds.len(), 10, "{server_kinds:?}");
     for k in &viewer_kinds {
         assert!(
             viewer_seen.contains(k),

@@ -13,7 +13,7 @@ enum Outcome {
     Ping,
     Watch(String),
     Vote(String, i64),
-    Telemetry([Option<u64>; 4]),
+    Telemetry([Option<u64>; 6]),
 }
 
 /// The classification that ran on every viewer message before the typed protocol (kept as
@@ -54,7 +54,15 @@ fn reference(text: &str) -> Outcome {
             }
         }
         "telemetry" => Outcome::Telemetry(
-            ["bitrate_kbps", "buffering_ms", "dropped_frames", "rtt_ms"].map(num),
+            [
+                "bitrate_kbps",
+                "buffering_ms",
+                "dropped_frames",
+                "rtt_ms",
+                "failures",
+                "buffering_ratio",
+            ]
+            .map(num),
         ),
         other => {
             let mut end = other.len().min(MAX_FIELD_LEN);
@@ -79,8 +87,15 @@ fn typed(text: &str) -> Outcome {
         Ok(ViewerMessage::Watch { stream }) => Outcome::Watch(stream.into_owned()),
         Ok(ViewerMessage::Vote { poll, choice }) => Outcome::Vote(poll.into_owned(), choice),
         Ok(ViewerMessage::Telemetry(t)) => Outcome::Telemetry(
-            [t.bitrate_kbps, t.buffering_ms, t.dropped_frames, t.rtt_ms]
-                .map(|n| n.map(f64::to_bits)),
+            [
+                t.bitrate_kbps,
+                t.buffering_ms,
+                t.dropped_frames,
+                t.rtt_ms,
+                t.failures,
+                t.buffering_ratio,
+            ]
+            .map(|n| n.map(f64::to_bits)),
         ),
     }
 }
@@ -113,6 +128,8 @@ const CASES: &[&str] = &[
     r#"{"type":"vote","poll":"","choice":1}"#,
     r#"{"type":"telemetry","bitrate_kbps":4200,"buffering_ms":80.5,"dropped_frames":-2,"rtt_ms":"x"}"#,
     r#"{"type":"telemetry","rtt_ms":1e400}"#,
+    r#"{"type":"telemetry","failures":3,"buffering_ratio":0.25,"failures":"x"}"#,
+    r#"{"type":"telemetry","buffering_ratio":0.5,"failures":1}"#,
     r#"{"type":"telemetry","rtt_ms":18446744073709551616}"#,
     r#"{"type":"teleport"}"#,
     r#"{"type":""}"#,

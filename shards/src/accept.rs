@@ -33,6 +33,7 @@ use crate::hls_window;
 use crate::identity::{self, Identity, TokenError};
 use crate::limits::Admit;
 use crate::profile::Profile;
+use crate::proxy::{self, ProxyError, ProxyHeader};
 use crate::shard::Shard;
 use crate::stats::ShardStats;
 use crate::tls::Wire;
@@ -321,17 +322,28 @@ enum Incoming {
 
 /// A first request that passed the checks: an upgrade with its identity, or HLS.
 enum Accepted {
-    Upgrade(Box<http::UpgradeRequest>, Vec<u8>, Option<Box<Identity>>),
+    Upgrade(
+        Box<http::UpgradeRequest>,
+        Vec<u8>,
+        Option<Box<Identity>>,
+        Option<SocketAddr>,
+    ),
     Media(Vec<u8>),
 }
 
+/// Reads the first request. From a trusted balancer (`proxied`, plain connections only), a
+/// PROXY protocol header (v1 or v2) may come first: it is parsed and removed, and its source
+/// address returned.
 async fn read_request(
     max: usize,
     stream: &mut TcpStream,
     wire: &mut Wire,
-) -> Result<Incoming, Refusal> {
+    proxied: bool,
+) -> Result<(Incoming, Option<SocketAddr>), Refusal> {
     let mut buf = vec![0u8; 1024.min(max + 1)];
     let mut len = 0;
+    let mut expect_proxy = proxied && wire.is_plain();
+    let mut source = None;
     loop {
         if len == buf.len() {
             if buf.len() > max {
@@ -347,17 +359,36 @@ async fn read_request(
             return Err(Refusal::Gone);
         }
         len += n;
+        if expect_proxy {
+            match proxy::parse(&buf[..len]) {
+                Ok(None) => continue,
+                Ok(Some((header, used))) => {
+                    if let ProxyHeader::Source(a) = header {
+                        source = Some(a);
+                    }
+                    buf.copy_within(used..len, 0);
+                    len -= used;
+                }
+                Err(ProxyError::NotProxy) => {}
+                Err(ProxyError::Malformed(_)) => {
+                    return Err(
+                        HandshakeError::BadRequest("malformed PROXY protocol header").into(),
+                    )
+                }
+            }
+            expect_proxy = false;
+        }
         // HLS is served on plain connections (the media connection of a TLS page goes
         // through a TLS-terminating CDN or proxy for now); over TLS an `/hls/` target is
         // just a wrong upgrade path.
         if wire.is_plain() && hls_window::is_media_request(&buf[..len]) {
             buf.truncate(len);
-            return Ok(Incoming::Media(buf));
+            return Ok((Incoming::Media(buf), source));
         }
         match http::parse_upgrade(&buf[..len], max) {
             Ok(Some(req)) => {
                 let rest = buf[req.header_len..len].to_vec();
-                return Ok(Incoming::Upgrade(Box::new(req), rest));
+                return Ok((Incoming::Upgrade(Box::new(req), rest), source));
             }
             Ok(None) => continue,
             Err(e) => return Err(e.into()),
@@ -387,10 +418,16 @@ async fn handshake(shard: Rc<Shard>, mut stream: TcpStream, mut wire: Wire, mut 
     } else {
         shard.config.handshake_timeout.min(REFUSAL_TIMEOUT)
     };
+    let proxied = proxy::is_trusted(&shard.config.trusted_proxies, peer.ip());
     let outcome = future::or(
         async {
-            let incoming =
-                read_request(shard.config.max_header_bytes, &mut stream, &mut wire).await?;
+            let (incoming, source) = read_request(
+                shard.config.max_header_bytes,
+                &mut stream,
+                &mut wire,
+                proxied,
+            )
+            .await?;
             if let Incoming::Upgrade(req, _) = &incoming {
                 if req.path != shard.config.path {
                     return Err(HandshakeError::NotFound.into());
@@ -407,7 +444,7 @@ async fn handshake(shard: Rc<Shard>, mut stream: TcpStream, mut wire: Wire, mut 
             match incoming {
                 Incoming::Upgrade(req, rest) => {
                     let identity = identify(&shard, &req)?;
-                    Ok(Accepted::Upgrade(req, rest, identity))
+                    Ok(Accepted::Upgrade(req, rest, identity, source))
                 }
                 Incoming::Media(bytes) => Ok(Accepted::Media(bytes)),
             }
@@ -418,8 +455,8 @@ async fn handshake(shard: Rc<Shard>, mut stream: TcpStream, mut wire: Wire, mut 
         },
     )
     .await;
-    let (req, mut rest, identity) = match outcome {
-        Ok(Accepted::Upgrade(req, rest, identity)) => (*req, rest, identity),
+    let (req, mut rest, identity, source) = match outcome {
+        Ok(Accepted::Upgrade(req, rest, identity, source)) => (*req, rest, identity, source),
         Ok(Accepted::Media(bytes)) => return hls::serve(shard, stream, bytes, seat).await,
         Err(Refusal::Gone) => {
             ShardStats::add(&shard.stats.handshake_aborted, 1);
@@ -441,15 +478,27 @@ async fn handshake(shard: Rc<Shard>, mut stream: TcpStream, mut wire: Wire, mut 
 
     let viewer = shard.mint_viewer();
     let query = http::parse_query(&req.query);
+    // Behind a trusted balancer, the client is the PROXY source or X-Forwarded-For's.
+    let client = if proxied {
+        let forwarded = req.forwarded_for.as_deref();
+        proxy::client_address(peer, source, forwarded, &shard.config.trusted_proxies)
+    } else {
+        peer
+    };
     let profile = Profile::from_handshake(
         viewer,
-        peer,
+        client,
         req.user_agent.as_deref(),
         req.accept_language.as_deref(),
         &query,
         unix_ms(),
     );
     let mut profile = profile;
+    profile.country = shard
+        .config
+        .geo
+        .as_ref()
+        .and_then(|g| g.country(client.ip()));
     if let Some(id) = &identity {
         profile.sub = Some(id.sub.clone());
         profile.tags.extend(id.tags.iter().cloned());

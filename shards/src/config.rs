@@ -49,6 +49,10 @@ pub struct ShardConfig {
     /// Per-address connection cap and handshake rate, one state shared by every shard;
     /// `None` (or inactive limits) checks nothing.
     pub addresses: Option<std::sync::Arc<crate::limits::AddressLimits>>,
+    /// Load balancers whose PROXY protocol header and `X-Forwarded-For` are believed.
+    pub trusted_proxies: std::sync::Arc<[crate::proxy::Cidr]>,
+    /// The country database, if one was opened.
+    pub geo: Option<std::sync::Arc<crate::geo::GeoDb>>,
 }
 
 impl Default for ShardConfig {
@@ -72,6 +76,8 @@ impl Default for ShardConfig {
             hls_idle_timeout: Duration::from_secs(30),
             identity: None,
             addresses: None,
+            trusted_proxies: std::sync::Arc::new([]),
+            geo: None,
         }
     }
 }

@@ -584,8 +584,10 @@ mod tests {
     /// here is multiplied by millions of connections. Raise it deliberately, with a reason.
     #[test]
     fn idle_connection_state_fits_its_budget() {
+        // 592: the TLS session and the viewer's identity (two boxed options, issue 15) joined
+        // a Conn whose profile gained `country` (issue 14); issue 18 is to shrink all of it.
         assert!(
-            size_of::<super::Conn>() <= 576,
+            size_of::<super::Conn>() <= 592,
             "Conn is {}",
             size_of::<super::Conn>()
         );

@@ -7,9 +7,12 @@
 //! [`proto`] over lock-free channels.
 //!
 //! - [`profile`]: viewer profiles, User-Agent classification, group predicates.
+//! - [`proxy`]: PROXY protocol v1/v2 and `X-Forwarded-For` from trusted balancers (pure);
+//!   [`geo`]: the country of an address (a MaxMind-format database).
 //! - [`bitset`]: the shard-local group membership bitmaps.
 //! - [`polls`]: vote validation and the shard's signed share of each poll's count.
 //! - [`proto`]: shard <-> application core messages.
+//! - [`telemetry`]: telemetry folded per group on the shard (pure), reported as deltas.
 //! - [`config`], [`stats`]: settings and live counters.
 //! - [`identity`]: viewer tokens (JWT); [`limits`]: per-address connection cap and handshake
 //!   rate, shared by every shard.
@@ -34,6 +37,7 @@ pub mod config;
 mod conn;
 mod driver;
 pub mod frames;
+pub mod geo;
 mod hls;
 pub mod hls_window;
 pub mod identity;
@@ -42,10 +46,12 @@ mod logic;
 pub mod polls;
 pub mod profile;
 pub mod proto;
+pub mod proxy;
 mod runtime;
 mod shard;
 pub mod stats;
 pub mod sync;
+pub mod telemetry;
 mod tls;
 
 pub use accept::REFUSALS_PER_SHARD;

@@ -14,17 +14,20 @@ use crate::config::ShardConfig;
 use crate::conn::State;
 use crate::polls::{Polls, ViewerVotes, VoteError};
 use crate::profile::{Predicate, Profile};
-use crate::proto::{GroupId, PollSeq, Slot};
+use crate::proto::{GroupId, PollSeq, Slot, Telemetry};
+use crate::telemetry::Partials;
 
 struct Group {
     predicate: Arc<Predicate>,
     members: Bitset,
 }
 
-/// Groups and polls of one shard.
+/// Groups, polls and telemetry partials of one shard.
 pub(crate) struct Core {
     groups: BTreeMap<GroupId, Group>,
     pub polls: Polls,
+    /// Telemetry folded per group since the last report to the application core.
+    pub telemetry: Partials<GroupId>,
 }
 
 impl Core {
@@ -47,6 +50,7 @@ impl Core {
         Core {
             groups,
             polls: Polls::new(closed),
+            telemetry: Partials::default(),
         }
     }
 
@@ -88,6 +92,7 @@ impl Core {
     pub fn drop_group(&mut self, id: GroupId) {
         if id != GroupId::GLOBAL {
             self.groups.remove(&id);
+            self.telemetry.forget(id);
         }
     }
 
@@ -111,18 +116,44 @@ impl Core {
         Ok((seq, choice as u8)) // checked: 0 <= choice < choices <= u8::MAX
     }
 
+    /// A viewer's telemetry report, folded into every group it is a member of now: one
+    /// bitmap test per group, nothing per other viewer.
+    pub fn report(&mut self, slot: Slot, t: &Telemetry) {
+        let groups = self
+            .groups
+            .iter()
+            .filter(|(_, g)| g.members.contains(slot))
+            .map(|(&id, _)| id);
+        self.telemetry.record(groups, t);
+    }
+
     /// A viewer's vote: checked against the poll and its audience, counted into this shard's
     /// tally (moving the viewer's earlier choice) and recorded in `votes`.
+    ///
+    /// With a breakdown, the vote counts under the voter's value of the field now (`""`
+    /// without one), and a changed vote moves out of the value it was counted under.
     pub fn vote(
         &mut self,
         slot: Slot,
         votes: &mut ViewerVotes,
+        profile: &Profile,
         poll: &str,
         choice: i64,
     ) -> Result<(PollSeq, u8), VoteError> {
         let (seq, choice) = self.check_vote(slot, poll, choice)?;
-        self.polls.count(seq, votes.choice(seq), choice);
+        let value = self
+            .polls
+            .breakdown(seq)
+            .and_then(|f| profile.value(f))
+            .unwrap_or("");
+        let value = self.polls.key(seq, value);
+        // A vote restored from another shard has no value here: it moves out of today's.
+        let previous = votes
+            .choice(seq)
+            .map(|c| (c, votes.value(seq).unwrap_or(value)));
+        self.polls.count(seq, previous, choice, value);
         votes.set(seq, choice);
+        votes.set_value(seq, value);
         Ok((seq, choice))
     }
 }
@@ -218,24 +249,61 @@ mod tests {
             clauses: vec![(Field::Stream, vec!["main".into()])],
         };
         core.define_group(audience, Arc::new(pred), [(0, &a), (1, &b)]);
-        core.polls.open("p1".into(), 1, 3, audience);
+        core.polls.open("p1".into(), 1, 3, audience, None);
         let (mut va, mut vb) = (ViewerVotes::default(), ViewerVotes::default());
         assert_eq!(
-            core.vote(0, &mut va, "nope", 0),
+            core.vote(0, &mut va, &a, "nope", 0),
             Err(VoteError::UnknownPoll)
         );
-        assert_eq!(core.vote(0, &mut va, "p1", 3), Err(VoteError::BadChoice));
         assert_eq!(
-            core.vote(1, &mut vb, "p1", 0),
+            core.vote(0, &mut va, &a, "p1", 3),
+            Err(VoteError::BadChoice)
+        );
+        assert_eq!(
+            core.vote(1, &mut vb, &b, "p1", 0),
             Err(VoteError::NotInAudience)
         );
-        assert_eq!(core.vote(0, &mut va, "p1", 2), Ok((1, 2)));
-        assert_eq!(core.vote(0, &mut va, "p1", 0), Ok((1, 0)), "a changed vote");
+        assert_eq!(core.vote(0, &mut va, &a, "p1", 2), Ok((1, 2)));
+        assert_eq!(
+            core.vote(0, &mut va, &a, "p1", 0),
+            Ok((1, 0)),
+            "a changed vote"
+        );
         assert_eq!(va.choice(1), Some(0));
         assert_eq!(vb.choice(1), None, "a refused vote changes nothing");
-        assert_eq!(core.polls.take_dirty(), vec![(1, vec![1, 0, 0])]);
-        assert_eq!(core.polls.close(1), Some(vec![1, 0, 0]));
-        assert_eq!(core.vote(0, &mut va, "p1", 1), Err(VoteError::Closed));
+        assert_eq!(core.polls.take_dirty(), vec![(1, vec![1, 0, 0], vec![])]);
+        assert_eq!(core.polls.close(1), Some((vec![1, 0, 0], vec![])));
+        assert_eq!(core.vote(0, &mut va, &a, "p1", 1), Err(VoteError::Closed));
+    }
+
+    #[test]
+    fn telemetry_goes_to_the_reporters_groups_only() {
+        let mut core = Core::new();
+        let (a, b) = (profile(1, Some("main")), profile(2, Some("other")));
+        core.regroup(0, &a);
+        core.regroup(1, &b);
+        core.define_group(
+            GroupId(5),
+            Arc::new(Predicate::stream("main")),
+            [(0, &a), (1, &b)],
+        );
+        let t = Telemetry {
+            failures: Some(2.0),
+            ..Telemetry::default()
+        };
+        core.report(0, &t);
+        core.report(1, &t);
+        let deltas = core.telemetry.take();
+        let reports: Vec<(GroupId, u64)> = deltas.iter().map(|(g, a)| (*g, a.reports)).collect();
+        assert_eq!(reports, vec![(GroupId::GLOBAL, 2), (GroupId(5), 1)]);
+        core.report(0, &t);
+        core.drop_group(GroupId(5));
+        let reports: Vec<GroupId> = core.telemetry.take().into_iter().map(|(g, _)| g).collect();
+        assert_eq!(
+            reports,
+            vec![GroupId::GLOBAL],
+            "a dropped group's delta is forgotten"
+        );
     }
 
     #[test]

@@ -5,10 +5,25 @@
 //! shard where it happens: +1 for the new choice and -1 for the old one. A viewer's earlier
 //! vote may have been counted on another shard before the viewer resumed here, so a shard's
 //! tally can hold negative entries; the sum over shards is the exact count.
+//!
+//! A poll opened with a breakdown field (country, os...) also counts, the same way, per value
+//! of that field: a vote is counted under its voter's value when it is cast, and a changed
+//! vote moves out of the value it was counted under (remembered with the vote). The sum over
+//! shards of each value's tally is exact, except for one case: a vote cast before a resume
+//! on another shard, changed after it by a viewer whose value differs on the new connection,
+//! moves out of the new value (the earlier shard's value is not carried); totals stay exact.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
+use crate::profile::Field;
+pub use crate::proto::Breakdown;
 use crate::proto::{GroupId, PollSeq, Vote};
+
+/// Most distinct breakdown values a shard counts per poll; votes under further values count
+/// under [`OTHER`] (free-form fields such as `region` could otherwise grow without bound).
+pub const MAX_BREAKDOWN_VALUES: usize = 256;
+/// The breakdown key of values past [`MAX_BREAKDOWN_VALUES`].
+pub const OTHER: &str = "~other";
 
 /// One poll as a shard knows it.
 #[derive(Debug, Clone)]
@@ -20,6 +35,10 @@ pub struct ShardPoll {
     pub open: bool,
     /// This shard's share of the count, per choice.
     pub tally: Vec<i64>,
+    /// The field results are broken down by, if any.
+    pub breakdown: Option<Field>,
+    /// This shard's share of the count per value of `breakdown`.
+    pub by_value: BTreeMap<Box<str>, Vec<i64>>,
     /// Changed since the last report to the application core.
     pub dirty: bool,
 }
@@ -77,7 +96,14 @@ impl Polls {
         }
     }
 
-    pub fn open(&mut self, id: Box<str>, seq: PollSeq, choices: u8, audience: GroupId) {
+    pub fn open(
+        &mut self,
+        id: Box<str>,
+        seq: PollSeq,
+        choices: u8,
+        audience: GroupId,
+        breakdown: Option<Field>,
+    ) {
         self.ids.insert(seq, id.clone());
         self.by_id.insert(
             id,
@@ -87,18 +113,45 @@ impl Polls {
                 audience,
                 open: true,
                 tally: vec![0; choices as usize],
+                breakdown,
+                by_value: BTreeMap::new(),
                 dirty: false,
             },
         );
     }
 
-    /// Stops accepting votes; returns the final tally.
-    pub fn close(&mut self, seq: PollSeq) -> Option<Vec<i64>> {
+    /// Stops accepting votes; returns the final tally and breakdown.
+    pub fn close(&mut self, seq: PollSeq) -> Option<(Vec<i64>, Breakdown)> {
         let id = self.ids.get(&seq)?;
         let poll = self.by_id.get_mut(id)?;
         poll.open = false;
         poll.dirty = false;
-        Some(poll.tally.clone())
+        Some((poll.tally.clone(), breakdown_of(poll)))
+    }
+
+    /// The key a vote with breakdown `value` counts under: the value itself, or [`OTHER`]
+    /// once the poll has [`MAX_BREAKDOWN_VALUES`] others.
+    pub fn key<'a>(&self, seq: PollSeq, value: &'a str) -> &'a str {
+        let full = self
+            .ids
+            .get(&seq)
+            .and_then(|id| self.by_id.get(id))
+            .is_some_and(|p| {
+                p.by_value.len() >= MAX_BREAKDOWN_VALUES && !p.by_value.contains_key(value)
+            });
+        if full {
+            OTHER
+        } else {
+            value
+        }
+    }
+
+    /// The breakdown field of poll `seq`, if it has one.
+    pub fn breakdown(&self, seq: PollSeq) -> Option<Field> {
+        self.ids
+            .get(&seq)
+            .and_then(|id| self.by_id.get(id))
+            .and_then(|p| p.breakdown)
     }
 
     /// Frees a closed poll's tally, keeping its id (bounded) so late votes learn it closed.
@@ -108,6 +161,7 @@ impl Polls {
         };
         poll.open = false;
         poll.tally = Vec::new();
+        poll.by_value = BTreeMap::new();
         self.retired.push_back(seq);
         while self.retired.len() > CLOSED_KEPT {
             if let Some(old) = self.retired.pop_front() {
@@ -137,31 +191,47 @@ impl Polls {
         Ok((poll.seq, poll.audience))
     }
 
-    /// Counts a viewer's vote: `previous` is the choice it had (counted here or elsewhere).
-    pub fn count(&mut self, seq: PollSeq, previous: Option<u8>, choice: u8) {
+    /// Counts a viewer's vote: `previous` is the choice it had (counted here or elsewhere)
+    /// and the breakdown value it was counted under; `value` is the voter's value now (both
+    /// ignored without a breakdown).
+    pub fn count(&mut self, seq: PollSeq, previous: Option<(u8, &str)>, choice: u8, value: &str) {
         let Some(poll) = self.ids.get(&seq).and_then(|id| self.by_id.get_mut(id)) else {
             return;
         };
-        if previous == Some(choice) {
+        if previous == Some((choice, value)) {
             return;
         }
-        if let Some(p) = previous.and_then(|p| poll.tally.get_mut(p as usize)) {
-            *p -= 1;
+        let n = poll.tally.len();
+        let breakdown = poll.breakdown.is_some();
+        let mut add = |choice: u8, value: &str, delta: i64| {
+            if let Some(c) = poll.tally.get_mut(choice as usize) {
+                *c += delta;
+            }
+            if breakdown {
+                let row = poll
+                    .by_value
+                    .entry(value.into())
+                    .or_insert_with(|| vec![0; n]);
+                if let Some(c) = row.get_mut(choice as usize) {
+                    *c += delta;
+                }
+            }
+        };
+        if let Some((p, old)) = previous {
+            add(p, old, -1);
         }
-        if let Some(c) = poll.tally.get_mut(choice as usize) {
-            *c += 1;
-        }
+        add(choice, value, 1);
         poll.dirty = true;
     }
 
-    /// Tallies changed since the last call, for the periodic report.
-    pub fn take_dirty(&mut self) -> Vec<(PollSeq, Vec<i64>)> {
+    /// Tallies (and breakdowns) changed since the last call, for the periodic report.
+    pub fn take_dirty(&mut self) -> Vec<(PollSeq, Vec<i64>, Breakdown)> {
         self.by_id
             .values_mut()
             .filter(|p| p.dirty && p.open)
             .map(|p| {
                 p.dirty = false;
-                (p.seq, p.tally.clone())
+                (p.seq, p.tally.clone(), breakdown_of(p))
             })
             .collect()
     }
@@ -174,13 +244,34 @@ impl Polls {
     }
 }
 
-/// One viewer's current choice in each poll it voted in (a few entries: a small vector).
+fn breakdown_of(p: &ShardPoll) -> Breakdown {
+    p.by_value
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+/// One viewer's current choice in each poll it voted in (a few entries: a small vector), and
+/// the breakdown value each vote cast on this connection was counted under.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct ViewerVotes(Vec<Vote>);
+pub struct ViewerVotes(Vec<Vote>, Vec<(PollSeq, Box<str>)>);
 
 impl ViewerVotes {
     pub fn new(votes: Vec<Vote>) -> ViewerVotes {
-        ViewerVotes(votes)
+        ViewerVotes(votes, Vec::new())
+    }
+
+    /// The breakdown value the vote in poll `seq` was counted under on this connection.
+    pub fn value(&self, seq: PollSeq) -> Option<&str> {
+        self.1.iter().find(|(s, _)| *s == seq).map(|(_, v)| &**v)
+    }
+
+    /// Records the breakdown value of the vote in poll `seq`.
+    pub fn set_value(&mut self, seq: PollSeq, value: &str) {
+        match self.1.iter_mut().find(|(s, _)| *s == seq) {
+            Some(v) => v.1 = value.into(),
+            None => self.1.push((seq, value.into())),
+        }
     }
 
     /// The choice in poll `seq`, if any.
@@ -199,10 +290,12 @@ impl ViewerVotes {
     /// Forgets poll `seq` (dropped).
     pub fn forget(&mut self, seq: PollSeq) {
         self.0.retain(|(s, _)| *s != seq);
+        self.1.retain(|(s, _)| *s != seq);
     }
 
     /// Every vote, leaving none.
     pub fn take(&mut self) -> Vec<Vote> {
+        self.1.clear();
         std::mem::take(&mut self.0)
     }
 }
@@ -222,24 +315,24 @@ mod tests {
     #[test]
     fn votes_count_once_and_changes_move_counts() {
         let mut p = Polls::default();
-        p.open("p1".into(), 1, 3, GroupId(5));
+        p.open("p1".into(), 1, 3, GroupId(5), None);
         assert_eq!(p.check("p1", 2), Ok((1, GroupId(5))));
         assert_eq!(p.check("p1", 3), Err(VoteError::BadChoice));
         assert_eq!(p.check("p1", -1), Err(VoteError::BadChoice));
         assert_eq!(p.check("nope", 0), Err(VoteError::UnknownPoll));
-        p.count(1, None, 0);
-        p.count(1, None, 0);
-        p.count(1, Some(0), 2); // a changed vote: total stays 2
-        p.count(1, Some(2), 2); // the same vote again changes nothing
-        assert_eq!(p.take_dirty(), vec![(1, vec![1, 0, 1])]);
+        p.count(1, None, 0, "");
+        p.count(1, None, 0, "");
+        p.count(1, Some((0, "")), 2, ""); // a changed vote: total stays 2
+        p.count(1, Some((2, "")), 2, ""); // the same vote again changes nothing
+        assert_eq!(p.take_dirty(), vec![(1, vec![1, 0, 1], vec![])]);
         assert!(p.take_dirty().is_empty());
-        assert_eq!(p.close(1), Some(vec![1, 0, 1]));
+        assert_eq!(p.close(1), Some((vec![1, 0, 1], vec![])));
         assert_eq!(p.check("p1", 0), Err(VoteError::Closed));
         assert!(!p.is_open(1));
         p.retire(1);
         assert_eq!(p.check("p1", 0), Err(VoteError::Closed));
         for seq in 2..(CLOSED_KEPT as u32 + 3) {
-            p.open(format!("q{seq}").into(), seq, 2, GroupId(1));
+            p.open(format!("q{seq}").into(), seq, 2, GroupId(1), None);
             p.close(seq);
             p.retire(seq);
         }
@@ -254,13 +347,40 @@ mod tests {
     fn a_resumed_viewer_moves_a_vote_counted_elsewhere() {
         // Shard A counted the first vote; the viewer resumed on shard B and changed it.
         let (mut a, mut b) = (Polls::default(), Polls::default());
-        a.open("p".into(), 7, 2, GroupId(1));
-        b.open("p".into(), 7, 2, GroupId(1));
-        a.count(7, None, 0);
-        b.count(7, Some(0), 1);
-        let (ta, tb) = (a.close(7).unwrap(), b.close(7).unwrap());
+        a.open("p".into(), 7, 2, GroupId(1), None);
+        b.open("p".into(), 7, 2, GroupId(1), None);
+        a.count(7, None, 0, "");
+        b.count(7, Some((0, "")), 1, "");
+        let (ta, tb) = (a.close(7).unwrap().0, b.close(7).unwrap().0);
         let merged: Vec<i64> = ta.iter().zip(&tb).map(|(x, y)| x + y).collect();
         assert_eq!(merged, vec![0, 1]);
+    }
+
+    #[test]
+    fn breakdowns_count_per_value_and_move_out_of_the_old_value() {
+        let mut p = Polls::default();
+        p.open("p".into(), 1, 2, GroupId(1), Some(Field::Region));
+        assert_eq!(p.breakdown(1), Some(Field::Region));
+        p.count(1, None, 0, "HU");
+        p.count(1, None, 1, "DE");
+        p.count(1, None, 1, "");
+        // The HU voter changed region (hello) and then its vote.
+        p.count(1, Some((0, "HU")), 1, "AT");
+        let (_, tally, breakdown) = p.take_dirty().remove(0);
+        assert_eq!(tally, vec![0, 3]);
+        let as_map: std::collections::BTreeMap<&str, Vec<i64>> =
+            breakdown.iter().map(|(k, v)| (&**k, v.clone())).collect();
+        assert_eq!(as_map[""], vec![0, 1]);
+        assert_eq!(as_map["AT"], vec![0, 1]);
+        assert_eq!(as_map["DE"], vec![0, 1]);
+        assert_eq!(as_map["HU"], vec![0, 0]);
+        for n in 0..MAX_BREAKDOWN_VALUES {
+            let v = format!("R{n}");
+            let key = p.key(1, &v).to_owned();
+            p.count(1, None, 0, &key);
+        }
+        assert_eq!(p.key(1, "HU"), "HU", "a known value keeps its row");
+        assert_eq!(p.key(1, "NEW"), OTHER);
     }
 
     #[test]
@@ -270,9 +390,12 @@ mod tests {
         v.set(1, 2);
         v.set(4, 0);
         v.set(1, 1);
+        v.set_value(1, "HU");
         assert_eq!(v.choice(1), Some(1));
+        assert_eq!(v.value(1), Some("HU"));
         v.forget(1);
         assert_eq!(v.choice(1), None);
+        assert_eq!(v.value(1), None);
         assert_eq!(v.take(), vec![(4, 0)]);
         assert_eq!(v, ViewerVotes::default());
     }

@@ -140,6 +140,10 @@ pub struct Profile {
     pub device: Device,
     pub language: Option<Box<str>>,
     pub region: Option<Box<str>>,
+    /// ISO country code from the viewer's address (geolocation), if a database knows it.
+    /// Three bytes: it fits in the padding the enums above leave.
+    #[serde(default)]
+    pub country: Option<CountryCode>,
     pub stream: Option<Box<str>>,
     pub app_version: Option<Box<str>>,
     pub hardware: Option<Box<str>>,
@@ -182,6 +186,7 @@ impl Profile {
             device,
             language: accept_language.and_then(primary_language),
             region: None,
+            country: None,
             stream: None,
             app_version: None,
             hardware: None,
@@ -225,6 +230,22 @@ impl Profile {
         }
     }
 
+    /// The value of a single-valued field (`None` when absent, and for `tag`, which has many).
+    pub fn value(&self, field: Field) -> Option<&str> {
+        match field {
+            Field::Os => Some(self.os.as_str()),
+            Field::Browser => Some(self.browser.as_str()),
+            Field::Device => Some(self.device.as_str()),
+            Field::Region => self.region.as_deref(),
+            Field::Country => self.country.as_ref().map(CountryCode::as_str),
+            Field::Language => self.language.as_deref(),
+            Field::Stream => self.stream.as_deref(),
+            Field::AppVersion => self.app_version.as_deref(),
+            Field::Hardware => self.hardware.as_deref(),
+            Field::Tag => None,
+        }
+    }
+
     /// The value(s) of a predicate field for this profile.
     fn matches(&self, field: Field, accepted: &[Box<str>]) -> bool {
         let one = |value: Option<&str>| value.is_some_and(|v| accepted.iter().any(|a| **a == *v));
@@ -233,12 +254,49 @@ impl Profile {
             Field::Browser => one(Some(self.browser.as_str())),
             Field::Device => one(Some(self.device.as_str())),
             Field::Region => one(self.region.as_deref()),
+            Field::Country => one(self.country.as_ref().map(CountryCode::as_str)),
             Field::Language => one(self.language.as_deref()),
             Field::Stream => one(self.stream.as_deref()),
             Field::AppVersion => one(self.app_version.as_deref()),
             Field::Hardware => one(self.hardware.as_deref()),
             Field::Tag => self.tags.iter().any(|t| one(Some(t))),
         }
+    }
+}
+
+/// A two-letter ISO 3166 country code, upper case.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct CountryCode([u8; 2]);
+
+impl CountryCode {
+    /// Two ASCII letters, in any case.
+    pub fn parse(code: &str) -> Option<CountryCode> {
+        match code.as_bytes() {
+            &[a, b] if a.is_ascii_alphabetic() && b.is_ascii_alphabetic() => Some(CountryCode([
+                a.to_ascii_uppercase(),
+                b.to_ascii_uppercase(),
+            ])),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        // Two ASCII letters by construction.
+        std::str::from_utf8(&self.0).unwrap_or("")
+    }
+}
+
+impl TryFrom<String> for CountryCode {
+    type Error = String;
+    fn try_from(s: String) -> Result<CountryCode, String> {
+        CountryCode::parse(&s).ok_or_else(|| format!("not a country code: {s:?}"))
+    }
+}
+
+impl From<CountryCode> for String {
+    fn from(c: CountryCode) -> String {
+        c.as_str().to_owned()
     }
 }
 
@@ -250,6 +308,7 @@ pub enum Field {
     Browser,
     Device,
     Region,
+    Country,
     Language,
     Stream,
     AppVersion,
@@ -259,11 +318,12 @@ pub enum Field {
 
 impl Field {
     /// Every field, in the order the API documents them.
-    pub const ALL: [Field; 9] = [
+    pub const ALL: [Field; 10] = [
         Field::Os,
         Field::Browser,
         Field::Device,
         Field::Region,
+        Field::Country,
         Field::Language,
         Field::Stream,
         Field::AppVersion,
@@ -278,6 +338,7 @@ impl Field {
             "browser" => Field::Browser,
             "device" => Field::Device,
             "region" => Field::Region,
+            "country" => Field::Country,
             "language" => Field::Language,
             "stream" => Field::Stream,
             "app_version" => Field::AppVersion,
@@ -293,6 +354,7 @@ impl Field {
             Field::Browser => "browser",
             Field::Device => "device",
             Field::Region => "region",
+            Field::Country => "country",
             Field::Language => "language",
             Field::Stream => "stream",
             Field::AppVersion => "app_version",
@@ -307,7 +369,7 @@ impl Field {
             Field::Os | Field::Browser | Field::Device | Field::Language => {
                 value.trim().to_ascii_lowercase().into()
             }
-            Field::Region => value.trim().to_ascii_uppercase().into(),
+            Field::Region | Field::Country => value.trim().to_ascii_uppercase().into(),
             _ => value.trim().into(),
         }
     }

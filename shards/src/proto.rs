@@ -22,6 +22,9 @@ pub type PollSeq = u32;
 /// A viewer's vote: poll number and choice.
 pub type Vote = (PollSeq, u8);
 
+/// A shard's tally per value of a poll's breakdown field (`""`: no value).
+pub type Breakdown = Vec<(Box<str>, Vec<i64>)>;
+
 /// Identifies a group on every shard. [`GroupId::GLOBAL`] is built in: every open viewer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct GroupId(pub u32);
@@ -66,7 +69,15 @@ pub enum ShardEvent {
         seq: PollSeq,
         shard: u16,
         tally: Vec<i64>,
+        /// The same per value of the poll's breakdown field (empty without one).
+        breakdown: Breakdown,
         closed: bool,
+    },
+    /// This shard's telemetry since its last report, folded per group (coalesced, like
+    /// `PollTally`): the application core merges the deltas into its windows.
+    Telemetry {
+        shard: u16,
+        deltas: Vec<(GroupId, crate::telemetry::Aggregate)>,
     },
     /// A viewer message the application core answers.
     Request { at: ViewerRef, request: Request },
@@ -83,8 +94,6 @@ pub enum ShardEvent {
 pub enum Request {
     /// `{"type":"watch","stream":"S"}`.
     Watch { stream: Box<str> },
-    /// `{"type":"telemetry",...}`: connection quality numbers, aggregated per group.
-    Telemetry(Telemetry),
     /// A checked vote of an identified viewer, counted once per `sub` at the application
     /// core (not in the shard's tally).
     PersonVote {
@@ -152,6 +161,8 @@ pub enum ShardCommand {
         seq: PollSeq,
         choices: u8,
         audience: GroupId,
+        /// Count per value of this profile field too.
+        breakdown: Option<crate::profile::Field>,
     },
     /// Stop counting; the shard answers with its final `PollTally`.
     ClosePoll { seq: PollSeq },

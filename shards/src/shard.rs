@@ -29,10 +29,9 @@ use crate::frames;
 use crate::hls_window::Windows;
 use crate::logic::Core;
 use crate::logic::{keepalive, Keepalive};
-use crate::polls::ViewerVotes;
 use crate::profile::{profile_hash, Predicate, Profile, ViewerId};
 use crate::proto::{
-    Admission, Frame, GroupId, ProfileUpdate, Request, ShardCommand, ShardEvent, Slot, ViewerRef,
+    Frame, GroupId, ProfileUpdate, Request, ShardCommand, ShardEvent, Slot, ViewerRef,
 };
 use crate::stats::ShardStats;
 use crate::sync::{Notify, Signal};
@@ -41,6 +40,8 @@ use crate::sync::{Notify, Signal};
 const SCRATCH_BYTES: usize = 64 * 1024;
 /// Members written per fan-out step before the shard checks whether to yield.
 const FANOUT_CHUNK: usize = 256;
+
+mod delivery;
 
 pub(crate) struct Shard {
     pub index: u16,
@@ -66,7 +67,8 @@ pub(crate) struct Shard {
     drained: Notify,
     pub draining: Cell<bool>,
     ping_frame: Frame,
-    /// Raised by a counted vote: the tally reporter sleeps until there is something to report.
+    /// Raised by a counted vote or a telemetry report: the reporter sleeps until there is
+    /// something to report.
     tallies_dirty: Signal,
     /// The HLS windows this shard serves.
     pub hls: RefCell<Windows>,
@@ -176,12 +178,13 @@ impl Shard {
             ViewerMessage::Vote { poll, choice } => {
                 let counted = {
                     let mut votes = conn.votes.borrow_mut();
-                    self.core
-                        .borrow_mut()
-                        .vote(conn.slot, &mut votes, &poll, choice)
+                    let profile = conn.profile.borrow();
+                    let mut core = self.core.borrow_mut();
+                    core.vote(conn.slot, &mut votes, &profile, &poll, choice)
                 };
                 let reply = match counted {
                     Ok((_, choice)) => {
+                        ShardStats::add(&self.stats.votes, 1);
                         self.tallies_dirty.raise();
                         ServerMessage::voted(&poll, choice)
                     }
@@ -189,7 +192,11 @@ impl Shard {
                 };
                 conn.send(&env, &frames::encode(&reply));
             }
-            ViewerMessage::Telemetry(t) => self.request(conn, Request::Telemetry(t)),
+            ViewerMessage::Telemetry(t) => {
+                ShardStats::add(&self.stats.telemetry_reports, 1);
+                self.core.borrow_mut().report(conn.slot, &t);
+                self.tallies_dirty.raise();
+            }
         }
     }
 
@@ -300,76 +307,6 @@ impl Shard {
         )
     }
 
-    /// The application core's answer to a resume claim.
-    fn admit(&self, to: ViewerRef, admission: Admission, now: u32) {
-        let Some(conn) = self.conn(to).filter(|c| c.pending.get()) else {
-            // Gone before the answer: hand the identity back so its votes are not lost.
-            if let Some(restore) = admission.restore {
-                self.emit(ShardEvent::Left {
-                    at: ViewerRef {
-                        viewer: admission.viewer,
-                        ..to
-                    },
-                    votes: restore.votes,
-                });
-            }
-            return;
-        };
-        let resumed = admission.restore.is_some();
-        conn.viewer.set(admission.viewer);
-        {
-            let mut p = conn.profile.borrow_mut();
-            p.viewer = admission.viewer;
-            if let Some(r) = admission.restore {
-                p.stream = r.stream;
-                p.tags = r.tags;
-                p.app_version = r.app_version.or(p.app_version.take());
-                p.hardware = r.hardware.or(p.hardware.take());
-                if p.region.is_none() {
-                    p.region = r.region;
-                }
-                *conn.votes.borrow_mut() = ViewerVotes::new(r.votes);
-            }
-        }
-        conn.pending.set(false);
-        let welcome = self.welcome(admission.viewer, &admission.resume, resumed);
-        conn.send(&self.env(now), &frames::encode(&welcome));
-        self.profile_changed(&conn);
-    }
-
-    /// Writes `frames` to every member of `group`, a chunk of members at a time, yielding
-    /// between chunks when other tasks wait, so a cast to a million viewers does not freeze the
-    /// shard. Several frames (casts that queued up) go to each member in one `sendmsg`.
-    pub async fn fan_out(&self, group: GroupId, frames: &[Frame]) {
-        ShardStats::add(&self.stats.casts, frames.len() as u64);
-        let mut next: Slot = 0;
-        let mut chunk: Vec<Rc<Conn>> = Vec::with_capacity(FANOUT_CHUNK);
-        // One clock read per cast (only a slow consumer's close deadline uses it).
-        let env = self.env(self.now());
-        loop {
-            {
-                let core = self.core.borrow();
-                let Some(members) = core.members(group) else {
-                    return;
-                };
-                let conns = self.conns.borrow();
-                for slot in members.iter_from(next).take(FANOUT_CHUNK) {
-                    if let Some(c) = conns.get(slot as usize) {
-                        chunk.push(c.clone());
-                    }
-                    next = slot + 1;
-                }
-            }
-            if chunk.is_empty() {
-                return;
-            }
-            for conn in chunk.drain(..) {
-                conn.send_batch(&env, frames);
-            }
-            glommio::yield_if_needed().await;
-        }
-    }
-
     fn apply(&self, to: ViewerRef, update: ProfileUpdate) {
         let Some(conn) = self.conn(to) else { return };
         {
@@ -457,18 +394,20 @@ impl Shard {
                 seq,
                 choices,
                 audience,
+                breakdown,
             } => self
                 .core
                 .borrow_mut()
                 .polls
-                .open(id, seq, choices, audience),
+                .open(id, seq, choices, audience, breakdown),
             ShardCommand::ClosePoll { seq } => {
                 let tally = self.core.borrow_mut().polls.close(seq);
-                if let Some(tally) = tally {
+                if let Some((tally, breakdown)) = tally {
                     self.emit(ShardEvent::PollTally {
                         seq,
                         shard: self.index,
                         tally,
+                        breakdown,
                         closed: true,
                     });
                 }
@@ -554,18 +493,27 @@ pub(crate) async fn sweeper(shard: Rc<Shard>) {
     }
 }
 
-/// Reports changed poll tallies, at most once per `tally_interval`: a vote storm becomes a
-/// few tally messages per second per shard, and a shard without votes never wakes for it.
+/// Reports changed poll tallies and telemetry deltas, at most once per `tally_interval`: a
+/// vote or report storm becomes a few messages per second per shard, and a quiet shard never
+/// wakes for it.
 pub(crate) async fn report_tallies(shard: Rc<Shard>) {
     loop {
         shard.tallies_dirty.wait().await;
         sleep(shard.config.tally_interval).await;
+        let deltas = shard.core.borrow_mut().telemetry.take();
+        if !deltas.is_empty() {
+            shard.emit(ShardEvent::Telemetry {
+                shard: shard.index,
+                deltas,
+            });
+        }
         let dirty = shard.core.borrow_mut().polls.take_dirty();
-        for (seq, tally) in dirty {
+        for (seq, tally, breakdown) in dirty {
             shard.emit(ShardEvent::PollTally {
                 seq,
                 shard: shard.index,
                 tally,
+                breakdown,
                 closed: false,
             });
         }

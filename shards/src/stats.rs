@@ -65,6 +65,10 @@ counters!(
     /// Connections refused by their source address's handshake rate limit (429, or closed
     /// unanswered on the TLS port).
     refused_rate_limited,
+    /// Votes counted on this shard (changed votes included).
+    votes,
+    /// Telemetry reports folded on this shard.
+    telemetry_reports,
 );
 
 impl ShardStats {

@@ -9,11 +9,17 @@
 //! - [`broadcaster`]: the broadcaster WebSocket session.
 //! - [`scopes`]: API tokens and their scopes (read, operate, admin).
 //! - [`tls`]: the API's TLS stream (netstack's sans-IO session behind `AsyncRead`/`AsyncWrite`).
+//! - [`player`]: the player configuration routes.
+//! - [`metrics`]: `GET /metrics`, the Prometheus exposition.
+//! - [`remediation`]: remediation rules and events.
 //! - Here: authentication, routing, the route handlers and the broadcaster upgrade.
 
 pub mod broadcaster;
+pub mod metrics;
+pub mod player;
 pub mod poll_request;
 pub mod refusals;
+pub mod remediation;
 pub mod response;
 pub mod scopes;
 pub mod server;
@@ -129,10 +135,27 @@ use scopes::token_matches;
 /// Authenticates (`token` is the admin token; `api_tokens` adds scoped ones), checks the
 /// token's scope against the request, then routes.
 pub fn handle(app: &RefCell<App>, token: &str, req: &Request) -> Response {
-    let scope = req
-        .header_str("authorization")
-        .and_then(bearer)
-        .and_then(|given| scopes::scope_of(given, token, &app.borrow().config().api_tokens));
+    let given = req.header_str("authorization").and_then(bearer);
+    // GET /metrics also takes the read-only metrics token (issue 14); any API token reads it.
+    if req.method == "GET" && req.path == "/metrics" {
+        let app = app.borrow();
+        let metrics_token = app.config().metrics_token.as_deref();
+        let ok = given.is_some_and(|g| {
+            scopes::scope_of(g, token, &app.config().api_tokens).is_some()
+                || metrics_token.is_some_and(|m| scopes::token_matches(g, m))
+        });
+        return if ok {
+            Response::prometheus(metrics::render(&app, unix_ms()))
+        } else {
+            Response::error(
+                401,
+                "unauthorized",
+                "send Authorization: Bearer <token> (the API or metrics token)",
+            )
+        };
+    }
+    let scope =
+        given.and_then(|given| scopes::scope_of(given, token, &app.borrow().config().api_tokens));
     let Some(scope) = scope else {
         return Response::error(
             401,
@@ -167,6 +190,9 @@ pub fn handle(app: &RefCell<App>, token: &str, req: &Request) -> Response {
             ),
             Err(_) => not_found("stream", id),
         },
+        // Player configuration (issue 14).
+        ("GET", ["api", "streams", id, "config"]) => player::get(&app, id),
+        ("PUT", ["api", "streams", id, "config"]) => player::put(&mut app, id, &req.body),
         ("GET", ["api", "groups"]) => {
             let groups: Vec<Value> = app.groups().map(group_json).collect();
             Response::json(200, json!({ "groups": groups }))
@@ -175,11 +201,21 @@ pub fn handle(app: &RefCell<App>, token: &str, req: &Request) -> Response {
         ("GET", ["api", "groups", id]) => match app.group(id) {
             Some(g) => {
                 let mut body = group_json(g);
-                body["telemetry"] = json!(app.group_telemetry(g));
+                // Set by a remediation rule; playlists use it once issue 13 lands.
+                body["cdn"] = json!(app.group_cdn(g.id));
                 Response::json(200, body)
             }
             None => not_found("group", id),
         },
+        // Remediation rules and events (issue 14).
+        ("GET", ["api", "rules"]) => remediation::list_rules(&app),
+        ("POST", ["api", "rules"]) => remediation::add_rule(&mut app, &req.body),
+        ("DELETE", ["api", "rules", id]) => remediation::delete_rule(&mut app, id),
+        ("GET", ["api", "remediations"]) => remediation::events(&app),
+        ("POST", ["api", "remediations", id, "revert"]) => remediation::revert(&mut app, id),
+        // Telemetry over sliding windows (issue 14): O(window seconds) per request.
+        ("GET", ["api", "telemetry"]) => telemetry_json(&app, "global"),
+        ("GET", ["api", "groups", id, "telemetry"]) => telemetry_json(&app, id),
         ("DELETE", ["api", "groups", id]) => match app.delete_group(id) {
             Ok(()) => Response::json(200, json!({ "deleted": id })),
             Err(e @ GroupError::NotFound(_)) => Response::error(404, "not_found", e.to_string()),
@@ -344,6 +380,7 @@ fn stream_json(app: &App, s: &crate::app::Stream) -> Value {
         "live": s.state == crate::app::StreamState::Live,
         "bitrate_kbps": s.bitrate_kbps,
         "publisher": s.publisher.map(|a| a.to_string()),
+        "scheduled_ms": app.scheduled_start(&s.id),
         "last_segment": app.last_segment(&s.id).map(|(sequence, completed_ms)| {
             json!({"sequence": sequence, "completed_ms": completed_ms})
         }),
@@ -357,20 +394,31 @@ fn list_streams(app: &App) -> Response {
 
 fn create_stream(app: &mut App, body: &[u8]) -> Response {
     let parsed = validate::object(body).and_then(|obj| {
-        validate::only_fields(&obj, &["id", "title"])?;
+        validate::only_fields(&obj, &["id", "title", "scheduled_ms"])?;
         let id = validate::identifier(&obj, "id")?;
         let title = match obj.get("title") {
             None | Some(Value::Null) => None,
             Some(_) => Some(validate::string(&obj, "title", 200)?),
         };
-        Ok((id, title))
+        let scheduled = match obj.get("scheduled_ms") {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(
+                v.as_u64()
+                    .ok_or("\"scheduled_ms\" must be Unix milliseconds")?,
+            ),
+        };
+        Ok((id, title, scheduled))
     });
-    let (id, title) = match parsed {
+    let (id, title, scheduled) = match parsed {
         Ok(v) => v,
         Err(e) => return bad(e),
     };
-    match app.add_stream(id, title, unix_ms()) {
+    let now = unix_ms();
+    match app.add_stream(id, title, now) {
         Ok((s, key)) => {
+            if let Some(start) = scheduled {
+                app.schedule_stream(&s.id, start, now);
+            }
             let mut body = stream_json(app, &s);
             body["stream_key"] = json!(key);
             body["publish_url"] = json!(app.publish_url());
@@ -438,19 +486,25 @@ fn viewer_json(v: &crate::app::Viewer) -> Value {
         "device": p.device.as_str(),
         "language": p.language,
         "region": p.region,
+        "country": p.country,
         "stream": p.stream,
         "app_version": p.app_version,
         "hardware": p.hardware,
         "tags": p.tags,
         "params": p.params.iter().map(|(k, v)| json!([k, v])).collect::<Vec<_>>(),
         "connected_at_ms": p.connected_at_ms,
-        "telemetry": v.telemetry.map(|t| json!({
-            "bitrate_kbps": t.bitrate_kbps,
-            "buffering_ms": t.buffering_ms,
-            "dropped_frames": t.dropped_frames,
-            "rtt_ms": t.rtt_ms,
-        })),
     })
+}
+
+/// `{"group": id, "windows": {"10s": {...}, ...}}` for a group key.
+fn telemetry_json(app: &App, key: &str) -> Response {
+    match app.group(key) {
+        Some(g) => Response::json(
+            200,
+            json!({"group": key, "windows": app.group_telemetry(g.id, unix_ms())}),
+        ),
+        None => not_found("group", key),
+    }
 }
 
 fn set_tags(app: &App, id: &str, body: &[u8]) -> Response {

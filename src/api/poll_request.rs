@@ -12,13 +12,32 @@ pub const MIN_CHOICES: usize = 2;
 pub const MAX_CHOICES: usize = 10;
 pub const MIN_DURATION_S: u64 = 5;
 pub const MAX_DURATION_S: u64 = 3600;
+/// Fields results can be broken down by (single-valued profile fields).
+pub const BREAKDOWN_FIELDS: &[&str] = &[
+    "os",
+    "browser",
+    "device",
+    "region",
+    "country",
+    "language",
+    "stream",
+    "app_version",
+    "hardware",
+];
 
 /// Checks a poll body; the error names the problem.
 pub fn parse_request(body: &[u8]) -> Result<PollRequest, String> {
     let obj = validate::object(body)?;
     validate::only_fields(
         &obj,
-        &["stream", "question", "choices", "duration_s", "match"],
+        &[
+            "stream",
+            "question",
+            "choices",
+            "duration_s",
+            "match",
+            "breakdown",
+        ],
     )?;
     let stream = validate::string(&obj, "stream", validate::MAX_NAME)?;
     let question = validate::string(&obj, "question", MAX_QUESTION)?;
@@ -66,12 +85,26 @@ pub fn parse_request(body: &[u8]) -> Result<PollRequest, String> {
             Some(p)
         }
     };
+    let breakdown = match obj.get("breakdown") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(name)) => match Field::parse(name) {
+            Some(Field::Tag) | None => {
+                return Err(format!(
+                    "\"breakdown\" must name one profile field ({}), not {name:?}",
+                    BREAKDOWN_FIELDS.join(", ")
+                ))
+            }
+            Some(f) => Some(f),
+        },
+        Some(_) => return Err("\"breakdown\" must be a profile field name".into()),
+    };
     Ok(PollRequest {
         stream,
         question,
         choices,
         duration_s,
         filter,
+        breakdown,
     })
 }
 

@@ -33,6 +33,8 @@ pub struct Response {
     pub after_casts_to: Option<GroupId>,
     /// The `Retry-After` header (seconds) of a 429.
     pub retry_after: Option<u64>,
+    /// A plain-text body (the Prometheus exposition) sent instead of `body`.
+    pub text: Option<String>,
 }
 
 impl Response {
@@ -43,6 +45,15 @@ impl Response {
             allow: None,
             after_casts_to: None,
             retry_after: None,
+            text: None,
+        }
+    }
+
+    /// A 200 with the Prometheus text exposition format (version 0.0.4).
+    pub fn prometheus(text: String) -> Response {
+        Response {
+            text: Some(text),
+            ..Response::json(200, Value::Null)
         }
     }
 
@@ -62,8 +73,17 @@ impl Response {
 
     /// Appends the encoded response to `out`.
     pub fn write(&self, out: &mut Vec<u8>, keep_alive: bool) {
-        let mut body = serde_json::to_vec(&self.body).unwrap_or_default();
-        body.push(b'\n');
+        let (body, content_type) = match &self.text {
+            Some(text) => (
+                text.as_bytes().to_vec(),
+                "text/plain; version=0.0.4; charset=utf-8",
+            ),
+            None => {
+                let mut body = serde_json::to_vec(&self.body).unwrap_or_default();
+                body.push(b'\n');
+                (body, "application/json")
+            }
+        };
         let mut headers = Vec::with_capacity(2);
         if self.status == 401 {
             headers.push(("WWW-Authenticate", "Bearer"));
@@ -77,14 +97,7 @@ impl Response {
         } else if self.status == 503 {
             headers.push(("Retry-After", "1"));
         }
-        netstack::http::write_response(
-            out,
-            self.status,
-            keep_alive,
-            &headers,
-            "application/json",
-            &body,
-        );
+        netstack::http::write_response(out, self.status, keep_alive, &headers, content_type, &body);
     }
 }
 

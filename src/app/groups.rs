@@ -69,24 +69,6 @@ pub struct StoredGroup {
     pub created_ms: u64,
 }
 
-/// Aggregate of one telemetry number over a group's reporting members.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-pub struct Stat {
-    pub mean: f64,
-    pub max: f64,
-    pub reports: u64,
-}
-
-/// Aggregated telemetry of a group's members that reported any (`None`: nobody reported it).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-pub struct TelemetrySummary {
-    pub viewers_reporting: u64,
-    pub bitrate_kbps: Option<Stat>,
-    pub buffering_ms: Option<Stat>,
-    pub dropped_frames: Option<Stat>,
-    pub rtt_ms: Option<Stat>,
-}
-
 #[derive(Debug)]
 pub struct Groups {
     groups: BTreeMap<GroupId, Group>,
@@ -239,52 +221,6 @@ impl Groups {
     /// Whether any cast is still being written.
     pub fn any_cast_in_flight(&self) -> bool {
         !self.in_flight.is_empty()
-    }
-
-    /// Aggregated telemetry of the group's members.
-    pub fn telemetry<'a>(
-        group: &Group,
-        viewers: impl Iterator<Item = &'a Viewer>,
-    ) -> TelemetrySummary {
-        #[derive(Default)]
-        struct Agg {
-            n: u64,
-            sum: f64,
-            max: f64,
-        }
-        let mut aggs: [Agg; 4] = Default::default();
-        let mut reporting = 0u64;
-        for v in viewers {
-            let Some(t) = v.telemetry else { continue };
-            if !group.predicate.matches(&v.profile) {
-                continue;
-            }
-            reporting += 1;
-            for (agg, value) in
-                aggs.iter_mut()
-                    .zip([t.bitrate_kbps, t.buffering_ms, t.dropped_frames, t.rtt_ms])
-            {
-                if let Some(x) = value.filter(|x| x.is_finite()) {
-                    agg.n += 1;
-                    agg.sum += x;
-                    agg.max = if agg.n == 1 { x } else { agg.max.max(x) };
-                }
-            }
-        }
-        let show = |a: &Agg| {
-            (a.n > 0).then(|| Stat {
-                mean: a.sum / a.n as f64,
-                max: a.max,
-                reports: a.n,
-            })
-        };
-        TelemetrySummary {
-            viewers_reporting: reporting,
-            bitrate_kbps: show(&aggs[0]),
-            buffering_ms: show(&aggs[1]),
-            dropped_frames: show(&aggs[2]),
-            rtt_ms: show(&aggs[3]),
-        }
     }
 }
 

@@ -84,13 +84,14 @@ impl App {
         Ok(key)
     }
 
-    fn store_stream(&self, s: &Stream) {
+    pub(super) fn store_stream(&self, s: &Stream) {
         if let Some(store) = &self.store {
             let record = json!({
                 "id": s.id,
                 "title": s.title,
                 "key_sha256": streams::hash_hex(&s.key_sha256),
                 "created_ms": s.created_ms,
+                "scheduled_ms": self.player.scheduled(&s.id),
             });
             store.put_stream(&s.id, &record);
         }
@@ -107,6 +108,9 @@ impl App {
             };
             let title = r["title"].as_str().map(str::to_owned);
             let created = r["created_ms"].as_u64().unwrap_or(0);
+            if let Some(start) = r["scheduled_ms"].as_u64() {
+                self.player.schedule(&id, start);
+            }
             if let Err(e) = self.register_stream(id, title, hash, created) {
                 tracing::warn!(error = %e, "skipping a stored stream");
             }

@@ -42,6 +42,31 @@ pub fn results(id: &str, counts: &[u64], last: bool) -> Frame {
     encode(&ServerMessage::results(id, counts, last))
 }
 
+/// `{"type":"results",...}` with `breakdown`: what broadcasters get for a poll with one.
+pub fn results_with_breakdown(
+    id: &str,
+    counts: &[u64],
+    last: bool,
+    breakdown: protocol::ResultsBreakdown,
+) -> Frame {
+    encode(&ServerMessage::Results(protocol::Results {
+        breakdown: Some(breakdown),
+        ..protocol::Results::new(id, counts, last)
+    }))
+}
+
+/// `{"type":"remediation","event":...}` to broadcasters.
+pub fn remediation(event: Value) -> Frame {
+    let text =
+        protocol::BroadcasterMessage::Remediation(protocol::RemediationMessage { event }).to_json();
+    text_frame(&text)
+}
+
+/// `{"type":"config",...}`: a stream's player configuration.
+pub fn config(stream: &str, version: u64, config: Value) -> Frame {
+    encode(&ServerMessage::config(stream, version, config))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,7 +9,7 @@
 use std::collections::{BTreeSet, HashMap};
 
 use shards::profile::{Profile, ViewerId};
-use shards::proto::{Restore, Telemetry, ViewerRef, Vote};
+use shards::proto::{Restore, ViewerRef, Vote};
 
 /// The application core's copy of one viewer.
 #[derive(Debug, Clone)]
@@ -17,8 +17,6 @@ pub struct Viewer {
     pub at: ViewerRef,
     pub resume: Box<str>,
     pub profile: Profile,
-    /// The viewer's latest telemetry report.
-    pub telemetry: Option<Telemetry>,
 }
 
 /// What a departed viewer keeps for a resume, packed: the resume token, the profile fields a
@@ -226,7 +224,6 @@ impl Mirror {
             at,
             resume,
             profile,
-            telemetry: None,
         };
         self.viewers
             .insert(at.viewer, viewer)
@@ -238,12 +235,6 @@ impl Mirror {
         let v = self.viewers.get_mut(&at.viewer).filter(|v| v.at == at)?;
         let old = std::mem::replace(&mut v.profile, profile);
         Some((old, v.profile.clone()))
-    }
-
-    pub fn set_telemetry(&mut self, at: ViewerRef, t: Telemetry) {
-        if let Some(v) = self.viewers.get_mut(&at.viewer).filter(|v| v.at == at) {
-            v.telemetry = Some(t);
-        }
     }
 
     /// A connection presents a resume token.

@@ -8,7 +8,9 @@
 //!
 //! This module is composition and event dispatch; each concern has its own module and state:
 //! [`mirror`] (profiles, resume), [`groups`] (groups, cast backpressure), [`streams`],
-//! [`polls`] (registry, lifecycle, merged counts), [`audits`], [`store`] (durable state, written
+//! [`polls`] (registry, lifecycle, merged counts), [`telemetry`] (sliding windows of the
+//! shards' per-group telemetry deltas), [`player_config`], [`remediation`] (pure rules) and
+//! [`remediation_apply`] (their effects), [`audits`], [`store`] (durable state, written
 //! on its own thread), [`live`] (stream keys, publishes, segmenting, what goes live and ends)
 //! and [`messages`] (every frame the core sends viewers).
 //!
@@ -23,11 +25,15 @@ pub mod live;
 pub mod media_state;
 pub mod messages;
 pub mod mirror;
+pub mod player_config;
 pub mod polls;
 pub mod random;
+pub mod remediation;
+pub mod remediation_apply;
 pub mod sink;
 pub mod store;
 pub mod streams;
+pub mod telemetry;
 
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -47,7 +53,7 @@ use sink::Sink;
 use store::{Restored, Store};
 
 pub use audits::Audit;
-pub use groups::{Group, GroupError, GroupKind, StoredGroup, TelemetrySummary};
+pub use groups::{Group, GroupError, GroupKind, StoredGroup};
 pub use media_state::IngestStats;
 pub use messages::text_frame;
 pub use mirror::Viewer;
@@ -103,6 +109,12 @@ pub struct App {
     /// Bound addresses: the viewer port (`{listen}` in `media_url`) and RTMP ingest.
     viewer_addr: SocketAddr,
     rtmp_addr: SocketAddr,
+    /// Telemetry per group over sliding windows, from the shards' deltas.
+    telemetry: telemetry::TelemetryWindows,
+    /// Player configuration per stream and the schedule of upcoming broadcasts.
+    player: player_config::PlayerConfigs,
+    /// Remediation rules, what they changed, their events.
+    remediation: remediation::Remediations,
 }
 
 impl App {
@@ -129,6 +141,9 @@ impl App {
             live: media_state::Live::default(),
             viewer_addr: config.listen,
             rtmp_addr: config.rtmp_listen,
+            telemetry: telemetry::TelemetryWindows::new(&config.telemetry_windows_s),
+            player: player_config::PlayerConfigs::default(),
+            remediation: remediation::Remediations::default(),
             config,
         }
     }
@@ -242,14 +257,21 @@ impl App {
             }
             ShardEvent::Left { at, votes } => self.leave(at, votes, now_ms),
             ShardEvent::Request { at, request } => match request {
-                Request::Watch { stream } => self.watch(at, &stream),
-                Request::Telemetry(t) => self.mirror.set_telemetry(at, t),
+                Request::Watch { stream } => self.watch(at, &stream, now_ms),
                 Request::PersonVote { sub, seq, choice } => {
                     if let Some(poll) = self.polls.by_seq(seq) {
                         poll.person_vote(sub, choice);
                     }
                 }
             },
+            ShardEvent::Telemetry { deltas, .. } => {
+                for (group, delta) in &deltas {
+                    // A delta for a group dropped meanwhile is of no use.
+                    if self.groups.get(*group).is_some() {
+                        self.telemetry.merge(*group, delta, now_ms);
+                    }
+                }
+            }
             ShardEvent::Audit {
                 audit,
                 shard,
@@ -259,12 +281,13 @@ impl App {
                 seq,
                 shard,
                 tally,
+                breakdown,
                 closed,
             } => {
                 let done = self
                     .polls
                     .by_seq(seq)
-                    .is_some_and(|p| p.take_tally(shard as usize, tally, closed));
+                    .is_some_and(|p| p.take_tally(shard as usize, tally, breakdown, closed));
                 if done {
                     if let Some(id) = self.polls.by_seq(seq).map(|p| p.id.clone()) {
                         self.finish_poll(&id, now_ms);
@@ -367,7 +390,7 @@ impl App {
     /// A viewer asks for a stream (FIG. 4): a registered stream moves the viewer into its
     /// audience group and answers with its media endpoint, preceded by its state when it is
     /// not live (the viewer is pushed `live` and a fresh endpoint when it goes live).
-    fn watch(&mut self, at: ViewerRef, stream: &str) {
+    fn watch(&mut self, at: ViewerRef, stream: &str, now_ms: u64) {
         let Some(state) = self.streams.get(stream).map(|s| s.state) else {
             let message = format!("no stream {stream:?} is live");
             return self.send_to(at, messages::error("unknown_stream", &message));
@@ -377,6 +400,18 @@ impl App {
         }
         let (session, url) = self.media_endpoint(stream);
         self.send_to(at, messages::endpoint(stream, &url, &session));
+        if self.player.has_any(stream, now_ms) {
+            self.send_to(at, self.config_frame(stream, now_ms));
+        }
+        // Remediation overlays of the groups the viewer is in (`config` for stream "*").
+        if let Some(v) = self.mirror.at(at) {
+            let mut profile = v.profile.clone();
+            profile.stream = Some(stream.into());
+            for overlay in self.overlays_for(&profile) {
+                let version = self.player.version();
+                self.send_to(at, messages::config("*", version, overlay));
+            }
+        }
         self.command(
             at.shard,
             ShardCommand::Update {

@@ -5,15 +5,14 @@ use std::rc::Rc;
 
 use serde_json::Value;
 use shards::profile::{Predicate, ViewerId};
-use shards::proto::{ProfileUpdate, ShardCommand};
+use shards::proto::{GroupId, ProfileUpdate, ShardCommand};
 use shards::StatsSnapshot;
 
-use super::groups::Groups;
 use super::sink::Sink;
 use super::store::StoreError;
 use super::{
     messages, App, Audit, Group, GroupError, GroupKind, Poll, PollState, ResumeStats, StoreStats,
-    StoredGroup, Stream, TelemetrySummary, Viewer,
+    StoredGroup, Stream, Viewer,
 };
 
 impl App {
@@ -40,9 +39,19 @@ impl App {
         self.groups.by_key(key)
     }
 
-    /// Aggregated telemetry of a group's members that reported any.
-    pub fn group_telemetry(&self, group: &Group) -> TelemetrySummary {
-        Groups::telemetry(group, self.mirror.viewers())
+    /// The global group's telemetry over each configured window: `(window ms, aggregate)`.
+    pub fn global_telemetry(&self, now_ms: u64) -> Vec<(u64, shards::telemetry::Aggregate)> {
+        self.telemetry
+            .windows_ms()
+            .iter()
+            .map(|&w| (w, self.telemetry.window(GroupId::GLOBAL, w, now_ms)))
+            .collect()
+    }
+
+    /// A group's telemetry over each configured window (JSON keyed `"10s"`, `"60s"`...).
+    /// Costs O(window seconds), whatever the group's size.
+    pub fn group_telemetry(&self, group: GroupId, now_ms: u64) -> Value {
+        self.telemetry.to_json(group, now_ms)
     }
 
     pub fn streams(&self) -> impl Iterator<Item = &Stream> {
@@ -110,7 +119,11 @@ impl App {
     /// The latest results of the stream's poll, for a broadcaster who just connected.
     pub fn results_snapshot(&self, stream: &str) -> Option<shards::proto::Frame> {
         let poll = self.polls.latest_on(stream)?;
-        Some(poll.results_frame(&poll.counts(), poll.state == PollState::Closed))
+        let (counts, last) = (poll.counts(), poll.state == PollState::Closed);
+        Some(
+            poll.broadcaster_frame(&counts, last)
+                .unwrap_or_else(|| poll.results_frame(&counts, last)),
+        )
     }
 
     // ---- commands ----
@@ -137,6 +150,7 @@ impl App {
     /// Deletes a custom group everywhere.
     pub fn delete_group(&mut self, key: &str) -> Result<(), GroupError> {
         let id = self.groups.delete_custom(key)?;
+        self.telemetry.forget(id);
         self.broadcast(|| ShardCommand::DropGroup { id });
         if let Some(store) = &self.store {
             store.delete_group(key);
@@ -211,5 +225,67 @@ impl App {
         if let Some(store) = &mut self.store {
             store.close();
         }
+    }
+
+    // ---- player configuration ----
+
+    /// The `config` message of `stream` at `now_ms`, encoded once.
+    pub(super) fn config_frame(&self, stream: &str, now_ms: u64) -> shards::proto::Frame {
+        let config = self.player.config(stream, now_ms, |id| {
+            self.streams.get(id).and_then(|s| s.title.clone())
+        });
+        messages::config(stream, self.player.version(), config)
+    }
+
+    /// What a viewer of `stream` gets now: `(version, config)`.
+    pub fn player_config(&self, stream: &str, now_ms: u64) -> Option<(u64, Value)> {
+        self.streams.get(stream)?;
+        let config = self.player.config(stream, now_ms, |id| {
+            self.streams.get(id).and_then(|s| s.title.clone())
+        });
+        Some((self.player.version(), config))
+    }
+
+    /// Replaces a stream's player configuration and pushes it to the stream's audience.
+    pub fn set_player_config(
+        &mut self,
+        stream: &str,
+        settings: super::player_config::Settings,
+        now_ms: u64,
+    ) -> Result<(u64, Value), super::StreamError> {
+        if self.streams.get(stream).is_none() {
+            return Err(super::StreamError::NotFound(stream.to_owned()));
+        }
+        self.player.set(stream, settings);
+        self.push_config(stream, now_ms);
+        self.player_config(stream, now_ms)
+            .ok_or_else(|| super::StreamError::NotFound(stream.to_owned()))
+    }
+
+    /// Records a registered stream's scheduled start and pushes the new `upcoming` list to
+    /// every stream's audience.
+    pub fn schedule_stream(&mut self, stream: &str, start_ms: u64, now_ms: u64) {
+        self.player.schedule(stream, start_ms);
+        if let Some(s) = self.streams.get(stream) {
+            self.store_stream(s);
+        }
+        let ids: Vec<String> = self.streams.iter().map(|s| s.id.clone()).collect();
+        for id in ids {
+            self.push_config(&id, now_ms);
+        }
+    }
+
+    /// A stream's scheduled start, if it was registered with one.
+    pub fn scheduled_start(&self, stream: &str) -> Option<u64> {
+        self.player.scheduled(stream)
+    }
+
+    /// Casts `stream`'s configuration to its audience.
+    pub(super) fn push_config(&mut self, stream: &str, now_ms: u64) {
+        let Some(group) = self.streams.get(stream).map(|s| s.group) else {
+            return;
+        };
+        let frame = self.config_frame(stream, now_ms);
+        self.cast_frame(group, frame);
     }
 }

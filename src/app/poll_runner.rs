@@ -27,11 +27,13 @@ impl App {
             now_ms,
         );
         let choices = req.choices.len() as u8;
+        let breakdown = req.breakdown;
         self.broadcast(|| ShardCommand::OpenPoll {
             id: id.as_str().into(),
             seq,
             choices,
             audience,
+            breakdown,
         });
         let mut poll = Poll::new(id.clone(), seq, req, audience, self.shards(), now_ms);
         self.cast_frame(audience, poll.poll_frame());
@@ -98,6 +100,7 @@ impl App {
         poll.pushes += 1;
         poll.checkpointed = Some(counts.clone());
         let message = poll.results_frame(&counts, true);
+        let to_broadcasters = poll.broadcaster_frame(&counts, true);
         let (audience, seq, stream) = (poll.audience, poll.seq, poll.stream.clone());
         let stored = poll.to_json();
         tracing::info!(
@@ -108,11 +111,12 @@ impl App {
                 .map_or(0, |t| now_ms.saturating_sub(t)),
             "poll closed"
         );
-        self.push_results(Some(audience), true, &stream, &message);
+        self.push_results(Some(audience), true, &stream, &message, to_broadcasters);
         if let Some(store) = &self.store {
             store.put_poll(id, &stored);
         }
         self.groups.remove(audience);
+        self.telemetry.forget(audience);
         self.broadcast(|| ShardCommand::DropGroup { id: audience });
         self.broadcast(|| ShardCommand::DropPoll { seq });
         self.polls.retire_seq(seq);
@@ -120,18 +124,21 @@ impl App {
     }
 
     /// Sends a results message to the poll's audience (a cast, when `audience` is given)
-    /// and, when `broadcasters`, to the stream's broadcasters.
+    /// and, when `broadcasters`, to the stream's broadcasters (`with_breakdown` instead of
+    /// `frame` for a poll with a breakdown).
     fn push_results(
         &mut self,
         audience: Option<GroupId>,
         broadcasters: bool,
         stream: &str,
         frame: &shards::proto::Frame,
+        with_breakdown: Option<shards::proto::Frame>,
     ) {
         if let Some(audience) = audience {
             self.cast_frame(audience, frame.clone());
         }
         if broadcasters {
+            let frame = with_breakdown.unwrap_or_else(|| frame.clone());
             self.broadcasters.retain(|(_, sink)| !sink.is_closed());
             for (s, sink) in &self.broadcasters {
                 if s == stream {
@@ -158,21 +165,24 @@ impl App {
                 // the audience waits; broadcasters are few and get every change.
                 let to_audience =
                     poll.pushed.as_ref() != Some(&counts) && !in_flight(poll.audience);
-                let to_broadcasters = poll.broadcast.as_ref() != Some(&counts);
+                let breakdown = poll.breakdown_counts();
+                let to_broadcasters = poll.broadcast.as_ref() != Some(&counts)
+                    || poll.broadcast_breakdown != breakdown;
                 if to_audience || to_broadcasters {
                     let message = poll.results_frame(&counts, false);
                     let audience = to_audience.then_some(poll.audience);
+                    let with_breakdown = poll.broadcaster_frame(&counts, false);
                     push = Some((
                         audience,
                         to_broadcasters,
                         poll.stream.clone(),
-                        message,
-                        counts,
+                        (message, with_breakdown),
+                        (counts, breakdown),
                     ));
                 }
                 due = poll.closes_at_ms <= now_ms;
             }
-            if let Some((audience, broadcasters, stream, message, counts)) = push {
+            if let Some((audience, broadcasters, stream, frames, (counts, breakdown))) = push {
                 if let Some(poll) = self.polls.get_mut(&id) {
                     if audience.is_some() {
                         poll.pushed = Some(counts.clone());
@@ -180,9 +190,10 @@ impl App {
                     }
                     if broadcasters {
                         poll.broadcast = Some(counts);
+                        poll.broadcast_breakdown = breakdown;
                     }
                 }
-                self.push_results(audience, broadcasters, &stream, &message);
+                self.push_results(audience, broadcasters, &stream, &frames.0, frames.1);
             }
             if due {
                 let _ = self.close_poll(&id, now_ms);
@@ -192,6 +203,7 @@ impl App {
             self.checkpoint(now_ms);
         }
         self.mirror.expire(now_ms, self.departed_limits().window_ms);
+        self.evaluate_remediations(now_ms);
     }
 
     /// Writes every open poll whose counts changed since its last checkpoint.

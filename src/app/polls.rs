@@ -8,8 +8,10 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use protocol::ResultsBreakdown;
 use serde_json::{json, Value};
-use shards::profile::Predicate;
+use shards::polls::Breakdown;
+use shards::profile::{Field, Predicate};
 use shards::proto::{Frame, GroupId, PollSeq};
 
 use super::messages;
@@ -23,6 +25,8 @@ pub struct PollRequest {
     pub duration_s: u64,
     /// Narrows the audience beyond the stream's viewers.
     pub filter: Option<Predicate>,
+    /// Results are also counted per value of this profile field.
+    pub breakdown: Option<Field>,
 }
 
 /// The audience of a poll: the stream's viewers, narrowed by the filter.
@@ -87,12 +91,17 @@ pub struct Poll {
     pub state: PollState,
     /// The latest tally of each shard.
     pub tallies: Vec<Vec<i64>>,
+    /// The field results are broken down by, and each shard's latest tally per value.
+    pub breakdown: Option<Field>,
+    pub breakdowns: Vec<Breakdown>,
     /// Which shards sent their final tally.
     pub finals: Vec<bool>,
     /// Counts at the last results cast to the audience, to coalesce pushes.
     pub pushed: Option<Vec<u64>>,
     /// Counts at the last results push to broadcasters.
     pub broadcast: Option<Vec<u64>>,
+    /// The breakdown at that push.
+    pub broadcast_breakdown: Option<ResultsBreakdown>,
     /// Counts at the last checkpoint to the store.
     pub checkpointed: Option<Vec<u64>>,
     /// Results pushes so far (live and final).
@@ -128,9 +137,12 @@ impl Poll {
             closes_at_ms: now_ms + req.duration_s * 1000,
             state: PollState::Open,
             tallies: vec![vec![0; n]; shards],
+            breakdown: req.breakdown,
+            breakdowns: vec![Vec::new(); shards],
             finals: vec![false; shards],
             pushed: None,
             broadcast: None,
+            broadcast_breakdown: None,
             checkpointed: None,
             pushes: 0,
             closing_since_ms: None,
@@ -163,13 +175,49 @@ impl Poll {
         sum.into_iter().map(|c| c.max(0) as u64).collect()
     }
 
-    /// Takes a shard's tally; true when this completes the final count.
-    pub fn take_tally(&mut self, shard: usize, tally: Vec<i64>, closed: bool) -> bool {
+    /// The merged counts per breakdown value (exact like [`Poll::counts`]), if the poll has
+    /// a breakdown.
+    pub fn breakdown_counts(&self) -> Option<ResultsBreakdown> {
+        let field = self.breakdown?;
+        let mut sums: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+        for shard in &self.breakdowns {
+            for (value, tally) in shard {
+                let sum = sums
+                    .entry(value.to_string())
+                    .or_insert_with(|| vec![0; self.choices.len()]);
+                merge_counts(sum, tally);
+            }
+        }
+        let counts = sums
+            .into_iter()
+            .map(|(k, v)| {
+                (
+                    k,
+                    v.into_iter().map(|c| c.max(0) as u64).collect::<Vec<_>>(),
+                )
+            })
+            .filter(|(_, v)| v.iter().any(|c| *c > 0))
+            .collect();
+        Some(ResultsBreakdown {
+            field: field.as_str().to_owned(),
+            counts,
+        })
+    }
+
+    /// Takes a shard's tally (and breakdown); true when this completes the final count.
+    pub fn take_tally(
+        &mut self,
+        shard: usize,
+        tally: Vec<i64>,
+        breakdown: Breakdown,
+        closed: bool,
+    ) -> bool {
         if self.state == PollState::Closed || shard >= self.tallies.len() {
             return false;
         }
         if tally.len() == self.choices.len() {
             self.tallies[shard] = tally;
+            self.breakdowns[shard] = breakdown;
         }
         if closed {
             self.finals[shard] = true;
@@ -191,6 +239,15 @@ impl Poll {
         messages::results(&self.id, counts, last)
     }
 
+    /// What broadcasters get: the results plus the breakdown, if the poll has one (then a
+    /// frame of its own; otherwise `None` and they get the audience's bytes).
+    pub fn broadcaster_frame(&self, counts: &[u64], last: bool) -> Option<Frame> {
+        let breakdown = self.breakdown_counts()?;
+        Some(messages::results_with_breakdown(
+            &self.id, counts, last, breakdown,
+        ))
+    }
+
     /// Whether the counts changed since the last checkpoint (open polls only).
     pub fn needs_checkpoint(&self) -> bool {
         self.state != PollState::Closed && self.checkpointed.as_ref() != Some(&self.counts())
@@ -208,6 +265,7 @@ impl Poll {
             "state": self.state.as_str(),
             "counts": counts,
             "total": counts.iter().sum::<u64>(),
+            "breakdown": self.breakdown_counts(),
             "created_ms": self.created_ms,
             "closes_at": self.closes_at_ms,
         })
@@ -324,18 +382,19 @@ mod tests {
             choices: (0..choices).map(|i| format!("c{i}")).collect(),
             duration_s: 60,
             filter: None,
+            breakdown: None,
         }
     }
 
     #[test]
     fn tallies_merge_and_finish_on_the_last_final() {
         let mut p = Poll::new("p".into(), 1, req(2), GroupId(3), 2, 1000);
-        assert!(!p.take_tally(0, vec![2, 1], false));
-        assert!(!p.take_tally(1, vec![-1, 1], false));
+        assert!(!p.take_tally(0, vec![2, 1], vec![], false));
+        assert!(!p.take_tally(1, vec![-1, 1], vec![], false));
         assert_eq!(p.counts(), vec![1, 2]);
         p.state = PollState::Closing;
-        assert!(!p.take_tally(0, vec![2, 1], true));
-        assert!(p.take_tally(1, vec![-1, 2], true));
+        assert!(!p.take_tally(0, vec![2, 1], vec![], true));
+        assert!(p.take_tally(1, vec![-1, 2], vec![], true));
         assert_eq!(p.counts(), vec![1, 3]);
         let frame = p.results_frame(&p.counts(), true);
         let results: serde_json::Value = serde_json::from_slice(&frame[2..]).unwrap();
@@ -348,7 +407,7 @@ mod tests {
     #[test]
     fn a_person_has_one_vote_beside_the_shards_tallies() {
         let mut p = Poll::new("p".into(), 1, req(3), GroupId(1), 2, 0);
-        p.take_tally(0, vec![1, 0, 0], false); // an anonymous vote on shard 0
+        p.take_tally(0, vec![1, 0, 0], Vec::new(), false); // an anonymous vote on shard 0
         p.person_vote("alice".into(), 1);
         p.person_vote("alice".into(), 2); // from another connection: moves, not adds
         p.person_vote("bob".into(), 2);
@@ -382,7 +441,7 @@ mod tests {
         assert!(p.needs_checkpoint(), "never checkpointed");
         p.checkpointed = Some(p.counts());
         assert!(!p.needs_checkpoint());
-        p.take_tally(0, vec![0, 1], false);
+        p.take_tally(0, vec![0, 1], vec![], false);
         assert!(p.needs_checkpoint());
         assert_eq!(polls.ids_in(PollState::Open), vec!["p1".to_owned()]);
         assert_eq!(polls.latest_on("s").unwrap().id, "p1");

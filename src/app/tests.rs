@@ -115,6 +115,7 @@ impl Harness {
             seq,
             shard,
             tally,
+            breakdown: vec![],
             closed,
         };
         self.event(e, now);
@@ -128,6 +129,7 @@ fn poll_request(stream: &str) -> PollRequest {
         choices: vec!["a".into(), "b".into()],
         duration_s: 60,
         filter: None,
+        breakdown: None,
     }
 }
 
@@ -877,4 +879,63 @@ fn a_publish_turns_a_stream_live_and_its_end_reaches_shards_and_audience() {
     }
     // The stream can go live again with the same key.
     assert!(h.app.begin_publish(&key, peer).is_ok());
+}
+
+/// The config file's `[[remediation_rules]]` (as docs/api.md shows them) become rules, and
+/// a rule fires on a group's window in memory: the overlay is cast to the group, the cdn set.
+#[test]
+fn remediation_rules_from_the_config_file_act_on_a_group() {
+    let config: Config = toml::from_str(
+        r#"
+        telemetry_windows_s = [10, 60]
+        [[remediation_rules]]
+        id = "failing-country"
+        window_s = 10
+        min_reports = 1
+        hold_s = 0
+        failures_per_min_above = 30
+        actions = [
+          { type = "player_config", config = { max_bitrate_kbps = 1500 } },
+          { type = "cdn", cdn = "backup" },
+        ]
+        "#,
+    )
+    .unwrap();
+    let rule: remediation::RuleSpec =
+        serde_json::from_value(config.remediation_rules[0].clone()).unwrap();
+    let mut h = harness(1, config);
+    h.app.add_rule(rule).unwrap();
+    let key = h.app.add_custom_group(
+        "ios".into(),
+        Predicate {
+            clauses: vec![(Field::Os, vec!["ios".into()])],
+        },
+        1_000,
+    );
+    let id = h.app.group(&key).unwrap().id;
+    let mut delta = shards::telemetry::Aggregate::default();
+    delta.record(&shards::proto::Telemetry {
+        failures: Some(10.0),
+        ..Default::default()
+    });
+    h.event(
+        ShardEvent::Telemetry {
+            shard: 0,
+            deltas: vec![(id, delta)],
+        },
+        5_000,
+    );
+    h.drain();
+    h.app.evaluate_remediations(5_000);
+    assert_eq!(h.app.group_cdn(id), Some("backup"));
+    let (events, in_force) = h.app.remediation_events();
+    assert_eq!(events.len(), 1);
+    assert_eq!(in_force, vec!["r1".to_owned()]);
+    assert!(h
+        .sent(0)
+        .iter()
+        .any(|c| matches!(c, ShardCommand::Cast { group, .. } if *group == id)));
+    h.app.revert_remediation("r1", 6_000).unwrap();
+    assert_eq!(h.app.group_cdn(id), None);
+    assert!(h.app.revert_remediation("r1", 6_000).is_err());
 }

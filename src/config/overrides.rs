@@ -179,4 +179,16 @@ pub struct Overrides {
     /// RTMPS ingest listener (rtmps://ADDR/live); needs --tls-cert and --tls-key [default: off].
     #[arg(long, value_name = "ADDR")]
     pub rtmps_listen: Option<SocketAddr>,
+    /// Sliding telemetry windows in seconds, comma-separated [default: 10,60].
+    #[arg(long, value_name = "S,S", value_delimiter = ',')]
+    pub telemetry_windows_s: Option<Vec<u64>>,
+    /// Read-only bearer token for GET /metrics (the API token works too).
+    #[arg(long, value_name = "TOKEN", env = "OVATION_METRICS_TOKEN")]
+    pub metrics_token: Option<String>,
+    /// Trusted load balancers: addresses or CIDR ranges, comma-separated [default: none].
+    #[arg(long, value_name = "CIDR,CIDR", value_delimiter = ',')]
+    pub trusted_proxies: Option<Vec<String>>,
+    /// The country database (MaxMind format) [default: none].
+    #[arg(long, value_name = "FILE")]
+    pub geo_db: Option<PathBuf>,
 }

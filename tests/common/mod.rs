@@ -4,6 +4,8 @@
 //! process is killed when the handle drops.
 #![allow(dead_code)]
 
+pub mod mmdb;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
@@ -407,4 +409,21 @@ fn parse_server_frame(buf: &[u8]) -> Option<(ServerFrame, usize)> {
         },
         at,
     ))
+}
+
+/// A WebSocket viewer whose connection starts with `preamble` (a PROXY protocol header, as a
+/// trusted balancer sends it), with the parsed welcome.
+pub fn connect_proxied(server: &Server, query: &str, preamble: &[u8]) -> (Ws, Value) {
+    let mut tcp = TcpStream::connect(server.viewer).expect("connect viewer port");
+    tcp.set_read_timeout(Some(WAIT)).unwrap();
+    tcp.write_all(preamble).unwrap();
+    let (mut ws, resp) = tungstenite::client(
+        server.url(query),
+        tungstenite::stream::MaybeTlsStream::Plain(tcp),
+    )
+    .expect("upgrade");
+    assert_eq!(resp.status(), 101);
+    let welcome = next_json(&mut ws);
+    assert_eq!(welcome["type"], "welcome", "{welcome}");
+    (ws, welcome)
 }

@@ -1,0 +1,273 @@
+//! Telemetry aggregated at the edge: each shard folds its viewers' reports into one partial
+//! [`Aggregate`] per group and reports the deltas, coalesced, to the application core (as poll
+//! tallies are), which merges them into sliding windows. A report costs the shard one update
+//! per group the viewer is in; the application core's cost does not grow with viewers.
+//!
+//! Pure: no clock, no I/O. Values a peer sends are checked here: a number that is not finite,
+//! is negative or is over its metric's [`Metric::limit`] is not counted (the rest of that
+//! report still is).
+
+use std::collections::BTreeMap;
+
+use protocol::Telemetry;
+
+/// Buckets of every metric's histogram: seven upper bounds and one overflow bucket.
+pub const BUCKETS: usize = 8;
+
+/// The numbers a report may carry, in a fixed order ([`Metric::ALL`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Metric {
+    BitrateKbps,
+    BufferingMs,
+    BufferingRatio,
+    DroppedFrames,
+    RttMs,
+    Failures,
+}
+
+impl Metric {
+    pub const ALL: [Metric; 6] = [
+        Metric::BitrateKbps,
+        Metric::BufferingMs,
+        Metric::BufferingRatio,
+        Metric::DroppedFrames,
+        Metric::RttMs,
+        Metric::Failures,
+    ];
+
+    /// The field name in the protocol and the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Metric::BitrateKbps => "bitrate_kbps",
+            Metric::BufferingMs => "buffering_ms",
+            Metric::BufferingRatio => "buffering_ratio",
+            Metric::DroppedFrames => "dropped_frames",
+            Metric::RttMs => "rtt_ms",
+            Metric::Failures => "failures",
+        }
+    }
+
+    /// Inclusive upper bounds of the first seven histogram buckets; the eighth takes the rest.
+    pub fn bounds(self) -> [f64; BUCKETS - 1] {
+        match self {
+            Metric::BitrateKbps => [500.0, 1000.0, 2000.0, 3000.0, 4500.0, 6000.0, 8000.0],
+            Metric::BufferingMs => [0.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0],
+            Metric::BufferingRatio => [0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5],
+            Metric::DroppedFrames => [0.0, 1.0, 2.0, 5.0, 10.0, 25.0, 100.0],
+            Metric::RttMs => [25.0, 50.0, 100.0, 150.0, 250.0, 500.0, 1000.0],
+            Metric::Failures => [0.0, 1.0, 2.0, 3.0, 5.0, 10.0, 20.0],
+        }
+    }
+
+    /// Largest value counted: sums stay finite and one player cannot swamp a group.
+    pub fn limit(self) -> f64 {
+        match self {
+            Metric::BufferingRatio => 1.0,
+            Metric::Failures => 1_000.0,
+            _ => 10_000_000.0,
+        }
+    }
+
+    /// This metric's value in a report, if present and countable.
+    pub fn value(self, t: &Telemetry) -> Option<f64> {
+        let v = match self {
+            Metric::BitrateKbps => t.bitrate_kbps,
+            Metric::BufferingMs => t.buffering_ms,
+            Metric::BufferingRatio => t.buffering_ratio,
+            Metric::DroppedFrames => t.dropped_frames,
+            Metric::RttMs => t.rtt_ms,
+            Metric::Failures => t.failures,
+        }?;
+        (v.is_finite() && (0.0..=self.limit()).contains(&v)).then_some(v)
+    }
+
+    /// The histogram bucket of `x`.
+    pub fn bucket(self, x: f64) -> usize {
+        self.bounds()
+            .iter()
+            .position(|&b| x <= b)
+            .unwrap_or(BUCKETS - 1)
+    }
+}
+
+/// Count, sum, maximum and histogram of one metric.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Series {
+    pub count: u64,
+    pub sum: f64,
+    /// Meaningless while `count` is 0.
+    pub max: f64,
+    pub buckets: [u64; BUCKETS],
+}
+
+impl Series {
+    fn add(&mut self, metric: Metric, x: f64) {
+        self.max = if self.count == 0 { x } else { self.max.max(x) };
+        self.count += 1;
+        self.sum += x;
+        self.buckets[metric.bucket(x)] += 1;
+    }
+
+    pub fn merge(&mut self, o: &Series) {
+        if o.count == 0 {
+            return;
+        }
+        self.max = if self.count == 0 {
+            o.max
+        } else {
+            self.max.max(o.max)
+        };
+        self.count += o.count;
+        self.sum += o.sum;
+        for (a, b) in self.buckets.iter_mut().zip(&o.buckets) {
+            *a += b;
+        }
+    }
+
+    /// `sum / count`, or `None` without values.
+    pub fn mean(&self) -> Option<f64> {
+        (self.count > 0).then(|| self.sum / self.count as f64)
+    }
+}
+
+/// Every metric over a set of reports: mergeable, so shards, seconds and windows add up.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Aggregate {
+    /// Reports folded in (each counts once, whatever fields it carried).
+    pub reports: u64,
+    /// Indexed like [`Metric::ALL`].
+    pub series: [Series; 6],
+}
+
+impl Aggregate {
+    pub fn record(&mut self, t: &Telemetry) {
+        self.reports += 1;
+        for (series, metric) in self.series.iter_mut().zip(Metric::ALL) {
+            if let Some(x) = metric.value(t) {
+                series.add(metric, x);
+            }
+        }
+    }
+
+    pub fn merge(&mut self, o: &Aggregate) {
+        self.reports += o.reports;
+        for (a, b) in self.series.iter_mut().zip(&o.series) {
+            a.merge(b);
+        }
+    }
+
+    pub fn series(&self, metric: Metric) -> &Series {
+        &self.series[metric as usize]
+    }
+}
+
+/// A shard's partial aggregates since its last report, per group (`G`: the group id type,
+/// `proto::GroupId` on a shard).
+#[derive(Debug)]
+pub struct Partials<G> {
+    by_group: BTreeMap<G, Aggregate>,
+}
+
+impl<G> Default for Partials<G> {
+    fn default() -> Self {
+        Partials {
+            by_group: BTreeMap::new(),
+        }
+    }
+}
+
+impl<G: Ord + Copy> Partials<G> {
+    /// Folds one report into every group in `groups` (the reporting viewer's groups now).
+    pub fn record(&mut self, groups: impl IntoIterator<Item = G>, t: &Telemetry) {
+        for g in groups {
+            self.by_group.entry(g).or_default().record(t);
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_group.is_empty()
+    }
+
+    /// The deltas since the last call, leaving none.
+    pub fn take(&mut self) -> Vec<(G, Aggregate)> {
+        std::mem::take(&mut self.by_group).into_iter().collect()
+    }
+
+    /// Forgets a dropped group's pending delta.
+    pub fn forget(&mut self, group: G) {
+        self.by_group.remove(&group);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(bitrate: f64, failures: Option<f64>) -> Telemetry {
+        Telemetry {
+            bitrate_kbps: Some(bitrate),
+            failures,
+            ..Telemetry::default()
+        }
+    }
+
+    #[test]
+    fn values_are_checked_and_bucketed() {
+        let m = Metric::BufferingRatio;
+        assert_eq!(m.value(&Telemetry::default()), None);
+        let r = |x| Telemetry {
+            buffering_ratio: Some(x),
+            ..Telemetry::default()
+        };
+        assert_eq!(m.value(&r(0.3)), Some(0.3));
+        assert_eq!(m.value(&r(1.5)), None, "over the limit");
+        assert_eq!(m.value(&r(-0.1)), None, "negative");
+        assert_eq!(m.value(&r(f64::NAN)), None);
+        assert_eq!(m.bucket(0.0), 0);
+        assert_eq!(m.bucket(0.015), 2);
+        assert_eq!(m.bucket(0.5), 6);
+        assert_eq!(m.bucket(0.9), 7);
+    }
+
+    #[test]
+    fn aggregates_merge_like_one_pass() {
+        let reports = [t(1000.0, Some(2.0)), t(3000.0, None), t(9000.0, Some(0.0))];
+        let mut whole = Aggregate::default();
+        reports.iter().for_each(|r| whole.record(r));
+        let (mut a, mut b) = (Aggregate::default(), Aggregate::default());
+        a.record(&reports[0]);
+        b.record(&reports[1]);
+        b.record(&reports[2]);
+        let mut merged = Aggregate::default();
+        merged.merge(&b);
+        merged.merge(&a);
+        assert_eq!(merged, whole);
+        let bitrate = whole.series(Metric::BitrateKbps);
+        assert_eq!(
+            (bitrate.count, bitrate.sum, bitrate.max),
+            (3, 13000.0, 9000.0)
+        );
+        assert_eq!(bitrate.mean(), Some(13000.0 / 3.0));
+        assert_eq!(bitrate.buckets, [0, 1, 0, 1, 0, 0, 0, 1]);
+        let failures = whole.series(Metric::Failures);
+        assert_eq!((failures.count, failures.sum, failures.max), (2, 2.0, 2.0));
+        assert_eq!(whole.reports, 3);
+        assert_eq!(whole.series(Metric::RttMs).mean(), None);
+    }
+
+    #[test]
+    fn partials_go_to_every_group_once_and_are_taken() {
+        let mut p = Partials::<u32>::default();
+        p.record([0, 4], &t(500.0, None));
+        p.record([0], &t(700.0, None));
+        let deltas = p.take();
+        assert_eq!(deltas.len(), 2);
+        assert_eq!(deltas[0].0, 0);
+        assert_eq!(deltas[0].1.reports, 2);
+        assert_eq!(deltas[1].1.series(Metric::BitrateKbps).sum, 500.0);
+        assert!(p.is_empty());
+        p.record([4], &t(1.0, None));
+        p.forget(4);
+        assert!(p.take().is_empty());
+    }
+}
