@@ -107,6 +107,14 @@ pub struct Config {
     pub hls_window: usize,
     /// An HLS keep-alive connection idle this long is closed.
     pub hls_idle_timeout_ms: u64,
+    /// Record every live stream under `<data_dir>/recordings/`.
+    pub record: bool,
+    /// Retention: the oldest finished recordings are removed while all together hold more
+    /// than this many bytes (0: no limit).
+    pub recording_max_bytes: u64,
+    /// Retention: finished recordings that started longer ago than this are removed
+    /// (seconds; 0: no limit).
+    pub recording_max_age_s: u64,
 }
 
 impl Default for Config {
@@ -151,6 +159,9 @@ impl Default for Config {
             hls_segment_ms: 2_000,
             hls_window: 6,
             hls_idle_timeout_ms: 30_000,
+            record: true,
+            recording_max_bytes: 10 * 1024 * 1024 * 1024,
+            recording_max_age_s: 0,
         }
     }
 }
@@ -281,6 +292,16 @@ pub struct Overrides {
     /// Close an idle HLS keep-alive connection after this many ms [default: 30000].
     #[arg(long, value_name = "MS")]
     pub hls_idle_timeout_ms: Option<u64>,
+    /// Record every live stream under DATA_DIR/recordings [default: true].
+    #[arg(long, value_name = "BOOL")]
+    pub record: Option<bool>,
+    /// Prune the oldest recordings past this many bytes in all, 0 for no limit
+    /// [default: 10737418240].
+    #[arg(long, value_name = "BYTES")]
+    pub recording_max_bytes: Option<u64>,
+    /// Prune recordings older than this many seconds, 0 for no limit [default: 0].
+    #[arg(long, value_name = "S")]
+    pub recording_max_age_s: Option<u64>,
 }
 
 macro_rules! apply {
@@ -334,7 +355,10 @@ impl Config {
             rtmp_idle_timeout_ms,
             hls_segment_ms,
             hls_window,
-            hls_idle_timeout_ms
+            hls_idle_timeout_ms,
+            record,
+            recording_max_bytes,
+            recording_max_age_s
         );
         if o.api_token.is_some() {
             cfg.api_token = o.api_token.clone();
@@ -441,6 +465,7 @@ impl Config {
             hls_window: self.hls_window,
             hls_target_secs: self.hls_segment_ms.div_ceil(1000),
             hls_idle_timeout: Duration::from_millis(self.hls_idle_timeout_ms),
+            recordings_dir: self.record.then(|| self.data_dir.join("recordings")),
         }
     }
 }

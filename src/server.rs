@@ -219,6 +219,15 @@ async fn app_core(
     if let Ok(rtmp_addr) = rtmp_listener.local_addr() {
         app.borrow_mut().set_addresses(viewer_addr, rtmp_addr);
     }
+    if config.record {
+        let root = config.data_dir.join("recordings");
+        match crate::recorder::Recorder::start(root, config.hls_segment_ms.div_ceil(1000)) {
+            Ok(r) => app.borrow_mut().set_recorder(r),
+            Err(e) => {
+                tracing::error!(error = %e, "recording is off: the recordings directory could not be opened")
+            }
+        }
+    }
     app.borrow_mut().restore(store, &restored, unix_ms());
 
     let mut links = Vec::new();

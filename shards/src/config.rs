@@ -43,6 +43,9 @@ pub struct ShardConfig {
     pub hls_target_secs: u64,
     /// An HLS keep-alive connection idle this long is closed.
     pub hls_idle_timeout: Duration,
+    /// Where recordings are (`<data_dir>/recordings`), served at `/hls/{stream}/rec/...`;
+    /// None: recordings are not served.
+    pub recordings_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for ShardConfig {
@@ -64,6 +67,7 @@ impl Default for ShardConfig {
             hls_window: 6,
             hls_target_secs: 2,
             hls_idle_timeout: Duration::from_secs(30),
+            recordings_dir: None,
         }
     }
 }

@@ -32,6 +32,7 @@ mod conn;
 mod driver;
 pub mod frames;
 mod hls;
+pub mod hls_files;
 pub mod hls_window;
 mod logic;
 pub mod polls;

@@ -22,7 +22,7 @@ use serde_json::json;
 use serde_json::Value;
 use shards::profile::ViewerId;
 
-use crate::app::{unix_ms, App, Group, GroupError};
+use crate::app::{unix_ms, App, Group, GroupError, RecordingError};
 pub use response::Response;
 pub use server::serve;
 
@@ -153,6 +153,19 @@ pub fn handle(app: &RefCell<App>, token: &str, req: &Request) -> Response {
             ),
             Err(_) => not_found("stream", id),
         },
+        // Recordings and rebroadcast (issue 12).
+        ("GET", ["api", "streams", id, "recordings"]) => list_recordings(&app, id),
+        ("DELETE", ["api", "streams", id, "recordings", rec]) => {
+            match app.delete_recording(id, rec) {
+                Ok(()) => Response::json(200, json!({ "deleted": rec })),
+                Err(e @ RecordingError::NotFound(_)) => {
+                    Response::error(404, "not_found", e.to_string())
+                }
+                Err(e @ RecordingError::Active(_)) => Response::error(409, "active", e.to_string()),
+            }
+        }
+        (_, ["api", "streams", _, "recordings"]) => method_not_allowed("GET"),
+        (_, ["api", "streams", _, "recordings", _]) => method_not_allowed("DELETE"),
         ("GET", ["api", "groups"]) => {
             let groups: Vec<Value> = app.groups().map(group_json).collect();
             Response::json(200, json!({ "groups": groups }))
@@ -333,6 +346,17 @@ fn stream_json(app: &App, s: &crate::app::Stream) -> Value {
             json!({"sequence": sequence, "completed_ms": completed_ms})
         }),
     })
+}
+
+fn list_recordings(app: &App, stream: &str) -> Response {
+    if app.stream(stream).is_none() {
+        return not_found("stream", stream);
+    }
+    let list: Vec<Value> = app
+        .recordings_of(stream)
+        .map(|r| app.recording_json(r))
+        .collect();
+    Response::json(200, json!({ "recordings": list }))
 }
 
 fn list_streams(app: &App) -> Response {

@@ -231,6 +231,7 @@ impl App {
         self.live
             .last_segment
             .insert(stream.to_owned(), (segment.sequence, now_ms));
+        self.record_segment(stream, &segment);
         let name: Box<str> = stream.into();
         // One message per shard; each carries the same `Arc` buffer.
         self.broadcast(|| {
@@ -279,6 +280,7 @@ impl App {
                 messages::stream_state(&id, protocol::StreamState::Ended),
             );
         }
+        self.end_recording(&id, now_ms);
         tracing::info!(stream = %id, "stream ended");
     }
 }

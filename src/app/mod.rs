@@ -25,6 +25,7 @@ pub mod messages;
 pub mod mirror;
 pub mod polls;
 pub mod random;
+pub mod recordings;
 pub mod sink;
 pub mod store;
 pub mod streams;
@@ -57,6 +58,7 @@ pub use streams::{PublishError, PublishTurn, Stream, StreamError, StreamState};
 /// The wall clock in Unix milliseconds, for the executor glue and API handlers that drive the
 /// core. The core itself never calls it.
 pub use random::random_hex;
+pub use recordings::{Recording, RecordingError};
 pub use shards::clock::unix_ms;
 
 /// Resume bookkeeping for `/api/stats`.
@@ -103,6 +105,9 @@ pub struct App {
     /// Bound addresses: the viewer port (`{listen}` in `media_url`) and RTMP ingest.
     viewer_addr: SocketAddr,
     rtmp_addr: SocketAddr,
+    /// The directory of recordings, and the thread that writes their files (None: off).
+    recordings: recordings::Recordings,
+    recorder: Option<crate::recorder::Recorder>,
 }
 
 impl App {
@@ -129,6 +134,8 @@ impl App {
             live: media_state::Live::default(),
             viewer_addr: config.listen,
             rtmp_addr: config.rtmp_listen,
+            recordings: recordings::Recordings::default(),
+            recorder: None,
             config,
         }
     }
@@ -172,6 +179,7 @@ impl App {
             }
         }
         self.store = Some(store);
+        self.restore_recordings(&restored.recordings, now_ms);
         self.last_checkpoint_ms = now_ms;
     }
 
