@@ -270,6 +270,7 @@ async fn app_core(
         Rc::from(api_token.as_str()),
     ));
 
+    let rebroadcasts = glommio::spawn_local(crate::rebroadcast::serve(app.clone()));
     let ingest = glommio::spawn_local(crate::ingest::serve(
         netstack::sys::from_owned_fd(rtmp_listener),
         app.clone(),
@@ -284,7 +285,7 @@ async fn app_core(
     let mut byte = [0u8; 1];
     let _ = signals.read(&mut byte).await;
     tracing::info!("shutting down: closing viewers with 1001");
-    drop((api, ticker, ingest));
+    drop((api, ticker, ingest, rebroadcasts));
     graceful_shutdown(&app, Duration::from_millis(config.shutdown_grace_ms)).await;
     for link in links {
         link.await;

@@ -263,3 +263,108 @@ fn retention_prunes_the_oldest_recording() {
         (!old_dir.exists()).then_some(())
     });
 }
+
+/// ffprobe's codec names for `url`.
+fn probe_codecs(url: &str) -> String {
+    let out = Command::new("ffprobe")
+        .args(["-v", "error", "-show_entries", "stream=codec_name"])
+        .args(["-of", "default=noprint_wrappers=1:nokey=1"])
+        .args(["-rw_timeout", "10000000"])
+        .arg(url)
+        .stdin(Stdio::null())
+        .output()
+        .expect("ffprobe");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn a_rebroadcast_is_watched_as_live_with_a_poll_and_holds_the_stream() {
+    let server = Server::start(&["--shards", "2", "--hls-segment-ms", "1000"]);
+    let key = create_stream(&server, "rb");
+    // Long enough that the checks below finish while it plays (it is watched, not timed).
+    Publisher::start(server.rtmp, &key, 8).wait();
+    let rec = ended_recordings(&server, "rb", 1).remove(0);
+    let rec_id = rec["id"].as_str().unwrap();
+    let path = "/api/streams/rb/rebroadcast";
+
+    let (mut viewer, _) = connect(&server.url(""), None);
+    if let tungstenite::stream::MaybeTlsStream::Plain(s) = viewer.get_mut() {
+        s.set_read_timeout(Some(MEDIA_WAIT)).unwrap();
+    }
+    send_json(&mut viewer, &json!({"type": "watch", "stream": "rb"}));
+    assert_eq!(next_json(&mut viewer)["state"], "ended");
+
+    // Bad requests are refused with clear errors.
+    for (body, status) in [
+        (json!({}), 400),
+        (json!({"recording": "none"}), 404),
+        (json!({"recording": rec_id, "x": 1}), 400),
+    ] {
+        assert_eq!(server.api("POST", path, Some(&body)).0, status, "{body}");
+    }
+    let (status, body) = server.api(
+        "POST",
+        "/api/streams/nope/rebroadcast",
+        Some(&json!({ "recording": rec_id })),
+    );
+    assert_eq!(status, 404, "{body}");
+
+    let (status, body) = server.api("POST", path, Some(&json!({ "recording": rec_id })));
+    assert_eq!(status, 202, "{body}");
+    // The audience hears it exactly as for a publisher: live, then an endpoint.
+    let live = next_of_type(&mut viewer, "stream");
+    assert_eq!(live["state"], "live", "{live}");
+    let endpoint = next_of_type(&mut viewer, "endpoint");
+    let url = endpoint["url"].as_str().unwrap().to_owned();
+
+    // One holder at a time: another rebroadcast and a real publisher are refused.
+    let (status, body) = server.api("POST", path, Some(&json!({ "recording": rec_id })));
+    assert_eq!(status, 409, "{body}");
+    let refused_before = server.api("GET", "/api/stats", None).1["ingest"]["refused_busy"]
+        .as_u64()
+        .unwrap();
+    Publisher::start(server.rtmp, &key, 2).wait();
+    server.wait_stats("the publisher refused as busy", |s| {
+        s["ingest"]["refused_busy"].as_u64() == Some(refused_before + 1)
+    });
+
+    // It plays as live HLS on the stream's own URL.
+    let codecs = probe_codecs(&url);
+    assert!(
+        codecs.contains("h264") && codecs.contains("aac"),
+        "{codecs}"
+    );
+
+    // A poll runs on its audience.
+    let (status, p) = server.api(
+        "POST",
+        "/api/polls",
+        Some(&json!({"stream": "rb", "question": "Again?", "choices": ["yes", "no"], "duration_s": 60})),
+    );
+    assert_eq!(status, 201, "{p}");
+    let poll = p["id"].as_str().unwrap().to_owned();
+    next_of_type(&mut viewer, "poll");
+    send_json(
+        &mut viewer,
+        &json!({"type": "vote", "poll": poll, "choice": 0}),
+    );
+    assert_eq!(next_of_type(&mut viewer, "voted")["choice"], 0);
+    wait_for("the vote counted", || {
+        let (_, p) = server.api("GET", &format!("/api/polls/{poll}"), None);
+        (p["counts"] == json!([1, 0])).then_some(())
+    });
+
+    // It ends like a publish: the audience hears `ended`, the playlist ends.
+    let ended = next_of_type(&mut viewer, "stream");
+    assert_eq!(ended["state"], "ended", "{ended}");
+    let (status, body) = http_get(&url);
+    assert_eq!(status, 200);
+    let text = String::from_utf8_lossy(&body);
+    assert!(text.ends_with("#EXT-X-ENDLIST\n"), "{text}");
+    assert!(text.contains("#EXT-X-DISCONTINUITY"), "{text}");
+    assert_eq!(
+        recordings(&server, "rb").len(),
+        1,
+        "a rebroadcast is not recorded again"
+    );
+}

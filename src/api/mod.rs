@@ -22,7 +22,7 @@ use serde_json::json;
 use serde_json::Value;
 use shards::profile::ViewerId;
 
-use crate::app::{unix_ms, App, Group, GroupError, RecordingError};
+use crate::app::{unix_ms, App, Group, GroupError, RebroadcastError, RecordingError};
 pub use response::Response;
 pub use server::serve;
 
@@ -164,6 +164,8 @@ pub fn handle(app: &RefCell<App>, token: &str, req: &Request) -> Response {
                 Err(e @ RecordingError::Active(_)) => Response::error(409, "active", e.to_string()),
             }
         }
+        ("POST", ["api", "streams", id, "rebroadcast"]) => rebroadcast(&mut app, id, &req.body),
+        (_, ["api", "streams", _, "rebroadcast"]) => method_not_allowed("POST"),
         (_, ["api", "streams", _, "recordings"]) => method_not_allowed("GET"),
         (_, ["api", "streams", _, "recordings", _]) => method_not_allowed("DELETE"),
         ("GET", ["api", "groups"]) => {
@@ -346,6 +348,27 @@ fn stream_json(app: &App, s: &crate::app::Stream) -> Value {
             json!({"sequence": sequence, "completed_ms": completed_ms})
         }),
     })
+}
+
+/// `POST /api/streams/{id}/rebroadcast {"recording": R}`.
+fn rebroadcast(app: &mut App, stream: &str, body: &[u8]) -> Response {
+    let recording = match validate::object(body).and_then(|o| {
+        validate::only_fields(&o, &["recording"])?;
+        validate::identifier(&o, "recording")
+    }) {
+        Ok(r) => r,
+        Err(e) => return bad(e),
+    };
+    match app.start_rebroadcast(stream, &recording) {
+        Ok(rb) => Response::json(
+            202,
+            json!({"stream": rb.turn.stream, "recording": rb.recording, "state": "live"}),
+        ),
+        Err(e @ (RebroadcastError::NoStream(_) | RebroadcastError::NoRecording(_))) => {
+            Response::error(404, "not_found", e.to_string())
+        }
+        Err(e @ RebroadcastError::Busy(_)) => Response::error(409, "busy", e.to_string()),
+    }
 }
 
 fn list_recordings(app: &App, stream: &str) -> Response {

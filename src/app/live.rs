@@ -155,13 +155,21 @@ impl App {
             .segmenters
             .entry(turn.stream.clone())
             .or_insert_with(|| Segmenter::new(config));
-        let name: Box<str> = turn.stream.as_str().into();
+        self.announce_live(&turn.stream);
+        tracing::info!(stream = %turn.stream, %publisher, "stream live");
+        Ok(turn)
+    }
+
+    /// Shards serve the stream as live; its audience gets `stream` `live` and a fresh
+    /// `endpoint` each.
+    pub(super) fn announce_live(&mut self, id: &str) {
+        let name: Box<str> = id.into();
         self.broadcast(|| {
             ShardCommand::Media(MediaCommand::Live {
                 stream: name.clone(),
             })
         });
-        let id = turn.stream.clone();
+        let id = id.to_owned();
         if let Some(group) = self.streams.get(&id).map(|s| s.group) {
             self.cast_frame(
                 group,
@@ -178,8 +186,6 @@ impl App {
             let (session, url) = self.media_endpoint(&id);
             self.send_to(at, messages::endpoint(&id, &url, &session));
         }
-        tracing::info!(stream = %id, %publisher, "stream live");
-        Ok(turn)
     }
 
     /// A fresh session id and the endpoint URL for it.
@@ -225,7 +231,7 @@ impl App {
         Ok(())
     }
 
-    fn segment_out(&mut self, stream: &str, segment: Segment, now_ms: u64) {
+    pub(super) fn segment_out(&mut self, stream: &str, segment: Segment, now_ms: u64) {
         self.live.stats.segments += 1;
         self.live.stats.segment_bytes += segment.data.len() as u64;
         self.live
@@ -281,6 +287,7 @@ impl App {
             );
         }
         self.end_recording(&id, now_ms);
+        self.live.rebroadcasting.remove(&id);
         tracing::info!(stream = %id, "stream ended");
     }
 }

@@ -2,7 +2,7 @@
 //! publishers, so a returning publisher continues the same playlist) and the ingest counters.
 //! `app::live` drives it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use media::segmenter::Segmenter;
 
@@ -26,10 +26,16 @@ pub struct IngestStats {
 }
 
 /// Media state of the application core.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Live {
     pub(super) segmenters: HashMap<String, Segmenter>,
     pub stats: IngestStats,
     /// Wall time each stream's latest segment was completed (for the delay benchmark).
     pub(super) last_segment: HashMap<String, (u64, u64)>,
+    /// Streams played out from a recording now (not recorded again).
+    pub(super) rebroadcasting: HashSet<String>,
+    /// Rebroadcasts started by the API and not yet taken by their player task.
+    pub(super) pending_rebroadcasts: Vec<super::rebroadcast::Rebroadcast>,
+    /// Raised when a rebroadcast is queued.
+    pub(super) rebroadcast_queued: std::rc::Rc<shards::sync::Signal>,
 }

@@ -25,6 +25,7 @@ pub mod messages;
 pub mod mirror;
 pub mod polls;
 pub mod random;
+pub mod rebroadcast;
 pub mod recordings;
 pub mod sink;
 pub mod store;
@@ -58,6 +59,7 @@ pub use streams::{PublishError, PublishTurn, Stream, StreamError, StreamState};
 /// The wall clock in Unix milliseconds, for the executor glue and API handlers that drive the
 /// core. The core itself never calls it.
 pub use random::random_hex;
+pub use rebroadcast::{Rebroadcast, RebroadcastError};
 pub use recordings::{Recording, RecordingError};
 pub use shards::clock::unix_ms;
 

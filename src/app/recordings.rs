@@ -155,6 +155,9 @@ impl App {
 
     /// A segment of `stream`'s publish goes to its recording (the first starts one).
     pub(super) fn record_segment(&mut self, stream: &str, segment: &Segment) {
+        if self.live.rebroadcasting.contains(stream) {
+            return;
+        }
         if self.recordings.active_mut(stream).is_none() {
             self.start_recording(stream, segment.start_wall_ms);
         }
