@@ -10,6 +10,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::Args;
 use serde::{Deserialize, Serialize};
+use shards::config::ZeroCopy;
 use shards::ShardConfig;
 
 /// The default `media_url`: the live playlist, served by the shards on the viewer address
@@ -115,6 +116,12 @@ pub struct Config {
     /// Retention: finished recordings that started longer ago than this are removed
     /// (seconds; 0: no limit).
     pub recording_max_age_s: u64,
+    /// Segment bodies sent with `IORING_OP_SEND_ZC`: `auto` (when the kernel offers it),
+    /// `on` (warns when it does not), `off`.
+    pub zerocopy: String,
+    /// Bodies at least this many bytes use zero-copy sends (the kernel documents a gain only
+    /// above roughly 10 KB); smaller ones plain sends.
+    pub zerocopy_threshold_bytes: usize,
 }
 
 impl Default for Config {
@@ -162,6 +169,8 @@ impl Default for Config {
             record: true,
             recording_max_bytes: 10 * 1024 * 1024 * 1024,
             recording_max_age_s: 0,
+            zerocopy: "auto".into(),
+            zerocopy_threshold_bytes: 10 * 1024,
         }
     }
 }
@@ -302,6 +311,12 @@ pub struct Overrides {
     /// Prune recordings older than this many seconds, 0 for no limit [default: 0].
     #[arg(long, value_name = "S")]
     pub recording_max_age_s: Option<u64>,
+    /// Zero-copy segment sends: auto, on or off [default: auto].
+    #[arg(long, value_name = "MODE")]
+    pub zerocopy: Option<String>,
+    /// Smallest body sent zero-copy, in bytes [default: 10240].
+    #[arg(long, value_name = "BYTES")]
+    pub zerocopy_threshold_bytes: Option<usize>,
 }
 
 macro_rules! apply {
@@ -358,7 +373,9 @@ impl Config {
             hls_idle_timeout_ms,
             record,
             recording_max_bytes,
-            recording_max_age_s
+            recording_max_age_s,
+            zerocopy,
+            zerocopy_threshold_bytes
         );
         if o.api_token.is_some() {
             cfg.api_token = o.api_token.clone();
@@ -433,6 +450,9 @@ impl Config {
         if !(500..=60_000).contains(&self.hls_segment_ms) {
             bail!("hls_segment_ms must be between 500 and 60000");
         }
+        if ZeroCopy::parse(&self.zerocopy).is_none() {
+            bail!("zerocopy must be auto, on or off: {:?}", self.zerocopy);
+        }
         if self.hls_window > 100 {
             bail!("hls_window must be at most 100");
         }
@@ -466,6 +486,8 @@ impl Config {
             hls_target_secs: self.hls_segment_ms.div_ceil(1000),
             hls_idle_timeout: Duration::from_millis(self.hls_idle_timeout_ms),
             recordings_dir: self.record.then(|| self.data_dir.join("recordings")),
+            zerocopy: ZeroCopy::parse(&self.zerocopy).unwrap_or(ZeroCopy::Auto),
+            zerocopy_threshold: self.zerocopy_threshold_bytes,
         }
     }
 }

@@ -46,6 +46,33 @@ pub struct ShardConfig {
     /// Where recordings are (`<data_dir>/recordings`), served at `/hls/{stream}/rec/...`;
     /// None: recordings are not served.
     pub recordings_dir: Option<std::path::PathBuf>,
+    /// Whether segment bodies go out with zero-copy sends (`IORING_OP_SEND_ZC`).
+    pub zerocopy: ZeroCopy,
+    /// Bodies at least this large use zero-copy sends; smaller ones plain sends.
+    pub zerocopy_threshold: usize,
+}
+
+/// The `zerocopy` setting.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ZeroCopy {
+    /// Zero-copy sends when the kernel offers them.
+    Auto,
+    /// Zero-copy sends; a warning (and plain sends) when the kernel lacks them.
+    On,
+    /// Plain sends only.
+    Off,
+}
+
+impl ZeroCopy {
+    /// Parses `auto`, `on` or `off`.
+    pub fn parse(text: &str) -> Option<ZeroCopy> {
+        match text {
+            "auto" => Some(ZeroCopy::Auto),
+            "on" => Some(ZeroCopy::On),
+            "off" => Some(ZeroCopy::Off),
+            _ => None,
+        }
+    }
 }
 
 impl Default for ShardConfig {
@@ -68,6 +95,8 @@ impl Default for ShardConfig {
             hls_target_secs: 2,
             hls_idle_timeout: Duration::from_secs(30),
             recordings_dir: None,
+            zerocopy: ZeroCopy::Auto,
+            zerocopy_threshold: 10 * 1024,
         }
     }
 }

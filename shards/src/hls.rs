@@ -86,7 +86,7 @@ pub(crate) async fn serve<G>(shard: Rc<Shard>, mut stream: TcpStream, mut buf: V
                             .borrow()
                             .answer(&req.method, &req.path, &req.query, keep_alive);
                     // A playlist or message goes out with its head in one write; a segment
-                    // is written from its shared buffer after the head.
+                    // is sent from its shared buffer after the head (zero-copy when on).
                     let (head, body) = match answer.body {
                         Body::Segment(data) => (answer.head, Some(data)),
                         Body::Text(text) => {
@@ -96,8 +96,11 @@ pub(crate) async fn serve<G>(shard: Rc<Shard>, mut stream: TcpStream, mut buf: V
                         }
                         Body::Empty => (answer.head, None),
                     };
-                    let body = body.as_deref().unwrap_or(&[]);
-                    if !write(&mut stream, &head, body, idle).await || !keep_alive {
+                    let mut ok = write(&mut stream, &head, &[], idle).await;
+                    if let (true, Some(body)) = (ok, &body) {
+                        ok = shard.sender.write_body(&mut stream, body, idle).await;
+                    }
+                    if !ok || !keep_alive {
                         let _ = stream.close().await;
                         return;
                     }

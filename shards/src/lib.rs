@@ -39,6 +39,7 @@ pub mod polls;
 pub mod profile;
 pub mod proto;
 mod runtime;
+pub mod sender;
 mod shard;
 pub mod stats;
 pub mod sync;

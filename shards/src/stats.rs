@@ -54,6 +54,11 @@ counters!(
     casts,
     /// HLS requests (playlists, segments, preflights) answered on this shard.
     hls_requests,
+    /// Segment body bytes sent zero-copy (`IORING_OP_SEND_ZC`).
+    hls_bytes_zerocopy,
+    /// Segment body bytes sent with plain sends (below the threshold, zero-copy off or
+    /// unavailable, or a full socket).
+    hls_bytes_plain,
 );
 
 impl ShardStats {
