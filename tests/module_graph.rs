@@ -46,11 +46,14 @@ const CRATES: &[(&str, &str, &[&str])] = &[
 /// drive lives in the sibling modules (`polls`, `groups`, `streams`, ...), which they import
 /// like `app/mod.rs` does. `app/mod.rs` calls their methods as `self.x()`, which no path shows.
 /// `app::live` is the same for the media side (publish turns, segments to the shards); its
-/// state lives in `app::media_state`.
+/// state lives in `app::media_state`. `app::recording_runner` (recordings; state in
+/// `app::recordings`) and `app::rebroadcast` (state in `app::media_state`) likewise.
 const IMPL_EXTENSIONS: &[(&str, &str)] = &[
     ("ovation", "app::operator"),
     ("ovation", "app::poll_runner"),
     ("ovation", "app::live"),
+    ("ovation", "app::recording_runner"),
+    ("ovation", "app::rebroadcast"),
 ];
 
 /// The product part of a source file: everything before a trailing `#[cfg(test)]` module.

@@ -25,6 +25,28 @@ pub struct IngestStats {
     pub segment_bytes: u64,
 }
 
+/// A rebroadcast the player task is to play: the turn it holds and the recording's files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rebroadcast {
+    pub turn: super::streams::PublishTurn,
+    pub recording: String,
+    pub dir: std::path::PathBuf,
+}
+
+/// Why a rebroadcast was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RebroadcastError {
+    /// No such stream.
+    #[error("no stream \"{0}\"")]
+    NoStream(String),
+    /// No such finished recording of the stream.
+    #[error("no finished recording \"{0}\" of this stream")]
+    NoRecording(String),
+    /// A publisher or another rebroadcast holds the stream.
+    #[error("stream \"{0}\" is live (a publisher or a rebroadcast holds it)")]
+    Busy(String),
+}
+
 /// Media state of the application core.
 #[derive(Default)]
 pub struct Live {
@@ -35,7 +57,7 @@ pub struct Live {
     /// Streams played out from a recording now (not recorded again).
     pub(super) rebroadcasting: HashSet<String>,
     /// Rebroadcasts started by the API and not yet taken by their player task.
-    pub(super) pending_rebroadcasts: Vec<super::rebroadcast::Rebroadcast>,
+    pub(super) pending_rebroadcasts: Vec<Rebroadcast>,
     /// Raised when a rebroadcast is queued.
     pub(super) rebroadcast_queued: std::rc::Rc<shards::sync::Signal>,
 }

@@ -26,6 +26,7 @@ pub mod mirror;
 pub mod polls;
 pub mod random;
 pub mod rebroadcast;
+pub mod recording_runner;
 pub mod recordings;
 pub mod sink;
 pub mod store;
@@ -56,10 +57,10 @@ pub use mirror::Viewer;
 pub use polls::{Poll, PollError, PollRequest, PollState};
 pub use streams::{PublishError, PublishTurn, Stream, StreamError, StreamState};
 
+pub use media_state::{Rebroadcast, RebroadcastError};
 /// The wall clock in Unix milliseconds, for the executor glue and API handlers that drive the
 /// core. The core itself never calls it.
 pub use random::random_hex;
-pub use rebroadcast::{Rebroadcast, RebroadcastError};
 pub use recordings::{Recording, RecordingError};
 pub use shards::clock::unix_ms;
 

@@ -5,35 +5,13 @@
 //! and polls and messages work unchanged. The segments are read and paced by the player task
 //! (`crate::rebroadcast`); the core only decides and numbers.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use media::segmenter::{Segment, Segmenter, SegmenterConfig};
 
+use super::media_state::{Rebroadcast, RebroadcastError};
 use super::streams::{PublishError, PublishTurn};
 use super::App;
-
-/// A rebroadcast the player task is to play: the turn it holds and the recording's files.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Rebroadcast {
-    pub turn: PublishTurn,
-    pub recording: String,
-    pub dir: PathBuf,
-}
-
-/// Why a rebroadcast was refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum RebroadcastError {
-    /// No such stream.
-    #[error("no stream \"{0}\"")]
-    NoStream(String),
-    /// No such finished recording of the stream.
-    #[error("no finished recording \"{0}\" of this stream")]
-    NoRecording(String),
-    /// A publisher or another rebroadcast holds the stream.
-    #[error("stream \"{0}\" is live (a publisher or a rebroadcast holds it)")]
-    Busy(String),
-}
 
 impl App {
     /// Starts playing recording `recording` of `stream` out as live: the stream goes live now
