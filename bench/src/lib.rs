@@ -17,11 +17,13 @@
 //! - [`stats`]: medians and maxima over repeats.
 //! - [`churn`]: server memory under connect-and-leave churn (binary `bench-churn`).
 //! - [`publish_delay`]: live HLS publish-to-playlist delay (binary `bench-publish-delay`).
+//! - [`media_load`]: HLS to N players, ovation (zero-copy on/off) vs nginx (binary `bench-media`).
 #![forbid(unsafe_code)]
 
 pub mod churn;
 pub mod http;
 pub mod loadgen;
+pub mod media_load;
 pub mod procfs;
 pub mod publish_delay;
 pub mod report;

@@ -27,6 +27,8 @@ pub struct Cli {
 pub enum Command {
     /// Open viewer connections, drive behaviours, publish, measure, report.
     Run(Box<RunArgs>),
+    /// HLS players: reload a live playlist and fetch every new segment, timed.
+    Hls(crate::hls::HlsArgs),
     /// Internal: one worker process; reads its spec and commands on stdin, reports on stdout.
     #[command(hide = true)]
     Worker,
