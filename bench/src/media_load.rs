@@ -359,7 +359,14 @@ pub fn main() -> anyhow::Result<()> {
                 p.push(master);
                 p
             };
-            rows.push(measured("nginx 1.22 sendfile", &args, &url, &pids)?);
+            let row = measured("nginx 1.22 sendfile", &args, &url, &pids);
+            // SIGQUIT: the master stops its workers (a SIGKILL would orphan them).
+            let _ = Command::new("kill")
+                .args(["-QUIT", &master.to_string()])
+                .status();
+            let mut nginx = nginx;
+            let _ = wait_for("nginx to stop", || nginx.0.try_wait().ok().flatten());
+            rows.push(row?);
         }
         drop(server);
     }
