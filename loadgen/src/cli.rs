@@ -535,7 +535,7 @@ mod tests {
         argv.extend_from_slice(args);
         match Cli::try_parse_from(argv)?.command {
             Command::Run(r) => Ok(*r),
-            Command::Worker => unreachable!("parsed run"),
+            Command::Worker | Command::Hls(_) => unreachable!("parsed run"),
         }
     }
 
