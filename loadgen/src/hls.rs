@@ -308,7 +308,7 @@ mod tests {
             let r = response_len(&full[..cut]).unwrap();
             assert_eq!(r.is_some(), cut >= full.len() - 4, "cut {cut}");
         }
-        assert_eq!(response_len(full).unwrap(), Some((200, 39, 42)));
+        assert_eq!(response_len(full).unwrap(), Some((200, 38, 41)));
         assert!(response_len(b"HTTP/1.1 200 OK\r\n\r\n").is_err());
     }
 }
