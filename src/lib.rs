@@ -5,7 +5,9 @@
 //! its store (written on a thread of its own), the operator API
 //! ([`api`]), RTMP ingest ([`ingest`]: publishers' connections, on the application core), and
 //! process assembly ([`server`]) that starts the shards (crate `shards`) and the
-//! application core on their executors and joins them with lock-free channels. [`limits`]
+//! application core on their executors and joins them with lock-free channels.
+//! [`recorder`] writes recordings of live streams on a thread of its own; [`rebroadcast`]
+//! plays a recording out as a live stream. [`limits`]
 //! checks at startup that the host's limits fit the configuration.
 
 #![forbid(unsafe_code)]
@@ -15,4 +17,6 @@ pub mod app;
 pub mod config;
 pub mod ingest;
 pub mod limits;
+pub mod rebroadcast;
+pub mod recorder;
 pub mod server;

@@ -297,6 +297,15 @@ async fn app_core(
     if let Ok(rtmp_addr) = rtmp_listener.local_addr() {
         app.borrow_mut().set_addresses(viewer_addr, rtmp_addr);
     }
+    if config.record {
+        let root = config.data_dir.join("recordings");
+        match crate::recorder::Recorder::start(root, config.hls_segment_ms.div_ceil(1000)) {
+            Ok(r) => app.borrow_mut().set_recorder(r),
+            Err(e) => {
+                tracing::error!(error = %e, "recording is off: the recordings directory could not be opened")
+            }
+        }
+    }
     app.borrow_mut().restore(store, &restored, unix_ms());
     for rule in remediation_rules(&config).unwrap_or_default() {
         if let Err(e) = app.borrow_mut().add_rule(rule) {
@@ -345,6 +354,7 @@ async fn app_core(
         Rc::from(api_token.as_str()),
     ));
 
+    let rebroadcasts = glommio::spawn_local(crate::rebroadcast::serve(app.clone()));
     let ingest = glommio::spawn_local(crate::ingest::serve(
         netstack::sys::from_owned_fd(rtmp_listener),
         rtmps.map(|(l, c)| (netstack::sys::from_owned_fd(l), c)),
@@ -360,7 +370,7 @@ async fn app_core(
     let mut byte = [0u8; 1];
     let _ = signals.read(&mut byte).await;
     tracing::info!("shutting down: closing viewers with 1001");
-    drop((api, ticker, ingest));
+    drop((api, ticker, ingest, rebroadcasts));
     graceful_shutdown(&app, Duration::from_millis(config.shutdown_grace_ms)).await;
     for link in links {
         link.await;

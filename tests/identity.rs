@@ -93,11 +93,18 @@ fn wait_counts(server: &Server, poll: &str, want: Value) -> Value {
     }
 }
 
+/// The viewer's shard, once the application core's mirror knows it (it trails the welcome).
 fn shard_of(server: &Server, welcome: &Value) -> u64 {
     let id = welcome["viewer"].as_str().unwrap();
-    let (status, v) = server.api("GET", &format!("/api/viewers/{id}"), None);
-    assert_eq!(status, 200, "{v}");
-    v["shard"].as_u64().unwrap()
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (status, v) = server.api("GET", &format!("/api/viewers/{id}"), None);
+        if status == 200 {
+            return v["shard"].as_u64().unwrap();
+        }
+        assert!(Instant::now() < deadline, "the mirror never saw {id}: {v}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 #[test]

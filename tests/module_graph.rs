@@ -47,13 +47,16 @@ const CRATES: &[(&str, &str, &[&str])] = &[
 /// like `app/mod.rs` does. `app/mod.rs` calls their methods as `self.x()`, which no path shows.
 /// `app::live` is the same for the media side (publish turns, segments to the shards); its
 /// state lives in `app::media_state`. `app::remediation_apply` applies remediation decisions;
-/// its state lives in `app::remediation`.
+/// its state lives in `app::remediation`. `app::recording_runner` (recordings; state in
+/// `app::recordings`) and `app::rebroadcast` (state in `app::media_state`) likewise.
 const IMPL_EXTENSIONS: &[(&str, &str)] = &[
     ("ovation", "app::operator"),
     ("ovation", "app::poll_runner"),
     ("ovation", "app::live"),
     ("ovation", "app::remediation_apply"),
     ("shards", "shard::delivery"),
+    ("ovation", "app::recording_runner"),
+    ("ovation", "app::rebroadcast"),
 ];
 
 /// The product part of a source file: everything before a trailing `#[cfg(test)]` module.

@@ -19,11 +19,13 @@
 //! - [`publish_delay`]: live HLS publish-to-playlist delay (binary `bench-publish-delay`).
 //! - [`quality`]: server CPU per telemetry report and per remediation evaluation
 //!   (binary `bench-quality`).
+//! - [`media_load`]: HLS to N players, ovation (zero-copy on/off) vs nginx (binary `bench-media`).
 #![forbid(unsafe_code)]
 
 pub mod churn;
 pub mod http;
 pub mod loadgen;
+pub mod media_load;
 pub mod procfs;
 pub mod publish_delay;
 pub mod quality;

@@ -27,6 +27,8 @@ pub struct Cli {
 pub enum Command {
     /// Open viewer connections, drive behaviours, publish, measure, report.
     Run(Box<RunArgs>),
+    /// HLS players: reload a live playlist and fetch every new segment, timed.
+    Hls(crate::hls::HlsArgs),
     /// Internal: one worker process; reads its spec and commands on stdin, reports on stdout.
     #[command(hide = true)]
     Worker,
@@ -533,7 +535,7 @@ mod tests {
         argv.extend_from_slice(args);
         match Cli::try_parse_from(argv)?.command {
             Command::Run(r) => Ok(*r),
-            Command::Worker => unreachable!("parsed run"),
+            Command::Worker | Command::Hls(_) => unreachable!("parsed run"),
         }
     }
 

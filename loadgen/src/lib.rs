@@ -18,6 +18,7 @@
 //! - [`api`]: a minimal HTTP/1.1 client for the operator API.
 //! - [`broadcaster`]: the broadcaster's WebSocket view of a poll storm's final results.
 //! - [`clock`]: CLOCK_MONOTONIC nanoseconds, shared by publisher and receivers.
+//! - [`hls`]: HLS player mode (`loadgen hls`): N players of a live playlist, fetches timed.
 #![forbid(unsafe_code)]
 
 pub mod api;
@@ -25,6 +26,7 @@ pub mod broadcaster;
 pub mod cli;
 pub mod clock;
 pub mod coordinator;
+pub mod hls;
 pub mod plan;
 pub mod profile;
 pub mod report;

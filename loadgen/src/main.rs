@@ -1,6 +1,7 @@
 //! `loadgen`: simulated viewers for ovation and the peer servers (see loadgen/README.md).
 //!
-//! `loadgen run ...` coordinates a run; the hidden `loadgen worker` is what the coordinator
+//! `loadgen run ...` coordinates a run; `loadgen hls ...` plays a live HLS playlist with N
+//! players; the hidden `loadgen worker` is what the coordinator
 //! spawns for each share of the connections.
 
 #![forbid(unsafe_code)]
@@ -17,6 +18,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run(args) => run(&args),
+        Command::Hls(args) => hls(&args),
         Command::Worker => worker::run_process(),
     };
     match result {
@@ -26,6 +28,25 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn hls(args: &ovation_loadgen::hls::HlsArgs) -> anyhow::Result<()> {
+    worker::raise_nofile_limit();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("building the player runtime")?;
+    let report = rt
+        .block_on(ovation_loadgen::hls::run(args))
+        .map_err(anyhow::Error::msg)?;
+    let json = report.to_json();
+    if let Some(path) = &args.json {
+        std::fs::write(path, format!("{json}\n"))
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    println!("{json}");
+    Ok(())
 }
 
 fn run(args: &RunArgs) -> anyhow::Result<()> {

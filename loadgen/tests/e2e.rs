@@ -40,7 +40,7 @@ fn args(server: &FakeServer, extra: &[&str]) -> RunArgs {
     argv.extend(extra.iter().map(|s| s.to_string()));
     match Cli::try_parse_from(argv).expect("arguments parse").command {
         Command::Run(r) => *r,
-        Command::Worker => unreachable!(),
+        Command::Worker | Command::Hls(_) => unreachable!(),
     }
 }
 

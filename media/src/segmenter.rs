@@ -330,6 +330,16 @@ impl Segmenter {
         self.close(end)
     }
 
+    /// Takes the next media sequence number for a segment made elsewhere (a recording played
+    /// out again as live), so the stream's playlist keeps counting up; the next segment this
+    /// segmenter makes is flagged as a discontinuity.
+    pub fn take_sequence(&mut self) -> u64 {
+        let sequence = self.next_sequence;
+        self.next_sequence += 1;
+        self.discontinuity = true;
+        sequence
+    }
+
     /// A publisher reconnected (or restarted its encoder): closes the segment in progress,
     /// forgets codec configuration and timestamps, and flags the next segment as a
     /// discontinuity. The output timeline carries on where it stopped.

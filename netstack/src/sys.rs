@@ -13,12 +13,15 @@
 //! - [`from_owned_fd`]: hands an owned descriptor to a runtime type that only offers
 //!   `FromRawFd` (glommio's listener and stream types).
 //! - [`current_cpu`], [`pin_current_thread`]: for tests and tools that check steering.
+//! - [`uring`]: the zero-copy sender (`IORING_OP_SEND_ZC` on a small ring of its own).
 
 use std::io;
 use std::net::{SocketAddr, TcpListener};
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 
 use socket2::{Domain, Protocol, Socket, Type};
+
+pub mod uring;
 
 /// Evaluates a raw libc call (an `unsafe { libc::...(...) }` expression, whose `// SAFETY:`
 /// note stays at the call site) and turns its `-1` into `io::Error::last_os_error()`, as mio

@@ -53,6 +53,36 @@ pub struct ShardConfig {
     pub trusted_proxies: std::sync::Arc<[crate::proxy::Cidr]>,
     /// The country database, if one was opened.
     pub geo: Option<std::sync::Arc<crate::geo::GeoDb>>,
+    /// Where recordings are (`<data_dir>/recordings`), served at `/hls/{stream}/rec/...`;
+    /// None: recordings are not served.
+    pub recordings_dir: Option<std::path::PathBuf>,
+    /// Whether segment bodies go out with zero-copy sends (`IORING_OP_SEND_ZC`).
+    pub zerocopy: ZeroCopy,
+    /// Bodies at least this large use zero-copy sends; smaller ones plain sends.
+    pub zerocopy_threshold: usize,
+}
+
+/// The `zerocopy` setting.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ZeroCopy {
+    /// Zero-copy sends when the kernel offers them.
+    Auto,
+    /// Zero-copy sends; a warning (and plain sends) when the kernel lacks them.
+    On,
+    /// Plain sends only.
+    Off,
+}
+
+impl ZeroCopy {
+    /// Parses `auto`, `on` or `off`.
+    pub fn parse(text: &str) -> Option<ZeroCopy> {
+        match text {
+            "auto" => Some(ZeroCopy::Auto),
+            "on" => Some(ZeroCopy::On),
+            "off" => Some(ZeroCopy::Off),
+            _ => None,
+        }
+    }
 }
 
 impl Default for ShardConfig {
@@ -78,6 +108,9 @@ impl Default for ShardConfig {
             addresses: None,
             trusted_proxies: std::sync::Arc::new([]),
             geo: None,
+            recordings_dir: None,
+            zerocopy: ZeroCopy::Auto,
+            zerocopy_threshold: 10 * 1024,
         }
     }
 }

@@ -1,5 +1,6 @@
 //! One HLS connection on the viewer port: HTTP/1.1 keep-alive on netstack's request parser,
-//! answered from the shard's windows (`hls_window`). Pipelined requests are answered in
+//! answered from the shard's windows (`hls_window`), or for recordings from their files
+//! (`hls_files`). Pipelined requests are answered in
 //! order; a segment is written from its shared buffer. The connection holds a seat of
 //! `max_connections` (the guard it is given) until it ends, and closes after
 //! `hls_idle_timeout` without a request, after a request error, or when the client asks.
@@ -65,13 +66,27 @@ pub(crate) async fn serve<G>(shard: Rc<Shard>, mut stream: TcpStream, mut buf: V
                 Step::Request(req) => {
                     ShardStats::add(&shard.stats.hls_requests, 1);
                     let keep_alive = req.keep_alive && !shard.draining.get();
+                    let recorded = shard
+                        .config
+                        .recordings_dir
+                        .as_deref()
+                        .and_then(|root| crate::hls_files::locate(root, &req.path));
+                    if let Some(located) = recorded {
+                        let (head, body) =
+                            crate::hls_files::answer(located, &req.method, keep_alive).await;
+                        if !write(&mut stream, &head, &body, idle).await || !keep_alive {
+                            let _ = stream.close().await;
+                            return;
+                        }
+                        continue;
+                    }
                     let answer =
                         shard
                             .hls
                             .borrow()
                             .answer(&req.method, &req.path, &req.query, keep_alive);
                     // A playlist or message goes out with its head in one write; a segment
-                    // is written from its shared buffer after the head.
+                    // is sent from its shared buffer after the head (zero-copy when on).
                     let (head, body) = match answer.body {
                         Body::Segment(data) => (answer.head, Some(data)),
                         Body::Text(text) => {
@@ -81,8 +96,11 @@ pub(crate) async fn serve<G>(shard: Rc<Shard>, mut stream: TcpStream, mut buf: V
                         }
                         Body::Empty => (answer.head, None),
                     };
-                    let body = body.as_deref().unwrap_or(&[]);
-                    if !write(&mut stream, &head, body, idle).await || !keep_alive {
+                    let mut ok = write(&mut stream, &head, &[], idle).await;
+                    if let (true, Some(body)) = (ok, &body) {
+                        ok = shard.sender.write_body(&mut stream, body, idle).await;
+                    }
+                    if !ok || !keep_alive {
                         let _ = stream.close().await;
                         return;
                     }

@@ -62,6 +62,7 @@ pub async fn run(spec: ShardSpec) {
     });
     let sweeper = glommio::spawn_local(sweeper(shard.clone()));
     let tallies = glommio::spawn_local(report_tallies(shard.clone()));
+    let reaper = glommio::spawn_local(crate::sender::reaper(shard.sender.clone()));
 
     let mut grace = None;
     let mut next: Option<ShardCommand> = None;
@@ -107,7 +108,7 @@ pub async fn run(spec: ShardSpec) {
         }
     }
     shard.drain(grace.unwrap_or(Duration::ZERO)).await;
-    drop((sweeper, tallies, acceptor, tls_acceptor));
+    drop((sweeper, tallies, acceptor, tls_acceptor, reaper));
     // Let the uplink deliver what is queued (final poll tallies above all), bounded in time.
     shard.last_uplink();
     future::or(uplink, sleep(Duration::from_secs(2))).await;

@@ -72,6 +72,8 @@ pub(crate) struct Shard {
     tallies_dirty: Signal,
     /// The HLS windows this shard serves.
     pub hls: RefCell<Windows>,
+    /// How segment bodies are sent (zero-copy or plain).
+    pub sender: Rc<crate::sender::Sender>,
 }
 
 impl Shard {
@@ -85,7 +87,13 @@ impl Shard {
         ws::encode_frame(OpCode::Ping, b"", &mut ping);
         let closed_polls = config.closed_polls.clone();
         let hls = RefCell::new(Windows::new(config.hls_window, config.hls_target_secs));
+        let sender = Rc::new(crate::sender::Sender::new(
+            config.zerocopy,
+            config.zerocopy_threshold,
+            stats.clone(),
+        ));
         Shard {
+            sender,
             index: index as u16,
             config,
             stats,

@@ -69,6 +69,11 @@ counters!(
     votes,
     /// Telemetry reports folded on this shard.
     telemetry_reports,
+    /// Segment body bytes sent zero-copy (`IORING_OP_SEND_ZC`).
+    hls_bytes_zerocopy,
+    /// Segment body bytes sent with plain sends (below the threshold, zero-copy off or
+    /// unavailable, or a full socket).
+    hls_bytes_plain,
 );
 
 impl ShardStats {

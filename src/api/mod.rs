@@ -33,7 +33,7 @@ use serde_json::json;
 use serde_json::Value;
 use shards::profile::ViewerId;
 
-use crate::app::{unix_ms, App, Group, GroupError};
+use crate::app::{unix_ms, App, Group, GroupError, RebroadcastError, RecordingError};
 pub use response::Response;
 pub use server::serve;
 
@@ -193,6 +193,21 @@ pub fn handle(app: &RefCell<App>, token: &str, req: &Request) -> Response {
         // Player configuration (issue 14).
         ("GET", ["api", "streams", id, "config"]) => player::get(&app, id),
         ("PUT", ["api", "streams", id, "config"]) => player::put(&mut app, id, &req.body),
+        // Recordings and rebroadcast (issue 12).
+        ("GET", ["api", "streams", id, "recordings"]) => list_recordings(&app, id),
+        ("DELETE", ["api", "streams", id, "recordings", rec]) => {
+            match app.delete_recording(id, rec) {
+                Ok(()) => Response::json(200, json!({ "deleted": rec })),
+                Err(e @ RecordingError::NotFound(_)) => {
+                    Response::error(404, "not_found", e.to_string())
+                }
+                Err(e @ RecordingError::Active(_)) => Response::error(409, "active", e.to_string()),
+            }
+        }
+        ("POST", ["api", "streams", id, "rebroadcast"]) => rebroadcast(&mut app, id, &req.body),
+        (_, ["api", "streams", _, "rebroadcast"]) => method_not_allowed("POST"),
+        (_, ["api", "streams", _, "recordings"]) => method_not_allowed("GET"),
+        (_, ["api", "streams", _, "recordings", _]) => method_not_allowed("DELETE"),
         ("GET", ["api", "groups"]) => {
             let groups: Vec<Value> = app.groups().map(group_json).collect();
             Response::json(200, json!({ "groups": groups }))
@@ -385,6 +400,38 @@ fn stream_json(app: &App, s: &crate::app::Stream) -> Value {
             json!({"sequence": sequence, "completed_ms": completed_ms})
         }),
     })
+}
+
+/// `POST /api/streams/{id}/rebroadcast {"recording": R}`.
+fn rebroadcast(app: &mut App, stream: &str, body: &[u8]) -> Response {
+    let recording = match validate::object(body).and_then(|o| {
+        validate::only_fields(&o, &["recording"])?;
+        validate::identifier(&o, "recording")
+    }) {
+        Ok(r) => r,
+        Err(e) => return bad(e),
+    };
+    match app.start_rebroadcast(stream, &recording) {
+        Ok(rb) => Response::json(
+            202,
+            json!({"stream": rb.turn.stream, "recording": rb.recording, "state": "live"}),
+        ),
+        Err(e @ (RebroadcastError::NoStream(_) | RebroadcastError::NoRecording(_))) => {
+            Response::error(404, "not_found", e.to_string())
+        }
+        Err(e @ RebroadcastError::Busy(_)) => Response::error(409, "busy", e.to_string()),
+    }
+}
+
+fn list_recordings(app: &App, stream: &str) -> Response {
+    if app.stream(stream).is_none() {
+        return not_found("stream", stream);
+    }
+    let list: Vec<Value> = app
+        .recordings_of(stream)
+        .map(|r| app.recording_json(r))
+        .collect();
+    Response::json(200, json!({ "recordings": list }))
 }
 
 fn list_streams(app: &App) -> Response {

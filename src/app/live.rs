@@ -159,13 +159,21 @@ impl App {
             .segmenters
             .entry(turn.stream.clone())
             .or_insert_with(|| Segmenter::new(config));
-        let name: Box<str> = turn.stream.as_str().into();
+        self.announce_live(&turn.stream);
+        tracing::info!(stream = %turn.stream, %publisher, "stream live");
+        Ok(turn)
+    }
+
+    /// Shards serve the stream as live; its audience gets `stream` `live` and a fresh
+    /// `endpoint` each.
+    pub(super) fn announce_live(&mut self, id: &str) {
+        let name: Box<str> = id.into();
         self.broadcast(|| {
             ShardCommand::Media(MediaCommand::Live {
                 stream: name.clone(),
             })
         });
-        let id = turn.stream.clone();
+        let id = id.to_owned();
         if let Some(group) = self.streams.get(&id).map(|s| s.group) {
             self.cast_frame(
                 group,
@@ -182,8 +190,6 @@ impl App {
             let (session, url) = self.media_endpoint(&id);
             self.send_to(at, messages::endpoint(&id, &url, &session));
         }
-        tracing::info!(stream = %id, %publisher, "stream live");
-        Ok(turn)
     }
 
     /// A fresh session id and the endpoint URL for it.
@@ -229,12 +235,13 @@ impl App {
         Ok(())
     }
 
-    fn segment_out(&mut self, stream: &str, segment: Segment, now_ms: u64) {
+    pub(super) fn segment_out(&mut self, stream: &str, segment: Segment, now_ms: u64) {
         self.live.stats.segments += 1;
         self.live.stats.segment_bytes += segment.data.len() as u64;
         self.live
             .last_segment
             .insert(stream.to_owned(), (segment.sequence, now_ms));
+        self.record_segment(stream, &segment);
         let name: Box<str> = stream.into();
         // One message per shard; each carries the same `Arc` buffer.
         self.broadcast(|| {
@@ -283,6 +290,8 @@ impl App {
                 messages::stream_state(&id, protocol::StreamState::Ended),
             );
         }
+        self.end_recording(&id, now_ms);
+        self.live.rebroadcasting.remove(&id);
         tracing::info!(stream = %id, "stream ended");
     }
 }

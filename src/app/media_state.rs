@@ -2,7 +2,7 @@
 //! publishers, so a returning publisher continues the same playlist) and the ingest counters.
 //! `app::live` drives it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use media::segmenter::Segmenter;
 
@@ -25,11 +25,39 @@ pub struct IngestStats {
     pub segment_bytes: u64,
 }
 
+/// A rebroadcast the player task is to play: the turn it holds and the recording's files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rebroadcast {
+    pub turn: super::streams::PublishTurn,
+    pub recording: String,
+    pub dir: std::path::PathBuf,
+}
+
+/// Why a rebroadcast was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RebroadcastError {
+    /// No such stream.
+    #[error("no stream \"{0}\"")]
+    NoStream(String),
+    /// No such finished recording of the stream.
+    #[error("no finished recording \"{0}\" of this stream")]
+    NoRecording(String),
+    /// A publisher or another rebroadcast holds the stream.
+    #[error("stream \"{0}\" is live (a publisher or a rebroadcast holds it)")]
+    Busy(String),
+}
+
 /// Media state of the application core.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Live {
     pub(super) segmenters: HashMap<String, Segmenter>,
     pub stats: IngestStats,
     /// Wall time each stream's latest segment was completed (for the delay benchmark).
     pub(super) last_segment: HashMap<String, (u64, u64)>,
+    /// Streams played out from a recording now (not recorded again).
+    pub(super) rebroadcasting: HashSet<String>,
+    /// Rebroadcasts started by the API and not yet taken by their player task.
+    pub(super) pending_rebroadcasts: Vec<Rebroadcast>,
+    /// Raised when a rebroadcast is queued.
+    pub(super) rebroadcast_queued: std::rc::Rc<shards::sync::Signal>,
 }

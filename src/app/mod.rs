@@ -28,6 +28,9 @@ pub mod mirror;
 pub mod player_config;
 pub mod polls;
 pub mod random;
+pub mod rebroadcast;
+pub mod recording_runner;
+pub mod recordings;
 pub mod remediation;
 pub mod remediation_apply;
 pub mod sink;
@@ -60,9 +63,11 @@ pub use mirror::Viewer;
 pub use polls::{Poll, PollError, PollRequest, PollState};
 pub use streams::{PublishError, PublishTurn, Stream, StreamError, StreamState};
 
+pub use media_state::{Rebroadcast, RebroadcastError};
 /// The wall clock in Unix milliseconds, for the executor glue and API handlers that drive the
 /// core. The core itself never calls it.
 pub use random::random_hex;
+pub use recordings::{Recording, RecordingError};
 pub use shards::clock::unix_ms;
 
 /// Resume bookkeeping for `/api/stats`.
@@ -115,6 +120,9 @@ pub struct App {
     player: player_config::PlayerConfigs,
     /// Remediation rules, what they changed, their events.
     remediation: remediation::Remediations,
+    /// The directory of recordings, and the thread that writes their files (None: off).
+    recordings: recordings::Recordings,
+    recorder: Option<crate::recorder::Recorder>,
 }
 
 impl App {
@@ -144,6 +152,8 @@ impl App {
             telemetry: telemetry::TelemetryWindows::new(&config.telemetry_windows_s),
             player: player_config::PlayerConfigs::default(),
             remediation: remediation::Remediations::default(),
+            recordings: recordings::Recordings::default(),
+            recorder: None,
             config,
         }
     }
@@ -187,6 +197,7 @@ impl App {
             }
         }
         self.store = Some(store);
+        self.restore_recordings(&restored.recordings, now_ms);
         self.last_checkpoint_ms = now_ms;
     }
 

@@ -222,6 +222,9 @@ impl App {
 
     /// Commits what is queued for the store and stops its writer (last step of shutdown).
     pub fn close_store(&mut self) {
+        if let Some(recorder) = &mut self.recorder {
+            recorder.close();
+        }
         if let Some(store) = &mut self.store {
             store.close();
         }

@@ -3,7 +3,7 @@
 //!
 //! What is kept: polls (closed ones once, open ones as checkpoints of their definition and
 //! merged counts), custom group definitions, the stream directory (ids, titles, SHA-256 of
-//! stream keys), and a boot counter that makes viewer ids unique
+//! stream keys), the directory of recordings (their files live beside it), and a boot counter that makes viewer ids unique
 //! across restarts. Records are the JSON the API returns.
 //!
 //! Writes (each an fsynced transaction) never run on the application core: they go over a
@@ -22,6 +22,8 @@ use serde_json::Value;
 const POLLS: TableDefinition<&str, &[u8]> = TableDefinition::new("polls");
 const GROUPS: TableDefinition<&str, &[u8]> = TableDefinition::new("groups");
 const STREAMS: TableDefinition<&str, &[u8]> = TableDefinition::new("streams");
+/// The directory of recordings, keyed `{stream}/{recording}`.
+const RECORDINGS: TableDefinition<&str, &[u8]> = TableDefinition::new("recordings");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const BOOT: &str = "boot";
 
@@ -55,6 +57,8 @@ enum Write {
     Group(String, Vec<u8>),
     DeleteGroup(String),
     Stream(String, Vec<u8>),
+    Recording(String, Vec<u8>),
+    DeleteRecording(String),
 }
 
 /// A poll found in the store at startup.
@@ -74,6 +78,9 @@ pub struct Restored {
     pub groups: Vec<Value>,
     /// Stream directory records (`{"id","title","key_sha256","created_ms"}`), oldest first.
     pub streams: Vec<Value>,
+    /// Recording records (`{"id","stream","started_ms","duration_ms","bytes","segments",
+    /// "ended"}`), oldest first.
+    pub recordings: Vec<Value>,
     /// Every stored poll, oldest first.
     pub polls: Vec<StoredPoll>,
     /// Polls found open (a crash or kill): now stored as `interrupted` with their counts.
@@ -165,6 +172,19 @@ impl Store {
         ));
     }
 
+    /// Queues a recording record (`key` is `{stream}/{recording}`), replacing any earlier one.
+    pub fn put_recording(&self, key: &str, record: &Value) {
+        self.queue(Write::Recording(
+            key.to_owned(),
+            record.to_string().into_bytes(),
+        ));
+    }
+
+    /// Queues the removal of a recording record.
+    pub fn delete_recording(&self, key: &str) {
+        self.queue(Write::DeleteRecording(key.to_owned()));
+    }
+
     /// Queues the removal of a custom group.
     pub fn delete_group(&self, key: &str) {
         self.queue(Write::DeleteGroup(key.to_owned()));
@@ -242,6 +262,18 @@ fn startup(db: &Database) -> Result<Restored, StoreError> {
             .streams
             .sort_by_key(|s| s["created_ms"].as_u64().unwrap_or(0));
 
+        let recordings = txn.open_table(RECORDINGS).map_err(dberr)?;
+        for entry in recordings.iter().map_err(dberr)? {
+            let (_, v) = entry.map_err(dberr)?;
+            match serde_json::from_slice::<Value>(v.value()) {
+                Ok(r) => restored.recordings.push(r),
+                Err(e) => tracing::warn!(error = %e, "skipping an unreadable stored recording"),
+            }
+        }
+        restored
+            .recordings
+            .sort_by_key(|r| r["started_ms"].as_u64().unwrap_or(0));
+
         let mut polls = txn.open_table(POLLS).map_err(dberr)?;
         let mut rewrite = Vec::new();
         for entry in polls.iter().map_err(dberr)? {
@@ -292,6 +324,7 @@ fn commit(db: &Database, batch: Vec<Write>) -> Result<(), StoreError> {
         let mut polls = txn.open_table(POLLS).map_err(dberr)?;
         let mut groups = txn.open_table(GROUPS).map_err(dberr)?;
         let mut streams = txn.open_table(STREAMS).map_err(dberr)?;
+        let mut recordings = txn.open_table(RECORDINGS).map_err(dberr)?;
         for write in batch {
             match write {
                 Write::Poll(id, bytes) => {
@@ -309,6 +342,14 @@ fn commit(db: &Database, batch: Vec<Write>) -> Result<(), StoreError> {
                     streams
                         .insert(id.as_str(), bytes.as_slice())
                         .map_err(dberr)?;
+                }
+                Write::Recording(key, bytes) => {
+                    recordings
+                        .insert(key.as_str(), bytes.as_slice())
+                        .map_err(dberr)?;
+                }
+                Write::DeleteRecording(key) => {
+                    recordings.remove(key.as_str()).map_err(dberr)?;
                 }
             }
         }
@@ -364,6 +405,10 @@ mod tests {
             store.put_group("g2", &json!({"id": "g2", "name": "two"}));
             store.delete_group("g1");
             store.put_stream("s2", &json!({"id": "s2", "created_ms": 9}));
+            store.put_recording("s1/b", &json!({"id": "b", "started_ms": 7}));
+            store.put_recording("s1/a", &json!({"id": "a", "started_ms": 6}));
+            store.put_recording("s1/c", &json!({"id": "c", "started_ms": 1}));
+            store.delete_recording("s1/c");
             store.put_stream(
                 "s1",
                 &json!({"id": "s1", "created_ms": 5, "key_sha256": "00"}),
@@ -384,6 +429,14 @@ mod tests {
                 json!({"id": "s2", "created_ms": 9, "key_sha256": "ff"}),
             ],
             "oldest first, the latest record of each"
+        );
+        assert_eq!(
+            restored.recordings,
+            vec![
+                json!({"id": "a", "started_ms": 6}),
+                json!({"id": "b", "started_ms": 7})
+            ],
+            "recordings oldest first, deleted ones gone"
         );
         let ids: Vec<(&str, u8)> = restored
             .polls

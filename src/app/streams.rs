@@ -207,6 +207,24 @@ impl Streams {
         })
     }
 
+    /// A recording is played out on stream `id` as live (a rebroadcast): like a publish, it
+    /// takes a turn, and is refused while the stream already has a publisher or rebroadcast.
+    pub fn begin_rebroadcast(&mut self, id: &str) -> Result<PublishTurn, PublishError> {
+        let stream = self.streams.get_mut(id).ok_or(PublishError::UnknownKey)?;
+        if stream.state == StreamState::Live {
+            return Err(PublishError::Busy(stream.id.clone()));
+        }
+        self.next_turn += 1;
+        stream.state = StreamState::Live;
+        stream.publisher = None;
+        stream.bitrate_kbps = 0;
+        stream.publish = self.next_turn;
+        Ok(PublishTurn {
+            stream: stream.id.clone(),
+            turn: self.next_turn,
+        })
+    }
+
     /// The publish `turn` ended; true when it was the stream's current one (it is now ended).
     pub fn end_publish(&mut self, turn: &PublishTurn) -> bool {
         match self.streams.get_mut(&turn.stream) {

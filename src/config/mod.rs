@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
+use shards::config::ZeroCopy;
 use shards::ShardConfig;
 
 mod overrides;
@@ -162,6 +163,20 @@ pub struct Config {
     /// Remediation rules (`[[remediation_rules]]` tables; see docs/api.md, rules): checked at
     /// start, more can be added with `POST /api/rules`.
     pub remediation_rules: Vec<serde_json::Value>,
+    /// Record every live stream under `<data_dir>/recordings/`.
+    pub record: bool,
+    /// Retention: the oldest finished recordings are removed while all together hold more
+    /// than this many bytes (0: no limit).
+    pub recording_max_bytes: u64,
+    /// Retention: finished recordings that started longer ago than this are removed
+    /// (seconds; 0: no limit).
+    pub recording_max_age_s: u64,
+    /// Segment bodies sent with `IORING_OP_SEND_ZC`: `auto` (when the kernel offers it),
+    /// `on` (warns when it does not), `off`.
+    pub zerocopy: String,
+    /// Bodies at least this many bytes use zero-copy sends (the kernel documents a gain only
+    /// above roughly 10 KB); smaller ones plain sends.
+    pub zerocopy_threshold_bytes: usize,
 }
 
 impl Default for Config {
@@ -226,6 +241,11 @@ impl Default for Config {
             trusted_proxies: Vec::new(),
             geo_db: PathBuf::new(),
             remediation_rules: Vec::new(),
+            record: true,
+            recording_max_bytes: 10 * 1024 * 1024 * 1024,
+            recording_max_age_s: 0,
+            zerocopy: "auto".into(),
+            zerocopy_threshold_bytes: 10 * 1024,
         }
     }
 }
@@ -285,6 +305,11 @@ impl Config {
             telemetry_windows_s,
             trusted_proxies,
             geo_db,
+            record,
+            recording_max_bytes,
+            recording_max_age_s,
+            zerocopy,
+            zerocopy_threshold_bytes,
             anonymous_viewers,
             anonymous_votes,
             max_connections_per_address,
@@ -390,6 +415,9 @@ impl Config {
         if !(500..=60_000).contains(&self.hls_segment_ms) {
             bail!("hls_segment_ms must be between 500 and 60000");
         }
+        if ZeroCopy::parse(&self.zerocopy).is_none() {
+            bail!("zerocopy must be auto, on or off: {:?}", self.zerocopy);
+        }
         if self.hls_window > 100 {
             bail!("hls_window must be at most 100");
         }
@@ -461,6 +489,9 @@ impl Config {
                 .collect(),
             // The server opens the database once and shares it.
             geo: None,
+            recordings_dir: self.record.then(|| self.data_dir.join("recordings")),
+            zerocopy: ZeroCopy::parse(&self.zerocopy).unwrap_or(ZeroCopy::Auto),
+            zerocopy_threshold: self.zerocopy_threshold_bytes,
             // Set by `identity_verifier` at start (it reads a key file).
             identity: None,
             addresses: Some(std::sync::Arc::new(shards::limits::AddressLimits::new(

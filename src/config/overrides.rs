@@ -191,4 +191,20 @@ pub struct Overrides {
     /// The country database (MaxMind format) [default: none].
     #[arg(long, value_name = "FILE")]
     pub geo_db: Option<PathBuf>,
+    /// Record every live stream under DATA_DIR/recordings [default: true].
+    #[arg(long, value_name = "BOOL")]
+    pub record: Option<bool>,
+    /// Prune the oldest recordings past this many bytes in all, 0 for no limit
+    /// [default: 10737418240].
+    #[arg(long, value_name = "BYTES")]
+    pub recording_max_bytes: Option<u64>,
+    /// Prune recordings older than this many seconds, 0 for no limit [default: 0].
+    #[arg(long, value_name = "S")]
+    pub recording_max_age_s: Option<u64>,
+    /// Zero-copy segment sends: auto, on or off [default: auto].
+    #[arg(long, value_name = "MODE")]
+    pub zerocopy: Option<String>,
+    /// Smallest body sent zero-copy, in bytes [default: 10240].
+    #[arg(long, value_name = "BYTES")]
+    pub zerocopy_threshold_bytes: Option<usize>,
 }

@@ -1,0 +1,256 @@
+//! Recorded streams served from files: `/hls/{stream}/rec/{recording}/index.m3u8` and
+//! `/hls/{stream}/rec/{recording}/{n}.ts`, read from the recordings directory the
+//! application core writes (`<data_dir>/recordings/{stream}/{recording}/`).
+//!
+//! [`locate`] is pure: it maps a request path to a file, refusing any name that is not a
+//! plain token (no `..`, no `/`, no leading dot), so a request can never leave the
+//! recordings directory. [`read`] reads the file on the shard's executor with glommio's
+//! asynchronous file I/O (io_uring), never blocking the shard.
+
+use glommio::io::BufferedFile;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use crate::hls_window::PREFIX;
+
+/// Largest recorded file served (a segment is far smaller; anything larger is refused).
+pub const MAX_FILE: u64 = 256 * 1024 * 1024;
+
+/// What a recorded file is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileKind {
+    Playlist,
+    Segment,
+}
+
+/// A request for a recorded file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Located {
+    pub path: PathBuf,
+    pub kind: FileKind,
+}
+
+/// Whether `path` is a request for a recording (`/hls/{stream}/rec/...`); `Some(None)` when
+/// it is, but names no file that can exist.
+pub fn locate(root: &Path, path: &str) -> Option<Option<Located>> {
+    let rest = path.strip_prefix(PREFIX)?;
+    let mut parts = rest.split('/');
+    let (stream, rec_word) = (parts.next()?, parts.next()?);
+    if rec_word != "rec" {
+        return None;
+    }
+    let (Some(id), Some(file), None) = (parts.next(), parts.next(), parts.next()) else {
+        return Some(None);
+    };
+    if !token(stream) || !token(id) {
+        return Some(None);
+    }
+    let kind = if file == "index.m3u8" {
+        FileKind::Playlist
+    } else {
+        match file.strip_suffix(".ts") {
+            Some(n) if !n.is_empty() && n.len() <= 20 && n.bytes().all(|b| b.is_ascii_digit()) => {
+                FileKind::Segment
+            }
+            _ => return Some(None),
+        }
+    };
+    Some(Some(Located {
+        path: root.join(stream).join(id).join(file),
+        kind,
+    }))
+}
+
+fn token(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+/// The head of an answer for a recorded file (`len` bytes of body, or an error's text).
+pub fn head(status: u16, kind: Option<FileKind>, len: usize, keep_alive: bool) -> Vec<u8> {
+    let mut head = Vec::with_capacity(256);
+    let reason = match status {
+        200 => "OK",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        _ => "Internal Server Error",
+    };
+    let _ = write!(
+        head,
+        "HTTP/1.1 {status} {reason}\r\nConnection: {}\r\nAccess-Control-Allow-Origin: *\r\n",
+        if keep_alive { "keep-alive" } else { "close" }
+    );
+    let kind_headers: &[u8] = match kind {
+        Some(FileKind::Playlist) => {
+            // A finished recording's playlist no longer changes, but one being written does.
+            b"Content-Type: application/vnd.apple.mpegurl\r\nCache-Control: max-age=1\r\n"
+        }
+        Some(FileKind::Segment) => {
+            b"Content-Type: video/mp2t\r\nCache-Control: public, max-age=31536000, immutable\r\n"
+        }
+        None => b"Content-Type: text/plain; charset=utf-8\r\nCache-Control: no-store\r\n",
+    };
+    head.extend_from_slice(kind_headers);
+    if status == 405 {
+        head.extend_from_slice(b"Allow: GET, HEAD\r\n");
+    }
+    let _ = write!(head, "Content-Length: {len}\r\n\r\n");
+    head
+}
+
+/// Why a recorded file could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// No such file (or recording).
+    #[error("no such recorded file")]
+    NotFound,
+    /// Larger than [`MAX_FILE`].
+    #[error("recorded file too large")]
+    TooLarge,
+    /// Any other I/O error.
+    #[error("reading a recorded file: {0}")]
+    Io(std::io::Error),
+}
+
+/// Reads a whole recorded file (asynchronously, on the calling executor's ring).
+pub async fn read(path: &Path) -> Result<Vec<u8>, ReadError> {
+    let file = BufferedFile::open(path).await.map_err(|e| {
+        let e = std::io::Error::from(e);
+        if e.kind() == std::io::ErrorKind::NotFound {
+            ReadError::NotFound
+        } else {
+            ReadError::Io(e)
+        }
+    })?;
+    let result = async {
+        let size = file
+            .file_size()
+            .await
+            .map_err(|e| ReadError::Io(e.into()))?;
+        if size > MAX_FILE {
+            return Err(ReadError::TooLarge);
+        }
+        let mut out = Vec::with_capacity(size as usize);
+        while (out.len() as u64) < size {
+            let want = (size - out.len() as u64) as usize;
+            let got = file
+                .read_at(out.len() as u64, want)
+                .await
+                .map_err(|e| ReadError::Io(e.into()))?;
+            if got.is_empty() {
+                break;
+            }
+            out.extend_from_slice(&got);
+        }
+        Ok(out)
+    }
+    .await;
+    let _ = file.close().await;
+    result
+}
+
+/// The answer (head, body) to `method` on a recorded file (`None`: a recording path that
+/// names no file).
+pub async fn answer(
+    located: Option<Located>,
+    method: &str,
+    keep_alive: bool,
+) -> (Vec<u8>, Vec<u8>) {
+    let error = |status: u16, message: &str| {
+        let body = format!("{message}\n").into_bytes();
+        (head(status, None, body.len(), keep_alive), body)
+    };
+    if method != "GET" && method != "HEAD" {
+        return error(405, "only GET and HEAD are served for recordings");
+    }
+    let Some(located) = located else {
+        return error(404, "no such recorded file");
+    };
+    match read(&located.path).await {
+        Ok(data) => {
+            let head = head(200, Some(located.kind), data.len(), keep_alive);
+            (head, if method == "HEAD" { Vec::new() } else { data })
+        }
+        Err(ReadError::NotFound) => error(404, "no such recorded file"),
+        Err(e) => {
+            tracing::warn!(error = %e, "serving a recorded file");
+            error(500, "the recorded file could not be read")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn locate_maps_recording_paths_and_refuses_escapes() {
+        let root = Path::new("/data/recordings");
+        assert_eq!(locate(root, "/hls/s/index.m3u8"), None, "live playlist");
+        assert_eq!(locate(root, "/hls/s/3.ts"), None, "live segment");
+        assert_eq!(
+            locate(root, "/hls/s/rec/r1/index.m3u8"),
+            Some(Some(Located {
+                path: root.join("s/r1/index.m3u8"),
+                kind: FileKind::Playlist
+            }))
+        );
+        assert_eq!(
+            locate(root, "/hls/s/rec/r1/12.ts")
+                .flatten()
+                .map(|l| l.kind),
+            Some(FileKind::Segment)
+        );
+        for bad in [
+            "/hls/s/rec/../index.m3u8",
+            "/hls/../rec/r1/index.m3u8",
+            "/hls/s/rec/r1/../../x/index.m3u8",
+            "/hls/s/rec/r1/passwd",
+            "/hls/s/rec/r1/.ts",
+            "/hls/s/rec/.r/1.ts",
+            "/hls/s/rec/r1",
+            "/hls/s/rec/r1/1.ts/x",
+            "/hls/s/rec/r%2f1/1.ts",
+        ] {
+            assert_eq!(locate(root, bad), Some(None), "{bad}");
+        }
+    }
+
+    #[test]
+    fn heads_name_type_cache_and_length() {
+        let h = String::from_utf8(head(200, Some(FileKind::Segment), 376, true)).unwrap();
+        assert!(h.starts_with("HTTP/1.1 200 OK\r\n"));
+        assert!(
+            h.contains("Content-Type: video/mp2t\r\n")
+                && h.ends_with("Content-Length: 376\r\n\r\n")
+        );
+        let h = String::from_utf8(head(405, None, 0, false)).unwrap();
+        assert!(h.contains("Allow: GET, HEAD\r\n") && h.contains("Connection: close\r\n"));
+    }
+
+    #[test]
+    fn read_reads_whole_files_and_reports_missing_ones() {
+        let dir = std::env::temp_dir().join(format!("ovation-hls-files-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let data: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        std::fs::write(dir.join("0.ts"), &data).unwrap();
+        let (d, want) = (dir.clone(), data.clone());
+        glommio::LocalExecutorBuilder::default()
+            .spawn(move || async move {
+                let got = read(&d.join("0.ts")).await.unwrap();
+                assert_eq!(&got[..], &want[..]);
+                assert!(matches!(
+                    read(&d.join("missing.ts")).await,
+                    Err(ReadError::NotFound)
+                ));
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
