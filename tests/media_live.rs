@@ -634,11 +634,11 @@ fn a_silent_publisher_ends_its_stream() {
     drop(ffmpeg);
 }
 
-/// RTMPS: ffmpeg publishes over TLS to `rtmps_listen` with the server's certificate (made here,
-/// self-signed), the stream goes live and plays; a plain RTMP client on the RTMPS port is
-/// dropped without disturbing it.
+/// TLS end to end: ffmpeg publishes over RTMPS (`rtmps_listen`, the server's certificate made
+/// here, self-signed), the stream goes live and plays over plain HTTP and over HTTPS from the
+/// TLS viewer port; a plain RTMP client on the RTMPS port is dropped without disturbing it.
 #[test]
-fn a_broadcast_goes_live_over_rtmps() {
+fn a_broadcast_goes_live_over_rtmps_and_plays_over_https() {
     let dir = std::env::temp_dir().join(format!("ovation-rtmps-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let key_pair = rcgen::KeyPair::generate().unwrap();
@@ -651,6 +651,8 @@ fn a_broadcast_goes_live_over_rtmps() {
     std::fs::write(&key_path, key_pair.serialize_pem()).unwrap();
     let server = Server::start(&[
         "--rtmps-listen",
+        "127.0.0.1:0",
+        "--tls-listen",
         "127.0.0.1:0",
         "--tls-cert",
         cert_path.to_str().unwrap(),
@@ -694,6 +696,18 @@ fn a_broadcast_goes_live_over_rtmps() {
     assert!(
         codecs.contains("codec_name=h264") && codecs.contains("codec_name=aac"),
         "ffprobe over the RTMPS-fed stream: {codecs} {}",
+        String::from_utf8_lossy(&probe.stderr)
+    );
+    // The same playlist over HTTPS on the TLS viewer port (ffprobe does not verify the
+    // self-signed certificate by default).
+    let tls = server
+        .tls
+        .expect("the ready line names the TLS viewer listener");
+    let probe = ffprobe(&format!("https://{tls}/hls/secure/index.m3u8"));
+    let codecs = String::from_utf8_lossy(&probe.stdout).to_string();
+    assert!(
+        codecs.contains("codec_name=h264") && codecs.contains("codec_name=aac"),
+        "ffprobe over HTTPS: {codecs} {}",
         String::from_utf8_lossy(&probe.stderr)
     );
     assert_eq!(stream_of(&server, "secure")["state"], "live");

@@ -378,10 +378,9 @@ async fn read_request(
             }
             expect_proxy = false;
         }
-        // HLS is served on plain connections (the media connection of a TLS page goes
-        // through a TLS-terminating CDN or proxy for now); over TLS an `/hls/` target is
-        // just a wrong upgrade path.
-        if wire.is_plain() && hls_window::is_media_request(&buf[..len]) {
+        // HLS on the viewer port, plain or TLS: a page served over HTTPS plays its media from
+        // the same `tls_listen` address as its control connection.
+        if hls_window::is_media_request(&buf[..len]) {
             buf.truncate(len);
             return Ok((Incoming::Media(buf), source));
         }
@@ -457,7 +456,9 @@ async fn handshake(shard: Rc<Shard>, mut stream: TcpStream, mut wire: Wire, mut 
     .await;
     let (req, mut rest, identity, source) = match outcome {
         Ok(Accepted::Upgrade(req, rest, identity, source)) => (*req, rest, identity, source),
-        Ok(Accepted::Media(bytes)) => return hls::serve(shard, stream, bytes, seat).await,
+        Ok(Accepted::Media(bytes)) => {
+            return hls::serve(shard, stream, wire, bytes, seat).await;
+        }
         Err(Refusal::Gone) => {
             ShardStats::add(&shard.stats.handshake_aborted, 1);
             return;

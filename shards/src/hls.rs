@@ -7,7 +7,7 @@
 
 use std::rc::Rc;
 
-use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
+use futures_lite::{future, AsyncWriteExt};
 use glommio::net::TcpStream;
 use glommio::timer::sleep;
 use netstack::http::server::{Limits, RequestParser, Step};
@@ -15,13 +15,24 @@ use netstack::http::server::{Limits, RequestParser, Step};
 use crate::hls_window::Body;
 use crate::shard::Shard;
 use crate::stats::ShardStats;
+use crate::tls::Wire;
 
 /// Bytes read per `read` call.
 const READ_CHUNK: usize = 16 * 1024;
 
 /// Serves `stream`, whose first bytes (`buf`) were read by the handshake, until it ends.
 /// `seat` is dropped (releasing the connection's place) when it does.
-pub(crate) async fn serve<G>(shard: Rc<Shard>, mut stream: TcpStream, mut buf: Vec<u8>, seat: G) {
+///
+/// `wire` is the connection's TLS state, if it came in on the TLS listener: requests are read
+/// and answers written through it (a TLS viewer page plays its media over the same port);
+/// plain connections write segment bodies straight from the shared buffer (zero-copy when on).
+pub(crate) async fn serve<G>(
+    shard: Rc<Shard>,
+    mut stream: TcpStream,
+    mut wire: Wire,
+    mut buf: Vec<u8>,
+    seat: G,
+) {
     let _seat = seat;
     let limits = Limits {
         max_head: shard.config.max_header_bytes,
@@ -47,11 +58,7 @@ pub(crate) async fn serve<G>(shard: Rc<Shard>, mut stream: TcpStream, mut buf: V
                         "text/plain; charset=utf-8",
                         format!("{e}\n").as_bytes(),
                     );
-                    let _ = future::or(async { stream.write_all(&out).await.is_ok() }, async {
-                        sleep(idle).await;
-                        false
-                    })
-                    .await;
+                    let _ = write(&mut stream, &mut wire, &out, &[], idle).await;
                     return;
                 }
             };
@@ -59,7 +66,7 @@ pub(crate) async fn serve<G>(shard: Rc<Shard>, mut stream: TcpStream, mut buf: V
             match step {
                 Step::Partial => break,
                 Step::Continue => {
-                    if !write(&mut stream, netstack::http::CONTINUE, &[], idle).await {
+                    if !write(&mut stream, &mut wire, netstack::http::CONTINUE, &[], idle).await {
                         return;
                     }
                 }
@@ -74,7 +81,7 @@ pub(crate) async fn serve<G>(shard: Rc<Shard>, mut stream: TcpStream, mut buf: V
                     if let Some(located) = recorded {
                         let (head, body) =
                             crate::hls_files::answer(located, &req.method, keep_alive).await;
-                        if !write(&mut stream, &head, &body, idle).await || !keep_alive {
+                        if !write(&mut stream, &mut wire, &head, &body, idle).await || !keep_alive {
                             let _ = stream.close().await;
                             return;
                         }
@@ -96,9 +103,16 @@ pub(crate) async fn serve<G>(shard: Rc<Shard>, mut stream: TcpStream, mut buf: V
                         }
                         Body::Empty => (answer.head, None),
                     };
-                    let mut ok = write(&mut stream, &head, &[], idle).await;
-                    if let (true, Some(body)) = (ok, &body) {
-                        ok = shard.sender.write_body(&mut stream, body, idle).await;
+                    let mut ok;
+                    if wire.is_plain() {
+                        ok = write(&mut stream, &mut wire, &head, &[], idle).await;
+                        if let (true, Some(body)) = (ok, &body) {
+                            ok = shard.sender.write_body(&mut stream, body, idle).await;
+                        }
+                    } else {
+                        // Each TLS connection encrypts the shared bytes: no zero-copy here.
+                        let body = body.as_deref().unwrap_or(&[]);
+                        ok = write(&mut stream, &mut wire, &head, body, idle).await;
                     }
                     if !ok || !keep_alive {
                         let _ = stream.close().await;
@@ -107,10 +121,13 @@ pub(crate) async fn serve<G>(shard: Rc<Shard>, mut stream: TcpStream, mut buf: V
                 }
             }
         }
-        let read = future::or(async { stream.read(&mut chunk).await.ok() }, async {
-            sleep(idle).await;
-            None
-        })
+        let read = future::or(
+            async { wire.read(&mut stream, &mut chunk).await.ok() },
+            async {
+                sleep(idle).await;
+                None
+            },
+        )
         .await;
         match read {
             Some(n) if n > 0 => buf.extend_from_slice(&chunk[..n]),
@@ -119,17 +136,19 @@ pub(crate) async fn serve<G>(shard: Rc<Shard>, mut stream: TcpStream, mut buf: V
     }
 }
 
-/// Writes a head and a body (the body straight from its buffer), bounded by `limit`.
+/// Writes a head and a body through the connection's wire (plain: straight from the
+/// buffers), bounded by `limit`.
 async fn write(
     stream: &mut TcpStream,
+    wire: &mut Wire,
     head: &[u8],
     body: &[u8],
     limit: std::time::Duration,
 ) -> bool {
     future::or(
         async {
-            stream.write_all(head).await.is_ok()
-                && (body.is_empty() || stream.write_all(body).await.is_ok())
+            wire.write_all(stream, head).await.is_ok()
+                && (body.is_empty() || wire.write_all(stream, body).await.is_ok())
         },
         async {
             sleep(limit).await;

@@ -26,6 +26,8 @@ pub struct Server {
     pub rtmp: SocketAddr,
     /// The RTMPS listener, when the test asked for one (`--rtmps-listen`).
     pub rtmps: Option<SocketAddr>,
+    /// The TLS viewer listener, when the test asked for one (`--tls-listen`).
+    pub tls: Option<SocketAddr>,
     pub shards: usize,
     pub steering: bool,
     pub data_dir: std::path::PathBuf,
@@ -79,6 +81,10 @@ impl Server {
             rtmps: line
                 .split_whitespace()
                 .find_map(|kv| kv.strip_prefix("rtmps="))
+                .map(|a| a.parse().unwrap()),
+            tls: line
+                .split_whitespace()
+                .find_map(|kv| kv.strip_prefix("tls="))
                 .map(|a| a.parse().unwrap()),
             shards: field("shards").parse().unwrap(),
             steering: field("steering") == "true",
