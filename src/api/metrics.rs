@@ -62,7 +62,7 @@ fn num(x: f64) -> String {
 /// Per-shard counters: one family per counter, a `shard` label per sample.
 fn shard_families(out: &mut String, shards: &[StatsSnapshot]) {
     type Get = fn(&StatsSnapshot) -> u64;
-    let simple: [(&str, &str, &str, Get); 8] = [
+    let simple: [(&str, &str, &str, Get); 11] = [
         (
             "ovation_connections",
             "gauge",
@@ -111,6 +111,24 @@ fn shard_families(out: &mut String, shards: &[StatsSnapshot]) {
             "HLS requests answered.",
             |s| s.hls_requests,
         ),
+        (
+            "ovation_hls_bytes_zerocopy_total",
+            "counter",
+            "Segment body bytes sent with IORING_OP_SEND_ZC.",
+            |s| s.hls_bytes_zerocopy,
+        ),
+        (
+            "ovation_hls_bytes_plain_total",
+            "counter",
+            "Segment body bytes sent with plain sends.",
+            |s| s.hls_bytes_plain,
+        ),
+        (
+            "ovation_closed_token_expired_total",
+            "counter",
+            "Viewers closed with 4001 because their token expired while connected.",
+            |s| s.closed_token_expired,
+        ),
     ];
     for (name, kind, help, get) in simple {
         let mut f = family(out, name, kind, help);
@@ -118,10 +136,13 @@ fn shard_families(out: &mut String, shards: &[StatsSnapshot]) {
             f.sample(&[("shard", &i.to_string())], get(s));
         }
     }
-    let refusals: [(&str, Get); 3] = [
+    let refusals: [(&str, Get); 6] = [
         ("http_error", |s| s.handshake_rejected),
         ("unanswered", |s| s.refused_unanswered),
         ("aborted", |s| s.handshake_aborted),
+        ("unauthorized", |s| s.handshake_unauthorized),
+        ("address_cap", |s| s.refused_address_cap),
+        ("rate_limited", |s| s.refused_rate_limited),
     ];
     let mut f = family(
         out,
