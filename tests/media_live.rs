@@ -9,99 +9,14 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
 
+use common::media::*;
 use common::*;
 use serde_json::{json, Value};
 
 /// Upper bound of every wait on media (ffmpeg start, segments, ends).
-const MEDIA_WAIT: Duration = Duration::from_secs(60);
-
-fn require_tool(tool: &str) {
-    let found = Command::new(tool)
-        .arg("-version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(
-        found,
-        "`{tool}` is not installed or not on PATH: this test runs real ffmpeg/ffprobe \
-         (Debian: apt-get install ffmpeg; CI installs it)"
-    );
-}
-
-/// An ffmpeg publishing a 320x240 test pattern with a 440 Hz tone for `secs`, in real time.
-struct Publisher(Child);
-
-impl Publisher {
-    fn start(rtmp: SocketAddr, key: &str, secs: u32) -> Publisher {
-        Publisher::start_with(rtmp, key, secs, &["-c:v", "libx264", "-g", "25"])
-    }
-
-    /// With other video codec arguments (Sorenson Spark: `-c:v flv`).
-    fn start_with(rtmp: SocketAddr, key: &str, secs: u32, video: &[&str]) -> Publisher {
-        Publisher::start_url(&format!("rtmp://{rtmp}/live/{key}"), secs, video)
-    }
-
-    /// To any publish URL (`rtmps://` included).
-    fn start_url(url: &str, secs: u32, video: &[&str]) -> Publisher {
-        require_tool("ffmpeg");
-        let child = Command::new("ffmpeg")
-            .args(["-hide_banner", "-nostdin", "-loglevel", "error", "-re"])
-            .args(["-f", "lavfi", "-i", "testsrc=size=320x240:rate=25"])
-            .args(["-f", "lavfi", "-i", "sine=frequency=440"])
-            .args(["-t", &secs.to_string()])
-            .args(video)
-            .args(["-preset", "ultrafast", "-tune", "zerolatency"])
-            .args(["-c:a", "aac", "-f", "flv"])
-            .arg(url)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn ffmpeg");
-        Publisher(child)
-    }
-
-    /// Waits (bounded) for ffmpeg to exit; returns whether it succeeded and its stderr.
-    fn wait(mut self) -> (bool, String) {
-        let deadline = Instant::now() + MEDIA_WAIT;
-        loop {
-            if let Some(status) = self.0.try_wait().expect("try_wait ffmpeg") {
-                let mut err = String::new();
-                if let Some(mut e) = self.0.stderr.take() {
-                    let _ = e.read_to_string(&mut err);
-                }
-                return (status.success(), err);
-            }
-            assert!(Instant::now() < deadline, "ffmpeg did not exit in time");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Publisher {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Polls `f` until it returns `Some` (bounded by `MEDIA_WAIT`).
-fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + MEDIA_WAIT;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 /// One HTTP response: status, head, body.
 struct Http {
     status: u16,
@@ -620,7 +535,7 @@ fn a_silent_publisher_ends_its_stream() {
     assert_eq!(next_json(&mut viewer)["state"], "live");
     assert_eq!(next_json(&mut viewer)["type"], "endpoint");
     let stopped = Command::new("kill")
-        .args(["-STOP", &ffmpeg.0.id().to_string()])
+        .args(["-STOP", &ffmpeg.pid().to_string()])
         .status()
         .expect("kill -STOP");
     assert!(stopped.success());

@@ -9,61 +9,13 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Output, Stdio};
+use std::net::TcpStream;
+use std::process::{Command, Output, Stdio};
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
 
+use common::media::*;
 use common::*;
 use serde_json::{json, Value};
-
-const MEDIA_WAIT: Duration = Duration::from_secs(60);
-
-/// An ffmpeg publishing a test pattern with a tone for `secs` in real time, a keyframe a second.
-struct Publisher(Child);
-
-impl Publisher {
-    fn start(rtmp: SocketAddr, key: &str, secs: u32) -> Publisher {
-        let child = Command::new("ffmpeg")
-            .args(["-hide_banner", "-nostdin", "-loglevel", "error", "-re"])
-            .args(["-f", "lavfi", "-i", "testsrc=size=320x240:rate=25"])
-            .args(["-f", "lavfi", "-i", "sine=frequency=440"])
-            .args(["-t", &secs.to_string()])
-            .args(["-c:v", "libx264", "-g", "25", "-preset", "ultrafast"])
-            .args(["-tune", "zerolatency", "-c:a", "aac", "-f", "flv"])
-            .arg(format!("rtmp://{rtmp}/live/{key}"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn ffmpeg (Debian: apt-get install ffmpeg)");
-        Publisher(child)
-    }
-
-    fn wait(mut self) {
-        wait_for("ffmpeg to exit", || {
-            self.0.try_wait().expect("try_wait ffmpeg").map(|_| ())
-        });
-    }
-}
-
-impl Drop for Publisher {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + MEDIA_WAIT;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 /// `GET` with `Connection: close`: status and body.
 fn http_get(url: &str) -> (u16, Vec<u8>) {

@@ -5,11 +5,10 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{mpsc, Arc};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{api_call, TOKEN, WAIT};
@@ -80,24 +79,12 @@ fn start(tag: &str, extra: &[&str]) -> (TlsServer, CertificateDer<'static>) {
         .stderr(Stdio::inherit())
         .spawn()
         .expect("spawn ovation");
-    let stdout = child.stdout.take().expect("stdout");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut lines = BufReader::new(stdout).lines();
-        if let Some(Ok(line)) = lines.next() {
-            let _ = tx.send(line);
-        }
-        for _ in lines {}
-    });
-    let line = rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("ready line");
+    let line = common::ready_line(&mut child);
     let field = |name: &str| -> SocketAddr {
-        line.split_whitespace()
-            .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
+        common::ready_field(&line, name)
             .unwrap_or_else(|| panic!("{name} in {line:?}"))
             .parse()
-            .unwrap()
+            .expect("address")
     };
     let server = TlsServer {
         viewer: field("viewer"),

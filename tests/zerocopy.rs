@@ -9,23 +9,10 @@ mod common;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
+use common::media::*;
 use common::*;
 use serde_json::{json, Value};
-
-const MEDIA_WAIT: Duration = Duration::from_secs(60);
-
-fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + MEDIA_WAIT;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 /// Several `GET`s on one keep-alive connection: each body.
 fn get_all(addr: SocketAddr, targets: &[String]) -> Vec<(u16, Vec<u8>)> {

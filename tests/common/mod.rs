@@ -4,6 +4,7 @@
 //! process is killed when the handle drops.
 #![allow(dead_code)]
 
+pub mod media;
 pub mod mmdb;
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -57,35 +58,18 @@ impl Server {
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
         let mut child = cmd.spawn().expect("spawn ovation");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut lines = BufReader::new(stdout).lines();
-            if let Some(Ok(line)) = lines.next() {
-                let _ = tx.send(line);
-            }
-            for _ in lines {}
-        });
-        let line = rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("ovation printed its ready line");
+        let line = ready_line(&mut child);
         let field = |name: &str| -> String {
-            line.split_whitespace()
-                .find_map(|kv| kv.strip_prefix(&format!("{name}=")).map(str::to_owned))
+            ready_field(&line, name)
                 .unwrap_or_else(|| panic!("{name} in {line:?}"))
+                .to_owned()
         };
         Server {
             viewer: field("viewer").parse().unwrap(),
             api: field("api").parse().unwrap(),
             rtmp: field("rtmp").parse().unwrap(),
-            rtmps: line
-                .split_whitespace()
-                .find_map(|kv| kv.strip_prefix("rtmps="))
-                .map(|a| a.parse().unwrap()),
-            tls: line
-                .split_whitespace()
-                .find_map(|kv| kv.strip_prefix("tls="))
-                .map(|a| a.parse().unwrap()),
+            rtmps: ready_field(&line, "rtmps").map(|a| a.parse().unwrap()),
+            tls: ready_field(&line, "tls").map(|a| a.parse().unwrap()),
             shards: field("shards").parse().unwrap(),
             steering: field("steering") == "true",
             child,
@@ -139,6 +123,28 @@ impl Server {
             std::thread::sleep(Duration::from_millis(10));
         }
     }
+}
+
+/// The `ovation ready ...` line a started server prints first on stdout (waited for, bounded);
+/// the rest of stdout is drained so the server never blocks on it.
+pub fn ready_line(child: &mut Child) -> String {
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut lines = BufReader::new(stdout).lines();
+        if let Some(Ok(line)) = lines.next() {
+            let _ = tx.send(line);
+        }
+        for _ in lines {}
+    });
+    rx.recv_timeout(Duration::from_secs(30))
+        .expect("ovation printed its ready line")
+}
+
+/// The value of `name=` in a ready line.
+pub fn ready_field<'a>(line: &'a str, name: &str) -> Option<&'a str> {
+    line.split_whitespace()
+        .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
 }
 
 impl Drop for Server {
