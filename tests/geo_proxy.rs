@@ -21,7 +21,10 @@ const DB: &[(&str, &str)] = &[
 
 /// A server trusting `trusted` as a balancer, with the test database.
 pub fn server_with_geo(trusted: &str) -> (Server, std::path::PathBuf) {
-    let db = std::env::temp_dir().join(format!("ovation-geo-{}.mmdb", std::process::id()));
+    // One file per server: the tests run in parallel and each removes its own at the end.
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let db = std::env::temp_dir().join(format!("ovation-geo-{}-{n}.mmdb", std::process::id()));
     std::fs::write(&db, mmdb::country_db(DB)).unwrap();
     let server = Server::start(&[
         "--shards",
