@@ -312,6 +312,7 @@ async fn app_core(
             tracing::error!(error = %e, "remediation rule not loaded");
         }
     }
+    app.borrow_mut().restore_api_rules(&restored.settings);
 
     let mut links = Vec::new();
     for (i, (up, down)) in uplinks.into_iter().zip(downlinks).enumerate() {

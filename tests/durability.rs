@@ -229,3 +229,48 @@ fn sigterm_sends_final_results_before_1001_and_closes_broadcasters() {
     );
     assert_eq!(code, Some(1001), "the broadcaster gets a close frame");
 }
+
+/// What an operator sets through the API outlives the process: a remediation rule added by
+/// `POST /api/rules` and a stream's player configuration (`PUT /api/streams/{id}/config`)
+/// are back after a `kill -9`; a rule deleted through the API stays deleted.
+#[test]
+fn api_rules_and_player_configuration_survive_kill_9() {
+    let dir = data_dir("settings");
+    let flags = ["--shards", "1"];
+    let mut server = Server::start_in(&flags, dir.clone());
+    server.keep_data = true;
+    create(&server, "/api/streams", json!({"id": "s"}));
+    let rule = |id: &str| {
+        json!({"id": id, "failures_per_min_above": 5.0,
+               "actions": [{"type": "player_config", "config": {"max_bitrate_kbps": 800}}]})
+    };
+    create(&server, "/api/rules", rule("kept"));
+    create(&server, "/api/rules", rule("dropped"));
+    let (status, v) = server.api("DELETE", "/api/rules/dropped", None);
+    assert_eq!(status, 200, "{v}");
+    let config = json!({"title": "Finals", "logo_url": "https://example.com/l.png"});
+    let (status, v) = server.api("PUT", "/api/streams/s/config", Some(&config));
+    assert_eq!(status, 200, "{v}");
+    server.wait_stats("the settings written", |s| s["store"]["queued_writes"] == 0);
+
+    server.child.kill().expect("SIGKILL");
+    server.child.wait().expect("reaped");
+    drop(server);
+
+    let mut restarted = Server::start_in(&flags, dir.clone());
+    restarted.keep_data = true;
+    let (_, rules) = restarted.api("GET", "/api/rules", None);
+    let ids: Vec<&str> = rules["rules"]
+        .as_array()
+        .expect("rules")
+        .iter()
+        .filter_map(|r| r["id"].as_str())
+        .collect();
+    assert_eq!(ids, ["kept"], "{rules}");
+    let (status, c) = restarted.api("GET", "/api/streams/s/config", None);
+    assert_eq!(status, 200, "{c}");
+    assert_eq!(c["config"]["title"], "Finals", "{c}");
+    assert_eq!(c["config"]["logo_url"], "https://example.com/l.png", "{c}");
+    drop(restarted);
+    let _ = std::fs::remove_dir_all(&dir);
+}

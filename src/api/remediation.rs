@@ -34,7 +34,7 @@ pub fn add_rule(app: &mut App, body: &[u8]) -> Response {
         Err(e) => return Response::error(400, "bad_request", format!("rule: {e}")),
     };
     let shown = json!(rule);
-    match app.add_rule(rule) {
+    match app.add_api_rule(rule) {
         Ok(()) => Response::json(201, shown),
         Err(e) => error(e),
     }

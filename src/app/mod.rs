@@ -196,6 +196,13 @@ impl App {
                 Err(e) => tracing::warn!(error = %e, "skipping a stored group"),
             }
         }
+        for (key, value) in &restored.settings {
+            if let (Some(stream), serde_json::Value::Object(settings)) =
+                (key.strip_prefix("player/"), value)
+            {
+                self.player.set(stream, settings.clone());
+            }
+        }
         self.store = Some(store);
         self.restore_recordings(&restored.recordings, now_ms);
         self.last_checkpoint_ms = now_ms;

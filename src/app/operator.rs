@@ -259,6 +259,12 @@ impl App {
         if self.streams.get(stream).is_none() {
             return Err(super::StreamError::NotFound(stream.to_owned()));
         }
+        if let Some(store) = &self.store {
+            store.put_setting(
+                &format!("player/{stream}"),
+                &Value::Object(settings.clone()),
+            );
+        }
         self.player.set(stream, settings);
         self.push_config(stream, now_ms);
         self.player_config(stream, now_ms)

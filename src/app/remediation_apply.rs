@@ -24,8 +24,44 @@ impl App {
         self.remediation.engine.add(rule)
     }
 
+    /// Adds a rule made through the API: kept in the store, so it comes back after a restart.
+    pub fn add_api_rule(&mut self, rule: RuleSpec) -> Result<(), RuleError> {
+        let record = serde_json::to_value(&rule);
+        let key = format!("rule/{}", rule.id);
+        self.add_rule(rule)?;
+        if let (Some(store), Ok(record)) = (&self.store, record) {
+            store.put_setting(&key, &record);
+        }
+        Ok(())
+    }
+
+    /// Brings back the rules the API added before a restart (after the config file's, which
+    /// win a clash of ids: the stored one is dropped with a warning).
+    pub fn restore_api_rules(&mut self, settings: &[(String, Value)]) {
+        for (key, record) in settings {
+            let Some(id) = key.strip_prefix("rule/") else {
+                continue;
+            };
+            let added = serde_json::from_value::<RuleSpec>(record.clone())
+                .map_err(|e| RuleError::Invalid(e.to_string()))
+                .and_then(|rule| self.add_rule(rule));
+            if let Err(e) = added {
+                tracing::warn!(rule = id, error = %e, "a stored rule is not loaded");
+                if let Some(store) = &self.store {
+                    store.delete_setting(key);
+                }
+            }
+        }
+    }
+
+    /// Removes a rule (from the config file or the API) until the next start; one the API
+    /// added is removed from the store too.
     pub fn remove_rule(&mut self, id: &str) -> Result<RuleSpec, RuleError> {
-        self.remediation.engine.remove(id)
+        let rule = self.remediation.engine.remove(id)?;
+        if let Some(store) = &self.store {
+            store.delete_setting(&format!("rule/{id}"));
+        }
+        Ok(rule)
     }
 
     pub fn rules(&self) -> impl Iterator<Item = &RuleSpec> {

@@ -3,8 +3,9 @@
 //!
 //! What is kept: polls (closed ones once, open ones as checkpoints of their definition and
 //! merged counts), custom group definitions, the stream directory (ids, titles, SHA-256 of
-//! stream keys), the directory of recordings (their files live beside it), and a boot counter that makes viewer ids unique
-//! across restarts. Records are the JSON the API returns.
+//! stream keys), the directory of recordings (their files live beside it), operator settings
+//! made through the API (player configurations, remediation rules), and a boot counter that
+//! makes viewer ids unique across restarts. Records are the JSON the API returns.
 //!
 //! Writes (each an fsynced transaction) never run on the application core: they go over a
 //! channel to a dedicated writer thread, which commits everything queued in one transaction.
@@ -24,6 +25,9 @@ const GROUPS: TableDefinition<&str, &[u8]> = TableDefinition::new("groups");
 const STREAMS: TableDefinition<&str, &[u8]> = TableDefinition::new("streams");
 /// The directory of recordings, keyed `{stream}/{recording}`.
 const RECORDINGS: TableDefinition<&str, &[u8]> = TableDefinition::new("recordings");
+/// Operator settings made through the API, keyed `player/{stream}` (a stream's player
+/// configuration) or `rule/{id}` (a remediation rule added by the API).
+const SETTINGS: TableDefinition<&str, &[u8]> = TableDefinition::new("settings");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const BOOT: &str = "boot";
 
@@ -59,6 +63,8 @@ enum Write {
     Stream(String, Vec<u8>),
     Recording(String, Vec<u8>),
     DeleteRecording(String),
+    /// A setting's new value, or `None` to remove it.
+    Setting(String, Option<Vec<u8>>),
 }
 
 /// A poll found in the store at startup.
@@ -81,6 +87,8 @@ pub struct Restored {
     /// Recording records (`{"id","stream","started_ms","duration_ms","bytes","segments",
     /// "ended"}`), oldest first.
     pub recordings: Vec<Value>,
+    /// Operator settings made through the API (`player/{stream}`, `rule/{id}`), by key.
+    pub settings: Vec<(String, Value)>,
     /// Every stored poll, oldest first.
     pub polls: Vec<StoredPoll>,
     /// Polls found open (a crash or kill): now stored as `interrupted` with their counts.
@@ -185,6 +193,19 @@ impl Store {
         self.queue(Write::DeleteRecording(key.to_owned()));
     }
 
+    /// Queues an operator setting (see [`Restored::settings`]), replacing any earlier one.
+    pub fn put_setting(&self, key: &str, value: &Value) {
+        self.queue(Write::Setting(
+            key.to_owned(),
+            Some(value.to_string().into_bytes()),
+        ));
+    }
+
+    /// Queues the removal of an operator setting.
+    pub fn delete_setting(&self, key: &str) {
+        self.queue(Write::Setting(key.to_owned(), None));
+    }
+
     /// Queues the removal of a custom group.
     pub fn delete_group(&self, key: &str) {
         self.queue(Write::DeleteGroup(key.to_owned()));
@@ -274,6 +295,17 @@ fn startup(db: &Database) -> Result<Restored, StoreError> {
             .recordings
             .sort_by_key(|r| r["started_ms"].as_u64().unwrap_or(0));
 
+        let settings = txn.open_table(SETTINGS).map_err(dberr)?;
+        for entry in settings.iter().map_err(dberr)? {
+            let (k, v) = entry.map_err(dberr)?;
+            match serde_json::from_slice::<Value>(v.value()) {
+                Ok(value) => restored.settings.push((k.value().to_owned(), value)),
+                Err(e) => {
+                    tracing::warn!(key = k.value(), error = %e, "skipping an unreadable stored setting")
+                }
+            }
+        }
+
         let mut polls = txn.open_table(POLLS).map_err(dberr)?;
         let mut rewrite = Vec::new();
         for entry in polls.iter().map_err(dberr)? {
@@ -325,6 +357,7 @@ fn commit(db: &Database, batch: Vec<Write>) -> Result<(), StoreError> {
         let mut groups = txn.open_table(GROUPS).map_err(dberr)?;
         let mut streams = txn.open_table(STREAMS).map_err(dberr)?;
         let mut recordings = txn.open_table(RECORDINGS).map_err(dberr)?;
+        let mut settings = txn.open_table(SETTINGS).map_err(dberr)?;
         for write in batch {
             match write {
                 Write::Poll(id, bytes) => {
@@ -350,6 +383,14 @@ fn commit(db: &Database, batch: Vec<Write>) -> Result<(), StoreError> {
                 }
                 Write::DeleteRecording(key) => {
                     recordings.remove(key.as_str()).map_err(dberr)?;
+                }
+                Write::Setting(key, Some(bytes)) => {
+                    settings
+                        .insert(key.as_str(), bytes.as_slice())
+                        .map_err(dberr)?;
+                }
+                Write::Setting(key, None) => {
+                    settings.remove(key.as_str()).map_err(dberr)?;
                 }
             }
         }
@@ -409,6 +450,11 @@ mod tests {
             store.put_recording("s1/a", &json!({"id": "a", "started_ms": 6}));
             store.put_recording("s1/c", &json!({"id": "c", "started_ms": 1}));
             store.delete_recording("s1/c");
+            store.put_setting("rule/r1", &json!({"id": "r1"}));
+            store.put_setting("player/s1", &json!({"title": "old"}));
+            store.put_setting("player/s1", &json!({"title": "new"}));
+            store.put_setting("rule/r2", &json!({"id": "r2"}));
+            store.delete_setting("rule/r2");
             store.put_stream(
                 "s1",
                 &json!({"id": "s1", "created_ms": 5, "key_sha256": "00"}),
@@ -437,6 +483,14 @@ mod tests {
                 json!({"id": "b", "started_ms": 7})
             ],
             "recordings oldest first, deleted ones gone"
+        );
+        assert_eq!(
+            restored.settings,
+            vec![
+                ("player/s1".to_owned(), json!({"title": "new"})),
+                ("rule/r1".to_owned(), json!({"id": "r1"})),
+            ],
+            "the latest value of each setting, removed ones gone"
         );
         let ids: Vec<(&str, u8)> = restored
             .polls
