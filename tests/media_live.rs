@@ -449,35 +449,56 @@ fn the_stream_directory_and_keys_survive_a_restart() {
 /// answers keep-alive until it idles out, and refuses what it does not serve.
 #[test]
 fn hls_connections_take_seats_idle_out_and_refuse_bad_requests() {
-    let server = Server::start(&[
-        "--shards",
-        "1",
-        "--max-connections",
-        "1",
-        "--hls-idle-timeout-ms",
-        "300",
-    ]);
-    create_stream(&server, "quiet");
-    let mut hls = TcpStream::connect(server.viewer).unwrap();
-    hls.set_read_timeout(Some(WAIT)).unwrap();
-    write!(
-        hls,
-        "GET /hls/quiet/index.m3u8?session=s1 HTTP/1.1\r\nHost: x\r\n\r\n"
-    )
-    .unwrap();
-    let first = read_one_response(&mut hls);
-    assert_eq!(first.status, 503, "offline: {}", first.head);
-    assert_eq!(first.text(), "the stream is offline\n");
-    let mut buf = [0u8; 4096];
-    assert!(first.head.contains("Connection: keep-alive"));
+    // An HLS keep-alive connection holding the only seat of a server whose stream is known to
+    // its shard (the shard learns of a new stream just after the API answers: until then the
+    // playlist is 404, so wait for the 503 "offline"; a refused seat is retried the same way).
+    fn hold_the_seat(server: &Server) -> TcpStream {
+        wait_for("an HLS connection on the offline stream", || {
+            let mut hls = TcpStream::connect(server.viewer).unwrap();
+            hls.set_read_timeout(Some(WAIT)).unwrap();
+            write!(
+                hls,
+                "GET /hls/quiet/index.m3u8?session=s1 HTTP/1.1\r\nHost: x\r\n\r\n"
+            )
+            .ok()?;
+            let first = read_one_response(&mut hls);
+            (first.status == 503 && first.text() == "the stream is offline\n").then(|| {
+                assert!(
+                    first.head.contains("Connection: keep-alive"),
+                    "{}",
+                    first.head
+                );
+                hls
+            })
+        })
+    }
+    let flags = |idle_ms: &'static str| {
+        [
+            "--shards",
+            "1",
+            "--max-connections",
+            "1",
+            "--hls-idle-timeout-ms",
+            idle_ms,
+        ]
+    };
 
-    // The one seat is held: a viewer upgrade is refused while the HLS connection is open.
+    // The one seat is held: a viewer upgrade is refused while the HLS connection is open (the
+    // idle timeout is far beyond this check, however slow the machine).
+    let server = Server::start(&flags("60000"));
+    create_stream(&server, "quiet");
+    let _hls = hold_the_seat(&server);
     let mut raw = Raw::connect(server.viewer);
     raw.send_bytes(Raw::request(server.viewer, "/v1/viewer", "").as_bytes());
     let head = raw.read_head();
     assert!(head.starts_with("HTTP/1.1 503"), "{head}");
+    drop(server);
 
     // Idle past hls_idle_timeout_ms: the server closes it and the seat comes back.
+    let server = Server::start(&flags("300"));
+    create_stream(&server, "quiet");
+    let mut hls = hold_the_seat(&server);
+    let mut buf = [0u8; 4096];
     let idle = hls.read(&mut buf);
     assert!(
         matches!(idle, Ok(0)),
