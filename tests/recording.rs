@@ -217,16 +217,28 @@ fn retention_prunes_the_oldest_recording() {
 }
 
 /// ffprobe's codec names for `url`.
+/// The codec names ffprobe finds at `url`, retried (bounded) while it finds none: a probe can
+/// start between a live playlist's reloads on a loaded machine.
 fn probe_codecs(url: &str) -> String {
-    let out = Command::new("ffprobe")
-        .args(["-v", "error", "-show_entries", "stream=codec_name"])
-        .args(["-of", "default=noprint_wrappers=1:nokey=1"])
-        .args(["-rw_timeout", "10000000"])
-        .arg(url)
-        .stdin(Stdio::null())
-        .output()
-        .expect("ffprobe");
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    let mut last_error = String::new();
+    let deadline = std::time::Instant::now() + MEDIA_WAIT;
+    while std::time::Instant::now() < deadline {
+        let out = Command::new("ffprobe")
+            .args(["-v", "error", "-show_entries", "stream=codec_name"])
+            .args(["-of", "default=noprint_wrappers=1:nokey=1"])
+            .args(["-rw_timeout", "10000000"])
+            .arg(url)
+            .stdin(Stdio::null())
+            .output()
+            .expect("ffprobe");
+        let codecs = String::from_utf8_lossy(&out.stdout).into_owned();
+        if !codecs.trim().is_empty() {
+            return codecs;
+        }
+        last_error = String::from_utf8_lossy(&out.stderr).into_owned();
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    panic!("ffprobe found no stream at {url}: {last_error}");
 }
 
 #[test]
