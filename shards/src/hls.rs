@@ -75,9 +75,11 @@ pub(crate) async fn serve<G>(
                     let site = web::Site::Viewer {
                         viewer_path: &shard.config.path,
                     };
-                    let etag = req.header_str("if-none-match");
-                    if let Some(page) = web::answer(site, &req.method, &req.path, etag, keep_alive)
-                    {
+                    let ask = web::Ask {
+                        keep_alive,
+                        ..web::Ask::of(&req)
+                    };
+                    if let Some(page) = web::answer(site, ask) {
                         if !write(&mut stream, &mut wire, &page, &[], idle).await || !keep_alive {
                             let _ = stream.close().await;
                             return;

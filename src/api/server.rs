@@ -267,12 +267,9 @@ async fn connection<S: Transport>(mut stream: S, app: Rc<RefCell<App>>, token: R
                         break After::Upgrade(Box::new(req));
                     }
                     // The console page and its assets: public, no token.
-                    let etag = req.header_str("if-none-match");
                     let viewer_port = app.borrow().viewer_addr().port();
                     let site = web::Site::Console { viewer_port };
-                    if let Some(page) =
-                        web::answer(site, &req.method, &req.path, etag, req.keep_alive)
-                    {
+                    if let Some(page) = web::answer(site, web::Ask::of(&req)) {
                         out.extend_from_slice(&page);
                         if !req.keep_alive {
                             break After::Close;

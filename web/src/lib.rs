@@ -32,6 +32,15 @@ struct Asset {
     name: &'static str,
     content_type: &'static str,
     body: &'static [u8],
+    /// The body gzipped at build time (`build.rs`), for the larger files.
+    gzip: Option<&'static [u8]>,
+}
+
+/// The build-time gzip of an asset.
+macro_rules! gz {
+    ($name:literal) => {
+        Some(include_bytes!(concat!(env!("OUT_DIR"), "/", $name, ".gz")))
+    };
 }
 
 const HTML: &str = "text/html; charset=utf-8";
@@ -43,36 +52,43 @@ const ASSETS: &[Asset] = &[
         name: "watch.html",
         content_type: HTML,
         body: include_bytes!("../assets/watch.html"),
+        gzip: None,
     },
     Asset {
         name: "console.html",
         content_type: HTML,
         body: include_bytes!("../assets/console.html"),
+        gzip: None,
     },
     Asset {
         name: "viewer.js",
         content_type: JS,
         body: include_bytes!("../assets/viewer.js"),
+        gzip: gz!("viewer.js"),
     },
     Asset {
         name: "console.js",
         content_type: JS,
         body: include_bytes!("../assets/console.js"),
+        gzip: gz!("console.js"),
     },
     Asset {
         name: "ovation.css",
         content_type: "text/css; charset=utf-8",
         body: include_bytes!("../assets/ovation.css"),
+        gzip: gz!("ovation.css"),
     },
     Asset {
         name: "logo.svg",
         content_type: "image/svg+xml",
         body: include_bytes!("../assets/logo.svg"),
+        gzip: None,
     },
     Asset {
         name: "hls.min.js",
         content_type: JS,
         body: include_bytes!("../assets/hls.min.js"),
+        gzip: gz!("hls.min.js"),
     },
 ];
 
@@ -106,17 +122,43 @@ pub fn is_page_request(buf: &[u8]) -> bool {
         .is_some_and(|t| t.starts_with(b"/watch/") || t.starts_with(b"/web/"))
 }
 
-/// The complete HTTP/1.1 response to `method path` on `site`, or `None` when the path is not
-/// a page's (the caller goes on routing). GET and HEAD are answered (HEAD without the body);
-/// other methods get 405. `if_none_match` is the request's `If-None-Match`: a current ETag
-/// gets 304.
-pub fn answer(
-    site: Site<'_>,
-    method: &str,
-    path: &str,
-    if_none_match: Option<&str>,
-    keep_alive: bool,
-) -> Option<Vec<u8>> {
+/// What [`answer`] needs of a request.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Ask<'a> {
+    pub method: &'a str,
+    /// The target up to `?`.
+    pub path: &'a str,
+    /// `If-None-Match`: a current ETag gets 304.
+    pub if_none_match: Option<&'a str>,
+    /// `Accept-Encoding`: with `gzip` the larger files come compressed.
+    pub accept_encoding: Option<&'a str>,
+    pub keep_alive: bool,
+}
+
+impl<'a> Ask<'a> {
+    /// The fields of a parsed request.
+    pub fn of(req: &'a netstack::http::server::Request) -> Ask<'a> {
+        Ask {
+            method: &req.method,
+            path: &req.path,
+            if_none_match: req.header_str("if-none-match"),
+            accept_encoding: req.header_str("accept-encoding"),
+            keep_alive: req.keep_alive,
+        }
+    }
+}
+
+/// The complete HTTP/1.1 response to `ask` on `site`, or `None` when the path is not a page's
+/// (the caller goes on routing). GET and HEAD are answered (HEAD without the body); other
+/// methods get 405.
+pub fn answer(site: Site<'_>, ask: Ask<'_>) -> Option<Vec<u8>> {
+    let Ask {
+        method,
+        path,
+        if_none_match,
+        accept_encoding,
+        keep_alive,
+    } = ask;
     let (index, csp) = route(site, path)?;
     let mut out = Vec::new();
     let Some(index) = index else {
@@ -151,32 +193,63 @@ pub fn answer(
         }
         _ => asset.body.into(),
     };
-    let etag = format!("\"{:016x}\"", fnv1a(&body));
-    let headers = [
+    let gzip = asset
+        .gzip
+        .filter(|_| accept_encoding.is_some_and(accepts_gzip));
+    // One ETag per representation: the gzip one differs from the plain one.
+    let etag = match gzip {
+        Some(_) => format!("\"{:016x}-gz\"", fnv1a(&body)),
+        None => format!("\"{:016x}\"", fnv1a(&body)),
+    };
+    let mut headers = vec![
         ("Cache-Control", "no-cache"),
         ("ETag", etag.as_str()),
         ("X-Content-Type-Options", "nosniff"),
         ("Referrer-Policy", "no-referrer"),
         ("Content-Security-Policy", csp),
     ];
+    if asset.gzip.is_some() {
+        headers.push(("Vary", "Accept-Encoding"));
+    }
     if if_none_match.is_some_and(|tags| tags.split(',').any(|t| t.trim() == etag)) {
         netstack::http::write_response(&mut out, 304, keep_alive, &headers, "", b"");
         // 304 carries no body, and no Content-Length describing one.
         strip_content_length(&mut out);
         return Some(out);
     }
+    let sent: &[u8] = match gzip {
+        Some(compressed) => {
+            headers.push(("Content-Encoding", "gzip"));
+            compressed
+        }
+        None => &body,
+    };
     netstack::http::write_response(
         &mut out,
         200,
         keep_alive,
         &headers,
         asset.content_type,
-        &body,
+        sent,
     );
     if method == "HEAD" {
-        out.truncate(out.len() - body.len());
+        out.truncate(out.len() - sent.len());
     }
     Some(out)
+}
+
+/// Whether an `Accept-Encoding` value accepts gzip (listed, and not with `q=0`).
+fn accepts_gzip(header: &str) -> bool {
+    header.split(',').any(|item| {
+        let mut parts = item.split(';').map(str::trim);
+        let coding = parts.next().unwrap_or_default();
+        let refused = parts.any(|p| {
+            p.strip_prefix("q=")
+                .and_then(|q| q.parse::<f32>().ok())
+                .is_some_and(|q| q <= 0.0)
+        });
+        (coding.eq_ignore_ascii_case("gzip") || coding == "*") && !refused
+    })
 }
 
 /// Which asset `path` names on `site`: `None` when the path is not a page route; `Some((None,
@@ -262,6 +335,16 @@ mod tests {
     };
     const CONSOLE: Site<'static> = Site::Console { viewer_port: 8080 };
 
+    fn ask<'a>(method: &'a str, path: &'a str, etag: Option<&'a str>, keep: bool) -> Ask<'a> {
+        Ask {
+            method,
+            path,
+            if_none_match: etag,
+            accept_encoding: None,
+            keep_alive: keep,
+        }
+    }
+
     fn text(bytes: &[u8]) -> String {
         String::from_utf8_lossy(bytes).into_owned()
     }
@@ -276,7 +359,7 @@ mod tests {
 
     #[test]
     fn the_viewer_page_carries_the_viewer_path() {
-        let r = text(&answer(VIEWER, "GET", "/watch/main", None, true).unwrap());
+        let r = text(&answer(VIEWER, ask("GET", "/watch/main", None, true)).unwrap());
         assert!(r.starts_with("HTTP/1.1 200 OK\r\n"), "{r}");
         assert_eq!(header(&r, "content-type"), Some(HTML));
         assert!(r.contains("data-viewer-path=\"/v1/viewer\""), "{r}");
@@ -284,7 +367,7 @@ mod tests {
         let custom = Site::Viewer {
             viewer_path: "/ws\"<x>&",
         };
-        let r = text(&answer(custom, "GET", "/watch/main/", None, false).unwrap());
+        let r = text(&answer(custom, ask("GET", "/watch/main/", None, false)).unwrap());
         assert!(
             r.contains("data-viewer-path=\"/ws&quot;&lt;x&gt;&amp;\""),
             "{r}"
@@ -294,11 +377,11 @@ mod tests {
 
     #[test]
     fn each_site_serves_its_own_page_and_the_shared_assets() {
-        assert!(answer(VIEWER, "GET", "/console", None, true).is_none());
-        assert!(answer(CONSOLE, "GET", "/watch/main", None, true).is_none());
-        assert!(answer(VIEWER, "GET", "/hls/main/index.m3u8", None, true).is_none());
-        assert!(answer(CONSOLE, "GET", "/api/stats", None, true).is_none());
-        let console = text(&answer(CONSOLE, "GET", "/console", None, true).unwrap());
+        assert!(answer(VIEWER, ask("GET", "/console", None, true)).is_none());
+        assert!(answer(CONSOLE, ask("GET", "/watch/main", None, true)).is_none());
+        assert!(answer(VIEWER, ask("GET", "/hls/main/index.m3u8", None, true)).is_none());
+        assert!(answer(CONSOLE, ask("GET", "/api/stats", None, true)).is_none());
+        let console = text(&answer(CONSOLE, ask("GET", "/console", None, true)).unwrap());
         assert!(console.starts_with("HTTP/1.1 200"));
         assert!(console.contains("data-viewer-port=\"8080\""), "{console}");
         assert!(header(&console, "content-security-policy")
@@ -312,7 +395,8 @@ mod tests {
                 ("ovation.css", "text/css; charset=utf-8"),
                 ("logo.svg", "image/svg+xml"),
             ] {
-                let r = text(&answer(site, "GET", &format!("/web/{name}"), None, true).unwrap());
+                let r =
+                    text(&answer(site, ask("GET", &format!("/web/{name}"), None, true)).unwrap());
                 assert!(r.starts_with("HTTP/1.1 200"), "{name}: {r:.80}");
                 assert_eq!(header(&r, "content-type"), Some(kind));
                 assert_eq!(header(&r, "x-content-type-options"), Some("nosniff"));
@@ -331,35 +415,35 @@ mod tests {
             "/watch/a/b",
             "/watch/..%2f",
         ] {
-            let r = text(&answer(VIEWER, "GET", path, None, true).unwrap());
+            let r = text(&answer(VIEWER, ask("GET", path, None, true)).unwrap());
             assert!(r.starts_with("HTTP/1.1 404"), "{path}: {r}");
         }
         let long = format!("/watch/{}", "a".repeat(65));
-        assert!(text(&answer(VIEWER, "GET", &long, None, true).unwrap()).contains(" 404 "));
-        let r = text(&answer(VIEWER, "POST", "/watch/main", None, true).unwrap());
+        assert!(text(&answer(VIEWER, ask("GET", &long, None, true)).unwrap()).contains(" 404 "));
+        let r = text(&answer(VIEWER, ask("POST", "/watch/main", None, true)).unwrap());
         assert!(r.starts_with("HTTP/1.1 405"), "{r}");
         assert_eq!(header(&r, "allow"), Some("GET, HEAD"));
     }
 
     #[test]
     fn head_has_no_body_and_a_current_etag_gets_304() {
-        let get = text(&answer(CONSOLE, "GET", "/web/console.js", None, true).unwrap());
-        let head = text(&answer(CONSOLE, "HEAD", "/web/console.js", None, true).unwrap());
+        let get = text(&answer(CONSOLE, ask("GET", "/web/console.js", None, true)).unwrap());
+        let head = text(&answer(CONSOLE, ask("HEAD", "/web/console.js", None, true)).unwrap());
         assert!(head.ends_with("\r\n\r\n"), "{head}");
         assert_eq!(
             header(&get, "content-length"),
             header(&head, "content-length")
         );
         let etag = header(&get, "etag").unwrap().to_owned();
-        let again = answer(CONSOLE, "GET", "/web/console.js", Some(&etag), true).unwrap();
+        let again = answer(CONSOLE, ask("GET", "/web/console.js", Some(&etag), true)).unwrap();
         let again = text(&again);
         assert!(again.starts_with("HTTP/1.1 304"), "{again}");
         assert!(again.ends_with("\r\n\r\n"));
         assert_eq!(header(&again, "content-length"), None);
         let other = format!("\"x\", {etag}");
-        let r = text(&answer(CONSOLE, "GET", "/web/console.js", Some(&other), true).unwrap());
+        let r = text(&answer(CONSOLE, ask("GET", "/web/console.js", Some(&other), true)).unwrap());
         assert!(r.starts_with("HTTP/1.1 304"));
-        let stale = answer(CONSOLE, "GET", "/web/console.js", Some("\"0\""), true).unwrap();
+        let stale = answer(CONSOLE, ask("GET", "/web/console.js", Some("\"0\""), true)).unwrap();
         assert!(text(&stale).starts_with("HTTP/1.1 200"));
     }
 
@@ -377,6 +461,51 @@ mod tests {
         assert!(!is_page_request(b"GET /webx HTTP/1.1\r\n"));
         assert!(!is_page_request(b"GET /hls/s/index.m3u8 HTTP/1.1\r\n"));
         assert!(!is_page_request(b""));
+    }
+
+    #[test]
+    fn larger_files_come_gzipped_to_browsers_that_accept_it() {
+        use std::io::Read;
+        for accept in ["gzip, deflate, br", "br;q=1.0, GZIP;q=0.5", "*"] {
+            let gz = answer(
+                CONSOLE,
+                Ask {
+                    accept_encoding: Some(accept),
+                    ..ask("GET", "/web/hls.min.js", None, true)
+                },
+            )
+            .unwrap();
+            let at = gz.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+            let head = text(&gz[..at]);
+            assert_eq!(header(&head, "content-encoding"), Some("gzip"), "{accept}");
+            assert_eq!(header(&head, "vary"), Some("Accept-Encoding"));
+            let mut plain = Vec::new();
+            flate2::read::GzDecoder::new(&gz[at..])
+                .read_to_end(&mut plain)
+                .unwrap();
+            assert_eq!(plain, include_bytes!("../assets/hls.min.js"));
+            assert!(
+                gz.len() * 2 < plain.len(),
+                "{} -> {}",
+                plain.len(),
+                gz.len()
+            );
+            // The compressed representation has its own ETag.
+            let etag = header(&head, "etag").unwrap();
+            assert!(etag.ends_with("-gz\""), "{etag}");
+        }
+        for accept in [None, Some("identity"), Some("gzip;q=0"), Some("br")] {
+            let r = answer(
+                CONSOLE,
+                Ask {
+                    accept_encoding: accept,
+                    ..ask("GET", "/web/hls.min.js", None, true)
+                },
+            )
+            .unwrap();
+            let head = text(&r[..r.windows(4).position(|w| w == b"\r\n\r\n").unwrap()]);
+            assert_eq!(header(&head, "content-encoding"), None, "{accept:?}");
+        }
     }
 
     /// The embedded player is byte for byte the file of the hls.js version the lockfile pins

@@ -149,16 +149,18 @@ try {
     const nav = performance.getEntriesByType('navigation')[0];
     const res = performance.getEntriesByType('resource');
     const media = (r) => /\/hls\//.test(r.name);
-    const sum = (list) => list.reduce((n, r) => n + (r.encodedBodySize || 0), 0);
+    const sum = (list, k = 'encodedBodySize') => list.reduce((n, r) => n + (r[k] || 0), 0);
     return {
       page: (nav ? nav.encodedBodySize : 0) + sum(res.filter((r) => !media(r))),
+      decoded: (nav ? nav.decodedBodySize : 0) + sum(res.filter((r) => !media(r)), 'decodedBodySize'),
       files: 1 + res.filter((r) => !media(r)).length,
       media: sum(res.filter(media)),
       firstFrameMs: window.ovation.state.firstFrameMs,
     };
   });
   console.log(
-    `web: page weight ${weight.page} bytes in ${weight.files} files (media so far ${weight.media} bytes); ` +
+    `web: page weight ${weight.page} bytes transferred (${weight.decoded} decoded) in ${weight.files} files ` +
+      `(media so far ${weight.media} bytes); ` +
       `time to first frame ${weight.firstFrameMs} ms after navigation (${firstFrameWall} ms wall, from goto)`,
   );
   const viewerId = await desk.evaluate(() => window.ovation.state.viewer);
