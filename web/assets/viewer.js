@@ -378,6 +378,7 @@ function onConfig(msg) {
     list.append(li);
   }
   $('upcoming-panel').hidden = !(c.upcoming && c.upcoming.length);
+  $('fact-cap').textContent = c.max_bitrate_kbps ? `${c.max_bitrate_kbps} kbit/s` : 'none';
   capBitrate();
 }
 

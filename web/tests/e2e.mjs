@@ -62,6 +62,34 @@ function watchErrors(page, name, log) {
   page.on('pageerror', (e) => log.push({ page: name, phase: log.phase, text: `uncaught: ${e.message}`, uncaught: true }));
 }
 
+/** Accessible markup: every form control has a label, every button and image a name, one h1,
+ *  and headings do not skip levels. */
+async function accessible(page, what) {
+  const problems = await page.evaluate(() => {
+    const out = [];
+    const visible = (el) => !el.closest('[hidden]');
+    for (const el of document.querySelectorAll('input, select, textarea')) {
+      if (visible(el) && el.labels.length === 0 && !el.getAttribute('aria-label')) out.push(`unlabelled ${el.id || el.outerHTML}`);
+    }
+    for (const el of document.querySelectorAll('button, a')) {
+      if (visible(el) && !(el.textContent.trim() || el.getAttribute('aria-label'))) out.push(`nameless ${el.outerHTML}`);
+    }
+    for (const el of document.querySelectorAll('img')) {
+      if (!el.hasAttribute('alt')) out.push(`img without alt ${el.outerHTML}`);
+    }
+    if (document.querySelectorAll('h1').length !== 1) out.push('not exactly one h1');
+    let level = 1;
+    for (const h of document.querySelectorAll('h1, h2, h3, h4')) {
+      const n = Number(h.tagName[1]);
+      if (visible(h) && n > level + 1) out.push(`heading ${h.tagName} after h${level}: ${h.textContent}`);
+      if (visible(h)) level = n;
+    }
+    if (!document.documentElement.lang) out.push('no lang on <html>');
+    return out;
+  });
+  check(problems.length === 0, `${what}: accessible markup (${problems.join('; ')})`);
+}
+
 /** The video's currentTime advances by `by` seconds (bounded). */
 async function advances(page, by, what) {
   const t0 = await page.evaluate(() => document.getElementById('video').currentTime);
@@ -244,16 +272,35 @@ try {
   await con.locator('tr[data-group="stream:main"] [data-role="reports"]', { hasText: /^[1-9]/ }).waitFor({ timeout: WAIT });
   check(true, 'the console shows the telemetry of stream:main');
 
+  await accessible(desk, 'viewer page');
+  await accessible(phone, 'viewer page on a phone');
+  await accessible(con, 'console');
+
   await desk.screenshot({ path: join(SHOTS, 'viewer.png') });
   await phone.screenshot({ path: join(SHOTS, 'viewer-phone.png'), fullPage: true });
-  await con.screenshot({ path: join(SHOTS, 'console.png'), fullPage: true });
 
-  // ---- the control connection drops: the page resumes as the same viewer ----
+  // ---- the control connection drops: the page resumes as the same viewer, and reports the
+  // drop as a failure, which a remediation rule on stream:main turns into a bitrate cap ----
+  const rule = await api('POST', '/api/rules', {
+    id: 'web-failures',
+    groups: ['stream:main'],
+    window_s: 10,
+    min_reports: 1,
+    failures_per_min_above: 0,
+    hold_s: 0,
+    actions: [{ type: 'player_config', config: { max_bitrate_kbps: 1500 } }],
+  });
+  check(rule.status === 201, `a remediation rule on stream:main (${JSON.stringify(rule.body)})`);
   await desk.evaluate(() => window.ovation.reconnect());
   await desk.waitForFunction(() => window.ovation.state.resumed >= 1, null, { timeout: WAIT });
   const resumedId = await desk.evaluate(() => window.ovation.state.viewer);
   check(resumedId === viewerId, `the page resumed as the same viewer (${resumedId})`);
   await advances(desk, 1, 'the video plays on through the reconnect');
+  await con.locator('#remediations li', { hasText: 'web-failures applied on stream:main' }).waitFor({ timeout: WAIT });
+  check(true, 'the console shows the remediation event fired by the page\'s reported failure');
+  await desk.waitForFunction(() => window.ovation.state.override.max_bitrate_kbps === 1500, null, { timeout: WAIT });
+  check(true, 'the viewer page got the remediation\'s bitrate cap');
+  await con.screenshot({ path: join(SHOTS, 'console.png'), fullPage: true });
 
   const before = errors.filter((e) => e.phase === 'before restart');
   check(before.length === 0, `no console errors on any page (${JSON.stringify(before)})`);
