@@ -256,6 +256,13 @@ try {
   await desk.locator('#messages li', { hasText: 'Welcome to the final!' }).waitFor({ timeout: WAIT });
   await phone.locator('#messages li', { hasText: 'Welcome to the final!' }).waitFor({ timeout: WAIT });
   check(true, 'both viewer pages show the message');
+  // Ad breaks are defined on another branch (sessions); a break-related message gets the
+  // page's generic banner until its end.
+  await api('POST', '/api/groups/stream:main/messages', { payload: { type: 'ad_break', duration_s: 30 } });
+  await desk.locator('#break', { hasText: 'back in 30 s' }).waitFor({ state: 'visible', timeout: WAIT });
+  await api('POST', '/api/groups/stream:main/messages', { payload: { type: 'ad_break_end' } });
+  await desk.locator('#break').waitFor({ state: 'hidden', timeout: WAIT });
+  check(true, 'a break-related message shows the ad break banner until its end');
   await con.locator('#config-title').fill('Grand final');
   await con.getByLabel('Logo URL').fill(`${VIEWER}/web/logo.svg`);
   await con.getByRole('button', { name: 'Apply configuration' }).click();
