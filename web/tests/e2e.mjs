@@ -286,6 +286,12 @@ try {
   await desk.screenshot({ path: join(SHOTS, 'viewer.png') });
   await phone.screenshot({ path: join(SHOTS, 'viewer-phone.png'), fullPage: true });
 
+  // ---- the console closes the poll: final results on both sides ----
+  await con.getByRole('button', { name: 'Close poll' }).click();
+  await con.locator('#results[data-final="true"][data-total="2"]').waitFor({ timeout: WAIT });
+  await desk.locator('#poll-status', { hasText: 'Final results: 2 votes.' }).waitFor({ timeout: WAIT });
+  check(await desk.getByRole('button', { name: /^Blue/ }).isDisabled(), 'the console closes the poll; the page shows the final results and stops taking votes');
+
   // ---- the control connection drops: the page resumes as the same viewer, and reports the
   // drop as a failure, which a remediation rule on stream:main turns into a bitrate cap ----
   const rule = await api('POST', '/api/rules', {
