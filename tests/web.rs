@@ -6,7 +6,8 @@
 //!   playwright-core against a real server and a real ffmpeg publisher: the console creates
 //!   the stream and shows its key, the page plays it and reports telemetry, the console runs
 //!   a poll with a breakdown, pushes a message and a configuration, and the page survives a
-//!   dropped connection (resume) and a server restart. It prints page weight and time to
+//!   dropped connection (resume), shows the broadcast end, and comes back after a server
+//!   restart (offline, then playing once the broadcaster publishes again). It prints page weight and time to
 //!   first frame and writes the screenshots in `docs/screenshots/`. Needs chromium, node and
 //!   `npm ci` in web/: under `CI=true` their absence fails the test; locally it is skipped
 //!   with the reason.
@@ -137,16 +138,16 @@ fn start_on(viewer: SocketAddr, api: SocketAddr, rtmp: SocketAddr, dir: &Path) -
     }
 }
 
-/// Waits (bounded) until `stream` is live with a segment to serve.
-fn wait_live(server: &Server, stream: &str) {
-    wait_for("the stream to be live with a segment", || {
+/// Waits (bounded) until `stream` is in `state` (`live`: with a segment to serve).
+fn wait_state(server: &Server, stream: &str, state: &str) {
+    wait_for(&format!("{stream} to be {state}"), || {
         let (_, v) = server.api("GET", "/api/streams", None);
         let s = v["streams"]
             .as_array()?
             .iter()
             .find(|s| s["id"] == stream)?
             .clone();
-        (s["state"] == "live" && !s["last_segment"].is_null()).then_some(())
+        (s["state"] == state && (state != "live" || !s["last_segment"].is_null())).then_some(())
     });
 }
 
@@ -182,7 +183,6 @@ fn viewer_page_and_console_in_chromium() {
         }
     });
     let deadline = Instant::now() + RUN_LIMIT;
-    let mut key = String::new();
     let mut publisher: Option<Publisher> = None;
     let mut passed = false;
     loop {
@@ -197,20 +197,17 @@ fn viewer_page_and_console_in_chromium() {
         };
         println!("{line}");
         passed |= line == "web: all checks passed";
-        if let Some(k) = line.strip_prefix("@@ publish ") {
-            key = k.to_owned();
-            publisher = Some(Publisher::start(server.rtmp, &key, 600));
-            wait_live(&server, "main");
-        } else if line == "@@ restart" {
+        if let Some(key) = line.strip_prefix("@@ publish ") {
+            publisher = Some(Publisher::start(server.rtmp, key, 600));
+            wait_state(&server, "main", "live");
+        } else if line == "@@ stop" {
             drop(publisher.take());
+            wait_state(&server, "main", "ended");
+        } else if line == "@@ restart" {
             assert!(server.terminate().success(), "the server stops cleanly");
             drop(server);
             server = start_on(viewer, api, rtmp, &dir);
-            let (status, streams) = server.api("GET", "/api/streams", None);
-            assert_eq!(status, 200);
-            assert!(streams.to_string().contains("\"main\""), "{streams}");
-            publisher = Some(Publisher::start(server.rtmp, &key, 600));
-            wait_live(&server, "main");
+            wait_state(&server, "main", "offline");
         } else {
             continue;
         }

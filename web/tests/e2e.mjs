@@ -3,8 +3,9 @@
 // the server and the ffmpeg publisher; this script talks to it over stdio:
 //   stdout "@@ publish KEY" -> the test publishes a test pattern with that stream key, then
 //                              writes "ok" on stdin;
+//   stdout "@@ stop"        -> the test stops the publisher (the broadcast ends), then "ok";
 //   stdout "@@ restart"     -> the test restarts the server on the same ports and data
-//                              directory and publishes again, then writes "ok".
+//                              directory, then writes "ok".
 // Environment: OVATION_VIEWER, OVATION_API (http://HOST:PORT), OVATION_TOKEN,
 // OVATION_SCREENSHOTS (directory for the PNGs). Exits non-zero on the first failed check.
 
@@ -318,11 +319,22 @@ try {
   const before = errors.filter((e) => e.phase === 'before restart');
   check(before.length === 0, `no console errors on any page (${JSON.stringify(before)})`);
 
-  // ---- the server restarts: the page reconnects, watches again and plays ----
+  // ---- the broadcaster stops: the page and the console show the broadcast ended ----
+  await ask('stop');
+  await desk.locator('#state[data-state="ended"]').waitFor({ timeout: WAIT });
+  await desk.locator('#curtain', { hasText: 'The broadcast has ended.' }).waitFor({ state: 'visible', timeout: WAIT });
+  await liveRow.locator('[data-role="state"]', { hasText: 'ended' }).waitFor({ timeout: WAIT });
+  check(true, 'the page and the console show the broadcast ended');
+
+  // ---- the server restarts: the page reconnects and watches again (offline until the
+  // broadcaster is back), then plays ----
   errors.phase = 'restart';
   const { welcomes, loadedUrl } = await desk.evaluate(() => window.ovation.state);
   await ask('restart');
   await desk.waitForFunction((n) => window.ovation.state.welcomes > n, welcomes, { timeout: WAIT });
+  await desk.locator('#state[data-state="offline"]').waitFor({ timeout: WAIT });
+  check(true, 'after the restart the page is back and shows the stream offline');
+  await ask(`publish ${key}`);
   await desk.waitForFunction(
     (old) => window.ovation.state.streamState === 'live' && window.ovation.state.loadedUrl && window.ovation.state.loadedUrl !== old,
     loadedUrl,
