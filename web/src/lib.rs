@@ -508,6 +508,62 @@ mod tests {
         }
     }
 
+    /// Whatever a client puts in a method, path or header, `answer` returns `None` or a
+    /// well-formed response, and never panics (deterministic pseudo-random inputs).
+    #[test]
+    fn arbitrary_requests_get_well_formed_answers() {
+        let pieces = [
+            "/",
+            "watch",
+            "web",
+            "console",
+            "..",
+            "%2f",
+            "main",
+            "hls.min.js",
+            "\u{e9}",
+            " ",
+            "?",
+            "#",
+            "\"",
+            "<",
+            "gzip",
+            ";q=0",
+            ",",
+            "*",
+            "",
+        ];
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = |n: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % n as u64) as usize
+        };
+        for _ in 0..20_000 {
+            let mut text = || {
+                let len = next(6);
+                (0..len)
+                    .map(|_| pieces[next(pieces.len())])
+                    .collect::<String>()
+            };
+            let (method, path, etag, encoding) = (text(), format!("/{}", text()), text(), text());
+            let site = if next(2) == 0 { VIEWER } else { CONSOLE };
+            let ask = Ask {
+                method: &method,
+                path: &path,
+                if_none_match: Some(&etag),
+                accept_encoding: Some(&encoding),
+                keep_alive: next(2) == 0,
+            };
+            if let Some(r) = answer(site, ask) {
+                let head_end = r.windows(4).position(|w| w == b"\r\n\r\n");
+                assert!(r.starts_with(b"HTTP/1.1 "), "{path:?}");
+                assert!(head_end.is_some(), "{path:?}");
+            }
+        }
+    }
+
     /// The embedded player is byte for byte the file of the hls.js version the lockfile pins
     /// (when `npm ci` has run in web/; under CI it must have).
     #[test]
