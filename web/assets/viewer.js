@@ -296,6 +296,14 @@ function endStall() {
   }
 }
 video.addEventListener('playing', endStall);
+// Native HLS (no hls.js) reports its failures only here.
+video.addEventListener('error', () => {
+  if (hls || !state.loadedUrl) return;
+  telemetry.failures += 1;
+  const e = video.error;
+  state.fatalError = `media error ${e ? e.code : '?'}`;
+  $('fact-player').textContent = `error: ${state.fatalError}`;
+});
 video.addEventListener('timeupdate', () => {
   if (video.currentTime > 0 && state.firstFrameMs === null) {
     state.firstFrameMs = Math.round(performance.now() - state.started);

@@ -354,6 +354,27 @@ try {
   );
   check(unexpected.length === 0, `only network errors while the server was down (${JSON.stringify(unexpected)})`);
   console.log(`web: ${errors.length} network errors logged by the browser while the server restarted`);
+
+  // ---- a repeat visit: the browser revalidates the page and its files (ETag, 304) ----
+  const again = await deskCtx.newPage();
+  watchErrors(again, 'repeat visit', errors);
+  await again.goto(`${VIEWER}/watch/main`);
+  await again.waitForFunction(() => document.body.dataset.playing === 'true', null, { timeout: WAIT });
+  const repeat = await again.evaluate(() => {
+    const entries = [...performance.getEntriesByType('navigation'), ...performance.getEntriesByType('resource')];
+    const pageFiles = entries.filter((r) => !/\/hls\//.test(r.name));
+    return {
+      // transferSize: headers and body on the wire; a 304 is its head only.
+      bytes: pageFiles.reduce((n, r) => n + (r.transferSize || 0), 0),
+      files: pageFiles.length,
+      firstFrameMs: window.ovation.state.firstFrameMs,
+    };
+  });
+  console.log(
+    `web: repeat visit: ${repeat.bytes} bytes on the wire for ${repeat.files} page files (revalidated), ` +
+      `time to first frame ${repeat.firstFrameMs} ms`,
+  );
+  check(repeat.bytes < 20_000, 'a repeat visit does not download the player again');
 } finally {
   await browser.close();
 }
