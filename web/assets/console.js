@@ -16,6 +16,7 @@ const state = {
   socket: null,
   remediations: [],
   refreshes: 0,
+  ticker: null,
 };
 window.ovationConsole = state;
 
@@ -72,7 +73,7 @@ async function signIn(token) {
   state.remediations = events.events.slice(-20);
   renderRemediations();
   await refresh();
-  setInterval(() => refresh().catch((e) => say(e.message)), REFRESH_MS);
+  if (!state.ticker) state.ticker = setInterval(() => refresh().catch((e) => say(e.message)), REFRESH_MS);
 }
 
 function signOut() {

@@ -8,6 +8,8 @@ const video = $('video');
 const stream = decodeURIComponent(location.pathname.split('/')[2] || '');
 const viewerPath = document.body.dataset.viewerPath || '/v1/viewer';
 const resumeKey = `ovation.resume.${stream}`;
+/** Message types of ad breaks (`ad_break`, `ad-start`, `break_end`, ...): the generic banner. */
+const BREAK_TYPE = /^ad([_-]|$)|break/i;
 /** First report this long after playback starts, then every REPORT_MS. */
 const FIRST_REPORT_MS = 2000;
 const REPORT_MS = 5000;
@@ -116,7 +118,7 @@ function onMessage(msg) {
     default:
       // Ad breaks arrive as their own messages (issue 16: the sessions work defines them);
       // any break-related message gets the generic banner.
-      if (/break|^ad[_-]?/i.test(msg.type)) showBreak(msg);
+      if (BREAK_TYPE.test(msg.type)) showBreak(msg);
   }
 }
 
@@ -449,7 +451,7 @@ function showResults(msg) {
 
 function showMessage(msg) {
   const p = msg.payload;
-  if (p && typeof p === 'object' && typeof p.type === 'string' && /break|^ad[_-]?/i.test(p.type)) {
+  if (p && typeof p === 'object' && typeof p.type === 'string' && BREAK_TYPE.test(p.type)) {
     return showBreak(p);
   }
   state.messages += 1;
