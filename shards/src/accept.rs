@@ -380,7 +380,8 @@ async fn read_request(
         }
         // HLS on the viewer port, plain or TLS: a page served over HTTPS plays its media from
         // the same `tls_listen` address as its control connection.
-        if hls_window::is_media_request(&buf[..len]) {
+        // The viewer page (`/watch/{stream}`, `/web/*`) is answered by the same connection.
+        if hls_window::is_media_request(&buf[..len]) || web::is_page_request(&buf[..len]) {
             buf.truncate(len);
             return Ok((Incoming::Media(buf), source));
         }

@@ -1,7 +1,7 @@
 //! One HLS connection on the viewer port: HTTP/1.1 keep-alive on netstack's request parser,
 //! answered from the shard's windows (`hls_window`), or for recordings from their files
-//! (`hls_files`). Pipelined requests are answered in
-//! order; a segment is written from its shared buffer. The connection holds a seat of
+//! (`hls_files`), or for the viewer page and its assets from the `web` crate. Pipelined
+//! requests are answered in order; a segment is written from its shared buffer. The connection holds a seat of
 //! `max_connections` (the guard it is given) until it ends, and closes after
 //! `hls_idle_timeout` without a request, after a request error, or when the client asks.
 
@@ -71,8 +71,22 @@ pub(crate) async fn serve<G>(
                     }
                 }
                 Step::Request(req) => {
-                    ShardStats::add(&shard.stats.hls_requests, 1);
                     let keep_alive = req.keep_alive && !shard.draining.get();
+                    let site = web::Site::Viewer {
+                        viewer_path: &shard.config.path,
+                    };
+                    let ask = web::Ask {
+                        keep_alive,
+                        ..web::Ask::of(&req)
+                    };
+                    if let Some(page) = web::answer(site, ask) {
+                        if !write(&mut stream, &mut wire, &page, &[], idle).await || !keep_alive {
+                            let _ = stream.close().await;
+                            return;
+                        }
+                        continue;
+                    }
+                    ShardStats::add(&shard.stats.hls_requests, 1);
                     let recorded = shard
                         .config
                         .recordings_dir

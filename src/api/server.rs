@@ -266,6 +266,16 @@ async fn connection<S: Transport>(mut stream: S, app: Rc<RefCell<App>>, token: R
                     if req.method == "GET" && req.path == super::BROADCASTER_PATH {
                         break After::Upgrade(Box::new(req));
                     }
+                    // The console page and its assets: public, no token.
+                    let viewer_port = app.borrow().viewer_addr().port();
+                    let site = web::Site::Console { viewer_port };
+                    if let Some(page) = web::answer(site, web::Ask::of(&req)) {
+                        out.extend_from_slice(&page);
+                        if !req.keep_alive {
+                            break After::Close;
+                        }
+                        continue;
+                    }
                     let response = super::handle(&app, &token, &req);
                     if let Some(group) = response.after_casts_to {
                         let written = App::casts_written(&app, group);

@@ -25,6 +25,11 @@ impl App {
         format!("rtmp://{}/live", self.rtmp_addr)
     }
 
+    /// The bound viewer address (the console links its streams' viewer pages to it).
+    pub fn viewer_addr(&self) -> std::net::SocketAddr {
+        self.viewer_addr
+    }
+
     /// Registers a stream with a fresh key; returns it and the key (shown once: only its
     /// hash is kept).
     pub fn add_stream(
