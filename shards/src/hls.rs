@@ -79,9 +79,32 @@ pub(crate) async fn serve<G>(
                         .as_deref()
                         .and_then(|root| crate::hls_files::locate(root, &req.path));
                     if let Some(located) = recorded {
+                        let segment = located
+                            .as_ref()
+                            .is_some_and(|l| l.kind == crate::hls_files::FileKind::Segment);
+                        // Plain connections send a segment from its file (`sendfile`).
+                        let open = wire.is_plain() && shard.sender.file_sends();
                         let (head, body) =
-                            crate::hls_files::answer(located, &req.method, keep_alive).await;
-                        if !write(&mut stream, &mut wire, &head, &body, idle).await || !keep_alive {
+                            crate::hls_files::answer(located, &req.method, keep_alive, open).await;
+                        let ok = match body {
+                            crate::hls_files::Body::Bytes(body) => {
+                                let ok = write(&mut stream, &mut wire, &head, &body, idle).await;
+                                if ok && segment {
+                                    ShardStats::add(
+                                        &shard.stats.hls_bytes_plain,
+                                        body.len() as u64,
+                                    );
+                                }
+                                ok
+                            }
+                            crate::hls_files::Body::File(file) => {
+                                let ok = write(&mut stream, &mut wire, &head, &[], idle).await
+                                    && shard.sender.write_file(&mut stream, &file, idle).await;
+                                file.close().await;
+                                ok
+                            }
+                        };
+                        if !ok || !keep_alive {
                             let _ = stream.close().await;
                             return;
                         }
