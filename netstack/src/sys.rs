@@ -8,7 +8,9 @@
 //!   kernel's `reuseport_bpf_cpu` selftest does.
 //! - [`send_nonblocking`], [`send_vectored_nonblocking`]: one `send(2)` / `sendmsg(2)` with
 //!   `MSG_DONTWAIT | MSG_NOSIGNAL`, for the fan-out fast path that writes shared frames to a
-//!   socket whose send queue is empty (several queued casts in one call).
+//!   socket whose send queue is empty (several queued casts in one call), and for a media
+//!   response's head and body in one call; [`send_more_nonblocking`] (`MSG_MORE`) for a head
+//!   whose body follows by another path.
 //! - [`sendfile_nonblocking`], [`set_nonblocking`]: the file-backed send path of recorded
 //!   segments (`sendfile(2)` from the segment file into a non-blocking socket).
 //! - [`shutdown_write`]: half-close after a close frame.
@@ -164,6 +166,22 @@ pub fn send_nonblocking(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
             buf.as_ptr().cast(),
             buf.len(),
             libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+        )
+    })
+    .map(|n| n as usize)
+}
+
+/// [`send_nonblocking`] with `MSG_MORE`: the kernel holds these bytes back for the send that
+/// follows (without the flag), so a response head and its body leave in the same packets
+/// and wake the reader once, whatever path sends the body.
+pub fn send_more_nonblocking(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
+    // SAFETY: as in `send_nonblocking`: `buf` is valid for the call and only read.
+    syscall_retry!(unsafe {
+        libc::send(
+            fd,
+            buf.as_ptr().cast(),
+            buf.len(),
+            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL | libc::MSG_MORE,
         )
     })
     .map(|n| n as usize)

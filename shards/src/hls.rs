@@ -98,7 +98,7 @@ pub(crate) async fn serve<G>(
                                 ok
                             }
                             crate::hls_files::Body::File(file) => {
-                                let ok = write(&mut stream, &mut wire, &head, &[], idle).await
+                                let ok = crate::sender::write_head(&mut stream, &head, idle).await
                                     && shard.sender.write_file(&mut stream, &file, idle).await;
                                 file.close().await;
                                 ok
@@ -126,12 +126,15 @@ pub(crate) async fn serve<G>(
                         }
                         Body::Empty => (answer.head, None),
                     };
-                    let mut ok;
+                    let ok;
                     if wire.is_plain() {
-                        ok = write(&mut stream, &mut wire, &head, &[], idle).await;
-                        if let (true, Some(body)) = (ok, &body) {
-                            ok = shard.sender.write_body(&mut stream, body, idle).await;
-                        }
+                        ok = match &body {
+                            Some(body) => {
+                                let sender = &shard.sender;
+                                sender.write_segment(&mut stream, &head, body, idle).await
+                            }
+                            None => write(&mut stream, &mut wire, &head, &[], idle).await,
+                        };
                     } else {
                         // Each TLS connection encrypts the shared bytes: no zero-copy here.
                         let body = body.as_deref().unwrap_or(&[]);

@@ -94,15 +94,46 @@ impl Sender {
         }
     }
 
-    /// Writes `body` (after its head was written), bounded by `limit` per write.
-    pub async fn write_body(
+    /// Writes a live segment's `head` and `body`, bounded by `limit` per wait. Plain: both in
+    /// one `sendmsg` while the socket takes them; zero-copy: the head with `MSG_MORE`, so it
+    /// leaves with the body's first bytes.
+    pub async fn write_segment(
         &self,
         stream: &mut TcpStream,
+        head: &[u8],
         body: &Arc<[u8]>,
         limit: Duration,
     ) -> bool {
         let zero_copy = body.len() >= self.threshold && self.zero_copy();
-        let mut off = 0;
+        if zero_copy {
+            return write_head(stream, head, limit).await
+                && self.write_body(stream, body, 0, limit).await;
+        }
+        let fd = stream.as_raw_fd();
+        let iov = [std::io::IoSlice::new(head), std::io::IoSlice::new(body)];
+        let sent = match netstack::sys::send_vectored_nonblocking(fd, &iov) {
+            Ok(n) => n,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => 0,
+            Err(_) => return false,
+        };
+        if sent < head.len() {
+            return write_all(stream, &head[sent..], limit).await
+                && self.write_body(stream, body, 0, limit).await;
+        }
+        let off = sent - head.len();
+        ShardStats::add(&self.stats.hls_bytes_plain, off as u64);
+        self.write_body(stream, body, off, limit).await
+    }
+
+    /// Writes `body[off..]` (after its head was written), bounded by `limit` per write.
+    pub async fn write_body(
+        &self,
+        stream: &mut TcpStream,
+        body: &Arc<[u8]>,
+        mut off: usize,
+        limit: Duration,
+    ) -> bool {
+        let zero_copy = body.len() >= self.threshold && self.zero_copy();
         while off < body.len() {
             if zero_copy {
                 let fd = stream.as_raw_fd();
@@ -129,12 +160,7 @@ impl Sender {
                 body.len()
             };
             let chunk = &body[off..end];
-            let wrote = future::or(async { stream.write_all(chunk).await.is_ok() }, async {
-                sleep(limit).await;
-                false
-            })
-            .await;
-            if !wrote {
+            if !write_all(stream, chunk, limit).await {
                 return false;
             }
             ShardStats::add(&self.stats.hls_bytes_plain, chunk.len() as u64);
@@ -222,16 +248,32 @@ impl Sender {
             Ok(chunk) if chunk.len() == want => chunk,
             _ => return false,
         };
-        let wrote = future::or(async { stream.write_all(&chunk).await.is_ok() }, async {
-            sleep(limit).await;
-            false
-        })
-        .await;
+        let wrote = write_all(stream, &chunk, limit).await;
         if wrote {
             ShardStats::add(&self.stats.hls_bytes_plain, want as u64);
         }
         wrote
     }
+}
+
+/// Writes a response head whose body follows by another path: with `MSG_MORE` while the
+/// socket takes it (the head leaves with the body's first bytes), the rest through glommio.
+pub async fn write_head(stream: &mut TcpStream, head: &[u8], limit: Duration) -> bool {
+    let sent = match netstack::sys::send_more_nonblocking(stream.as_raw_fd(), head) {
+        Ok(n) => n,
+        Err(e) if e.kind() == ErrorKind::WouldBlock => 0,
+        Err(_) => return false,
+    };
+    sent == head.len() || write_all(stream, &head[sent..], limit).await
+}
+
+/// glommio's `write_all` (which waits for room), bounded by `limit`.
+async fn write_all(stream: &mut TcpStream, data: &[u8], limit: Duration) -> bool {
+    future::or(async { stream.write_all(data).await.is_ok() }, async {
+        sleep(limit).await;
+        false
+    })
+    .await
 }
 
 /// Errors that say `sendfile` cannot serve this file or socket at all (as opposed to a
