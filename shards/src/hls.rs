@@ -126,20 +126,18 @@ pub(crate) async fn serve<G>(
                         }
                         Body::Empty => (answer.head, None),
                     };
-                    let ok;
-                    if wire.is_plain() {
-                        ok = match &body {
-                            Some(body) => {
-                                let sender = &shard.sender;
-                                sender.write_segment(&mut stream, &head, body, idle).await
-                            }
-                            None => write(&mut stream, &mut wire, &head, &[], idle).await,
-                        };
-                    } else {
+                    let ok = match (&body, wire.is_plain()) {
+                        // Plain: the head leaves with the body, sent from the shared buffer.
+                        (Some(body), true) => {
+                            let sender = &shard.sender;
+                            sender.write_segment(&mut stream, &head, body, idle).await
+                        }
+                        (None, _) => write(&mut stream, &mut wire, &head, &[], idle).await,
                         // Each TLS connection encrypts the shared bytes: no zero-copy here.
-                        let body = body.as_deref().unwrap_or(&[]);
-                        ok = write(&mut stream, &mut wire, &head, body, idle).await;
-                    }
+                        (Some(body), false) => {
+                            write(&mut stream, &mut wire, &head, body, idle).await
+                        }
+                    };
                     if !ok || !keep_alive {
                         let _ = stream.close().await;
                         return;
