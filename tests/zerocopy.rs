@@ -260,6 +260,14 @@ fn a_client_vanishing_mid_sendfile_leaks_no_descriptor() {
     });
     let again = get_all(server.viewer, std::slice::from_ref(&target));
     assert!(again[0].1 == file, "still served byte for byte");
+
+    // An empty segment file (a crash can leave one) is answered at once, and the connection
+    // goes on: no head is left waiting for a body.
+    std::fs::write(std::path::Path::new(&path).with_file_name("999.ts"), b"").unwrap();
+    let empty = format!("/hls/v/rec/{id}/999.ts");
+    let both = get_all(server.viewer, &[empty, target]);
+    assert_eq!((both[0].0, both[0].1.len()), (200, 0));
+    assert!(both[1].1 == file);
 }
 
 #[test]

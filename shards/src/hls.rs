@@ -98,8 +98,13 @@ pub(crate) async fn serve<G>(
                                 ok
                             }
                             crate::hls_files::Body::File(file) => {
-                                let ok = crate::sender::write_head(&mut stream, &head, idle).await
-                                    && shard.sender.write_file(&mut stream, &file, idle).await;
+                                // An empty file: no body follows to push a corked head.
+                                let ok = if file.len == 0 {
+                                    write(&mut stream, &mut wire, &head, &[], idle).await
+                                } else {
+                                    crate::sender::write_head(&mut stream, &head, idle).await
+                                        && shard.sender.write_file(&mut stream, &file, idle).await
+                                };
                                 file.close().await;
                                 ok
                             }

@@ -104,7 +104,8 @@ impl Sender {
         body: &Arc<[u8]>,
         limit: Duration,
     ) -> bool {
-        let zero_copy = body.len() >= self.threshold && self.zero_copy();
+        // `write_head` corks the head (`MSG_MORE`): only when body bytes follow.
+        let zero_copy = body.len() >= self.threshold.max(1) && self.zero_copy();
         if zero_copy {
             return write_head(stream, head, limit).await
                 && self.write_body(stream, body, 0, limit).await;
@@ -256,8 +257,9 @@ impl Sender {
     }
 }
 
-/// Writes a response head whose body follows by another path: with `MSG_MORE` while the
-/// socket takes it (the head leaves with the body's first bytes), the rest through glommio.
+/// Writes a response head whose body (at least one byte) follows by another path: with
+/// `MSG_MORE` while the socket takes it (the head leaves with the body's first bytes), the
+/// rest through glommio. The body's last send, made without the flag, pushes both.
 pub async fn write_head(stream: &mut TcpStream, head: &[u8], limit: Duration) -> bool {
     let sent = match netstack::sys::send_more_nonblocking(stream.as_raw_fd(), head) {
         Ok(n) => n,
