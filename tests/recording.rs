@@ -98,14 +98,22 @@ fn ended_recordings(server: &Server, stream: &str, n: usize) -> Vec<Value> {
     })
 }
 
+/// The URL and text of an ended recording's playlist, once it carries `#EXT-X-ENDLIST`
+/// (bounded). The API reports a recording `ended` as soon as the application core ends it;
+/// the writer thread rewrites the playlist with the tag after the segments queued before it
+/// (each fsynced), so on a loaded machine the file can lag the API by a moment.
 fn playlist_of(rec: &Value) -> (String, String) {
     let url = rec["playlist_url"]
         .as_str()
         .expect("playlist_url")
         .to_owned();
-    let (status, body) = http_get(&url);
-    assert_eq!(status, 200, "{url}");
-    (url, String::from_utf8(body).expect("playlist text"))
+    let text = wait_for("the recording's playlist to end", || {
+        let (status, body) = http_get(&url);
+        assert_eq!(status, 200, "{url}");
+        let text = String::from_utf8(body).expect("playlist text");
+        text.ends_with("#EXT-X-ENDLIST\n").then_some(text)
+    });
+    (url, text)
 }
 
 #[test]

@@ -1,6 +1,6 @@
 //! Media load: the same live stream served to N HLS players by ovation (zero-copy on, then
-//! off) and by nginx (`sendfile on`, serving the very segment files ovation records), in one
-//! run: segments/s and bytes/s served, p50/p99 segment fetch time, server CPU seconds per GB
+//! off), by ovation from the recording it is making (segment files sent with `sendfile`) and
+//! by nginx (`sendfile on`, serving the very segment files ovation records), in one run: segments/s and bytes/s served, p50/p99 segment fetch time, server CPU seconds per GB
 //! served and server RSS.
 //!
 //! A source file (720p, ~3 Mbit/s, a keyframe a second) is encoded once, then ffmpeg
@@ -325,12 +325,19 @@ pub fn main() -> anyhow::Result<()> {
         let name = format!("ovation zerocopy={zerocopy}");
         eprintln!("bench-media: {name}, {} players", args.players);
         rows.push(measured(&name, &args, &url, &|| vec![pid])?);
+        let list = api(api_addr, "GET", "/api/streams/bench/recordings", None)?;
+        let id = list["recordings"][0]["id"]
+            .as_str()
+            .context("recording")?
+            .to_owned();
+        if zerocopy == "on" {
+            // The recording being made, from its files: what nginx serves below.
+            let url = format!("http://{viewer}/hls/bench/rec/{id}/index.m3u8");
+            let name = "ovation recording, sendfile";
+            eprintln!("bench-media: {name}, {} players", args.players);
+            rows.push(measured(name, &args, &url, &|| vec![pid])?);
+        }
         if zerocopy == "off" {
-            let list = api(api_addr, "GET", "/api/streams/bench/recordings", None)?;
-            let id = list["recordings"][0]["id"]
-                .as_str()
-                .context("recording")?
-                .to_owned();
             let conf_dir = tmp.join("nginx");
             std::fs::create_dir_all(&conf_dir)?;
             let port = free_port()?;

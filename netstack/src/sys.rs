@@ -8,7 +8,11 @@
 //!   kernel's `reuseport_bpf_cpu` selftest does.
 //! - [`send_nonblocking`], [`send_vectored_nonblocking`]: one `send(2)` / `sendmsg(2)` with
 //!   `MSG_DONTWAIT | MSG_NOSIGNAL`, for the fan-out fast path that writes shared frames to a
-//!   socket whose send queue is empty (several queued casts in one call).
+//!   socket whose send queue is empty (several queued casts in one call), and for a media
+//!   response's head and body in one call; [`send_more_nonblocking`] (`MSG_MORE`) for a head
+//!   whose body follows by another path.
+//! - [`sendfile_nonblocking`], [`set_nonblocking`]: the file-backed send path of recorded
+//!   segments (`sendfile(2)` from the segment file into a non-blocking socket).
 //! - [`shutdown_write`]: half-close after a close frame.
 //! - [`from_owned_fd`]: hands an owned descriptor to a runtime type that only offers
 //!   `FromRawFd` (glommio's listener and stream types).
@@ -167,6 +171,22 @@ pub fn send_nonblocking(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
     .map(|n| n as usize)
 }
 
+/// [`send_nonblocking`] with `MSG_MORE`: the kernel holds these bytes back for the send that
+/// follows (without the flag), so a response head and its body leave in the same packets
+/// and wake the reader once, whatever path sends the body.
+pub fn send_more_nonblocking(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
+    // SAFETY: as in `send_nonblocking`: `buf` is valid for the call and only read.
+    syscall_retry!(unsafe {
+        libc::send(
+            fd,
+            buf.as_ptr().cast(),
+            buf.len(),
+            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL | libc::MSG_MORE,
+        )
+    })
+    .map(|n| n as usize)
+}
+
 /// Most buffers one [`send_vectored_nonblocking`] passes (Linux's `UIO_MAXIOV`).
 pub const MAX_IOV: usize = 1024;
 
@@ -186,6 +206,42 @@ pub fn send_vectored_nonblocking(fd: RawFd, bufs: &[std::io::IoSlice<'_>]) -> io
     // call; the kernel reads at most their stated lengths. A stale `fd` is an error return.
     syscall_retry!(unsafe { libc::sendmsg(fd, &msg, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) })
         .map(|n| n as usize)
+}
+
+/// Sets `O_NONBLOCK` on `fd` (a socket), so calls that take no per-call flag, such as
+/// [`sendfile_nonblocking`], return `WouldBlock` instead of blocking the thread. glommio's
+/// stream type is unaffected: it sends and receives with `MSG_DONTWAIT` and waits for
+/// readiness with io_uring polls, which do not depend on the flag.
+pub fn set_nonblocking(fd: RawFd) -> io::Result<()> {
+    // SAFETY: F_GETFL takes no pointer; a stale `fd` yields EBADF as an error.
+    let flags = syscall!(unsafe { libc::fcntl(fd, libc::F_GETFL) })?;
+    if flags & libc::O_NONBLOCK != 0 {
+        return Ok(());
+    }
+    // SAFETY: F_SETFL takes an integer argument, no pointer; errors are returned.
+    syscall!(unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) }).map(drop)
+}
+
+/// One `sendfile(2)` of up to `count` bytes of `file`, from `*offset`, into the socket
+/// `sock`, with no copy through user space; `*offset` advances by the bytes sent. Never
+/// blocks when `sock` is non-blocking ([`set_nonblocking`]): `WouldBlock` means its send
+/// buffer is full. `Ok(0)` means `file` ends before `*offset`. sendfile takes no
+/// `MSG_NOSIGNAL`: a reset peer raises SIGPIPE, which Rust programs ignore (the runtime sets
+/// it to `SIG_IGN` before `main`), so the call fails with `EPIPE` instead.
+pub fn sendfile_nonblocking(
+    sock: RawFd,
+    file: RawFd,
+    offset: &mut u64,
+    count: usize,
+) -> io::Result<usize> {
+    let mut off =
+        libc::off_t::try_from(*offset).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: `off` is a valid, exclusively borrowed off_t for the duration of the call; the
+    // kernel reads and updates only it. No user memory is read or written otherwise (the bytes
+    // go from the page cache to the socket). Stale descriptors yield EBADF as an error.
+    let sent = syscall_retry!(unsafe { libc::sendfile(sock, file, &mut off, count) })?;
+    *offset = u64::try_from(off).unwrap_or(*offset);
+    Ok(sent as usize)
 }
 
 /// `shutdown(fd, SHUT_WR)`: sends FIN after the queued bytes, so a close frame is not cut off
@@ -289,6 +345,110 @@ mod tests {
         let mut got = [0u8; 13];
         server.read_exact(&mut got).unwrap();
         assert_eq!(&got, b"one two three");
+    }
+
+    #[test]
+    fn sendfile_sends_file_bytes_and_would_blocks_when_full() {
+        use std::io::{Read, Write};
+        let path = std::env::temp_dir().join(format!(
+            "ovation-sys-sendfile-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        let data: Vec<u8> = (0..300_000u32).map(|i| (i % 249) as u8).collect();
+        std::fs::File::create(&path)
+            .unwrap()
+            .write_all(&data)
+            .unwrap();
+        let file = std::fs::File::open(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (mut server, _) = listener.accept().unwrap();
+        set_nonblocking(client.as_raw_fd()).unwrap();
+        set_nonblocking(client.as_raw_fd()).unwrap(); // idempotent
+
+        // Nobody reads: the socket fills and sendfile says WouldBlock instead of blocking.
+        let mut off = 0u64;
+        let err = loop {
+            match sendfile_nonblocking(client.as_raw_fd(), file.as_raw_fd(), &mut off, 1 << 20) {
+                Ok(0) => off = 0, // wrapped around the file: keep filling
+                Ok(_) => {}
+                Err(e) => break e,
+            }
+        };
+        assert_eq!(err.kind(), io::ErrorKind::WouldBlock);
+        drop((client, server));
+
+        // A reader: exactly the file's bytes, from the offset given, then Ok(0) at its end.
+        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (accepted, _) = listener.accept().unwrap();
+        server = accepted;
+        set_nonblocking(client.as_raw_fd()).unwrap();
+        let reader = std::thread::spawn(move || {
+            let mut got = Vec::new();
+            server.read_to_end(&mut got).unwrap();
+            got
+        });
+        let mut off = 1000u64;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            match sendfile_nonblocking(client.as_raw_fd(), file.as_raw_fd(), &mut off, 1 << 20) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    assert!(std::time::Instant::now() < deadline, "stuck sending");
+                    std::thread::yield_now();
+                }
+                Err(e) => panic!("sendfile: {e}"),
+            }
+        }
+        assert_eq!(off, data.len() as u64);
+        drop(client);
+        assert!(reader.join().unwrap() == data[1000..], "bytes differ");
+    }
+
+    #[test]
+    fn sendfile_to_a_closed_peer_is_an_error_not_a_signal() {
+        let path = std::env::temp_dir().join(format!(
+            "ovation-sys-sendfile-peer-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        std::fs::write(&path, vec![1u8; 1 << 20]).unwrap();
+        let file = std::fs::File::open(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        set_nonblocking(client.as_raw_fd()).unwrap();
+        // The peer closes with unread data pending: a reset.
+        let mut off = 0u64;
+        let _ = sendfile_nonblocking(client.as_raw_fd(), file.as_raw_fd(), &mut off, 4096);
+        drop(server);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let err = loop {
+            match sendfile_nonblocking(client.as_raw_fd(), file.as_raw_fd(), &mut off, 4096) {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => std::thread::yield_now(),
+                Err(e) => break e,
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no error after the reset"
+            );
+            if off >= 1 << 20 {
+                off = 0;
+            }
+        };
+        assert!(
+            matches!(
+                err.kind(),
+                io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset
+            ),
+            "{err}"
+        );
     }
 
     #[test]

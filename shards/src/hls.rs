@@ -93,9 +93,37 @@ pub(crate) async fn serve<G>(
                         .as_deref()
                         .and_then(|root| crate::hls_files::locate(root, &req.path));
                     if let Some(located) = recorded {
+                        let segment = located
+                            .as_ref()
+                            .is_some_and(|l| l.kind == crate::hls_files::FileKind::Segment);
+                        // Plain connections send a segment from its file (`sendfile`).
+                        let open = wire.is_plain() && shard.sender.file_sends();
                         let (head, body) =
-                            crate::hls_files::answer(located, &req.method, keep_alive).await;
-                        if !write(&mut stream, &mut wire, &head, &body, idle).await || !keep_alive {
+                            crate::hls_files::answer(located, &req.method, keep_alive, open).await;
+                        let ok = match body {
+                            crate::hls_files::Body::Bytes(body) => {
+                                let ok = write(&mut stream, &mut wire, &head, &body, idle).await;
+                                if ok && segment {
+                                    ShardStats::add(
+                                        &shard.stats.hls_bytes_plain,
+                                        body.len() as u64,
+                                    );
+                                }
+                                ok
+                            }
+                            crate::hls_files::Body::File(file) => {
+                                // An empty file: no body follows to push a corked head.
+                                let ok = if file.len == 0 {
+                                    write(&mut stream, &mut wire, &head, &[], idle).await
+                                } else {
+                                    crate::sender::write_head(&mut stream, &head, idle).await
+                                        && shard.sender.write_file(&mut stream, &file, idle).await
+                                };
+                                file.close().await;
+                                ok
+                            }
+                        };
+                        if !ok || !keep_alive {
                             let _ = stream.close().await;
                             return;
                         }
@@ -117,17 +145,18 @@ pub(crate) async fn serve<G>(
                         }
                         Body::Empty => (answer.head, None),
                     };
-                    let mut ok;
-                    if wire.is_plain() {
-                        ok = write(&mut stream, &mut wire, &head, &[], idle).await;
-                        if let (true, Some(body)) = (ok, &body) {
-                            ok = shard.sender.write_body(&mut stream, body, idle).await;
+                    let ok = match (&body, wire.is_plain()) {
+                        // Plain: the head leaves with the body, sent from the shared buffer.
+                        (Some(body), true) => {
+                            let sender = &shard.sender;
+                            sender.write_segment(&mut stream, &head, body, idle).await
                         }
-                    } else {
+                        (None, _) => write(&mut stream, &mut wire, &head, &[], idle).await,
                         // Each TLS connection encrypts the shared bytes: no zero-copy here.
-                        let body = body.as_deref().unwrap_or(&[]);
-                        ok = write(&mut stream, &mut wire, &head, body, idle).await;
-                    }
+                        (Some(body), false) => {
+                            write(&mut stream, &mut wire, &head, body, idle).await
+                        }
+                    };
                     if !ok || !keep_alive {
                         let _ = stream.close().await;
                         return;

@@ -4,8 +4,10 @@
 //!
 //! [`locate`] is pure: it maps a request path to a file, refusing any name that is not a
 //! plain token (no `..`, no `/`, no leading dot), so a request can never leave the
-//! recordings directory. [`read`] reads the file on the shard's executor with glommio's
-//! asynchronous file I/O (io_uring), never blocking the shard.
+//! recordings directory. [`answer`] opens the file on the shard's executor with glommio's
+//! asynchronous file I/O (io_uring), never blocking the shard: a segment's body stays in its
+//! open file for the sender's `sendfile` path ([`Body::File`]) when the connection can take
+//! it; otherwise (`zerocopy = off`, TLS, playlists) the file is read ([`read`]) and written.
 
 use glommio::io::BufferedFile;
 use std::io::Write as _;
@@ -116,29 +118,44 @@ pub enum ReadError {
     Io(std::io::Error),
 }
 
-/// Reads a whole recorded file (asynchronously, on the calling executor's ring).
-pub async fn read(path: &Path) -> Result<Vec<u8>, ReadError> {
-    let file = BufferedFile::open(path).await.map_err(|e| {
-        let e = std::io::Error::from(e);
-        if e.kind() == std::io::ErrorKind::NotFound {
-            ReadError::NotFound
-        } else {
-            ReadError::Io(e)
+/// An open recorded file and its size when opened (the bytes a response promises).
+pub struct OpenFile {
+    pub file: BufferedFile,
+    pub len: u64,
+}
+
+impl OpenFile {
+    /// Opens `path` (asynchronously, on the calling executor's ring) and reads its size.
+    pub async fn open(path: &Path) -> Result<OpenFile, ReadError> {
+        let file = BufferedFile::open(path).await.map_err(|e| {
+            let e = std::io::Error::from(e);
+            if e.kind() == std::io::ErrorKind::NotFound {
+                ReadError::NotFound
+            } else {
+                ReadError::Io(e)
+            }
+        })?;
+        let len = match file.file_size().await {
+            Ok(len) if len <= MAX_FILE => Ok(len),
+            Ok(_) => Err(ReadError::TooLarge),
+            Err(e) => Err(ReadError::Io(e.into())),
+        };
+        match len {
+            Ok(len) => Ok(OpenFile { file, len }),
+            Err(e) => {
+                let _ = file.close().await;
+                Err(e)
+            }
         }
-    })?;
-    let result = async {
-        let size = file
-            .file_size()
-            .await
-            .map_err(|e| ReadError::Io(e.into()))?;
-        if size > MAX_FILE {
-            return Err(ReadError::TooLarge);
-        }
-        let mut out = Vec::with_capacity(size as usize);
-        while (out.len() as u64) < size {
-            let want = (size - out.len() as u64) as usize;
-            let got = file
-                .read_at(out.len() as u64, want)
+    }
+
+    /// Reads `want` bytes from `offset` (fewer at the end of the file; empty past it).
+    pub async fn read_at(&self, offset: u64, want: usize) -> Result<Vec<u8>, ReadError> {
+        let mut out = Vec::with_capacity(want);
+        while out.len() < want {
+            let got = self
+                .file
+                .read_at(offset + out.len() as u64, want - out.len())
                 .await
                 .map_err(|e| ReadError::Io(e.into()))?;
             if got.is_empty() {
@@ -148,21 +165,44 @@ pub async fn read(path: &Path) -> Result<Vec<u8>, ReadError> {
         }
         Ok(out)
     }
-    .await;
-    let _ = file.close().await;
+
+    /// Closes the file (asynchronously).
+    pub async fn close(self) {
+        let _ = self.file.close().await;
+    }
+}
+
+/// Reads a whole recorded file (asynchronously, on the calling executor's ring).
+pub async fn read(path: &Path) -> Result<Vec<u8>, ReadError> {
+    let file = OpenFile::open(path).await?;
+    let result = file.read_at(0, file.len as usize).await;
+    file.close().await;
     result
 }
 
+/// The body of an answer for a recorded file.
+pub enum Body {
+    /// Bytes in memory: a playlist, a message, a segment read for the plain path, or nothing
+    /// (HEAD).
+    Bytes(Vec<u8>),
+    /// A segment's open file, for the sender's file-backed path (`sendfile`).
+    File(OpenFile),
+}
+
 /// The answer (head, body) to `method` on a recorded file (`None`: a recording path that
-/// names no file).
+/// names no file). With `open_segments`, a segment's body is its open file, not its bytes.
 pub async fn answer(
     located: Option<Located>,
     method: &str,
     keep_alive: bool,
-) -> (Vec<u8>, Vec<u8>) {
+    open_segments: bool,
+) -> (Vec<u8>, Body) {
     let error = |status: u16, message: &str| {
         let body = format!("{message}\n").into_bytes();
-        (head(status, None, body.len(), keep_alive), body)
+        (
+            head(status, None, body.len(), keep_alive),
+            Body::Bytes(body),
+        )
     };
     if method != "GET" && method != "HEAD" {
         return error(405, "only GET and HEAD are served for recordings");
@@ -170,12 +210,27 @@ pub async fn answer(
     let Some(located) = located else {
         return error(404, "no such recorded file");
     };
-    match read(&located.path).await {
-        Ok(data) => {
-            let head = head(200, Some(located.kind), data.len(), keep_alive);
-            (head, if method == "HEAD" { Vec::new() } else { data })
+    let opened = match OpenFile::open(&located.path).await {
+        Ok(file) => file,
+        Err(ReadError::NotFound) => return error(404, "no such recorded file"),
+        Err(e) => {
+            tracing::warn!(error = %e, "serving a recorded file");
+            return error(500, "the recorded file could not be read");
         }
-        Err(ReadError::NotFound) => error(404, "no such recorded file"),
+    };
+    let ok = |len: u64| head(200, Some(located.kind), len as usize, keep_alive);
+    if method == "HEAD" {
+        let len = opened.len;
+        opened.close().await;
+        return (ok(len), Body::Bytes(Vec::new()));
+    }
+    if open_segments && located.kind == FileKind::Segment {
+        return (ok(opened.len), Body::File(opened));
+    }
+    let data = opened.read_at(0, opened.len as usize).await;
+    opened.close().await;
+    match data {
+        Ok(data) => (ok(data.len() as u64), Body::Bytes(data)),
         Err(e) => {
             tracing::warn!(error = %e, "serving a recorded file");
             error(500, "the recorded file could not be read")

@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use media::playlist::{LivePlaylist, UriTemplate};
 
+use crate::hls_cache::{PlaylistCache, MARK};
 use crate::proto::MediaCommand;
 
 /// Path prefix of everything served here.
@@ -46,6 +47,8 @@ enum State {
 struct Window {
     state: State,
     playlist: LivePlaylist,
+    /// The playlist rendered since the last change (invalidated by every command).
+    rendered: PlaylistCache,
 }
 
 /// Every stream's window on this shard.
@@ -97,12 +100,17 @@ impl Windows {
         }
     }
 
+    /// The window of `stream` (made if new), its rendered playlist forgotten: every caller
+    /// changes it.
     fn window(&mut self, stream: Box<str>) -> &mut Window {
         let (window, target) = (self.window, self.target_secs);
-        self.streams.entry(stream).or_insert_with(|| Window {
+        let w = self.streams.entry(stream).or_insert_with(|| Window {
             state: State::Offline,
             playlist: LivePlaylist::new(window, target),
-        })
+            rendered: PlaylistCache::default(),
+        });
+        w.rendered.invalidate();
+        w
     }
 
     /// Applies one command from the application core.
@@ -200,12 +208,16 @@ impl Windows {
             if w.playlist.segments().next().is_none() {
                 return (503, Kind::Unavailable, text("no segment yet"));
             }
-            let session = session(query);
-            let rendered = match session {
-                Some(s) => w.playlist.render(&self.uris, &[("session", s)]),
-                None => w.playlist.render(&self.uris_no_session, &[]),
+            // Rendered once per window change; the session is spliced in per request.
+            let rendered = match session(query) {
+                Some(s) => w
+                    .rendered
+                    .with_session(s, || w.playlist.render(&self.uris, &[("session", MARK)])),
+                None => w
+                    .rendered
+                    .without_session(|| w.playlist.render(&self.uris_no_session, &[])),
             };
-            return (200, Kind::Playlist, Body::Text(rendered.into_bytes()));
+            return (200, Kind::Playlist, Body::Text(rendered));
         }
         let seq = file
             .strip_suffix(".ts")
@@ -359,6 +371,34 @@ mod tests {
         let text = body(&w.answer("GET", "/hls/s/index.m3u8", "", true));
         assert!(text.ends_with("#EXT-X-ENDLIST\n"), "{text}");
         assert!(text.contains("\n4.ts\n"), "no session, plain URIs: {text}");
+    }
+
+    #[test]
+    fn the_cached_playlist_follows_every_window_change() {
+        let mut w = windows();
+        w.apply(MediaCommand::Live { stream: "s".into() });
+        let get = |w: &Windows, q: &str| body(&w.answer("GET", "/hls/s/index.m3u8", q, true));
+        for n in 0..4 {
+            w.apply(MediaCommand::Segment {
+                stream: "s".into(),
+                segment: seg(n, false),
+            });
+            for q in ["session=a", "session=b", ""] {
+                let text = get(&w, q);
+                let uri = match q.strip_prefix("session=") {
+                    Some(s) => format!("\n{n}.ts?session={s}\n"),
+                    None => format!("\n{n}.ts\n"),
+                };
+                assert!(text.contains(&uri), "{q}: {text}");
+                assert_eq!(text.contains("session="), !q.is_empty(), "{text}");
+                let first = n.saturating_sub(2);
+                assert!(text.contains(&format!("#EXT-X-MEDIA-SEQUENCE:{first}\n")));
+            }
+        }
+        w.apply(MediaCommand::Ended { stream: "s".into() });
+        for q in ["session=a", ""] {
+            assert!(get(&w, q).ends_with("#EXT-X-ENDLIST\n"), "{q}");
+        }
     }
 
     #[test]

@@ -26,7 +26,8 @@
 //!   decoding and parsing into `protocol::ViewerMessage`); `tls` (the upgrade through TLS,
 //!   and sealing shared frames into one viewer's records) sits beside `conn`. `accept` also
 //!   hands a plain `GET` under `/hls/` to `hls` (one HLS keep-alive connection), which answers
-//!   from the shard's [`hls_window`]s (pure: each stream's live window and the HTTP answers).
+//!   from the shard's [`hls_window`]s (pure: each stream's live window and the HTTP answers;
+//!   [`hls_cache`] keeps each window's rendered playlist until the window changes).
 
 #![forbid(unsafe_code)]
 
@@ -39,6 +40,7 @@ mod driver;
 pub mod frames;
 pub mod geo;
 mod hls;
+pub mod hls_cache;
 pub mod hls_files;
 pub mod hls_window;
 pub mod identity;

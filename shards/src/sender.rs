@@ -7,8 +7,15 @@
 //!
 //! The kernel holds each zero-copy buffer until its notification; [`reaper`] reaps them on a
 //! timer while any are outstanding, so buffers return promptly even when no send follows.
+//!
+//! Recorded segments are files: unless zero-copy is off, [`Sender::write_file`] hands them to
+//! the kernel with `sendfile(2)` (page cache to socket, no copy through user space) on the
+//! socket made non-blocking; when the socket is full, one chunk is read and written through
+//! glommio's send (which waits for room), then `sendfile` resumes. Where `sendfile` is
+//! refused for the file (a file system without it), the shard falls back to reads and plain
+//! sends for good.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::io::ErrorKind;
 use std::os::fd::AsRawFd;
 use std::rc::Rc;
@@ -21,16 +28,21 @@ use glommio::timer::sleep;
 use netstack::sys::uring::ZcSender;
 
 use crate::config::ZeroCopy;
+use crate::hls_files::OpenFile;
 use crate::stats::ShardStats;
 
 /// Bytes written through glommio's send when the socket is full, before zero-copy resumes.
 const FALLBACK_CHUNK: usize = 64 * 1024;
+/// Bytes read and written per step when a recorded file goes out without `sendfile`.
+const PLAIN_FILE_CHUNK: u64 = 256 * 1024;
 
 /// One shard's sender.
 pub struct Sender {
     zc: RefCell<Option<ZcSender>>,
     threshold: usize,
-    /// `hls_bytes_zerocopy` and `hls_bytes_plain` are counted here.
+    /// Whether recorded segments go out with `sendfile` (zero-copy not off, and not refused).
+    files: Cell<bool>,
+    /// `hls_bytes_zerocopy`, `hls_bytes_sendfile` and `hls_bytes_plain` are counted here.
     stats: Arc<ShardStats>,
 }
 
@@ -55,6 +67,7 @@ impl Sender {
         Sender {
             zc: RefCell::new(zc),
             threshold,
+            files: Cell::new(mode != ZeroCopy::Off),
             stats,
         }
     }
@@ -62,6 +75,11 @@ impl Sender {
     /// Whether zero-copy sends are in use.
     pub fn zero_copy(&self) -> bool {
         self.zc.borrow().is_some()
+    }
+
+    /// Whether recorded segments go out with `sendfile` ([`Sender::write_file`]).
+    pub fn file_sends(&self) -> bool {
+        self.files.get()
     }
 
     /// Sends whose buffers the kernel still holds.
@@ -76,15 +94,47 @@ impl Sender {
         }
     }
 
-    /// Writes `body` (after its head was written), bounded by `limit` per write.
+    /// Writes a live segment's `head` and `body`, bounded by `limit` per wait. Plain: both in
+    /// one `sendmsg` while the socket takes them; zero-copy: the head with `MSG_MORE`, so it
+    /// leaves with the body's first bytes.
+    pub async fn write_segment(
+        &self,
+        stream: &mut TcpStream,
+        head: &[u8],
+        body: &Arc<[u8]>,
+        limit: Duration,
+    ) -> bool {
+        // `write_head` corks the head (`MSG_MORE`): only when body bytes follow.
+        let zero_copy = body.len() >= self.threshold.max(1) && self.zero_copy();
+        if zero_copy {
+            return write_head(stream, head, limit).await
+                && self.write_body(stream, body, 0, limit).await;
+        }
+        let fd = stream.as_raw_fd();
+        let iov = [std::io::IoSlice::new(head), std::io::IoSlice::new(body)];
+        let sent = match netstack::sys::send_vectored_nonblocking(fd, &iov) {
+            Ok(n) => n,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => 0,
+            Err(_) => return false,
+        };
+        if sent < head.len() {
+            return write_all(stream, &head[sent..], limit).await
+                && self.write_body(stream, body, 0, limit).await;
+        }
+        let off = sent - head.len();
+        ShardStats::add(&self.stats.hls_bytes_plain, off as u64);
+        self.write_body(stream, body, off, limit).await
+    }
+
+    /// Writes `body[off..]` (after its head was written), bounded by `limit` per write.
     pub async fn write_body(
         &self,
         stream: &mut TcpStream,
         body: &Arc<[u8]>,
+        mut off: usize,
         limit: Duration,
     ) -> bool {
         let zero_copy = body.len() >= self.threshold && self.zero_copy();
-        let mut off = 0;
         while off < body.len() {
             if zero_copy {
                 let fd = stream.as_raw_fd();
@@ -111,12 +161,7 @@ impl Sender {
                 body.len()
             };
             let chunk = &body[off..end];
-            let wrote = future::or(async { stream.write_all(chunk).await.is_ok() }, async {
-                sleep(limit).await;
-                false
-            })
-            .await;
-            if !wrote {
+            if !write_all(stream, chunk, limit).await {
                 return false;
             }
             ShardStats::add(&self.stats.hls_bytes_plain, chunk.len() as u64);
@@ -124,6 +169,120 @@ impl Sender {
         }
         true
     }
+}
+
+impl Sender {
+    /// Writes the body of a recorded segment from its open file (after its head was written):
+    /// exactly `file.len` bytes, with `sendfile` while the socket takes them. Each wait for
+    /// room is bounded by `limit`. False when the connection cannot go on (the peer left, a
+    /// wait timed out, or the file was cut short).
+    pub async fn write_file(
+        &self,
+        stream: &mut TcpStream,
+        file: &OpenFile,
+        limit: Duration,
+    ) -> bool {
+        let sock = stream.as_raw_fd();
+        if self.files.get() {
+            if let Err(e) = netstack::sys::set_nonblocking(sock) {
+                tracing::debug!(error = %e, "a socket refused O_NONBLOCK: plain sends");
+                return self.write_file_plain(stream, file, 0, limit).await;
+            }
+        }
+        let mut off = 0u64;
+        while off < file.len {
+            if !self.files.get() {
+                return self.write_file_plain(stream, file, off, limit).await;
+            }
+            let rest = usize::try_from(file.len - off).unwrap_or(usize::MAX);
+            let fd = file.file.as_raw_fd();
+            match netstack::sys::sendfile_nonblocking(sock, fd, &mut off, rest) {
+                Ok(0) => return false, // the file is shorter than promised
+                Ok(n) => ShardStats::add(&self.stats.hls_bytes_sendfile, n as u64),
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    // Full: one chunk through glommio's send, which waits for room.
+                    let end = (off + FALLBACK_CHUNK as u64).min(file.len);
+                    if !self.write_file_chunk(stream, file, off, end, limit).await {
+                        return false;
+                    }
+                    off = end;
+                }
+                Err(e) if unsupported(&e) => {
+                    tracing::info!(error = %e, "sendfile refused for recordings: plain sends");
+                    self.files.set(false);
+                }
+                Err(_) => return false,
+            }
+        }
+        true
+    }
+
+    /// The plain path for a file: read in chunks and write, from `off` to its end.
+    async fn write_file_plain(
+        &self,
+        stream: &mut TcpStream,
+        file: &OpenFile,
+        mut off: u64,
+        limit: Duration,
+    ) -> bool {
+        while off < file.len {
+            let end = (off + PLAIN_FILE_CHUNK).min(file.len);
+            if !self.write_file_chunk(stream, file, off, end, limit).await {
+                return false;
+            }
+            off = end;
+        }
+        true
+    }
+
+    /// Reads `[off, end)` of `file` and writes it with glommio's send (bounded by `limit`).
+    async fn write_file_chunk(
+        &self,
+        stream: &mut TcpStream,
+        file: &OpenFile,
+        off: u64,
+        end: u64,
+        limit: Duration,
+    ) -> bool {
+        let want = (end - off) as usize;
+        let chunk = match file.read_at(off, want).await {
+            Ok(chunk) if chunk.len() == want => chunk,
+            _ => return false,
+        };
+        let wrote = write_all(stream, &chunk, limit).await;
+        if wrote {
+            ShardStats::add(&self.stats.hls_bytes_plain, want as u64);
+        }
+        wrote
+    }
+}
+
+/// Writes a response head whose body (at least one byte) follows by another path: with
+/// `MSG_MORE` while the socket takes it (the head leaves with the body's first bytes), the
+/// rest through glommio. The body's last send, made without the flag, pushes both.
+pub async fn write_head(stream: &mut TcpStream, head: &[u8], limit: Duration) -> bool {
+    let sent = match netstack::sys::send_more_nonblocking(stream.as_raw_fd(), head) {
+        Ok(n) => n,
+        Err(e) if e.kind() == ErrorKind::WouldBlock => 0,
+        Err(_) => return false,
+    };
+    sent == head.len() || write_all(stream, &head[sent..], limit).await
+}
+
+/// glommio's `write_all` (which waits for room), bounded by `limit`.
+async fn write_all(stream: &mut TcpStream, data: &[u8], limit: Duration) -> bool {
+    future::or(async { stream.write_all(data).await.is_ok() }, async {
+        sleep(limit).await;
+        false
+    })
+    .await
+}
+
+/// Errors that say `sendfile` cannot serve this file or socket at all (as opposed to a
+/// connection that failed).
+fn unsupported(e: &std::io::Error) -> bool {
+    // EINVAL (a file without splice support), ENOSYS and EOPNOTSUPP.
+    matches!(e.kind(), ErrorKind::InvalidInput | ErrorKind::Unsupported)
 }
 
 /// Reaps a shard's zero-copy notifications while any are outstanding (every millisecond),

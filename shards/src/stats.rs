@@ -71,8 +71,10 @@ counters!(
     telemetry_reports,
     /// Segment body bytes sent zero-copy (`IORING_OP_SEND_ZC`).
     hls_bytes_zerocopy,
-    /// Segment body bytes sent with plain sends (below the threshold, zero-copy off or
-    /// unavailable, or a full socket).
+    /// Recorded segment body bytes sent with `sendfile(2)` from their files.
+    hls_bytes_sendfile,
+    /// Segment body bytes (live or recorded) sent with plain sends (below the threshold,
+    /// zero-copy off or unavailable, or a full socket).
     hls_bytes_plain,
 );
 

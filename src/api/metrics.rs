@@ -62,7 +62,7 @@ fn num(x: f64) -> String {
 /// Per-shard counters: one family per counter, a `shard` label per sample.
 fn shard_families(out: &mut String, shards: &[StatsSnapshot]) {
     type Get = fn(&StatsSnapshot) -> u64;
-    let simple: [(&str, &str, &str, Get); 11] = [
+    let simple: [(&str, &str, &str, Get); 12] = [
         (
             "ovation_connections",
             "gauge",
@@ -116,6 +116,12 @@ fn shard_families(out: &mut String, shards: &[StatsSnapshot]) {
             "counter",
             "Segment body bytes sent with IORING_OP_SEND_ZC.",
             |s| s.hls_bytes_zerocopy,
+        ),
+        (
+            "ovation_hls_bytes_sendfile_total",
+            "counter",
+            "Recorded segment body bytes sent with sendfile from their files.",
+            |s| s.hls_bytes_sendfile,
         ),
         (
             "ovation_hls_bytes_plain_total",
