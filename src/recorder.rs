@@ -50,6 +50,10 @@ pub struct Recorder {
     queued: Arc<AtomicU64>,
     /// Jobs that failed (logged).
     failed: Arc<AtomicU64>,
+    /// Jobs handed to the thread since start: the last one's number is its ticket.
+    sent: AtomicU64,
+    /// Jobs the thread has finished (done or failed), in order.
+    done: Arc<AtomicU64>,
 }
 
 impl Recorder {
@@ -59,11 +63,12 @@ impl Recorder {
         let (tx, rx) = mpsc::channel();
         let queued = Arc::new(AtomicU64::new(0));
         let failed = Arc::new(AtomicU64::new(0));
+        let done = Arc::new(AtomicU64::new(0));
         let thread = {
-            let (queued, failed) = (queued.clone(), failed.clone());
+            let (queued, failed, done) = (queued.clone(), failed.clone(), done.clone());
             std::thread::Builder::new()
                 .name("recorder".into())
-                .spawn(move || write_loop(&rx, target_secs, &queued, &failed))?
+                .spawn(move || write_loop(&rx, target_secs, &queued, &failed, &done))?
         };
         Ok(Recorder {
             root,
@@ -71,6 +76,8 @@ impl Recorder {
             thread: Some(thread),
             queued,
             failed,
+            sent: AtomicU64::new(0),
+            done,
         })
     }
 
@@ -84,15 +91,25 @@ impl Recorder {
         &self.root
     }
 
-    /// Queues a job.
-    pub fn send(&self, job: Job) {
-        if let Some(tx) = &self.tx {
-            self.queued.fetch_add(1, Ordering::Relaxed);
-            if tx.send(job).is_err() {
-                self.queued.fetch_sub(1, Ordering::Relaxed);
-                self.failed.fetch_add(1, Ordering::Relaxed);
-            }
+    /// Queues a job; returns its ticket for [`Recorder::finished`] (jobs run in order).
+    pub fn send(&self, job: Job) -> u64 {
+        let Some(tx) = &self.tx else {
+            return 0;
+        };
+        let ticket = self.sent.fetch_add(1, Ordering::Relaxed) + 1;
+        self.queued.fetch_add(1, Ordering::Relaxed);
+        if tx.send(job).is_err() {
+            self.queued.fetch_sub(1, Ordering::Relaxed);
+            self.failed.fetch_add(1, Ordering::Relaxed);
+            // The thread is gone: count the job as finished so no one waits for it.
+            self.done.fetch_add(1, Ordering::Release);
         }
+        ticket
+    }
+
+    /// Whether the job with `ticket` (and every job before it) has been carried out.
+    pub fn finished(&self, ticket: u64) -> bool {
+        self.done.load(Ordering::Acquire) >= ticket
     }
 
     /// Jobs queued and not yet done.
@@ -120,7 +137,13 @@ impl Drop for Recorder {
     }
 }
 
-fn write_loop(rx: &mpsc::Receiver<Job>, target_secs: u64, queued: &AtomicU64, failed: &AtomicU64) {
+fn write_loop(
+    rx: &mpsc::Receiver<Job>,
+    target_secs: u64,
+    queued: &AtomicU64,
+    failed: &AtomicU64,
+    done: &AtomicU64,
+) {
     let mut open: HashMap<PathBuf, Vec<Entry>> = HashMap::new();
     while let Ok(job) = rx.recv() {
         if let Err(e) = run(&mut open, job, target_secs) {
@@ -128,6 +151,7 @@ fn write_loop(rx: &mpsc::Receiver<Job>, target_secs: u64, queued: &AtomicU64, fa
             tracing::error!(error = %e, "recording write failed");
         }
         queued.fetch_sub(1, Ordering::Relaxed);
+        done.fetch_add(1, Ordering::Release);
     }
 }
 
@@ -304,8 +328,11 @@ mod tests {
         for i in 0..3 {
             rec.send(seg(&dir, i, 188 * (i as usize + 1)));
         }
-        rec.send(Job::End { dir: dir.clone() });
+        let end = rec.send(Job::End { dir: dir.clone() });
+        assert_eq!(end, 4, "tickets count the jobs in order");
         rec.close();
+        assert!(rec.finished(end), "every queued job is done after close");
+        assert!(!rec.finished(end + 1), "a later ticket is not");
         assert_eq!((rec.queued(), rec.failed()), (0, 0));
         let text = fs::read_to_string(dir.join(PLAYLIST)).unwrap();
         assert!(text.ends_with("#EXT-X-ENDLIST\n"), "{text}");

@@ -24,6 +24,7 @@ impl App {
             bytes: 0,
             segments: 0,
             ended: false,
+            end_ticket: 0,
         };
         self.store_recording(&r);
         self.recordings.push(r);
@@ -66,7 +67,7 @@ impl App {
             return;
         };
         r.ended = true;
-        recorder.send(Job::End {
+        r.end_ticket = recorder.send(Job::End {
             dir: recorder.dir(&r.stream, &r.id),
         });
         let r = r.clone();
@@ -136,7 +137,9 @@ impl App {
             "duration_s": r.duration_ms as f64 / 1000.0,
             "bytes": r.bytes,
             "segments": r.segments,
-            "ended": r.ended,
+            // Ended once its playlist says so: the recorder thread writes `#EXT-X-ENDLIST`
+            // a moment after the publish ends.
+            "ended": r.ended && self.recorder.as_ref().is_none_or(|rec| rec.finished(r.end_ticket)),
             "playlist_url": format!(
                 "http://{}/hls/{}/rec/{}/{}",
                 self.viewer_addr, r.stream, r.id, recorder::PLAYLIST
@@ -164,8 +167,17 @@ impl App {
                 tracing::warn!(%record, "skipping an unreadable stored recording");
                 continue;
             };
+            let unfinished = |dir: &std::path::Path| {
+                std::fs::read_to_string(dir.join(recorder::PLAYLIST))
+                    .is_ok_and(|t| !t.contains("#EXT-X-ENDLIST"))
+            };
+            let dir = self.recording_dir(&r.stream, &r.id);
+            if r.ended && dir.as_deref().is_some_and(unfinished) {
+                // Stored as ended, but the process died before the playlist was ended.
+                r.ended = false;
+            }
             if !r.ended {
-                if let Some(dir) = self.recording_dir(&r.stream, &r.id) {
+                if let Some(dir) = dir {
                     match recorder::finalize_interrupted(&dir, target) {
                         Ok(c) => {
                             (r.duration_ms, r.bytes, r.segments) =

@@ -19,6 +19,9 @@ pub struct Recording {
     pub bytes: u64,
     pub segments: u64,
     pub ended: bool,
+    /// The recorder's ticket for the job that writes `#EXT-X-ENDLIST` (0: none pending in this
+    /// run). Until it is done the API shows the recording as not ended yet.
+    pub end_ticket: u64,
 }
 
 impl Recording {
@@ -51,6 +54,7 @@ impl Recording {
             bytes: r["bytes"].as_u64().unwrap_or(0),
             segments: r["segments"].as_u64().unwrap_or(0),
             ended: r["ended"].as_bool().unwrap_or(false),
+            end_ticket: 0,
         })
     }
 }
@@ -144,6 +148,7 @@ mod tests {
             bytes,
             segments: 1,
             ended,
+            end_ticket: 0,
         }
     }
 
