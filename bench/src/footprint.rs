@@ -118,7 +118,11 @@ pub fn local_pieces(n: usize) -> anyhow::Result<Vec<Piece>> {
 
     // The mirror entry: one join per viewer into the application core's mirror.
     let profiles: Vec<_> = (0..n).map(handshake_profile).collect();
-    let tokens: Vec<Box<str>> = (0..n).map(|i| format!("{i:032x}").into()).collect();
+    // Tokens as shards mint them (the viewer's id and a nonce): the mirror keeps the nonce.
+    let tokens: Vec<Box<str>> = profiles
+        .iter()
+        .map(|p| shards::proto::resume::mint(p.viewer, p.viewer.0.wrapping_mul(0x9E37_79B9)))
+        .collect();
     let mut mirror = ovation::app::mirror::Mirror::default();
     let mut profiles = profiles.into_iter();
     let mut tokens = tokens.into_iter();
