@@ -28,8 +28,9 @@ pub const FD_RESERVE_PERCENT: u64 = 2;
 pub const DEFAULT_MAX_CONNECTIONS_CAP: u64 = 1_000_000;
 /// glommio refuses to start an executor when RLIMIT_MEMLOCK is below this.
 const GLOMMIO_MIN_MEMLOCK: u64 = 512 * 1024;
-/// Per glommio executor: 3 rings, each registering a 10 MiB I/O buffer, plus the rings.
-const MEMLOCK_PER_EXECUTOR: u64 = 31 * 1024 * 1024;
+/// Per glommio executor: 3 rings, each registering the executor's 64 KiB I/O buffer
+/// (`server::IO_MEMORY`), plus the rings, rounded up to whole MiB.
+const MEMLOCK_PER_EXECUTOR: u64 = 2 * 1024 * 1024;
 /// A reconnect storm brings every viewer back within this many seconds.
 const STORM_SECONDS: u64 = 10;
 const BACKLOG_MIN: u64 = 4096;
@@ -219,7 +220,7 @@ pub fn recommended_memlock(shards: u64) -> u64 {
         .saturating_mul(MEMLOCK_PER_EXECUTOR)
 }
 
-/// A byte count as systemd's `LimitMEMLOCK=` takes it, in whole MiB ("93M").
+/// A byte count as systemd's `LimitMEMLOCK=` takes it, in whole MiB ("6M").
 fn systemd_mib(bytes: u64) -> String {
     format!("{}M", bytes.div_ceil(1 << 20))
 }
@@ -346,7 +347,7 @@ pub fn check_with(root: &Path, max_connections: u64, shards: usize) -> LimitRepo
             // glommio registers its buffers for file I/O; ovation's socket I/O never uses
             // them, so this is a note, not a warning.
             notes.push(format!(
-                "locked-memory limit (RLIMIT_MEMLOCK) is {} but {} shards + the application core want {} to register glommio's 10 MiB I/O buffer with each of their 3 io_uring rings; below that glommio logs 'registering buffers ... Skipping' and runs without them (socket I/O does not need them).{rings} Fix: LimitMEMLOCK={} in the systemd unit; {hint}",
+                "locked-memory limit (RLIMIT_MEMLOCK) is {} but {} shards + the application core want {} to register glommio's 64 KiB I/O buffer with each of their 3 io_uring rings; below that glommio logs 'registering buffers ... Skipping' and runs without them (socket I/O does not need them).{rings} Fix: LimitMEMLOCK={} in the systemd unit; {hint}",
                 mib(memlock),
                 shards,
                 mib(want),
@@ -503,7 +504,7 @@ Max locked memory         unlimited            unlimited            bytes
         assert_eq!(required_backlog(1_000, 2), 4096);
         assert_eq!(required_backlog(10_000_000, 1), 65535);
         assert_eq!(required_backlog(100_000, 0), 10_000);
-        assert_eq!(recommended_memlock(2), 3 * 31 * 1024 * 1024);
+        assert_eq!(recommended_memlock(2), 3 * 2 * 1024 * 1024);
     }
 
     #[test]
@@ -642,7 +643,7 @@ Max locked memory         unlimited            unlimited            bytes
     fn memlock_between_minimum_and_recommendation_is_explained() {
         let limits = LIMITS_OK.replace(
             "Max locked memory         unlimited            unlimited",
-            "Max locked memory         8388608              8388608",
+            "Max locked memory         4194304              4194304",
         );
         let root = FakeRoot::new(
             &limits,
@@ -656,12 +657,12 @@ Max locked memory         unlimited            unlimited            bytes
         assert!(report.warnings.is_empty(), "{:?}", report.warnings);
         assert_eq!(report.notes.len(), 1, "{:?}", report.notes);
         assert!(
-            report.notes[0].contains("is 8 MiB but 2 shards"),
+            report.notes[0].contains("is 4 MiB but 2 shards"),
             "{:?}",
             report.notes
         );
         assert!(
-            report.notes[0].contains("LimitMEMLOCK=93M"),
+            report.notes[0].contains("LimitMEMLOCK=6M"),
             "{:?}",
             report.notes
         );

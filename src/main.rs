@@ -43,6 +43,13 @@ enum Command {
 }
 
 fn main() {
+    // No transparent huge pages for this process. A 2 MiB page is resident in full as soon
+    // as one byte of it is touched: with one mimalloc heap per thread that was 40 of an idle
+    // server's 51 MiB (issue 18). mimalloc is built with `no_thp`, so it never asks for them
+    // (the kernel's `madvise` mode); this covers hosts in THP mode `always`, for everything
+    // mapped from here on. The cost is TLB reach on a large heap; the fan-out figures in
+    // bench/RESULTS.md are taken with it off.
+    let _ = rustix::thread::disable_transparent_huge_pages(true);
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(o) => serve(&o),

@@ -21,10 +21,21 @@ use crate::app::store::{Restored, Store};
 use crate::app::{unix_ms, App};
 use crate::config::Config;
 
-/// Events a shard may have in flight to the application core before its uplink waits.
-const EVENT_CHANNEL: usize = 16 * 1024;
+/// Events a shard may have in flight to the application core before its uplink waits (the
+/// shard's own outbox holds the rest). glommio allocates and touches every slot when the
+/// channel is made: 72 bytes each, so 16 Ki slots were 1.2 MiB resident per shard from the
+/// start; 4 Ki still lets a shard hand over a burst of 4,096 joins at once.
+const EVENT_CHANNEL: usize = 4 * 1024;
 /// Commands the application core may have in flight to one shard before its downlink waits.
 const COMMAND_CHANNEL: usize = 4 * 1024;
+/// glommio's registered I/O memory per executor. glommio allocates it at start and registers
+/// it with its rings, which pins it: 10 MiB of resident memory per executor by default, 30 MiB
+/// for two shards and the application core, whatever the load. Only glommio's own DMA
+/// buffers come from it (its file reads, and its socket writes when a viewer's socket is
+/// full); when it is used up they come from the heap instead, the same bytes minus the
+/// registration, which only fixed-buffer file I/O uses (ovation's sockets do not). The
+/// smallest glommio accepts.
+const IO_MEMORY: usize = 64 * 1024;
 
 /// A running server: its bound addresses and its threads.
 pub struct Server {
@@ -198,6 +209,7 @@ impl Server {
             let handle = LocalExecutorBuilder::new(Placement::Fixed(shard_cpus[index]))
                 .name(&format!("shard-{index}"))
                 .ring_depth(config.ring_depth)
+                .io_memory(IO_MEMORY)
                 .spawn(move || shards::run(spec))
                 .map_err(|e| anyhow::anyhow!("starting shard {index}: {e}"))?;
             threads.push(handle);
@@ -212,6 +224,7 @@ impl Server {
         let token = api_token.clone();
         let app = LocalExecutorBuilder::new(placement)
             .name("app-core")
+            .io_memory(IO_MEMORY)
             .spawn(move || {
                 app_core(
                     app_config,

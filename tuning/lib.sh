@@ -44,7 +44,7 @@ OT_SMALL_BUF=16384             # per-socket rmem/wmem default for mostly idle pu
 OT_PORTS_WIDEST=64512          # 1024..65535
 OT_RFS_MIN=32768
 OT_GLOMMIO_MIN_MEMLOCK=524288  # glommio refuses to start below this RLIMIT_MEMLOCK
-OT_MEMLOCK_PER_EXECUTOR=$((31 * 1024 * 1024))  # 3 rings x 10 MiB registered buffer + rings
+OT_MEMLOCK_PER_EXECUTOR=$((2 * 1024 * 1024))   # 3 rings x 64 KiB registered buffer + rings, in MiB
 OT_RING_BYTES_PER_EXECUTOR=$((64 * 1024))      # 3 rings at depth 128, charged before 5.12
 
 OT_CONF_REL="etc/sysctl.d/90-ovation.conf"
@@ -619,9 +619,9 @@ ot_eval_process_limits() {
 
     local mem_why
     if ((OT_OLD_KERNEL)); then
-        mem_why="kernel before 5.12 charges io_uring rings to RLIMIT_MEMLOCK: need $(ot_human "$OT_NEED_MEMLOCK") ((shards+1) executors x 3 rings; glommio refuses below 512K); $(ot_human "$OT_REC_MEMLOCK") also registers glommio's 10M I/O buffer per ring"
+        mem_why="kernel before 5.12 charges io_uring rings to RLIMIT_MEMLOCK: need $(ot_human "$OT_NEED_MEMLOCK") ((shards+1) executors x 3 rings; glommio refuses below 512K); $(ot_human "$OT_REC_MEMLOCK") also registers glommio's 64K I/O buffer per ring"
     else
-        mem_why="glommio refuses to start below 512K; kernel >= 5.12 charges rings to the memory cgroup, not memlock; $(ot_human "$OT_REC_MEMLOCK") = (shards+1) x 3 rings x 10M registered I/O buffers (socket I/O works without them)"
+        mem_why="glommio refuses to start below 512K; kernel >= 5.12 charges rings to the memory cgroup, not memlock; $(ot_human "$OT_REC_MEMLOCK") = (shards+1) x (3 rings x 64K registered I/O buffers + the rings) (socket I/O works without them)"
     fi
     if mem=$(ot_limits_field "$file" "Max locked memory"); then
         read -r soft hard <<<"$mem"

@@ -107,6 +107,7 @@ fn main() {
     masking(&mut t);
     bitmaps(&mut t);
     votes(&mut t);
+    vote_path(&mut t);
     println!("| benchmark | ns/call | ns/item | throughput |");
     println!("| --- | ---: | ---: | ---: |");
     for row in &t.rows {
@@ -302,6 +303,46 @@ fn votes(t: &mut Table) {
             },
         );
     }
+}
+
+/// The shard's pure vote path, as `logic::Core::vote` runs it for an anonymous viewer: the
+/// poll and choice checked, the audience bitmap tested, the previous vote looked up, the
+/// tally moved, the viewer's vote recorded. 1,000 viewers vote in turn, each changing its
+/// choice every round (the first round allocates each viewer's vote record, as the first
+/// vote does; later rounds move counts).
+fn vote_path(t: &mut Table) {
+    use shards::polls::{Polls, ViewerVotes};
+    use shards::proto::GroupId;
+    const VIEWERS: usize = 1000;
+    let mut polls = Polls::default();
+    polls.open("p1".into(), 1, 4, GroupId(0), None);
+    let mut audience = shards::bitset::Bitset::new();
+    for slot in 0..VIEWERS as u32 {
+        audience.insert(slot);
+    }
+    let mut voters: Vec<ViewerVotes> = (0..VIEWERS).map(|_| ViewerVotes::default()).collect();
+    let mut round = 0i64;
+    t.bench(
+        "vote path (check, audience, count, record)",
+        VIEWERS as u64,
+        0,
+        || {
+            round += 1;
+            for (slot, votes) in voters.iter_mut().enumerate() {
+                let choice = (round + slot as i64) % 4;
+                let Ok((seq, _audience)) = polls.check(black_box("p1"), choice) else {
+                    continue;
+                };
+                if !audience.contains(slot as u32) {
+                    continue;
+                }
+                let previous = votes.choice(seq).map(|c| (c, ""));
+                polls.count(seq, previous, choice as u8, "");
+                votes.set(seq, choice as u8);
+            }
+            black_box(&polls);
+        },
+    );
 }
 
 /// The application core's merge of one shard's tally into the poll's counts.

@@ -15,6 +15,7 @@
 //! - [`http`]: a blocking HTTP/1.1 client for the operator APIs (stats, poll probe).
 //! - [`procfs`]: parsing of `/proc` files (RSS, socket memory, machine facts).
 //! - [`stats`]: medians and maxima over repeats.
+//! - [`footprint`]: where an idle viewer's bytes go (binary `bench-footprint`).
 //! - [`churn`]: server memory under connect-and-leave churn (binary `bench-churn`).
 //! - [`publish_delay`]: live HLS publish-to-playlist delay (binary `bench-publish-delay`).
 //! - [`quality`]: server CPU per telemetry report and per remediation evaluation
@@ -23,6 +24,7 @@
 #![forbid(unsafe_code)]
 
 pub mod churn;
+pub mod footprint;
 pub mod http;
 pub mod loadgen;
 pub mod media_load;

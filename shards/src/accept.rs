@@ -396,17 +396,6 @@ async fn read_request(
     }
 }
 
-/// A random 128-bit token in hex: lets a viewer resume its identity after a reconnect.
-fn resume_token() -> Box<str> {
-    let mut bytes = [0u8; 16];
-    if getrandom::getrandom(&mut bytes).is_err() {
-        // getrandom(2) does not fail on Linux >= 3.17 once the pool is seeded; if it ever
-        // does, a token that matches nothing only disables resuming for this viewer.
-        return "".into();
-    }
-    protocol::hex(&bytes).into()
-}
-
 async fn handshake(shard: Rc<Shard>, mut stream: TcpStream, mut wire: Wire, mut seat: Seat) {
     let mut answer = seat.answer.take();
     let peer: SocketAddr = match stream.peer_addr() {
@@ -505,7 +494,7 @@ async fn handshake(shard: Rc<Shard>, mut stream: TcpStream, mut wire: Wire, mut 
         profile.sub = Some(id.sub.clone());
         profile.tags.extend(id.tags.iter().cloned());
     }
-    let resume = resume_token();
+    let resume = shard.resume_token(viewer);
     // A viewer presenting a resume token waits for the application core before its welcome.
     let claim: Option<Box<str>> = query
         .iter()

@@ -6,14 +6,16 @@
 //! asking anyone. It talks to the application core only through the typed messages in
 //! [`proto`] over lock-free channels.
 //!
-//! - [`profile`]: viewer profiles, User-Agent classification, group predicates.
+//! - [`profile`]: viewer profiles, User-Agent classification, group predicates; [`sym`]: the
+//!   interned strings of their fields.
 //! - [`proxy`]: PROXY protocol v1/v2 and `X-Forwarded-For` from trusted balancers (pure);
 //!   [`geo`]: the country of an address (a MaxMind-format database).
 //! - [`bitset`]: the shard-local group membership bitmaps.
 //! - [`polls`]: vote validation and the shard's signed share of each poll's count.
 //! - [`proto`]: shard <-> application core messages.
 //! - [`telemetry`]: telemetry folded per group on the shard (pure), reported as deltas.
-//! - [`config`], [`stats`]: settings and live counters.
+//! - [`config`], [`stats`]: settings and live counters; [`footprint`]: the per-viewer
+//!   structures' sizes and budgets.
 //! - [`identity`]: viewer tokens (JWT); [`limits`]: per-address connection cap and handshake
 //!   rate, shared by every shard.
 //! - [`sync`]: single-threaded wake-up primitives shared by shard and application-core tasks.
@@ -37,6 +39,7 @@ pub mod clock;
 pub mod config;
 mod conn;
 mod driver;
+pub mod footprint;
 pub mod frames;
 pub mod geo;
 mod hls;
@@ -54,6 +57,7 @@ mod runtime;
 pub mod sender;
 mod shard;
 pub mod stats;
+pub mod sym;
 pub mod sync;
 pub mod telemetry;
 mod tls;

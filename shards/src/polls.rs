@@ -252,51 +252,79 @@ fn breakdown_of(p: &ShardPoll) -> Breakdown {
 }
 
 /// One viewer's current choice in each poll it voted in (a few entries: a small vector), and
-/// the breakdown value each vote cast on this connection was counted under.
+/// the breakdown value each vote cast on this connection was counted under. Nothing but a
+/// null pointer for a viewer that never voted: 8 bytes in its connection, no heap.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct ViewerVotes(Vec<Vote>, Vec<(PollSeq, Box<str>)>);
+pub struct ViewerVotes(Option<Box<VoteBook>>);
+
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+struct VoteBook {
+    votes: Vec<Vote>,
+    values: Vec<(PollSeq, Box<str>)>,
+}
 
 impl ViewerVotes {
     pub fn new(votes: Vec<Vote>) -> ViewerVotes {
-        ViewerVotes(votes, Vec::new())
+        if votes.is_empty() {
+            return ViewerVotes(None);
+        }
+        ViewerVotes(Some(Box::new(VoteBook {
+            votes,
+            values: Vec::new(),
+        })))
+    }
+
+    fn book(&mut self) -> &mut VoteBook {
+        self.0.get_or_insert_with(Box::default)
     }
 
     /// The breakdown value the vote in poll `seq` was counted under on this connection.
     pub fn value(&self, seq: PollSeq) -> Option<&str> {
-        self.1.iter().find(|(s, _)| *s == seq).map(|(_, v)| &**v)
+        let book = self.0.as_ref()?;
+        book.values
+            .iter()
+            .find(|(s, _)| *s == seq)
+            .map(|(_, v)| &**v)
     }
 
     /// Records the breakdown value of the vote in poll `seq`.
     pub fn set_value(&mut self, seq: PollSeq, value: &str) {
-        match self.1.iter_mut().find(|(s, _)| *s == seq) {
+        let values = &mut self.book().values;
+        match values.iter_mut().find(|(s, _)| *s == seq) {
             Some(v) => v.1 = value.into(),
-            None => self.1.push((seq, value.into())),
+            None => values.push((seq, value.into())),
         }
     }
 
     /// The choice in poll `seq`, if any.
     pub fn choice(&self, seq: PollSeq) -> Option<u8> {
-        self.0.iter().find(|(s, _)| *s == seq).map(|&(_, c)| c)
+        let book = self.0.as_ref()?;
+        book.votes.iter().find(|(s, _)| *s == seq).map(|&(_, c)| c)
     }
 
     /// Records the choice in poll `seq`.
     pub fn set(&mut self, seq: PollSeq, choice: u8) {
-        match self.0.iter_mut().find(|(s, _)| *s == seq) {
+        let votes = &mut self.book().votes;
+        match votes.iter_mut().find(|(s, _)| *s == seq) {
             Some(v) => v.1 = choice,
-            None => self.0.push((seq, choice)),
+            None => votes.push((seq, choice)),
         }
     }
 
-    /// Forgets poll `seq` (dropped).
+    /// Forgets poll `seq` (dropped); a viewer left with no vote holds no heap again.
     pub fn forget(&mut self, seq: PollSeq) {
-        self.0.retain(|(s, _)| *s != seq);
-        self.1.retain(|(s, _)| *s != seq);
+        if let Some(book) = self.0.as_mut() {
+            book.votes.retain(|(s, _)| *s != seq);
+            book.values.retain(|(s, _)| *s != seq);
+            if book.votes.is_empty() && book.values.is_empty() {
+                self.0 = None;
+            }
+        }
     }
 
     /// Every vote, leaving none.
     pub fn take(&mut self) -> Vec<Vote> {
-        self.1.clear();
-        std::mem::take(&mut self.0)
+        self.0.take().map(|b| b.votes).unwrap_or_default()
     }
 }
 
@@ -398,5 +426,9 @@ mod tests {
         assert_eq!(v.value(1), None);
         assert_eq!(v.take(), vec![(4, 0)]);
         assert_eq!(v, ViewerVotes::default());
+        assert_eq!(std::mem::size_of::<ViewerVotes>(), 8);
+        v.set(2, 1);
+        v.forget(2);
+        assert_eq!(v, ViewerVotes::default(), "no vote left: no heap");
     }
 }

@@ -9,6 +9,8 @@ use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 
+/// The interned strings of profile fields (one shared allocation per distinct value).
+pub use crate::sym::Sym;
 /// A viewer's identity; its layout (shard, id epoch, counter) is the protocol's.
 pub use protocol::ViewerId;
 
@@ -106,7 +108,7 @@ pub fn classify_user_agent(ua: &str) -> (Os, Browser, Device) {
 
 /// The primary language of an `Accept-Language` header: the first tag's primary subtag,
 /// lowercased (`"hu-HU,hu;q=0.9,en;q=0.8"` gives `"hu"`).
-pub fn primary_language(accept_language: &str) -> Option<Box<str>> {
+pub fn primary_language(accept_language: &str) -> Option<Sym> {
     let first = accept_language.split(',').next()?.split(';').next()?.trim();
     let primary = first.split(['-', '_']).next()?.trim();
     if primary.is_empty() || primary == "*" || primary.len() > 8 {
@@ -115,7 +117,10 @@ pub fn primary_language(accept_language: &str) -> Option<Box<str>> {
     if !primary.bytes().all(|b| b.is_ascii_alphabetic()) {
         return None;
     }
-    Some(primary.to_ascii_lowercase().into_boxed_str())
+    if primary.bytes().all(|b| b.is_ascii_lowercase()) {
+        return Some(Sym::new(primary));
+    }
+    Some(Sym::new(&primary.to_ascii_lowercase()))
 }
 
 /// Trims and bounds a peer-supplied string (`None` when blank); shared with the protocol parser.
@@ -126,11 +131,18 @@ pub use protocol::MAX_FIELD_LEN;
 pub const MAX_PARAMS: usize = 16;
 
 /// Normalises a region code: uppercase (`hu` -> `HU`).
-pub fn region(value: &str) -> Option<Box<str>> {
-    field(value).map(|r| r.to_ascii_uppercase().into_boxed_str())
+pub fn region(value: &str) -> Option<Sym> {
+    field(value).map(|r| Sym::new(&r.to_ascii_uppercase()))
 }
 
-/// Everything the server knows about one viewer.
+/// A free-form field ([`field`]), interned.
+pub fn sym_field(value: &str) -> Option<Sym> {
+    field(value).map(Sym::from)
+}
+
+/// Everything the server knows about one viewer. The string fields a crowd shares (stream,
+/// region, language, app version, hardware, query parameters) are interned [`Sym`]s: one
+/// pointer each, no allocation of their own.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Profile {
     pub viewer: ViewerId,
@@ -138,18 +150,18 @@ pub struct Profile {
     pub os: Os,
     pub browser: Browser,
     pub device: Device,
-    pub language: Option<Box<str>>,
-    pub region: Option<Box<str>>,
+    pub language: Option<Sym>,
+    pub region: Option<Sym>,
     /// ISO country code from the viewer's address (geolocation), if a database knows it.
     /// Three bytes: it fits in the padding the enums above leave.
     #[serde(default)]
     pub country: Option<CountryCode>,
-    pub stream: Option<Box<str>>,
-    pub app_version: Option<Box<str>>,
-    pub hardware: Option<Box<str>>,
+    pub stream: Option<Sym>,
+    pub app_version: Option<Sym>,
+    pub hardware: Option<Sym>,
     pub tags: Vec<Box<str>>,
-    /// Query parameters other than the ones above, in arrival order.
-    pub params: Vec<(Box<str>, Box<str>)>,
+    /// Query parameters other than the ones above, in arrival order (no spare capacity).
+    pub params: Vec<(Sym, Sym)>,
     /// Unix milliseconds of the handshake.
     pub connected_at_ms: u64,
     /// The person, from a verified token (`sub`); `None` for an anonymous viewer.
@@ -203,13 +215,14 @@ impl Profile {
                 "lang" | "language" => profile.language = primary_language(value),
                 "resume" => {}
                 _ if profile.params.len() < MAX_PARAMS => {
-                    if let (Some(k), Some(v)) = (field(key), field(value)) {
+                    if let (Some(k), Some(v)) = (sym_field(key), sym_field(value)) {
                         profile.params.push((k, v));
                     }
                 }
                 _ => {}
             }
         }
+        profile.params.shrink_to_fit();
         profile
     }
 
@@ -217,10 +230,10 @@ impl Profile {
     /// it); absent fields are left alone.
     pub fn apply_hello(&mut self, hello: &protocol::Hello<'_>) {
         if let Some(v) = &hello.app_version {
-            self.app_version = field(v);
+            self.app_version = sym_field(v);
         }
         if let Some(v) = &hello.hardware {
-            self.hardware = field(v);
+            self.hardware = sym_field(v);
         }
         if let Some(v) = &hello.region {
             self.region = region(v);

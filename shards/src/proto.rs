@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::profile::{Predicate, Profile, ViewerId};
+use crate::profile::{Predicate, Profile, Sym, ViewerId};
 
 /// A complete, encoded WebSocket frame. The same bytes go to every receiver.
 pub type Frame = Arc<[u8]>;
@@ -110,7 +110,7 @@ pub use protocol::Telemetry;
 #[derive(Debug, Clone, PartialEq)]
 pub enum ProfileUpdate {
     /// The viewer watches this stream now (a validated `watch`), or none.
-    Stream(Option<Box<str>>),
+    Stream(Option<Sym>),
     /// Replace the viewer's tags.
     Tags(Vec<Box<str>>),
 }
@@ -119,11 +119,11 @@ pub enum ProfileUpdate {
 /// and its votes (already counted where they were cast).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Restore {
-    pub stream: Option<Box<str>>,
+    pub stream: Option<Sym>,
     pub tags: Vec<Box<str>>,
-    pub app_version: Option<Box<str>>,
-    pub hardware: Option<Box<str>>,
-    pub region: Option<Box<str>>,
+    pub app_version: Option<Sym>,
+    pub hardware: Option<Sym>,
+    pub region: Option<Sym>,
     pub votes: Vec<Vote>,
 }
 
@@ -195,4 +195,93 @@ pub enum MediaCommand {
     },
     /// The publish ended: the playlist gets `EXT-X-ENDLIST`.
     Ended { stream: Box<str> },
+}
+
+/// Resume tokens: `<viewer id><nonce>` in 32 lowercase hex digits. The nonce is a keyed hash
+/// of the viewer id only the minting shard can compute, so a token cannot be guessed from
+/// the id, and the application core checks a token with the 8-byte nonce it keeps per viewer
+/// (no token string or token index per viewer).
+pub mod resume {
+    use crate::profile::ViewerId;
+
+    /// The token of `viewer` with `nonce`.
+    pub fn mint(viewer: ViewerId, nonce: u64) -> Box<str> {
+        let mut bytes = [0u8; 16];
+        bytes[..8].copy_from_slice(&viewer.0.to_be_bytes());
+        bytes[8..].copy_from_slice(&nonce.to_be_bytes());
+        protocol::hex(&bytes).into()
+    }
+
+    /// The viewer id and nonce of a token [`mint`] made; `None` for any other string.
+    pub fn parse(token: &str) -> Option<(ViewerId, u64)> {
+        if token.len() != 32
+            || !token
+                .bytes()
+                .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        {
+            return None;
+        }
+        let id = u64::from_str_radix(&token[..16], 16).ok()?;
+        let nonce = u64::from_str_radix(&token[16..], 16).ok()?;
+        Some((ViewerId(id), nonce))
+    }
+
+    /// A keyed pseudo-random function of the viewer id (SipHash-2-4 under a random key).
+    #[derive(Debug, Clone, Copy)]
+    pub struct Minter {
+        k0: u64,
+        k1: u64,
+    }
+
+    impl Minter {
+        /// A minter under a key from the OS's random source (the standard library's
+        /// per-process random hash keys when that fails).
+        pub fn random() -> Minter {
+            let mut key = [0u8; 16];
+            if getrandom::getrandom(&mut key).is_err() {
+                use std::hash::{BuildHasher, Hasher};
+                let state = std::collections::hash_map::RandomState::new();
+                for (i, chunk) in key.chunks_mut(8).enumerate() {
+                    let mut h = state.build_hasher();
+                    h.write_usize(i);
+                    chunk.copy_from_slice(&h.finish().to_le_bytes());
+                }
+            }
+            let (a, b) = key.split_at(8);
+            Minter {
+                k0: u64::from_le_bytes(a.try_into().unwrap_or_default()),
+                k1: u64::from_le_bytes(b.try_into().unwrap_or_default()),
+            }
+        }
+
+        /// The token of `viewer`.
+        pub fn token(&self, viewer: ViewerId) -> Box<str> {
+            use std::hash::Hasher;
+            #[allow(deprecated)] // SipHash-2-4 keyed: a PRF, which is what a nonce needs.
+            let mut h = std::hash::SipHasher::new_with_keys(self.k0, self.k1);
+            h.write_u64(viewer.0);
+            mint(viewer, h.finish())
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn tokens_round_trip_and_differ_per_key() {
+            let v = ViewerId::compose(1, 2, 3);
+            let (a, b) = (Minter::random(), Minter::random());
+            let t = a.token(v);
+            assert_eq!(t.len(), 32);
+            let (id, nonce) = parse(&t).unwrap();
+            assert_eq!(id, v);
+            assert_eq!(mint(id, nonce), t);
+            assert_eq!(a.token(v), t, "a minter is a function of the id");
+            assert_ne!(b.token(v), t);
+            assert_eq!(parse("t1"), None);
+            assert_eq!(parse(&"G".repeat(32)), None);
+            assert_eq!(parse(&"A".repeat(32)), None, "lowercase only");
+        }
+    }
 }

@@ -61,6 +61,8 @@ pub(crate) struct Shard {
     uplink_last: Cell<bool>,
     /// Counter of the next viewer id (see `ViewerId::compose`).
     next_viewer: Cell<u32>,
+    /// Makes each viewer's resume token (keyed once per shard: no syscall per connection).
+    tokens: crate::proto::resume::Minter,
     clock: Ticks,
     pub stop_accepting: Notify,
     /// Fired when the last connection leaves during shutdown.
@@ -106,6 +108,7 @@ impl Shard {
             uplink_waker: RefCell::new(None),
             uplink_last: Cell::new(false),
             next_viewer: Cell::new(1),
+            tokens: crate::proto::resume::Minter::random(),
             clock: Ticks::start(),
             stop_accepting: Notify::default(),
             drained: Notify::default(),
@@ -374,6 +377,11 @@ impl Shard {
     }
 
     /// A new viewer id: this shard, the configured id epoch, the next counter value.
+    /// The resume token of `viewer` (see [`crate::proto::resume`]).
+    pub fn resume_token(&self, viewer: ViewerId) -> Box<str> {
+        self.tokens.token(viewer)
+    }
+
     pub fn mint_viewer(&self) -> ViewerId {
         let counter = self.next_viewer.get();
         // After 2^32 - 1 viewers in one epoch the counter starts over at 1.

@@ -2,29 +2,35 @@
 //! by shard events carrying full profile snapshots), the resume tokens, and the compact
 //! records of departed viewers that may come back within the resume window.
 //!
+//! A token a shard minted (`shards::proto::resume`: the viewer id and a nonce) costs its
+//! viewer 8 bytes here, the nonce: a claim is checked against the nonce kept with the id it
+//! names, with no token string or token index per viewer. Any other token string (none in
+//! production; tests use short ones) is kept in a side index.
+//!
 //! Owns: viewers, tokens, departed records and their bounds, viewers awaiting their old
 //! connection's `Left`. Must not touch: groups (the caller recounts them from the
 //! [`Joined`]/[`Change`] values returned here), polls, the store, shard queues.
 
 use std::collections::{BTreeSet, HashMap};
 
-use shards::profile::{Profile, ViewerId};
-use shards::proto::{Restore, ViewerRef, Vote};
+use shards::profile::{Profile, Sym, ViewerId};
+use shards::proto::{resume, Restore, ViewerRef, Vote};
 
 /// The application core's copy of one viewer.
 #[derive(Debug, Clone)]
 pub struct Viewer {
     pub at: ViewerRef,
-    pub resume: Box<str>,
+    /// The nonce of its resume token (0 for a token that is not a minted one).
+    pub nonce: u64,
     pub profile: Profile,
 }
 
-/// What a departed viewer keeps for a resume, packed: the resume token, the profile fields a
+/// What a departed viewer keeps for a resume, packed: its token's nonce, the profile fields a
 /// resume restores (stream, app version, hardware, region, tags) in one byte buffer, its votes,
 /// and when it left. About 80 bytes plus the strings it carries (see the size test).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Departed {
-    resume: Box<str>,
+    nonce: u64,
     /// `[kind, len, bytes...]*` with kind 0..=3 for stream, app_version, hardware, region and
     /// 4 for each tag; every field is at most `MAX_FIELD_LEN` (64) bytes.
     packed: Box<[u8]>,
@@ -37,7 +43,7 @@ const KIND_TAG: u8 = 4;
 const KIND_SUB: u8 = 5;
 
 impl Departed {
-    pub fn new(resume: Box<str>, profile: &Profile, votes: Vec<Vote>, left_ms: u64) -> Departed {
+    pub fn new(nonce: u64, profile: &Profile, votes: Vec<Vote>, left_ms: u64) -> Departed {
         let mut packed = Vec::new();
         let mut put = |kind: u8, s: &str| {
             // Profile fields are bounded by the shard (MAX_FIELD_LEN); cut defensively.
@@ -69,7 +75,7 @@ impl Departed {
             put(KIND_SUB, sub);
         }
         Departed {
-            resume,
+            nonce,
             packed: packed.into_boxed_slice(),
             votes: votes.into_boxed_slice(),
             left_ms,
@@ -85,22 +91,22 @@ impl Departed {
         let mut rest = &self.packed[..];
         while let [kind, len, tail @ ..] = rest {
             let n = (*len as usize).min(tail.len());
-            let value: Box<str> = String::from_utf8_lossy(&tail[..n]).into();
+            let value = String::from_utf8_lossy(&tail[..n]);
             match *kind {
-                0 => r.stream = Some(value),
-                1 => r.app_version = Some(value),
-                2 => r.hardware = Some(value),
-                3 => r.region = Some(value),
+                0 => r.stream = Some(Sym::new(&value)),
+                1 => r.app_version = Some(Sym::new(&value)),
+                2 => r.hardware = Some(Sym::new(&value)),
+                3 => r.region = Some(Sym::new(&value)),
                 KIND_SUB => {}
-                _ => r.tags.push(value),
+                _ => r.tags.push(value.into()),
             }
             rest = &tail[n..];
         }
         r
     }
 
-    pub fn resume(&self) -> &str {
-        &self.resume
+    pub fn nonce(&self) -> u64 {
+        self.nonce
     }
 
     /// The person whose connection left this record, if it was identified.
@@ -121,14 +127,13 @@ impl Departed {
     }
 
     /// Bytes this record holds: its own size plus its heap buffers, plus the departed index
-    /// entry and the token map entry it causes (map overhead per entry is estimated at one
-    /// control byte plus the entry).
+    /// entry it causes (map overhead per entry is estimated at one control byte plus the
+    /// entry). Its token costs nothing beyond the nonce inside it.
     pub fn footprint(&self) -> usize {
         let record = std::mem::size_of::<(ViewerId, Departed)>() + 1;
-        let heap = self.resume.len() + self.packed.len() + std::mem::size_of_val(&*self.votes);
+        let heap = self.packed.len() + std::mem::size_of_val(&*self.votes);
         let order = std::mem::size_of::<(u64, ViewerId)>();
-        let token = std::mem::size_of::<(Box<str>, ViewerId)>() + 1 + self.resume.len();
-        record + heap + order + token
+        record + heap + order
     }
 }
 
@@ -168,9 +173,12 @@ pub struct Waiting {
 
 #[derive(Debug, Default)]
 pub struct Mirror {
-    viewers: HashMap<ViewerId, Viewer>,
-    /// Resume token -> identity, for viewers present and departed.
-    tokens: HashMap<Box<str>, ViewerId>,
+    /// Boxed: a map slot is 16 bytes, so the table's spare capacity costs little.
+    viewers: HashMap<ViewerId, Box<Viewer>>,
+    /// Tokens that are not minted ones (see the module doc), both ways, for viewers present
+    /// and departed. Empty in production.
+    other_tokens: HashMap<Box<str>, ViewerId>,
+    other_by_viewer: HashMap<ViewerId, Box<str>>,
     departed: HashMap<ViewerId, Departed>,
     /// Departed viewers by the time they left, oldest first: expiry and the bounds drop from
     /// the front in O(log n).
@@ -185,16 +193,62 @@ pub struct Mirror {
 
 impl Mirror {
     pub fn viewer(&self, id: ViewerId) -> Option<&Viewer> {
-        self.viewers.get(&id)
+        self.viewers.get(&id).map(|v| &**v)
     }
 
     /// The viewer, if `at` is its current connection.
     pub fn at(&self, at: ViewerRef) -> Option<&Viewer> {
-        self.viewers.get(&at.viewer).filter(|v| v.at == at)
+        self.viewer(at.viewer).filter(|v| v.at == at)
+    }
+
+    /// The viewer whose token `token` is (present or departed), if any.
+    fn resolve(&self, token: &str) -> Option<ViewerId> {
+        if let Some(&x) = self.other_tokens.get(token) {
+            return Some(x);
+        }
+        let (x, nonce) = resume::parse(token)?;
+        if self.other_by_viewer.contains_key(&x) {
+            return None;
+        }
+        let kept = match self.departed.get(&x) {
+            Some(d) => d.nonce,
+            None => self.viewers.get(&x)?.nonce,
+        };
+        (kept == nonce).then_some(x)
+    }
+
+    /// The resume token of viewer `x` whose token's nonce is `nonce`.
+    pub fn token(&self, x: ViewerId, nonce: u64) -> Box<str> {
+        match self.other_by_viewer.get(&x) {
+            Some(t) => t.clone(),
+            None => resume::mint(x, nonce),
+        }
+    }
+
+    /// The nonce to keep for `token`, given to viewer `x` (indexing it if it is not minted).
+    fn keep_token(&mut self, x: ViewerId, token: Box<str>) -> u64 {
+        match resume::parse(&token) {
+            Some((id, nonce)) if id == x && !self.other_by_viewer.contains_key(&x) => nonce,
+            _ => {
+                if self.other_by_viewer.get(&x) != Some(&token) {
+                    if let Some(old) = self.other_by_viewer.insert(x, token.clone()) {
+                        self.other_tokens.remove(&old);
+                    }
+                    self.other_tokens.insert(token, x);
+                }
+                0
+            }
+        }
+    }
+
+    fn forget_token(&mut self, x: ViewerId) {
+        if let Some(t) = self.other_by_viewer.remove(&x) {
+            self.other_tokens.remove(&t);
+        }
     }
 
     pub fn viewers(&self) -> impl Iterator<Item = &Viewer> {
-        self.viewers.values()
+        self.viewers.values().map(|v| &**v)
     }
 
     pub fn len(&self) -> usize {
@@ -219,12 +273,8 @@ impl Mirror {
 
     /// A viewer joined; returns the profile a replaced entry had (to uncount).
     pub fn join(&mut self, at: ViewerRef, resume: Box<str>, profile: Profile) -> Option<Profile> {
-        self.tokens.insert(resume.clone(), at.viewer);
-        let viewer = Viewer {
-            at,
-            resume,
-            profile,
-        };
+        let nonce = self.keep_token(at.viewer, resume);
+        let viewer = Box::new(Viewer { at, nonce, profile });
         self.viewers
             .insert(at.viewer, viewer)
             .map(|old| old.profile)
@@ -241,7 +291,7 @@ impl Mirror {
     /// A token is bound to the identity that earned it: presented by another person (or by
     /// an anonymous connection for an identified one, or the reverse) it is unknown.
     pub fn claim(&mut self, at: ViewerRef, profile: Profile, token: &str) -> Claim {
-        let x = self.tokens.get(token).copied();
+        let x = self.resolve(token);
         let earned_by = x.and_then(|x| match self.departed.get(&x) {
             Some(d) => Some(d.sub().map(Box::<str>::from)),
             None => self.viewers.get(&x).map(|v| v.profile.sub.clone()),
@@ -287,7 +337,7 @@ impl Mirror {
     ) -> Option<(Profile, Option<Waiting>)> {
         self.at(at)?;
         let v = self.viewers.remove(&at.viewer)?;
-        let dep = Departed::new(v.resume, &v.profile, votes, now_ms);
+        let dep = Departed::new(v.nonce, &v.profile, votes, now_ms);
         let waiting = match self.awaiting.remove(&at.viewer) {
             Some((new_at, profile)) => Some(Waiting {
                 at: new_at,
@@ -324,9 +374,7 @@ impl Mirror {
         };
         if let Some(d) = self.departed.remove(&id) {
             self.departed_bytes -= d.footprint();
-            if self.tokens.get(d.resume()) == Some(&id) {
-                self.tokens.remove(d.resume());
-            }
+            self.forget_token(id);
         }
         true
     }
@@ -392,7 +440,7 @@ mod tests {
     #[test]
     fn a_departed_record_restores_what_a_resume_needs() {
         let p = profile(1);
-        let d = Departed::new("tok".into(), &p, vec![(1, 2)], 7);
+        let d = Departed::new(9, &p, vec![(1, 2)], 7);
         let r = d.restore();
         assert_eq!(r.stream.as_deref(), Some("final"));
         assert_eq!(r.region.as_deref(), Some("HU"));
@@ -407,12 +455,7 @@ mod tests {
         // A typical departed viewer: 32-hex-digit token, stream, region, app version, two
         // tags, one vote. Versus the full Viewer (Profile clone) kept before.
         let p = profile(1);
-        let d = Departed::new(
-            "0123456789abcdef0123456789abcdef".into(),
-            &p,
-            vec![(1, 0)],
-            7,
-        );
+        let d = Departed::new(0x0123_4567_89ab_cdef, &p, vec![(1, 0)], 7);
         let bytes = d.footprint();
         println!(
             "departed record: {} B inline, {} B total with heap and index entries",
@@ -421,6 +464,48 @@ mod tests {
         );
         assert!(std::mem::size_of::<Departed>() <= 56);
         assert!(bytes <= 256, "{bytes} B per departed viewer");
+    }
+
+    #[test]
+    fn minted_tokens_are_checked_by_their_nonce() {
+        let minter = resume::Minter::random();
+        let mut m = Mirror::default();
+        let token = minter.token(ViewerId(1));
+        m.join(at(1), token.clone(), profile(1));
+        assert!(m.other_tokens.is_empty(), "a minted token is not indexed");
+        assert_eq!(
+            m.token(ViewerId(1), m.viewer(ViewerId(1)).unwrap().nonce),
+            token
+        );
+        // Another nonce for the same id, or another id: unknown.
+        let forged = resume::mint(ViewerId(1), 12345);
+        assert!(matches!(
+            m.claim(at(2), profile(2), &forged),
+            Claim::New { .. }
+        ));
+        let other = minter.token(ViewerId(3));
+        assert!(matches!(
+            m.claim(at(2), profile(2), &other),
+            Claim::New { .. }
+        ));
+        assert!(m.leave(at(1), vec![(4, 1)], 10, LIMITS).is_some());
+        match m.claim(at(5), profile(5), &token) {
+            Claim::Resumed { x, departed, .. } => {
+                assert_eq!(x, ViewerId(1));
+                assert_eq!(m.token(x, departed.nonce()), token);
+            }
+            other => panic!("resumed, got {other:?}"),
+        }
+    }
+
+    /// The per-viewer budget of the application core: a regression guard, every byte here
+    /// is multiplied by the viewers connected.
+    #[test]
+    fn a_mirror_entry_fits_its_budget() {
+        let entry = std::mem::size_of::<Viewer>();
+        assert!(entry <= 200, "Viewer is {entry} B");
+        // The table slot: the id and a box.
+        assert_eq!(std::mem::size_of::<(ViewerId, Box<Viewer>)>(), 16);
     }
 
     #[test]
@@ -445,7 +530,7 @@ mod tests {
         ));
         // A byte budget bounds too.
         let mut m = Mirror::default();
-        let one = Departed::new("t1".into(), &profile(1), vec![], 0).footprint();
+        let one = Departed::new(1, &profile(1), vec![], 0).footprint();
         let limits = DepartedLimits {
             max_count: 100,
             max_bytes: one * 2 + one / 2,

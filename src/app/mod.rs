@@ -364,7 +364,7 @@ impl App {
     ) {
         let restore = dep.restore();
         let profile = mirror::resumed_profile(profile, x, &restore);
-        let resume: Box<str> = dep.resume().into();
+        let resume = self.mirror.token(x, dep.nonce());
         self.command(
             provisional.shard,
             ShardCommand::Admit {

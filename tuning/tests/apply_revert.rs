@@ -159,7 +159,7 @@ fn apply_writes_a_unit_drop_in_when_the_unit_is_short() {
     assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
     let dropin = host.read("etc/systemd/system/ovation.service.d/90-ovation-tuning.conf");
     assert!(
-        dropin.contains("[Service]\nLimitNOFILE=111616\nLimitMEMLOCK=93M\n"),
+        dropin.contains("[Service]\nLimitNOFILE=111616\nLimitMEMLOCK=6M\n"),
         "{dropin}"
     );
     assert!(

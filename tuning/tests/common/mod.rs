@@ -97,7 +97,8 @@ impl FakeHost {
         host.write("proc/sys/net/netfilter/nf_conntrack_buckets", "16384\n");
         host.write(
             "proc/self/limits",
-            &limits_text("1024", "524288", "8388608", "8388608"),
+            // 4 MiB: above glommio's minimum, below the recommendation (advice).
+            &limits_text("1024", "524288", "4194304", "4194304"),
         );
         host
     }

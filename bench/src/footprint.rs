@@ -1,0 +1,377 @@
+//! Where an idle viewer's bytes go (`bench-footprint`).
+//!
+//! Two halves, printed side by side:
+//! - **in process**, each piece built `--local-n` times under mimalloc (the server's
+//!   allocator) and weighed by the growth of this process's RSS: the shard's fixed structures
+//!   (their sizes, from `shards::footprint`), the heap of a profile made from the loadgen's
+//!   viewer mix, glommio's socket with one pending read, glommio's task, and one entry of the
+//!   application core's mirror (its maps included);
+//! - **the real server**: a fresh `ovation` holding `--n` idle loadgen viewers, its RSS slope
+//!   from N/2 to N (the suite's idle scenario).
+//!
+//! What the slope has beyond the pieces is the allocator's rounding and everything not listed
+//! (the connection table, bitmaps, the Joined event's transient copies kept in freed pages).
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+use crate::procfs;
+use crate::scenario::{self, Scenario, Settings};
+use crate::server::{Paths, ServerKind};
+
+#[derive(Parser, Debug)]
+#[command(name = "bench-footprint", about = "Where an idle viewer's bytes go")]
+pub struct Args {
+    /// Directory holding the `ovation` and `loadgen` binaries.
+    #[arg(long, default_value = "target/release")]
+    pub bin_dir: PathBuf,
+    /// Idle viewers held by the real server.
+    #[arg(long, default_value_t = 15_000)]
+    pub n: u64,
+    /// Copies of each piece built in process (both ends of each socket are in this process,
+    /// so at most about 9,000 under a 20,000-descriptor limit).
+    #[arg(long, default_value_t = 8_000)]
+    pub local_n: usize,
+    /// Skip the real server (in-process pieces only).
+    #[arg(long)]
+    pub no_server: bool,
+    /// Group-casts timed from the API request to one idle viewer's receipt, on a fresh
+    /// server holding that one viewer (0: skip).
+    #[arg(long, default_value_t = 200)]
+    pub casts: usize,
+}
+
+/// One piece and its bytes per viewer.
+#[derive(Debug, Clone)]
+pub struct Piece {
+    pub name: String,
+    pub bytes: f64,
+    /// Counted in the sum (false for "of which" lines).
+    pub counted: bool,
+    pub how: &'static str,
+}
+
+fn rss() -> u64 {
+    procfs::read_rss(std::process::id()).unwrap_or(0)
+}
+
+/// RSS growth per item while `build` makes `n` of them (kept alive in a vector reserved
+/// beforehand, so the vector itself is not weighed).
+fn weigh<T>(n: usize, mut build: impl FnMut(usize) -> T) -> (f64, Vec<T>) {
+    let mut kept = Vec::with_capacity(n);
+    let before = rss();
+    for i in 0..n {
+        kept.push(build(i));
+    }
+    let after = rss();
+    ((after as f64 - before as f64) / n as f64, kept)
+}
+
+/// The handshake data of loadgen viewer `i` (its default mix and one stream).
+fn handshake_profile(i: usize) -> shards::profile::Profile {
+    let mix = loadgen::plan::BehaviourMix::parse("idle:100").expect("a valid mix");
+    let p = loadgen::profile::Profile::for_viewer(1, i as u64, 1, &mix);
+    let query = vec![
+        ("stream".to_owned(), "s1".to_owned()),
+        ("region".to_owned(), p.region_code().to_owned()),
+    ];
+    let id = shards::profile::ViewerId::compose(0, 0, i as u32 + 1);
+    let mut profile = shards::profile::Profile::from_handshake(
+        id,
+        "127.0.0.2:40000".parse().expect("an address"),
+        Some(p.user_agent()),
+        Some(p.accept_language()),
+        &query,
+        1_700_000_000_000,
+    );
+    if let Some(hello) = p.hello() {
+        if let Ok(protocol::ViewerMessage::Hello(h)) = protocol::parse_viewer_message(&hello) {
+            profile.apply_hello(&h);
+        }
+    }
+    profile
+}
+
+/// The pieces weighed in this process.
+pub fn local_pieces(n: usize) -> anyhow::Result<Vec<Piece>> {
+    let mut pieces = Vec::new();
+    for part in shards::footprint::shard_parts() {
+        pieces.push(Piece {
+            counted: !part.name.starts_with("of which"),
+            name: part.name.to_owned(),
+            bytes: part.bytes as f64,
+            how: "size_of",
+        });
+    }
+    // Profile heap: the strings and vectors of a handshake profile (inline part excluded).
+    let (heap, profiles) = weigh(n, handshake_profile);
+    pieces.push(Piece {
+        name: "profile heap (strings, params) on the shard".into(),
+        bytes: heap,
+        counted: true,
+        how: "RSS growth",
+    });
+    drop(profiles);
+
+    // The mirror entry: one join per viewer into the application core's mirror.
+    let profiles: Vec<_> = (0..n).map(handshake_profile).collect();
+    // Tokens as shards mint them (the viewer's id and a nonce): the mirror keeps the nonce.
+    let tokens: Vec<Box<str>> = profiles
+        .iter()
+        .map(|p| shards::proto::resume::mint(p.viewer, p.viewer.0.wrapping_mul(0x9E37_79B9)))
+        .collect();
+    let mut mirror = ovation::app::mirror::Mirror::default();
+    let mut profiles = profiles.into_iter();
+    let mut tokens = tokens.into_iter();
+    let before = rss();
+    for i in 0..n {
+        let (Some(profile), Some(token)) = (profiles.next(), tokens.next()) else {
+            break;
+        };
+        let at = shards::proto::ViewerRef {
+            shard: 0,
+            slot: i as u32,
+            viewer: profile.viewer,
+        };
+        mirror.join(at, token, profile);
+    }
+    let after = rss();
+    pieces.push(Piece {
+        name: "application core: mirror entry (maps, profile copy, resume token)".into(),
+        bytes: (after as f64 - before as f64) / n as f64,
+        counted: true,
+        how: "RSS growth",
+    });
+    drop(mirror);
+
+    let (socket, task) = glommio_pieces(n)?;
+    pieces.push(Piece {
+        name: "glommio socket state + one pending read (its Source)".into(),
+        bytes: socket,
+        counted: true,
+        how: "RSS growth",
+    });
+    pieces.push(Piece {
+        name: "glommio task (header, waker, 16-byte future)".into(),
+        bytes: task,
+        counted: true,
+        how: "RSS growth",
+    });
+    Ok(pieces)
+}
+
+/// glommio's share: `n` accepted sockets each with one pending read, then `n` tasks.
+fn glommio_pieces(n: usize) -> anyhow::Result<(f64, f64)> {
+    let ex = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+        .make()
+        .map_err(|e| anyhow::anyhow!("glommio executor: {e}"))?;
+    ex.run(async move {
+        use futures_lite::AsyncReadExt;
+        let listener = glommio::net::TcpListener::bind("127.0.0.1:0")
+            .map_err(|e| anyhow::anyhow!("bind: {e}"))?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| anyhow::anyhow!("addr: {e}"))?;
+        let mut clients = Vec::with_capacity(n);
+        let mut accepted = Vec::with_capacity(n);
+        let before = rss();
+        // Clients are std sockets (no glommio state), accepted one by one (the listen
+        // backlog is short).
+        for i in 0..n {
+            // Spread over source addresses: this machine's ephemeral ports are shared with
+            // every other benchmark's TIME_WAIT sockets.
+            let client = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+            let source = std::net::SocketAddr::from(([127, 0, 1, 2 + (i % 250) as u8], 0));
+            client.bind(&source.into())?;
+            client.connect(&addr.into())?;
+            clients.push(client);
+            let s = listener
+                .accept()
+                .await
+                .map_err(|e| anyhow::anyhow!("accept: {e}"))?;
+            accepted.push(s);
+        }
+        let mut buf = [0u8; 16];
+        for s in accepted.iter_mut() {
+            // Registers the readiness poll an idle viewer waits in.
+            let _ = futures_lite::future::poll_once(s.read(&mut buf)).await;
+        }
+        let sockets = (rss() as f64 - before as f64) / n as f64;
+        let before = rss();
+        let mut tasks = Vec::with_capacity(n);
+        for _ in 0..n {
+            let pad = std::rc::Rc::new(0u64);
+            let other = pad.clone();
+            tasks.push(glommio::spawn_local(async move {
+                futures_lite::future::pending::<()>().await;
+                drop((pad, other));
+            }));
+        }
+        glommio::yield_if_needed().await;
+        let tasks_cost = (rss() as f64 - before as f64) / n as f64;
+        drop(tasks);
+        drop(accepted);
+        drop(clients);
+        Ok((sockets, tasks_cost))
+    })
+}
+
+/// The real server's RSS per idle viewer, N/2 -> N, and its RSS before the viewers.
+pub fn server_slope(args: &Args) -> anyhow::Result<(f64, f64, f64)> {
+    let paths = Paths {
+        root: PathBuf::from("."),
+        bin_dir: args.bin_dir.clone(),
+    };
+    let settings = Settings {
+        n: args.n,
+        connect_rate: scenario::MAX_RATE,
+        setup_rate: 5000.0,
+        fanout_count: 1,
+        fanout_interval: Duration::from_millis(10),
+        latency_count: 1,
+        latency_interval: Duration::from_millis(250),
+        poll_choices: 2,
+        server_start_timeout: Duration::from_secs(20),
+        stop_grace: Duration::from_secs(10),
+    };
+    let r = scenario::run_once(&paths, ServerKind::Ovation, Scenario::Idle, &settings);
+    if !r.problems.is_empty() {
+        anyhow::bail!("idle run: {}", r.problems.join("; "));
+    }
+    let get = |k: &str| r.metrics.get(k).copied().unwrap_or(f64::NAN);
+    Ok((
+        get("rss_marginal_per_conn"),
+        get("rss_per_conn"),
+        get("rss_before_mib"),
+    ))
+}
+
+/// Reads from `tcp` until `needle` has arrived; returns what was read.
+fn read_until(tcp: &mut std::net::TcpStream, needle: &[u8]) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut buf = Vec::with_capacity(512);
+    let mut chunk = [0u8; 4096];
+    while !buf.windows(needle.len()).any(|w| w == needle) {
+        let n = tcp.read(&mut chunk)?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    Ok(buf)
+}
+
+/// Microseconds from writing `POST /api/groups/global/messages` (one keep-alive API
+/// connection) to the frame's arrival at one idle viewer, `casts` times, on a fresh server.
+pub fn cast_latency(args: &Args) -> anyhow::Result<Vec<f64>> {
+    use std::io::Write;
+    use std::time::Instant;
+    let paths = Paths {
+        root: PathBuf::from("."),
+        bin_dir: args.bin_dir.clone(),
+    };
+    let server =
+        crate::server::Server::start(&paths, ServerKind::Ovation, Duration::from_secs(20))?;
+    let timeout = Some(Duration::from_secs(5));
+    let mut viewer = std::net::TcpStream::connect(server.viewer)?;
+    viewer.set_nodelay(true)?;
+    viewer.set_read_timeout(timeout)?;
+    write!(
+        viewer,
+        "GET /v1/viewer HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        server.viewer
+    )?;
+    read_until(&mut viewer, b"\"welcome\"")?;
+    let mut api = std::net::TcpStream::connect(server.api)?;
+    api.set_nodelay(true)?;
+    api.set_read_timeout(timeout)?;
+    let mut micros = Vec::with_capacity(args.casts);
+    for i in 0..args.casts {
+        let body = format!("{{\"payload\":{{\"seq\":{i},\"mark\":\"m{i}z\"}}}}");
+        let request = format!(
+            "POST /api/groups/global/messages HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            server.api,
+            crate::server::API_TOKEN,
+            body.len()
+        );
+        let started = Instant::now();
+        api.write_all(request.as_bytes())?;
+        read_until(&mut viewer, format!("m{i}z").as_bytes())?;
+        micros.push(started.elapsed().as_secs_f64() * 1e6);
+        // The API's answer (sent once the cast is written), before the next request.
+        read_until(&mut api, b"\r\n\r\n")?;
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let _ = server.stop(Duration::from_secs(10));
+    Ok(micros)
+}
+
+pub fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let casts = if args.casts > 0 && !args.no_server {
+        let mut us = cast_latency(&args)?;
+        us.sort_by(f64::total_cmp);
+        Some(us)
+    } else {
+        None
+    };
+    let pieces = local_pieces(args.local_n)?;
+    let slope = if args.no_server {
+        None
+    } else {
+        Some(server_slope(&args)?)
+    };
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "### Bytes per idle viewer ({} built in process; server: {} idle loadgen viewers)\n",
+        args.local_n, args.n
+    )?;
+    writeln!(out, "| piece | bytes per viewer | measured by |")?;
+    writeln!(out, "|---|---:|---|")?;
+    let mut sum = 0.0;
+    for p in &pieces {
+        if p.counted {
+            sum += p.bytes;
+        }
+        writeln!(out, "| {} | {:.0} | {} |", p.name, p.bytes, p.how)?;
+    }
+    writeln!(out, "| **sum of the pieces** | **{sum:.0}** | |")?;
+    if let Some((marginal, from_zero, before_mib)) = slope {
+        writeln!(
+            out,
+            "| server RSS slope, N/2 -> N (shard + application core) | {marginal:.0} | RSS |"
+        )?;
+        writeln!(
+            out,
+            "| slope beyond the pieces (allocator rounding, tables, other) | {:.0} | difference |",
+            marginal - sum
+        )?;
+        writeln!(
+            out,
+            "| server RSS 0 -> N, per viewer | {from_zero:.0} | RSS |"
+        )?;
+        writeln!(
+            out,
+            "| server RSS before any viewer, MiB | {before_mib:.1} | RSS |"
+        )?;
+    }
+    if let Some(us) = casts.filter(|u| !u.is_empty()) {
+        let at = |q: f64| us[((us.len() - 1) as f64 * q).round() as usize] / 1000.0;
+        writeln!(
+            out,
+            "\nAPI group-cast to one idle viewer ({} casts, one keep-alive API connection): \
+             p50 {:.3} ms, p90 {:.3} ms, p99 {:.3} ms",
+            us.len(),
+            at(0.5),
+            at(0.9),
+            at(0.99)
+        )?;
+    }
+    Ok(())
+}
