@@ -274,3 +274,53 @@ fn api_rules_and_player_configuration_survive_kill_9() {
     drop(restarted);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A graceful restart (SIGTERM, then a new process on the same data directory) keeps every
+/// viewer's identity: the departed records are stored at shutdown, so a viewer reconnecting
+/// with its resume token within the window is the same viewer, back in its stream's audience.
+#[test]
+fn viewers_resume_across_a_graceful_restart() {
+    let dir = data_dir("restart-resume");
+    let flags = ["--shards", "2"];
+    let mut server = Server::start_in(&flags, dir.clone());
+    server.keep_data = true;
+    create(&server, "/api/streams", json!({"id": "s"}));
+    let viewers = watchers(&server, "s", 3);
+    let before: Vec<(String, String)> = viewers
+        .iter()
+        .map(|(_, w)| {
+            (
+                w["viewer"].as_str().unwrap().to_owned(),
+                w["resume"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert!(server.terminate().success());
+    drop(viewers);
+    drop(server);
+
+    let mut restarted = Server::start_in(&flags, dir.clone());
+    restarted.keep_data = true;
+    let mut back = Vec::new();
+    for (id, token) in &before {
+        let (ws, w) = connect(&restarted.url(&format!("?resume={token}")), Some(IOS));
+        assert_eq!(w["resumed"], true, "{w}");
+        assert_eq!(w["viewer"], id.as_str(), "{w}");
+        assert_eq!(w["resume"], token.as_str(), "{w}");
+        back.push(ws);
+    }
+    // Back in the stream's audience without a new `watch`.
+    wait_for("the resumed viewers in stream:s", || {
+        let (_, g) = restarted.api("GET", "/api/groups/stream:s", None);
+        (g["size"] == 3).then_some(g)
+    });
+    // A token nobody was given is a new viewer.
+    let (_, w) = connect(
+        &restarted.url("?resume=00000000000000000000000000000000"),
+        Some(IOS),
+    );
+    assert_eq!(w["resumed"], false, "{w}");
+    drop(back);
+    drop(restarted);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -126,6 +126,38 @@ impl Departed {
         self.left_ms
     }
 
+    /// The record as the store keeps it across a restart: `nonce`, `left_ms` (little-endian
+    /// u64s) and the packed profile fields. Votes are not kept: the polls they were cast in do
+    /// not outlive the process (they come back `interrupted`).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut b = Vec::with_capacity(16 + self.packed.len());
+        b.extend_from_slice(&self.nonce.to_le_bytes());
+        b.extend_from_slice(&self.left_ms.to_le_bytes());
+        b.extend_from_slice(&self.packed);
+        b
+    }
+
+    /// A stored record back; `None` when it is too short or its fields do not parse.
+    pub fn from_bytes(b: &[u8]) -> Option<Departed> {
+        let nonce = u64::from_le_bytes(b.get(..8)?.try_into().ok()?);
+        let left_ms = u64::from_le_bytes(b.get(8..16)?.try_into().ok()?);
+        let packed = &b[16..];
+        let mut rest = packed;
+        while let [kind, len, tail @ ..] = rest {
+            let n = *len as usize;
+            if *kind > KIND_SUB || n > tail.len() || std::str::from_utf8(&tail[..n]).is_err() {
+                return None;
+            }
+            rest = &tail[n..];
+        }
+        rest.is_empty().then(|| Departed {
+            nonce,
+            packed: packed.into(),
+            votes: Box::default(),
+            left_ms,
+        })
+    }
+
     /// Bytes this record holds: its own size plus its heap buffers, plus the departed index
     /// entry it causes (map overhead per entry is estimated at one control byte plus the
     /// entry). Its token costs nothing beyond the nonce inside it.
@@ -352,6 +384,22 @@ impl Mirror {
         Some((v.profile, waiting))
     }
 
+    /// Departed viewers whose token is a minted one (what a restart can bring back), oldest
+    /// first.
+    pub fn departed_records(&self) -> impl Iterator<Item = (ViewerId, &Departed)> {
+        self.order.iter().filter_map(|&(_, id)| {
+            let d = self.departed.get(&id)?;
+            (d.nonce != 0 && !self.other_by_viewer.contains_key(&id)).then_some((id, d))
+        })
+    }
+
+    /// A departed record from the last run (at startup), within the same bounds.
+    pub fn restore_departed(&mut self, id: ViewerId, dep: Departed, limits: DepartedLimits) {
+        if !self.viewers.contains_key(&id) {
+            self.insert_departed(id, dep, limits);
+        }
+    }
+
     fn insert_departed(&mut self, id: ViewerId, dep: Departed, limits: DepartedLimits) {
         if let Some(old) = self.take_departed(id) {
             // A viewer id departs once at a time; keep the accounting exact anyway.
@@ -407,6 +455,19 @@ pub fn resumed_profile(mut profile: Profile, x: ViewerId, restore: &Restore) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn departed_records_round_trip_through_bytes_without_votes() {
+        let p = profile(3);
+        let d = Departed::new(77, &p, vec![], 1234);
+        let back = Departed::from_bytes(&d.to_bytes()).expect("parses");
+        assert_eq!(back, d);
+        assert_eq!(back.restore().stream.as_deref(), Some("final"));
+        assert_eq!(Departed::from_bytes(&[1, 2, 3]), None, "too short");
+        let mut bad = d.to_bytes();
+        bad.push(9);
+        assert_eq!(Departed::from_bytes(&bad), None, "a truncated field");
+    }
 
     fn profile(id: u64) -> Profile {
         let mut p = Profile::from_handshake(

@@ -203,6 +203,21 @@ impl App {
                 self.player.set(stream, settings.clone());
             }
         }
+        let limits = self.departed_limits();
+        let mut back = 0usize;
+        for (id, bytes) in &restored.departed {
+            match mirror::Departed::from_bytes(bytes) {
+                Some(d) if now_ms.saturating_sub(d.left_ms()) <= limits.window_ms => {
+                    self.mirror.restore_departed(ViewerId(*id), d, limits);
+                    back += 1;
+                }
+                Some(_) => {}
+                None => tracing::warn!(viewer = id, "skipping an unreadable departed viewer"),
+            }
+        }
+        if back > 0 {
+            tracing::info!(viewers = back, "viewers of the last run may resume");
+        }
         self.store = Some(store);
         self.restore_recordings(&restored.recordings, now_ms);
         self.last_checkpoint_ms = now_ms;

@@ -221,7 +221,18 @@ impl App {
     }
 
     /// Commits what is queued for the store and stops its writer (last step of shutdown).
+    /// Viewers that left (every one, by now) are stored first, so they can resume after the
+    /// restart within the resume window.
     pub fn close_store(&mut self) {
+        if let Some(store) = &self.store {
+            let records: Vec<(u64, Vec<u8>)> = self
+                .mirror
+                .departed_records()
+                .map(|(id, d)| (id.0, d.to_bytes()))
+                .collect();
+            tracing::info!(viewers = records.len(), "kept for a resume after the restart");
+            store.put_departed(records);
+        }
         if let Some(recorder) = &mut self.recorder {
             recorder.close();
         }

@@ -28,6 +28,9 @@ const RECORDINGS: TableDefinition<&str, &[u8]> = TableDefinition::new("recording
 /// Operator settings made through the API, keyed `player/{stream}` (a stream's player
 /// configuration) or `rule/{id}` (a remediation rule added by the API).
 const SETTINGS: TableDefinition<&str, &[u8]> = TableDefinition::new("settings");
+/// Viewers that left when the last run shut down (viewer id -> `mirror::Departed` bytes), so
+/// they can resume after a restart; read and emptied at startup.
+const DEPARTED: TableDefinition<u64, &[u8]> = TableDefinition::new("departed");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const BOOT: &str = "boot";
 
@@ -65,6 +68,8 @@ enum Write {
     DeleteRecording(String),
     /// A setting's new value, or `None` to remove it.
     Setting(String, Option<Vec<u8>>),
+    /// Every departed viewer at shutdown, replacing what the table held.
+    Departed(Vec<(u64, Vec<u8>)>),
 }
 
 /// A poll found in the store at startup.
@@ -89,6 +94,9 @@ pub struct Restored {
     pub recordings: Vec<Value>,
     /// Operator settings made through the API (`player/{stream}`, `rule/{id}`), by key.
     pub settings: Vec<(String, Value)>,
+    /// Viewers that left at the last shutdown: (viewer id, `Departed` bytes). The table is
+    /// emptied as they are read: they live in memory from here on.
+    pub departed: Vec<(u64, Vec<u8>)>,
     /// Every stored poll, oldest first.
     pub polls: Vec<StoredPoll>,
     /// Polls found open (a crash or kill): now stored as `interrupted` with their counts.
@@ -201,6 +209,11 @@ impl Store {
         ));
     }
 
+    /// Queues the departed viewers kept for a resume after the restart (at shutdown).
+    pub fn put_departed(&self, records: Vec<(u64, Vec<u8>)>) {
+        self.queue(Write::Departed(records));
+    }
+
     /// Queues the removal of an operator setting.
     pub fn delete_setting(&self, key: &str) {
         self.queue(Write::Setting(key.to_owned(), None));
@@ -306,6 +319,13 @@ fn startup(db: &Database) -> Result<Restored, StoreError> {
             }
         }
 
+        let mut departed = txn.open_table(DEPARTED).map_err(dberr)?;
+        for entry in departed.iter().map_err(dberr)? {
+            let (k, v) = entry.map_err(dberr)?;
+            restored.departed.push((k.value(), v.value().to_vec()));
+        }
+        departed.retain(|_, _| false).map_err(dberr)?;
+
         let mut polls = txn.open_table(POLLS).map_err(dberr)?;
         let mut rewrite = Vec::new();
         for entry in polls.iter().map_err(dberr)? {
@@ -358,6 +378,7 @@ fn commit(db: &Database, batch: Vec<Write>) -> Result<(), StoreError> {
         let mut streams = txn.open_table(STREAMS).map_err(dberr)?;
         let mut recordings = txn.open_table(RECORDINGS).map_err(dberr)?;
         let mut settings = txn.open_table(SETTINGS).map_err(dberr)?;
+        let mut departed = txn.open_table(DEPARTED).map_err(dberr)?;
         for write in batch {
             match write {
                 Write::Poll(id, bytes) => {
@@ -391,6 +412,12 @@ fn commit(db: &Database, batch: Vec<Write>) -> Result<(), StoreError> {
                 }
                 Write::Setting(key, None) => {
                     settings.remove(key.as_str()).map_err(dberr)?;
+                }
+                Write::Departed(records) => {
+                    departed.retain(|_, _| false).map_err(dberr)?;
+                    for (id, bytes) in records {
+                        departed.insert(id, bytes.as_slice()).map_err(dberr)?;
+                    }
                 }
             }
         }
@@ -455,6 +482,7 @@ mod tests {
             store.put_setting("player/s1", &json!({"title": "new"}));
             store.put_setting("rule/r2", &json!({"id": "r2"}));
             store.delete_setting("rule/r2");
+            store.put_departed(vec![(9, vec![1, 2]), (8, vec![3])]);
             store.put_stream(
                 "s1",
                 &json!({"id": "s1", "created_ms": 5, "key_sha256": "00"}),
@@ -492,6 +520,7 @@ mod tests {
             ],
             "the latest value of each setting, removed ones gone"
         );
+        assert_eq!(restored.departed, vec![(8, vec![3]), (9, vec![1, 2])]);
         let ids: Vec<(&str, u8)> = restored
             .polls
             .iter()
@@ -501,6 +530,12 @@ mod tests {
         let p2 = store.poll("p2").unwrap().unwrap();
         assert_eq!(p2["state"], "interrupted");
         assert_eq!(p2["counts"], json!([3, 4]));
+        drop(store);
+        let (store, restored) = Store::open(&dir).unwrap();
+        assert!(
+            restored.departed.is_empty(),
+            "departed viewers are read once"
+        );
         drop(store);
         std::fs::remove_dir_all(&dir).unwrap();
     }
