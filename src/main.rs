@@ -131,6 +131,10 @@ fn serve(o: &Overrides) -> anyhow::Result<()> {
     if let Some(a) = server.rtmps_addr {
         tls.push_str(&format!(" rtmps={a}"));
     }
+    if let Some(a) = server.agent_addr {
+        tls.push_str(&format!(" agent={a}"));
+    }
+    tls.push_str(&format!(" edge={}", server.edge_id));
     writeln!(
         out,
         "ovation ready viewer={} api={} shards={} steering={} rtmp={}{tls}",

@@ -45,6 +45,12 @@ pub struct Server {
     /// The certificate of the TLS listeners: `reload` it (SIGHUP) to change what new
     /// handshakes get.
     pub certs: Option<Arc<netstack::tls::CertStore>>,
+    /// This edge's id in the cluster (generated when `edge_id` is empty).
+    pub edge_id: String,
+    /// Where HAProxy's agent-check is answered, when `agent_listen` is set.
+    pub agent_addr: Option<SocketAddr>,
+    /// What the agent reports; `ready` is set once every shard listens.
+    pub load: Arc<cluster::agent::LoadSource>,
     threads: Vec<ExecutorJoinHandle<()>>,
 }
 
@@ -52,10 +58,13 @@ impl Server {
     /// Binds everything and starts the executors. The server stops when a byte (or EOF)
     /// arrives on `shutdown`: `main` wires SIGTERM and SIGINT to it.
     pub fn start(
-        config: Config,
+        mut config: Config,
         api_token: String,
         shutdown: StdUnixStream,
     ) -> anyhow::Result<Server> {
+        if config.edge_id.is_empty() {
+            config.edge_id = format!("edge-{}", crate::app::random_hex(8));
+        }
         let cpus: Vec<usize> = {
             let mut v: Vec<usize> = CpuSet::online()
                 .map_err(|e| anyhow::anyhow!("reading the online CPUs: {e}"))?
@@ -166,6 +175,17 @@ impl Server {
         };
 
         remediation_rules(&config)?;
+        let agent = match config.agent_listen {
+            Some(addr) => Some(
+                std::net::TcpListener::bind(addr)
+                    .with_context(|| format!("binding the agent-check listener on {addr}"))?,
+            ),
+            None => None,
+        };
+        let agent_addr = match &agent {
+            Some(l) => Some(l.local_addr()?),
+            None => None,
+        };
         let config = Arc::new(config);
         let shard_config = Arc::new(ShardConfig {
             id_epoch: restored.boot,
@@ -175,6 +195,14 @@ impl Server {
             ..config.shard_config()
         });
         let open_total = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let load = Arc::new(cluster::agent::LoadSource {
+            connections: open_total.clone(),
+            capacity: config.max_connections,
+            ..Default::default()
+        });
+        if let Some(listener) = agent {
+            cluster::agent::serve(listener, load.clone()).context("starting the agent-check")?;
+        }
         let stats: Vec<Arc<ShardStats>> = (0..shards).map(|_| Arc::default()).collect();
         let mut uplinks: Vec<SharedReceiver<ShardEvent>> = Vec::new();
         let mut downlinks: Vec<SharedSender<ShardCommand>> = Vec::new();
@@ -210,6 +238,7 @@ impl Server {
         };
         let app_config = config.clone();
         let token = api_token.clone();
+        let app_load = load.clone();
         let app = LocalExecutorBuilder::new(placement)
             .name("app-core")
             .spawn(move || {
@@ -228,12 +257,19 @@ impl Server {
                     },
                     token,
                     shutdown,
+                    app_load,
                 )
             })
             .map_err(|e| anyhow::anyhow!("starting the application core: {e}"))?;
         threads.push(app);
+        // Every shard's listener is bound (the sockets exist before the shards start, so
+        // connections queue in their backlogs from now on).
+        load.ready.store(true, std::sync::atomic::Ordering::Relaxed);
 
         Ok(Server {
+            edge_id: config.edge_id.clone(),
+            agent_addr,
+            load,
             viewer_addr,
             api_addr,
             rtmp_addr,
@@ -279,6 +315,7 @@ async fn app_core(
     listeners: Listeners,
     api_token: String,
     shutdown: StdUnixStream,
+    load: Arc<cluster::agent::LoadSource>,
 ) {
     let Listeners {
         api: api_listener,
@@ -312,6 +349,8 @@ async fn app_core(
             tracing::error!(error = %e, "remediation rule not loaded");
         }
     }
+
+    let cluster_tasks = join_cluster(&app, &config);
 
     let mut links = Vec::new();
     for (i, (up, down)) in uplinks.into_iter().zip(downlinks).enumerate() {
@@ -370,11 +409,14 @@ async fn app_core(
     let mut byte = [0u8; 1];
     let _ = signals.read(&mut byte).await;
     tracing::info!("shutting down: closing viewers with 1001");
+    load.draining
+        .store(true, std::sync::atomic::Ordering::Relaxed);
     drop((api, ticker, ingest, rebroadcasts));
     graceful_shutdown(&app, Duration::from_millis(config.shutdown_grace_ms)).await;
     for link in links {
         link.await;
     }
+    drop(cluster_tasks);
     // Broadcaster sessions write their queued results and a 1001 close frame (bounded), then
     // the store's queue is committed.
     let sinks = app.borrow().broadcaster_sinks();
@@ -385,6 +427,41 @@ async fn app_core(
     };
     futures_lite::future::or(all_done, glommio::timer::sleep(BROADCASTER_CLOSE)).await;
     app.borrow_mut().close_store();
+}
+
+/// Joins the cluster when `cluster_nats_url` is set: the bus thread, one task handing its
+/// events to the core, one announcing this edge. A single edge starts none of them.
+fn join_cluster(app: &Rc<RefCell<App>>, config: &Config) -> Vec<glommio::Task<()>> {
+    let Some(url) = config.cluster_nats_url.as_deref() else {
+        return Vec::new();
+    };
+    match cluster::nats::NatsBus::start(url, &config.edge_id) {
+        Ok(bus) => app.borrow_mut().set_bus(Box::new(bus)),
+        Err(e) => {
+            tracing::error!(error = %e, "cluster bus not started: serving as a single edge");
+            return Vec::new();
+        }
+    }
+    let events = app.borrow().bus_events();
+    let pump = {
+        let app = app.clone();
+        glommio::spawn_local(async move {
+            while let Ok(event) = events.recv_async().await {
+                app.borrow_mut().on_bus(event, unix_ms());
+            }
+        })
+    };
+    let announce = {
+        let app = app.clone();
+        let every = Duration::from_millis(app.borrow().announce_interval_ms());
+        glommio::spawn_local(async move {
+            loop {
+                app.borrow_mut().cluster_tick(unix_ms());
+                glommio::timer::sleep(every).await;
+            }
+        })
+    };
+    vec![pump, announce]
 }
 
 /// How long broadcaster sessions get to write their close frames once the shards are done.

@@ -57,6 +57,7 @@ const IMPL_EXTENSIONS: &[(&str, &str)] = &[
     ("shards", "shard::delivery"),
     ("ovation", "app::recording_runner"),
     ("ovation", "app::rebroadcast"),
+    ("ovation", "app::cluster"),
 ];
 
 /// The product part of a source file: everything before a trailing `#[cfg(test)]` module.

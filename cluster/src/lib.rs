@@ -15,6 +15,7 @@ pub mod msg;
 pub mod nats;
 pub mod peers;
 
+pub use flume;
 pub use msg::{Announce, Envelope, Msg};
 pub use peers::{Peer, Peers};
 

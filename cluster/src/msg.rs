@@ -46,6 +46,10 @@ pub struct Announce {
 pub enum Msg {
     /// Sent every `cluster_announce_ms`.
     Announce(Announce),
+    /// Sent on (re)connecting to the bus: every edge that hears it publishes its state
+    /// again (streams, custom groups, open polls, counts), so whichever edge reconnects last
+    /// still learns what the others made while the bus was down.
+    Hello,
     /// A custom group exists (created on the sender, or republished on reconnect).
     Group {
         key: String,
@@ -94,7 +98,7 @@ impl Msg {
     /// The subject the message travels on.
     pub fn subject(&self) -> String {
         let kind = match self {
-            Msg::Announce(_) => "announce",
+            Msg::Announce(_) | Msg::Hello => "announce",
             Msg::Group { .. } | Msg::GroupDeleted { .. } => "group",
             Msg::Cast { .. } => "cast",
             Msg::Stream { .. } => "stream",

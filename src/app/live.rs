@@ -37,6 +37,7 @@ impl App {
         let key = streams::new_key();
         let stream = self.register_stream(id, title, streams::hash_key(&key), now_ms)?;
         self.store_stream(&stream);
+        self.cluster_stream(&stream.id);
         Ok((stream, key))
     }
 
@@ -81,6 +82,7 @@ impl App {
         let key = streams::new_key();
         let stream = self.streams.set_key(id, streams::hash_key(&key))?.clone();
         self.store_stream(&stream);
+        self.cluster_stream(id);
         Ok(key)
     }
 

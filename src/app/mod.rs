@@ -20,6 +20,7 @@
 
 pub mod audits;
 pub mod downlink;
+pub mod edges;
 pub mod groups;
 pub mod live;
 pub mod media_state;
@@ -123,6 +124,8 @@ pub struct App {
     /// The directory of recordings, and the thread that writes their files (None: off).
     recordings: recordings::Recordings,
     recorder: Option<crate::recorder::Recorder>,
+    /// The other edges of the cluster and the bus to them (none for a single edge).
+    edges: edges::Edges,
 }
 
 impl App {
@@ -154,6 +157,11 @@ impl App {
             remediation: remediation::Remediations::default(),
             recordings: recordings::Recordings::default(),
             recorder: None,
+            edges: edges::Edges::single(
+                &config.edge_id,
+                config.cluster_announce_ms,
+                config.cluster_final_wait_ms,
+            ),
             config,
         }
     }
@@ -301,7 +309,7 @@ impl App {
                     .is_some_and(|p| p.take_tally(shard as usize, tally, breakdown, closed));
                 if done {
                     if let Some(id) = self.polls.by_seq(seq).map(|p| p.id.clone()) {
-                        self.finish_poll(&id, now_ms);
+                        self.local_final(&id, now_ms);
                     }
                 }
             }
@@ -455,6 +463,7 @@ impl App {
     }
 }
 
+mod cluster;
 mod operator;
 mod poll_runner;
 
