@@ -28,6 +28,36 @@ pub enum BusEvent {
     Connected,
     /// The bus lost its server: keep serving local viewers; nothing is published meanwhile.
     Disconnected,
+    /// A [`Durable::Put`] was stored (`ok`) or could not be.
+    Stored { ticket: u64, ok: bool },
+    /// The answer to a [`Durable::Get`]: the record, if there is one.
+    Found { ticket: u64, value: Option<Vec<u8>> },
+    /// The answer to a [`Durable::Scan`]: every record, or `None` when the store failed.
+    Scanned {
+        ticket: u64,
+        values: Option<Vec<Vec<u8>>>,
+    },
+}
+
+/// Operations on the durable viewer records (a JetStream key-value bucket): each answers
+/// with the [`BusEvent`] of the same ticket.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Durable {
+    /// Stores `value` under `key` (a subject-safe token, e.g. hex); answered once the
+    /// server has it on disk.
+    Put {
+        ticket: u64,
+        key: String,
+        value: Vec<u8>,
+    },
+    Get {
+        ticket: u64,
+        key: String,
+    },
+    /// Every record.
+    Scan {
+        ticket: u64,
+    },
 }
 
 /// Why the bus could not start.
@@ -57,6 +87,13 @@ pub trait Bus {
     fn dropped(&self) -> u64;
     /// Where incoming messages arrive (never yields for a single edge).
     fn events(&self) -> flume::Receiver<BusEvent>;
+    /// Whether [`Bus::durable`] operations are available (JetStream).
+    fn has_store(&self) -> bool {
+        false
+    }
+    /// Queues a durable operation; its answer arrives on [`Bus::events`]. Refused at once
+    /// (answered as failed) while the bus is down.
+    fn durable(&self, _op: Durable) {}
 }
 
 /// A single edge: nothing goes out, nothing comes in.

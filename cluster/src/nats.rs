@@ -14,7 +14,18 @@ use std::time::Duration;
 use futures_util::StreamExt;
 
 use crate::msg::{Envelope, Msg, SUBJECT_PREFIX};
-use crate::{Bus, BusError, BusEvent};
+use crate::{Bus, BusError, BusEvent, Durable};
+
+/// The JetStream key-value bucket of durable viewer records.
+pub const BUCKET: &str = "ovation_viewers";
+/// How long a viewer record outlives its last write (it must outlast the longest poll).
+const RECORD_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
+
+/// What the application core hands the bus thread.
+enum Out {
+    Publish(Envelope),
+    Durable(Durable),
+}
 
 /// Messages the application core may have queued for the bus thread before they are dropped.
 const OUT_QUEUE: usize = 64 * 1024;
@@ -26,8 +37,10 @@ const MAX_RECONNECT_DELAY: Duration = Duration::from_millis(500);
 /// An edge on a NATS server or cluster.
 pub struct NatsBus {
     edge: String,
-    out: flume::Sender<Envelope>,
+    out: flume::Sender<Out>,
     events: flume::Receiver<BusEvent>,
+    /// Answers refused operations at once.
+    events_tx: flume::Sender<BusEvent>,
     connected: Arc<AtomicBool>,
     dropped: Arc<AtomicU64>,
 }
@@ -53,7 +66,7 @@ impl NatsBus {
             url: url.to_owned(),
             edge: edge.to_owned(),
             out: out_rx,
-            events: events_tx,
+            events: events_tx.clone(),
             connected: connected.clone(),
         };
         std::thread::Builder::new()
@@ -64,6 +77,7 @@ impl NatsBus {
             edge: edge.to_owned(),
             out,
             events,
+            events_tx,
             connected,
             dropped,
         })
@@ -88,8 +102,35 @@ impl Bus for NatsBus {
             from: self.edge.clone(),
             msg,
         };
-        if self.out.try_send(envelope).is_err() {
+        if self.out.try_send(Out::Publish(envelope)).is_err() {
             self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn has_store(&self) -> bool {
+        true
+    }
+
+    fn durable(&self, op: Durable) {
+        let refused = |op: &Durable| match *op {
+            Durable::Put { ticket, .. } => BusEvent::Stored { ticket, ok: false },
+            Durable::Get { ticket, .. } => BusEvent::Found {
+                ticket,
+                value: None,
+            },
+            Durable::Scan { ticket } => BusEvent::Scanned {
+                ticket,
+                values: None,
+            },
+        };
+        if !self.connected() {
+            let _ = self.events_tx.try_send(refused(&op));
+            return;
+        }
+        if let Err(e) = self.out.try_send(Out::Durable(op)) {
+            if let Out::Durable(op) = e.into_inner() {
+                let _ = self.events_tx.try_send(refused(&op));
+            }
         }
     }
 
@@ -110,7 +151,7 @@ impl Bus for NatsBus {
 struct Thread {
     url: String,
     edge: String,
-    out: flume::Receiver<Envelope>,
+    out: flume::Receiver<Out>,
     events: flume::Sender<BusEvent>,
     connected: Arc<AtomicBool>,
 }
@@ -165,15 +206,109 @@ impl Thread {
                 return;
             }
         };
-        let incoming = tokio::spawn(receive(subscriber, self.edge.clone(), self.events));
-        while let Ok(envelope) = self.out.recv_async().await {
-            let subject = envelope.msg.subject();
-            if let Err(e) = client.publish(subject, envelope.encode().into()).await {
-                tracing::debug!(error = %e, "cluster bus: publish failed");
+        let incoming = tokio::spawn(receive(subscriber, self.edge.clone(), self.events.clone()));
+        let store = Store {
+            js: async_nats::jetstream::new(client.clone()),
+            kv: Arc::new(tokio::sync::OnceCell::new()),
+        };
+        while let Ok(out) = self.out.recv_async().await {
+            match out {
+                Out::Publish(envelope) => {
+                    let subject = envelope.msg.subject();
+                    if let Err(e) = client.publish(subject, envelope.encode().into()).await {
+                        tracing::debug!(error = %e, "cluster bus: publish failed");
+                    }
+                }
+                Out::Durable(op) => {
+                    let (store, events) = (store.clone(), self.events.clone());
+                    tokio::spawn(async move {
+                        let _ = events.send_async(store.run(op).await).await;
+                    });
+                }
             }
         }
         incoming.abort();
         let _ = client.flush().await;
+    }
+}
+
+/// The JetStream key-value bucket, opened (or created) on first use.
+#[derive(Clone)]
+struct Store {
+    js: async_nats::jetstream::Context,
+    kv: Arc<tokio::sync::OnceCell<async_nats::jetstream::kv::Store>>,
+}
+
+impl Store {
+    async fn bucket(&self) -> Option<&async_nats::jetstream::kv::Store> {
+        let made = self
+            .kv
+            .get_or_try_init(|| async {
+                let config = async_nats::jetstream::kv::Config {
+                    bucket: BUCKET.into(),
+                    history: 1,
+                    max_age: RECORD_MAX_AGE,
+                    storage: async_nats::jetstream::stream::StorageType::File,
+                    ..Default::default()
+                };
+                match self.js.get_key_value(BUCKET).await {
+                    Ok(kv) => Ok(kv),
+                    Err(_) => self
+                        .js
+                        .create_key_value(config)
+                        .await
+                        .map_err(|e| e.to_string()),
+                }
+            })
+            .await;
+        match made {
+            Ok(kv) => Some(kv),
+            Err(e) => {
+                tracing::warn!(error = %e, "cluster bus: JetStream bucket unavailable");
+                None
+            }
+        }
+    }
+
+    async fn run(&self, op: Durable) -> BusEvent {
+        match op {
+            Durable::Put { ticket, key, value } => {
+                let ok = match self.bucket().await {
+                    Some(kv) => kv.put(key, value.into()).await.is_ok(),
+                    None => false,
+                };
+                BusEvent::Stored { ticket, ok }
+            }
+            Durable::Get { ticket, key } => {
+                let value = match self.bucket().await {
+                    Some(kv) => kv.get(key).await.ok().flatten().map(|b| b.to_vec()),
+                    None => None,
+                };
+                BusEvent::Found { ticket, value }
+            }
+            Durable::Scan { ticket } => BusEvent::Scanned {
+                ticket,
+                values: self.scan().await,
+            },
+        }
+    }
+
+    /// Every record: the keys, then each value.
+    async fn scan(&self) -> Option<Vec<Vec<u8>>> {
+        let kv = self.bucket().await?;
+        let keys: Vec<String> = match kv.keys().await {
+            Ok(keys) => keys.filter_map(|k| async move { k.ok() }).collect().await,
+            Err(_) => return None,
+        };
+        let mut values = Vec::with_capacity(keys.len());
+        for key in keys {
+            match kv.get(key).await {
+                Ok(Some(v)) => values.push(v.to_vec()),
+                Ok(None) => {}
+                Err(_) => return None,
+            }
+        }
+        Some(values)
     }
 }
 

@@ -161,7 +161,8 @@ impl App {
     }
 
     /// This edge's shards all sent their final tally. A single edge is done; an edge of a
-    /// cluster publishes its final count and waits (bounded) for the other edges'.
+    /// cluster publishes its final count (once its votes are stored) and waits (bounded) for
+    /// the other edges'.
     pub(super) fn local_final(&mut self, id: &str, now_ms: u64) {
         if !self.clustered() {
             return self.finish_poll(id, now_ms);
@@ -171,6 +172,16 @@ impl App {
         };
         poll.local_final = true;
         poll.local_final_ms = Some(now_ms);
+        if !self.hold_final(id) {
+            self.send_final_tally(id, now_ms);
+        }
+    }
+
+    /// Publishes this edge's final count of `id`, then sees whether the poll is complete.
+    pub(super) fn send_final_tally(&mut self, id: &str, now_ms: u64) {
+        let Some(poll) = self.polls.get_mut(id) else {
+            return;
+        };
         let counts = poll.local_counts();
         poll.published = Some(counts.clone());
         self.edges.publish(Msg::Tally {
@@ -198,11 +209,13 @@ impl App {
             .iter()
             .filter(|e| live.contains(e))
             .all(|e| poll.remote.get(e).is_some_and(|(_, last)| *last));
-        if all_in || waited >= self.edges.final_wait_ms || self.edges.draining {
-            if !all_in {
+        let held = self.edges.durable.held_finals.contains(id);
+        let timed_out = waited >= self.edges.final_wait_ms;
+        if (all_in && !held) || timed_out || self.edges.draining {
+            if !all_in || held {
                 tracing::warn!(poll = id, "final count without every edge's final tally");
             }
-            self.finish_poll(id, now_ms);
+            self.final_count(id, now_ms);
         }
     }
 
@@ -221,6 +234,7 @@ impl App {
                 self.republish(now_ms);
             }
             BusEvent::Disconnected => {}
+            other => self.on_durable(other, now_ms),
         }
     }
 

@@ -5,7 +5,12 @@
 //! touch: groups, polls or streams (the `impl App` in `cluster.rs` applies what edges say),
 //! shard queues, the store.
 
+use std::collections::{BTreeMap, HashMap, HashSet};
+
 use cluster::{Announce, Bus, LocalBus, Msg, Peer, Peers};
+use serde::{Deserialize, Serialize};
+use shards::profile::Profile;
+use shards::proto::ViewerRef;
 
 /// Announcements missed before an edge counts as gone.
 const MISSED_ANNOUNCES: u64 = 3;
@@ -19,6 +24,78 @@ pub struct Edges {
     pub last_announce_ms: u64,
     /// Shutting down: announce `draining`, finish polls without waiting for other edges.
     pub draining: bool,
+    /// Durable votes and cross-edge resumes (JetStream).
+    pub durable: DurableState,
+}
+
+/// A viewer's durable record (JetStream key-value, keyed by a hash of its resume token):
+/// what another edge needs to resume it after this edge is gone.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ViewerRecord {
+    pub edge: String,
+    pub stream: Option<String>,
+    pub tags: Vec<String>,
+    pub app_version: Option<String>,
+    pub hardware: Option<String>,
+    pub region: Option<String>,
+    pub sub: Option<String>,
+    /// Its current choice in each poll, by poll id.
+    pub votes: BTreeMap<String, u8>,
+}
+
+/// A vote waiting for its record to be stored before the viewer is answered.
+#[derive(Debug)]
+pub struct PendingVote {
+    pub at: ViewerRef,
+    pub poll: String,
+    pub choice: u8,
+}
+
+/// A resume claim this edge did not know, waiting for the durable record.
+#[derive(Debug)]
+pub struct PendingClaim {
+    pub at: ViewerRef,
+    pub resume: Box<str>,
+    pub profile: Profile,
+    pub token: Box<str>,
+}
+
+#[derive(Debug, Default)]
+pub struct DurableState {
+    next_ticket: u64,
+    pub votes: HashMap<u64, PendingVote>,
+    pub claims: HashMap<u64, PendingClaim>,
+    /// Final-count scans in flight: ticket -> poll.
+    pub scans: HashMap<u64, String>,
+    /// Records of this edge's voters, by resume token.
+    pub records: HashMap<Box<str>, ViewerRecord>,
+    /// Votes per poll not yet stored.
+    pub unstored: HashMap<String, usize>,
+    /// Polls with a vote that could not be stored: their final comes from the tallies.
+    pub failed: HashSet<String>,
+    /// Polls whose final tally waits for their votes to be stored.
+    pub held_finals: HashSet<String>,
+    /// Polls whose final count is being read from the store.
+    pub scanning: HashSet<String>,
+    /// Logged once: the store is failing.
+    pub warned: bool,
+}
+
+impl DurableState {
+    pub fn ticket(&mut self) -> u64 {
+        self.next_ticket += 1;
+        self.next_ticket
+    }
+}
+
+/// The key of a viewer's record: a hash of its resume token (tokens are secrets, and keys
+/// must be subject-safe).
+pub fn record_key(token: &str) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(token.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 impl Edges {
@@ -31,6 +108,7 @@ impl Edges {
             final_wait_ms,
             last_announce_ms: 0,
             draining: false,
+            durable: DurableState::default(),
         }
     }
 

@@ -282,6 +282,7 @@ impl App {
                         poll.person_vote(sub, choice);
                     }
                 }
+                Request::DurableVote { poll, choice, .. } => self.durable_vote(at, &poll, choice),
             },
             ShardEvent::Telemetry { deltas, .. } => {
                 for (group, delta) in &deltas {
@@ -336,13 +337,10 @@ impl App {
     fn claim(&mut self, at: ViewerRef, resume: Box<str>, profile: Profile, token: &str) {
         match self.mirror.claim(at, profile, token) {
             Claim::New { profile } => {
-                let admission = Admission {
-                    viewer: at.viewer,
-                    resume: resume.clone(),
-                    restore: None,
-                };
-                self.command(at.shard, ShardCommand::Admit { to: at, admission });
-                self.join(at, resume, profile);
+                // In a cluster the token may be another edge's: its stored record decides.
+                if !self.cluster_claim(at, &resume, &profile, token) {
+                    self.admit_new(at, resume, profile);
+                }
             }
             Claim::Resumed {
                 x,
@@ -353,6 +351,17 @@ impl App {
             // resume once its `Left` brings back its votes.
             Claim::EvictFirst { old } => self.command(old.shard, ShardCommand::Evict { to: old }),
         }
+    }
+
+    /// Admits a connection as a new viewer.
+    fn admit_new(&mut self, at: ViewerRef, resume: Box<str>, profile: Profile) {
+        let admission = Admission {
+            viewer: at.viewer,
+            resume: resume.clone(),
+            restore: None,
+        };
+        self.command(at.shard, ShardCommand::Admit { to: at, admission });
+        self.join(at, resume, profile);
     }
 
     /// Gives identity `x` and its departed state to the waiting connection `provisional`.
@@ -464,6 +473,7 @@ impl App {
 }
 
 mod cluster;
+mod cluster_votes;
 mod operator;
 mod poll_runner;
 

@@ -122,6 +122,9 @@ pub struct Poll {
     pub local_final: bool,
     /// When this edge's final count completed (the wait for other edges is bounded from it).
     pub local_final_ms: Option<u64>,
+    /// In a cluster with JetStream: the final count read from the stored votes (every
+    /// acknowledged vote once, at its latest choice), which wins over the tallies.
+    pub durable_counts: Option<Vec<u64>>,
 }
 
 impl Poll {
@@ -161,6 +164,7 @@ impl Poll {
             published: None,
             local_final: false,
             local_final_ms: None,
+            durable_counts: None,
         }
     }
 
@@ -204,6 +208,9 @@ impl Poll {
     /// -1 on one and +1 on another); the sum is exact and never negative. In a cluster the
     /// other edges' latest counts are merged the same way.
     pub fn counts(&self) -> Vec<u64> {
+        if let Some(counts) = &self.durable_counts {
+            return counts.clone();
+        }
         let mut sum = self.local_counts();
         for (counts, _) in self.remote.values() {
             merge_counts(&mut sum, counts);

@@ -536,6 +536,8 @@ impl Config {
             zerocopy_threshold: self.zerocopy_threshold_bytes,
             // Set by `identity_verifier` at start (it reads a key file).
             identity: None,
+            // Votes are answered once stored only in a cluster (it has JetStream).
+            durable_votes: self.cluster_nats_url.is_some(),
             addresses: Some(std::sync::Arc::new(shards::limits::AddressLimits::new(
                 self.max_connections_per_address,
                 self.handshakes_per_address_per_s,
