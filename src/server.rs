@@ -188,7 +188,7 @@ impl Server {
         };
         let config = Arc::new(config);
         let shard_config = Arc::new(ShardConfig {
-            id_epoch: restored.boot,
+            id_epoch: id_epoch(&config, restored.boot),
             geo: open_geo(&config.geo_db),
             closed_polls: Arc::new(restored.closed_poll_ids(crate::app::store::KNOWN_CLOSED_POLLS)),
             identity: config.identity_verifier()?.map(Arc::new),
@@ -427,6 +427,20 @@ async fn app_core(
     };
     futures_lite::future::or(all_done, glommio::timer::sleep(BROADCASTER_CLOSE)).await;
     app.borrow_mut().close_store();
+}
+
+/// The viewer-id epoch: the boot counter; in a cluster, 12 bits of a hash of the edge id
+/// above 10 bits of the boot counter, so edges mint distinct ids (a viewer id names one
+/// viewer on every edge's API) and restarts of an edge still mint new ones.
+fn id_epoch(config: &Config, boot: u32) -> u32 {
+    if config.cluster_nats_url.is_none() {
+        return boot;
+    }
+    // FNV-1a: stable across builds and platforms.
+    let hash = config.edge_id.bytes().fold(0x811c_9dc5u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    });
+    ((hash & 0xfff) << 10) | (boot & 0x3ff)
 }
 
 /// Joins the cluster when `cluster_nats_url` is set: the bus thread, one task handing its

@@ -136,7 +136,12 @@ impl Edge {
             .args(["--api-listen", &format!("{ip}:0")])
             .args(["--rtmp-listen", &format!("{ip}:0")])
             .args(["--agent-listen", &format!("{ip}:0")])
-            .args(["--api-token", TOKEN, "--log", "error", "--shards", "1"])
+            .args(["--api-token", TOKEN, "--shards", "1"])
+            // OVATION_TEST_LOG=info shows the edges' logs when a test needs explaining.
+            .args([
+                "--log",
+                &std::env::var("OVATION_TEST_LOG").unwrap_or("error".into()),
+            ])
             .args(["--record", "false", "--edge-id", id])
             .args([
                 "--cluster-announce-ms",
