@@ -142,6 +142,11 @@ fn serve(o: &Overrides) -> anyhow::Result<()> {
     )?;
     out.flush()?;
     drop(out);
+    // systemd (Type=notify): every listener is bound and every shard started. Outside
+    // systemd (no NOTIFY_SOCKET) this does nothing.
+    if let Err(e) = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]) {
+        tracing::warn!(error = %e, "could not tell systemd we are ready");
+    }
     server.join()?;
     tracing::info!("ovation stopped");
     Ok(())

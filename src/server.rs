@@ -350,7 +350,8 @@ async fn app_core(
         }
     }
 
-    let cluster_tasks = join_cluster(&app, &config);
+    let mut cluster_tasks = join_cluster(&app, &config);
+    cluster_tasks.extend(watchdog());
 
     let mut links = Vec::new();
     for (i, (up, down)) in uplinks.into_iter().zip(downlinks).enumerate() {
@@ -411,6 +412,7 @@ async fn app_core(
     tracing::info!("shutting down: closing viewers with 1001");
     load.draining
         .store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
     drop((api, ticker, ingest, rebroadcasts));
     graceful_shutdown(&app, Duration::from_millis(config.shutdown_grace_ms)).await;
     for link in links {
@@ -427,6 +429,22 @@ async fn app_core(
     };
     futures_lite::future::or(all_done, glommio::timer::sleep(BROADCASTER_CLOSE)).await;
     app.borrow_mut().close_store();
+}
+
+/// systemd's watchdog (`WatchdogSec=`): pinged from the application core's executor at half
+/// the interval, so a stalled core stops the pings and systemd restarts the service.
+fn watchdog() -> Option<glommio::Task<()>> {
+    let mut usec = 0;
+    if !sd_notify::watchdog_enabled(false, &mut usec) || usec == 0 {
+        return None;
+    }
+    let every = Duration::from_micros(usec / 2);
+    Some(glommio::spawn_local(async move {
+        loop {
+            let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]);
+            glommio::timer::sleep(every).await;
+        }
+    }))
 }
 
 /// The viewer-id epoch: the boot counter; in a cluster, 12 bits of a hash of the edge id
