@@ -10,12 +10,9 @@ use cluster::{BusEvent, Durable};
 use shards::profile::Profile;
 use shards::proto::{Admission, Restore, ShardCommand, ViewerRef};
 
-use super::edges::{record_key, PendingClaim, PendingVote, ViewerRecord};
+use super::edges::{record_key, PendingClaim, PendingVote, ViewerRecord, MAX_TOKEN};
 use super::polls::PollState;
 use super::{mirror, App};
-
-/// Longest resume token looked up in the store (the shards issue 32 hex digits).
-const MAX_TOKEN: usize = 128;
 
 impl App {
     /// A vote a shard counted and left for us to answer: store the record, then answer.

@@ -12,6 +12,9 @@ use serde::{Deserialize, Serialize};
 use shards::profile::Profile;
 use shards::proto::ViewerRef;
 
+/// Longest resume token looked up in the store (the shards issue 32 hex digits).
+pub const MAX_TOKEN: usize = 128;
+
 /// Announcements missed before an edge counts as gone.
 const MISSED_ANNOUNCES: u64 = 3;
 

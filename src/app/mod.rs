@@ -11,8 +11,9 @@
 //! [`polls`] (registry, lifecycle, merged counts), [`telemetry`] (sliding windows of the
 //! shards' per-group telemetry deltas), [`player_config`], [`remediation`] (pure rules) and
 //! [`remediation_apply`] (their effects), [`audits`], [`store`] (durable state, written
-//! on its own thread), [`live`] (stream keys, publishes, segmenting, what goes live and ends)
-//! and [`messages`] (every frame the core sends viewers).
+//! on its own thread), [`live`] (stream keys, publishes, segmenting, what goes live and ends),
+//! [`messages`] (every frame the core sends viewers), and [`edges`] (the other edges of a
+//! cluster and the bus to them; `cluster.rs` and `cluster_votes.rs` apply what they say).
 //!
 //! The core never reads the clock: every method that needs time takes `now_ms` (Unix
 //! milliseconds) from its caller, and shard commands go out through [`Downlink`] queues, so
