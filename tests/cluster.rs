@@ -285,3 +285,38 @@ fn a_single_edge_runs_without_nats() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+#[test]
+fn edges_start_without_nats_and_reconcile_when_it_comes() {
+    if !have("nats-server", "nats-server") {
+        return;
+    }
+    let port = common::cluster::free_port("127.0.0.1");
+    let url = format!("nats://127.0.0.1:{port}");
+    // No NATS yet: the edge starts anyway and serves its own viewers.
+    let e1 = Edge::start("d1", "127.0.0.6", Some(&url), &[]);
+    let c = e1.api("GET", "/api/cluster", None).1;
+    assert_eq!(
+        (c["mode"].as_str(), c["connected"].as_bool()),
+        (Some("nats"), Some(false)),
+        "{c}"
+    );
+    let (status, body) = e1.api("POST", "/api/streams", Some(&json!({"id": "early"})));
+    assert_eq!(status, 201, "{body}");
+    let _viewer = watcher(&e1, IOS, "early");
+
+    let dir = std::env::temp_dir().join(format!("ovation-nats-late-{}", std::process::id()));
+    let _nats = Nats::start_on(port, dir);
+    let e2 = Edge::start("d2", "127.0.0.7", Some(&url), &[]);
+    for e in [&e1, &e2] {
+        let c = e.wait_edges(2);
+        assert_eq!(c["connected"], true, "{c}");
+    }
+    // What edge 1 made before NATS existed reaches edge 2.
+    e2.wait("/api/streams", "the early stream", |s| {
+        s["streams"][0]["id"] == "early"
+    });
+    e2.wait("/api/groups/stream:early", "its audience on edge 1", |g| {
+        g["size"] == 1
+    });
+}
