@@ -298,8 +298,8 @@ impl App {
 
     /// A stream registered (or its key rotated) on another edge.
     fn remote_stream(&mut self, id: String, title: Option<String>, hash: &str, created_ms: u64) {
-        let Some(hash) = streams::parse_hash(hash) else {
-            return tracing::warn!(stream = id, "stream record without a key hash");
+        let Some(hash) = streams::parse_hash(hash).filter(|_| plain_id(&id)) else {
+            return tracing::warn!(stream = id, "refusing a malformed stream record");
         };
         let stream = if self.streams.contains(&id) {
             self.streams.set_key(&id, hash).ok().cloned()
@@ -328,6 +328,10 @@ impl App {
         };
         if self.polls.get(&id).is_some() {
             return;
+        }
+        // Shards count choices in a byte; the API allows far fewer.
+        if choices.is_empty() || choices.len() > usize::from(u8::MAX) || !plain_id(&id) {
+            return tracing::warn!(edge = from, "refusing a malformed poll from another edge");
         }
         if !self.streams.contains(&stream) || self.polls.check_new(&stream).is_err() {
             return tracing::warn!(
@@ -423,6 +427,15 @@ impl App {
     }
 }
 
+/// An id as the API accepts them (letters, digits, `-`, `_`, `.`; at most 128 bytes): what
+/// another edge sends is checked like what an operator sends.
+fn plain_id(id: &str) -> bool {
+    (1..=128).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
 fn stream_msg(s: &super::Stream) -> Msg {
     Msg::Stream {
         id: s.id.clone(),
@@ -442,5 +455,163 @@ fn poll_opened(p: &super::Poll) -> Msg {
         breakdown: p.breakdown.map(|f| f.as_str().to_owned()),
         created_ms: p.created_ms,
         closes_at_ms: p.closes_at_ms,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+    use std::rc::Rc;
+    use std::sync::Arc;
+
+    use cluster::{Envelope, Msg};
+    use serde_json::json;
+    use shards::proto::ShardCommand;
+
+    use super::super::downlink::Downlink;
+    use super::*;
+    use crate::config::Config;
+
+    /// A bus that records what the core publishes; nothing comes in by itself.
+    struct Recorder {
+        sent: Rc<RefCell<Vec<Msg>>>,
+        keep: cluster::flume::Sender<BusEvent>,
+        rx: cluster::flume::Receiver<BusEvent>,
+    }
+
+    impl Bus for Recorder {
+        fn mode(&self) -> &'static str {
+            "nats"
+        }
+        fn edge(&self) -> &str {
+            "e1"
+        }
+        fn publish(&self, msg: Msg) {
+            self.sent.borrow_mut().push(msg);
+        }
+        fn connected(&self) -> bool {
+            true
+        }
+        fn dropped(&self) -> u64 {
+            let _ = &self.keep;
+            0
+        }
+        fn events(&self) -> cluster::flume::Receiver<BusEvent> {
+            self.rx.clone()
+        }
+    }
+
+    fn clustered() -> (App, Rc<Downlink>, Rc<RefCell<Vec<Msg>>>) {
+        let down: Rc<Downlink> = Rc::default();
+        let config = Config {
+            edge_id: "e1".into(),
+            ..Config::default()
+        };
+        let mut app = App::new(
+            Arc::new(config),
+            vec![Arc::default()],
+            vec![down.clone()],
+            1_000,
+        );
+        let sent = Rc::new(RefCell::new(Vec::new()));
+        let (keep, rx) = cluster::flume::bounded(1);
+        app.set_bus(Box::new(Recorder {
+            sent: sent.clone(),
+            keep,
+            rx,
+        }));
+        (app, down, sent)
+    }
+
+    fn from(edge: &str, msg: Msg) -> BusEvent {
+        BusEvent::Message(Envelope {
+            from: edge.into(),
+            msg,
+        })
+    }
+
+    #[test]
+    fn another_edges_group_and_cast_reach_this_edges_shards_once() {
+        let (mut app, down, sent) = clustered();
+        let predicate = serde_json::to_value(Predicate::default()).unwrap();
+        let group = Msg::Group {
+            key: "g1-e2".into(),
+            name: "all".into(),
+            predicate,
+            created_ms: 5,
+        };
+        app.on_bus(from("e2", group.clone()), 1_000);
+        app.on_bus(from("e2", group), 1_000); // a repeat (hello) defines nothing new
+        assert!(app.group("g1-e2").is_some());
+        let defines = down
+            .take_all()
+            .into_iter()
+            .filter(|c| matches!(c, ShardCommand::DefineGroup { .. }))
+            .count();
+        assert_eq!(defines, 1);
+        let cast = Msg::Cast {
+            key: "g1-e2".into(),
+            payload: json!({"n": 1}),
+        };
+        app.on_bus(from("e2", cast), 1_000);
+        let casts = down
+            .take_all()
+            .into_iter()
+            .filter(|c| matches!(c, ShardCommand::Cast { .. }))
+            .count();
+        assert_eq!(casts, 1);
+        assert!(sent.borrow().is_empty(), "a received cast is not sent on");
+        // This edge's own custom groups name it, and are published.
+        let key = app.add_custom_group("mine".into(), Predicate::default(), 1_000);
+        assert_eq!(key, "g2-e1", "numbers after another edge's keys, suffixed");
+        assert!(matches!(&sent.borrow()[0], Msg::Group { key, .. } if key == "g2-e1"));
+    }
+
+    #[test]
+    fn remote_tallies_replace_and_malformed_messages_are_refused() {
+        let (mut app, _down, _sent) = clustered();
+        let stream = Msg::Stream {
+            id: "s".into(),
+            title: None,
+            key_sha256: "ab".repeat(32),
+            created_ms: 1,
+        };
+        app.on_bus(from("e2", stream), 1_000);
+        assert!(app.stream("s").is_some());
+        let bad_stream = Msg::Stream {
+            id: "../x".into(),
+            title: None,
+            key_sha256: "ab".repeat(32),
+            created_ms: 1,
+        };
+        app.on_bus(from("e2", bad_stream), 1_000);
+        assert!(app.stream("../x").is_none());
+        let opened = |id: &str, choices: usize| Msg::PollOpened {
+            id: id.into(),
+            stream: "s".into(),
+            question: "q".into(),
+            choices: (0..choices).map(|i| format!("c{i}")).collect(),
+            filter: None,
+            breakdown: None,
+            created_ms: 1_000,
+            closes_at_ms: 61_000,
+        };
+        app.on_bus(from("e2", opened("pbad", 300)), 1_000);
+        assert!(app.poll("pbad").is_none(), "more choices than a byte holds");
+        app.on_bus(from("e2", opened("p1", 2)), 1_000);
+        let tally = |counts: Vec<i64>, last: bool| Msg::Tally {
+            poll: "p1".into(),
+            counts,
+            last,
+        };
+        app.on_bus(from("e2", tally(vec![2, 1], false)), 1_100);
+        app.on_bus(from("e3", tally(vec![0, 4], false)), 1_100);
+        assert_eq!(app.poll("p1").unwrap().counts(), vec![2, 5]);
+        // Retransmitted, then superseded: replaced, never added.
+        app.on_bus(from("e2", tally(vec![2, 1], false)), 1_200);
+        app.on_bus(from("e2", tally(vec![1, 2], true)), 1_200);
+        assert_eq!(app.poll("p1").unwrap().counts(), vec![1, 6]);
+        app.on_bus(from("e2", tally(vec![9], true)), 1_200);
+        assert_eq!(app.poll("p1").unwrap().counts(), vec![1, 6], "wrong length");
     }
 }
