@@ -138,6 +138,10 @@ fn serve(o: &Overrides) -> anyhow::Result<()> {
     if let Some(a) = server.rtmps_addr {
         tls.push_str(&format!(" rtmps={a}"));
     }
+    if let Some(a) = server.agent_addr {
+        tls.push_str(&format!(" agent={a}"));
+    }
+    tls.push_str(&format!(" edge={}", server.edge_id));
     writeln!(
         out,
         "ovation ready viewer={} api={} shards={} steering={} rtmp={}{tls}",
@@ -145,6 +149,11 @@ fn serve(o: &Overrides) -> anyhow::Result<()> {
     )?;
     out.flush()?;
     drop(out);
+    // systemd (Type=notify): every listener is bound and every shard started. Outside
+    // systemd (no NOTIFY_SOCKET) this does nothing.
+    if let Err(e) = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]) {
+        tracing::warn!(error = %e, "could not tell systemd we are ready");
+    }
     server.join()?;
     tracing::info!("ovation stopped");
     Ok(())

@@ -56,6 +56,12 @@ pub struct Server {
     /// The certificate of the TLS listeners: `reload` it (SIGHUP) to change what new
     /// handshakes get.
     pub certs: Option<Arc<netstack::tls::CertStore>>,
+    /// This edge's id in the cluster (generated when `edge_id` is empty).
+    pub edge_id: String,
+    /// Where HAProxy's agent-check is answered, when `agent_listen` is set.
+    pub agent_addr: Option<SocketAddr>,
+    /// What the agent reports; `ready` is set once every shard listens.
+    pub load: Arc<cluster::agent::LoadSource>,
     threads: Vec<ExecutorJoinHandle<()>>,
 }
 
@@ -63,10 +69,13 @@ impl Server {
     /// Binds everything and starts the executors. The server stops when a byte (or EOF)
     /// arrives on `shutdown`: `main` wires SIGTERM and SIGINT to it.
     pub fn start(
-        config: Config,
+        mut config: Config,
         api_token: String,
         shutdown: StdUnixStream,
     ) -> anyhow::Result<Server> {
+        if config.edge_id.is_empty() {
+            config.edge_id = format!("edge-{}", crate::app::random_hex(8));
+        }
         let cpus: Vec<usize> = {
             let mut v: Vec<usize> = CpuSet::online()
                 .map_err(|e| anyhow::anyhow!("reading the online CPUs: {e}"))?
@@ -177,15 +186,34 @@ impl Server {
         };
 
         remediation_rules(&config)?;
+        let agent = match config.agent_listen {
+            Some(addr) => Some(
+                std::net::TcpListener::bind(addr)
+                    .with_context(|| format!("binding the agent-check listener on {addr}"))?,
+            ),
+            None => None,
+        };
+        let agent_addr = match &agent {
+            Some(l) => Some(l.local_addr()?),
+            None => None,
+        };
         let config = Arc::new(config);
         let shard_config = Arc::new(ShardConfig {
-            id_epoch: restored.boot,
+            id_epoch: id_epoch(&config, restored.boot),
             geo: open_geo(&config.geo_db),
             closed_polls: Arc::new(restored.closed_poll_ids(crate::app::store::KNOWN_CLOSED_POLLS)),
             identity: config.identity_verifier()?.map(Arc::new),
             ..config.shard_config()
         });
         let open_total = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let load = Arc::new(cluster::agent::LoadSource {
+            connections: open_total.clone(),
+            capacity: config.max_connections,
+            ..Default::default()
+        });
+        if let Some(listener) = agent {
+            cluster::agent::serve(listener, load.clone()).context("starting the agent-check")?;
+        }
         let stats: Vec<Arc<ShardStats>> = (0..shards).map(|_| Arc::default()).collect();
         let mut uplinks: Vec<SharedReceiver<ShardEvent>> = Vec::new();
         let mut downlinks: Vec<SharedSender<ShardCommand>> = Vec::new();
@@ -222,6 +250,7 @@ impl Server {
         };
         let app_config = config.clone();
         let token = api_token.clone();
+        let app_load = load.clone();
         let app = LocalExecutorBuilder::new(placement)
             .name("app-core")
             .io_memory(IO_MEMORY)
@@ -241,12 +270,19 @@ impl Server {
                     },
                     token,
                     shutdown,
+                    app_load,
                 )
             })
             .map_err(|e| anyhow::anyhow!("starting the application core: {e}"))?;
         threads.push(app);
+        // Every shard's listener is bound (the sockets exist before the shards start, so
+        // connections queue in their backlogs from now on).
+        load.ready.store(true, std::sync::atomic::Ordering::Relaxed);
 
         Ok(Server {
+            edge_id: config.edge_id.clone(),
+            agent_addr,
+            load,
             viewer_addr,
             api_addr,
             rtmp_addr,
@@ -292,6 +328,7 @@ async fn app_core(
     listeners: Listeners,
     api_token: String,
     shutdown: StdUnixStream,
+    load: Arc<cluster::agent::LoadSource>,
 ) {
     let Listeners {
         api: api_listener,
@@ -326,6 +363,9 @@ async fn app_core(
         }
     }
     app.borrow_mut().restore_api_rules(&restored.settings);
+
+    let mut cluster_tasks = join_cluster(&app, &config);
+    cluster_tasks.extend(watchdog());
 
     let mut links = Vec::new();
     for (i, (up, down)) in uplinks.into_iter().zip(downlinks).enumerate() {
@@ -384,11 +424,15 @@ async fn app_core(
     let mut byte = [0u8; 1];
     let _ = signals.read(&mut byte).await;
     tracing::info!("shutting down: closing viewers with 1001");
+    load.draining
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
     drop((api, ticker, ingest, rebroadcasts));
     graceful_shutdown(&app, Duration::from_millis(config.shutdown_grace_ms)).await;
     for link in links {
         link.await;
     }
+    drop(cluster_tasks);
     // Broadcaster sessions write their queued results and a 1001 close frame (bounded), then
     // the store's queue is committed.
     let sinks = app.borrow().broadcaster_sinks();
@@ -399,6 +443,71 @@ async fn app_core(
     };
     futures_lite::future::or(all_done, glommio::timer::sleep(BROADCASTER_CLOSE)).await;
     app.borrow_mut().close_store();
+}
+
+/// systemd's watchdog (`WatchdogSec=`): pinged from the application core's executor at half
+/// the interval, so a stalled core stops the pings and systemd restarts the service.
+fn watchdog() -> Option<glommio::Task<()>> {
+    let mut usec = 0;
+    if !sd_notify::watchdog_enabled(false, &mut usec) || usec == 0 {
+        return None;
+    }
+    let every = Duration::from_micros(usec / 2);
+    Some(glommio::spawn_local(async move {
+        loop {
+            let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]);
+            glommio::timer::sleep(every).await;
+        }
+    }))
+}
+
+/// The viewer-id epoch: the boot counter; in a cluster, 12 bits of a hash of the edge id
+/// above 10 bits of the boot counter, so edges mint distinct ids (a viewer id names one
+/// viewer on every edge's API) and restarts of an edge still mint new ones.
+fn id_epoch(config: &Config, boot: u32) -> u32 {
+    if config.cluster_nats_url.is_none() {
+        return boot;
+    }
+    // FNV-1a: stable across builds and platforms.
+    let hash = config.edge_id.bytes().fold(0x811c_9dc5u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    });
+    ((hash & 0xfff) << 10) | (boot & 0x3ff)
+}
+
+/// Joins the cluster when `cluster_nats_url` is set: the bus thread, one task handing its
+/// events to the core, one announcing this edge. A single edge starts none of them.
+fn join_cluster(app: &Rc<RefCell<App>>, config: &Config) -> Vec<glommio::Task<()>> {
+    let Some(url) = config.cluster_nats_url.as_deref() else {
+        return Vec::new();
+    };
+    match cluster::nats::NatsBus::start(url, &config.edge_id) {
+        Ok(bus) => app.borrow_mut().set_bus(Box::new(bus)),
+        Err(e) => {
+            tracing::error!(error = %e, "cluster bus not started: serving as a single edge");
+            return Vec::new();
+        }
+    }
+    let events = app.borrow().bus_events();
+    let pump = {
+        let app = app.clone();
+        glommio::spawn_local(async move {
+            while let Ok(event) = events.recv_async().await {
+                app.borrow_mut().on_bus(event, unix_ms());
+            }
+        })
+    };
+    let announce = {
+        let app = app.clone();
+        let every = Duration::from_millis(app.borrow().announce_interval_ms());
+        glommio::spawn_local(async move {
+            loop {
+                app.borrow_mut().cluster_tick(unix_ms());
+                glommio::timer::sleep(every).await;
+            }
+        })
+    };
+    vec![pump, announce]
 }
 
 /// How long broadcaster sessions get to write their close frames once the shards are done.

@@ -57,6 +57,8 @@ const IMPL_EXTENSIONS: &[(&str, &str)] = &[
     ("shards", "shard::delivery"),
     ("ovation", "app::recording_runner"),
     ("ovation", "app::rebroadcast"),
+    ("ovation", "app::cluster"),
+    ("ovation", "app::cluster_votes"),
 ];
 
 /// The product part of a source file: everything before a trailing `#[cfg(test)]` module.

@@ -60,6 +60,10 @@ pub struct ShardConfig {
     pub zerocopy: ZeroCopy,
     /// Bodies at least this large use zero-copy sends; smaller ones plain sends.
     pub zerocopy_threshold: usize,
+    /// In a cluster with JetStream: an anonymous vote is counted here at once but answered
+    /// `voted` by the application core, only once it is stored durably
+    /// ([`crate::proto::Request::DurableVote`]).
+    pub durable_votes: bool,
 }
 
 /// The `zerocopy` setting.
@@ -106,6 +110,7 @@ impl Default for ShardConfig {
             hls_idle_timeout: Duration::from_secs(30),
             identity: None,
             addresses: None,
+            durable_votes: false,
             trusted_proxies: std::sync::Arc::new([]),
             geo: None,
             recordings_dir: None,

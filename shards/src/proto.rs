@@ -101,6 +101,13 @@ pub enum Request {
         seq: PollSeq,
         choice: u8,
     },
+    /// An anonymous vote already counted in the shard's tally, not yet answered: with
+    /// `durable_votes` the application core answers `voted` once the vote is stored.
+    DurableVote {
+        poll: Box<str>,
+        seq: PollSeq,
+        choice: u8,
+    },
 }
 
 /// Connection-quality telemetry from a player (the protocol's type). Absent numbers are `None`.

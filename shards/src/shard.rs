@@ -194,6 +194,13 @@ impl Shard {
                     core.vote(conn.slot, &mut votes, &profile, &poll, choice)
                 };
                 let reply = match counted {
+                    Ok((seq, choice)) if self.config.durable_votes => {
+                        ShardStats::add(&self.stats.votes, 1);
+                        self.tallies_dirty.raise();
+                        // Answered by the application core once the vote is stored.
+                        let poll = poll.as_ref().into();
+                        return self.request(conn, Request::DurableVote { poll, seq, choice });
+                    }
                     Ok((_, choice)) => {
                         ShardStats::add(&self.stats.votes, 1);
                         self.tallies_dirty.raise();

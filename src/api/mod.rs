@@ -181,6 +181,8 @@ pub fn handle(app: &RefCell<App>, token: &str, req: &Request) -> Response {
     let mut app = app.borrow_mut();
     match (req.method.as_str(), segments.as_slice()) {
         ("GET", ["api", "stats"]) => stats(&app),
+        // The edges of the cluster (issue 17): `{"mode":"single"}` without NATS.
+        ("GET", ["api", "cluster"]) => Response::json(200, app.cluster_json(unix_ms())),
         ("GET", ["api", "streams"]) => list_streams(&app),
         ("POST", ["api", "streams"]) => create_stream(&mut app, &req.body),
         ("POST", ["api", "streams", id, "key"]) => match app.rotate_key(id) {
@@ -209,13 +211,13 @@ pub fn handle(app: &RefCell<App>, token: &str, req: &Request) -> Response {
         (_, ["api", "streams", _, "recordings"]) => method_not_allowed("GET"),
         (_, ["api", "streams", _, "recordings", _]) => method_not_allowed("DELETE"),
         ("GET", ["api", "groups"]) => {
-            let groups: Vec<Value> = app.groups().map(group_json).collect();
+            let groups: Vec<Value> = app.groups().map(|g| group_json(&app, g)).collect();
             Response::json(200, json!({ "groups": groups }))
         }
         ("POST", ["api", "groups"]) => create_group(&mut app, &req.body),
         ("GET", ["api", "groups", id]) => match app.group(id) {
             Some(g) => {
-                let mut body = group_json(g);
+                let mut body = group_json(&app, g);
                 // Set by a remediation rule; playlists use it once issue 13 lands.
                 body["cdn"] = json!(app.group_cdn(g.id));
                 Response::json(200, body)
@@ -288,7 +290,9 @@ pub fn handle(app: &RefCell<App>, token: &str, req: &Request) -> Response {
                 None => not_found("audit", id),
             }
         }
-        (_, ["api", "stats"]) | (_, ["api", "viewers" | "audits", _]) => method_not_allowed("GET"),
+        (_, ["api", "stats" | "cluster"]) | (_, ["api", "viewers" | "audits", _]) => {
+            method_not_allowed("GET")
+        }
         (_, ["api", "streams" | "groups" | "polls"]) => method_not_allowed("GET, POST"),
         (_, ["api", "audits"]) => method_not_allowed("POST"),
         (_, ["api", "groups", _]) => method_not_allowed("GET, DELETE"),
@@ -371,14 +375,14 @@ fn stats(app: &App) -> Response {
     )
 }
 
-/// The API view of a group.
-fn group_json(g: &Group) -> Value {
+/// The API view of a group (its size summed over the edges of a cluster).
+fn group_json(app: &App, g: &Group) -> Value {
     json!({
         "id": g.key,
         "name": g.name,
         "kind": g.kind.as_str(),
         "match": validate::predicate_json(&g.predicate),
-        "size": g.size,
+        "size": app.cluster_group_size(g, unix_ms()),
         "created_ms": g.created_ms,
     })
 }
@@ -496,7 +500,7 @@ fn create_group(app: &mut App, body: &[u8]) -> Response {
                 );
             }
             let key = app.add_custom_group(name, predicate, unix_ms());
-            let group = app.group(&key).map(group_json);
+            let group = app.group(&key).map(|g| group_json(app, g));
             Response::json(201, group.unwrap_or(Value::Null))
         }
         Err(e) => bad(e),
@@ -513,7 +517,12 @@ fn group_message(app: &mut App, id: &str, body: &[u8]) -> Response {
         Err(e) => return bad(e),
     };
     match app.cast(id, &payload) {
-        Ok(members) => Response::json(202, json!({ "group": id, "members": members })),
+        Ok(_) => {
+            let members = app
+                .group(id)
+                .map_or(0, |g| app.cluster_group_size(g, unix_ms()));
+            Response::json(202, json!({ "group": id, "members": members }))
+        }
         Err(_) => not_found("group", id),
     }
 }

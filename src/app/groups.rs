@@ -77,6 +77,8 @@ pub struct Groups {
     next_custom: u64,
     /// Casts sent to each group that some shard has not finished writing.
     in_flight: HashMap<GroupId, usize>,
+    /// Appended to custom keys (`-<edge>` in a cluster, so edges never hand out the same key).
+    custom_suffix: String,
 }
 
 impl Groups {
@@ -88,6 +90,7 @@ impl Groups {
             next_group: 1,
             next_custom: 1,
             in_flight: HashMap::new(),
+            custom_suffix: String::new(),
         };
         let global = Group {
             id: GroupId::GLOBAL,
@@ -130,16 +133,28 @@ impl Groups {
         self.groups.entry(id).or_insert(group)
     }
 
-    /// The key the next custom group gets.
+    /// The key the next custom group gets: `g<n>`, or `g<n>-<edge>` in a cluster.
     pub fn next_custom_key(&mut self) -> String {
-        let key = format!("g{}", self.next_custom);
+        let key = format!("g{}{}", self.next_custom, self.custom_suffix);
         self.next_custom += 1;
         key
     }
 
-    /// Keeps custom keys restored from the store from being handed out again.
+    /// Makes custom keys unique across the edges of a cluster.
+    pub fn set_custom_suffix(&mut self, suffix: &str) {
+        self.custom_suffix = suffix.to_owned();
+    }
+
+    /// Keeps custom keys restored from the store (or defined by another edge) from being
+    /// handed out again.
     pub fn reserve_custom_key(&mut self, key: &str) {
-        if let Some(n) = key.strip_prefix('g').and_then(|n| n.parse::<u64>().ok()) {
+        let digits = key.strip_prefix('g').map(|rest| {
+            let end = rest
+                .find(|c: char| !c.is_ascii_digit())
+                .unwrap_or(rest.len());
+            &rest[..end]
+        });
+        if let Some(n) = digits.and_then(|n| n.parse::<u64>().ok()) {
             self.next_custom = self.next_custom.max(n.saturating_add(1));
         }
     }
@@ -327,6 +342,9 @@ mod tests {
         assert!(g.by_key(&key).is_none());
         g.reserve_custom_key("g41");
         assert_eq!(g.next_custom_key(), "g42");
+        g.set_custom_suffix("-e2");
+        g.reserve_custom_key("g50-e1");
+        assert_eq!(g.next_custom_key(), "g51-e2");
     }
 
     #[test]

@@ -42,6 +42,7 @@ impl App {
         let key = streams::new_key();
         let stream = self.register_stream(id, title, streams::hash_key(&key), now_ms)?;
         self.store_stream(&stream);
+        self.cluster_stream(&stream.id);
         Ok((stream, key))
     }
 
@@ -86,6 +87,7 @@ impl App {
         let key = streams::new_key();
         let stream = self.streams.set_key(id, streams::hash_key(&key))?.clone();
         self.store_stream(&stream);
+        self.cluster_stream(id);
         Ok(key)
     }
 

@@ -11,8 +11,9 @@
 //! [`polls`] (registry, lifecycle, merged counts), [`telemetry`] (sliding windows of the
 //! shards' per-group telemetry deltas), [`player_config`], [`remediation`] (pure rules) and
 //! [`remediation_apply`] (their effects), [`audits`], [`store`] (durable state, written
-//! on its own thread), [`live`] (stream keys, publishes, segmenting, what goes live and ends)
-//! and [`messages`] (every frame the core sends viewers).
+//! on its own thread), [`live`] (stream keys, publishes, segmenting, what goes live and ends),
+//! [`messages`] (every frame the core sends viewers), and [`edges`] (the other edges of a
+//! cluster and the bus to them; `cluster.rs` and `cluster_votes.rs` apply what they say).
 //!
 //! The core never reads the clock: every method that needs time takes `now_ms` (Unix
 //! milliseconds) from its caller, and shard commands go out through [`Downlink`] queues, so
@@ -20,6 +21,7 @@
 
 pub mod audits;
 pub mod downlink;
+pub mod edges;
 pub mod groups;
 pub mod live;
 pub mod media_state;
@@ -123,6 +125,8 @@ pub struct App {
     /// The directory of recordings, and the thread that writes their files (None: off).
     recordings: recordings::Recordings,
     recorder: Option<crate::recorder::Recorder>,
+    /// The other edges of the cluster and the bus to them (none for a single edge).
+    edges: edges::Edges,
 }
 
 impl App {
@@ -154,6 +158,11 @@ impl App {
             remediation: remediation::Remediations::default(),
             recordings: recordings::Recordings::default(),
             recorder: None,
+            edges: edges::Edges::single(
+                &config.edge_id,
+                config.cluster_announce_ms,
+                config.cluster_final_wait_ms,
+            ),
             config,
         }
     }
@@ -296,6 +305,7 @@ impl App {
                         poll.person_vote(sub, choice);
                     }
                 }
+                Request::DurableVote { poll, choice, .. } => self.durable_vote(at, &poll, choice),
             },
             ShardEvent::Telemetry { deltas, .. } => {
                 for (group, delta) in &deltas {
@@ -323,7 +333,7 @@ impl App {
                     .is_some_and(|p| p.take_tally(shard as usize, tally, breakdown, closed));
                 if done {
                     if let Some(id) = self.polls.by_seq(seq).map(|p| p.id.clone()) {
-                        self.finish_poll(&id, now_ms);
+                        self.local_final(&id, now_ms);
                     }
                 }
             }
@@ -350,13 +360,10 @@ impl App {
     fn claim(&mut self, at: ViewerRef, resume: Box<str>, profile: Profile, token: &str) {
         match self.mirror.claim(at, profile, token) {
             Claim::New { profile } => {
-                let admission = Admission {
-                    viewer: at.viewer,
-                    resume: resume.clone(),
-                    restore: None,
-                };
-                self.command(at.shard, ShardCommand::Admit { to: at, admission });
-                self.join(at, resume, profile);
+                // In a cluster the token may be another edge's: its stored record decides.
+                if !self.cluster_claim(at, &resume, &profile, token) {
+                    self.admit_new(at, resume, profile);
+                }
             }
             Claim::Resumed {
                 x,
@@ -367,6 +374,17 @@ impl App {
             // resume once its `Left` brings back its votes.
             Claim::EvictFirst { old } => self.command(old.shard, ShardCommand::Evict { to: old }),
         }
+    }
+
+    /// Admits a connection as a new viewer.
+    fn admit_new(&mut self, at: ViewerRef, resume: Box<str>, profile: Profile) {
+        let admission = Admission {
+            viewer: at.viewer,
+            resume: resume.clone(),
+            restore: None,
+        };
+        self.command(at.shard, ShardCommand::Admit { to: at, admission });
+        self.join(at, resume, profile);
     }
 
     /// Gives identity `x` and its departed state to the waiting connection `provisional`.
@@ -477,6 +495,8 @@ impl App {
     }
 }
 
+mod cluster;
+mod cluster_votes;
 mod operator;
 mod poll_runner;
 

@@ -12,7 +12,7 @@ use super::sink::Sink;
 use super::store::StoreError;
 use super::{
     messages, App, Audit, Group, GroupError, GroupKind, Poll, PollState, ResumeStats, StoreStats,
-    StoredGroup, Stream, Viewer,
+    Stream, Viewer,
 };
 
 impl App {
@@ -128,27 +128,27 @@ impl App {
 
     // ---- commands ----
 
-    /// Creates a custom predicate group (stored, so it survives a restart); returns its key.
+    /// Creates a custom predicate group (stored, so it survives a restart; in a cluster, on
+    /// every edge); returns its key.
     pub fn add_custom_group(&mut self, name: String, predicate: Predicate, now_ms: u64) -> String {
         let key = self.groups.next_custom_key();
-        if let Some(store) = &self.store {
-            let record = StoredGroup {
-                key: key.clone(),
-                name: name.clone(),
-                predicate: predicate.clone(),
-                created_ms: now_ms,
-            };
-            match serde_json::to_value(&record) {
-                Ok(v) => store.put_group(&key, &v),
-                Err(e) => tracing::error!(group = key, error = %e, "could not store group"),
-            }
-        }
+        self.store_group(&key, &name, &predicate, now_ms);
         self.define_group(key.clone(), name, GroupKind::Custom, predicate, now_ms);
+        self.cluster_group(&key);
         key
     }
 
-    /// Deletes a custom group everywhere.
+    /// Deletes a custom group everywhere (every edge of a cluster too).
     pub fn delete_group(&mut self, key: &str) -> Result<(), GroupError> {
+        self.drop_custom_group(key)?;
+        self.edges.publish(cluster::Msg::GroupDeleted {
+            key: key.to_owned(),
+        });
+        Ok(())
+    }
+
+    /// Deletes a custom group on this edge.
+    pub(super) fn drop_custom_group(&mut self, key: &str) -> Result<(), GroupError> {
         let id = self.groups.delete_custom(key)?;
         self.telemetry.forget(id);
         self.broadcast(|| ShardCommand::DropGroup { id });
@@ -159,8 +159,20 @@ impl App {
     }
 
     /// Group-cast (FIG. 6, 606-608): the message is encoded into one frame here, and each
-    /// shard writes those bytes to its members. Returns the group's size.
+    /// shard writes those bytes to its members; in a cluster every other edge does the same
+    /// for its own members. Returns the group's size on this edge
+    /// ([`App::cluster_group_size`] gives it over the cluster).
     pub fn cast(&mut self, key: &str, payload: &Value) -> Result<usize, GroupError> {
+        let size = self.cast_local(key, payload)?;
+        self.edges.publish(cluster::Msg::Cast {
+            key: key.to_owned(),
+            payload: payload.clone(),
+        });
+        Ok(size)
+    }
+
+    /// Casts to this edge's members of a group.
+    pub(super) fn cast_local(&mut self, key: &str, payload: &Value) -> Result<usize, GroupError> {
         let group = self
             .groups
             .by_key(key)

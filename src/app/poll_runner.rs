@@ -18,6 +18,23 @@ impl App {
         }
         self.polls.check_new(&req.stream)?;
         let id = format!("p{}", random_hex(8));
+        let closes_at_ms = now_ms + req.duration_s * 1000;
+        self.open_poll(id.clone(), req, now_ms, closes_at_ms);
+        self.cluster_poll_opened(&id);
+        self.polls
+            .get(&id)
+            .ok_or_else(|| PollError::NotFound(id.clone()))
+    }
+
+    /// Opens poll `id` on this edge's shards (created here, or on another edge of the
+    /// cluster with the same id and deadline).
+    pub(super) fn open_poll(
+        &mut self,
+        id: String,
+        req: PollRequest,
+        now_ms: u64,
+        closes_at_ms: u64,
+    ) {
         let seq = self.polls.next_seq();
         let audience = self.define_group(
             format!("poll:{id}"),
@@ -36,13 +53,14 @@ impl App {
             breakdown,
         });
         let mut poll = Poll::new(id.clone(), seq, req, audience, self.shards(), now_ms);
+        poll.closes_at_ms = closes_at_ms;
         self.cast_frame(audience, poll.poll_frame());
         if let Some(store) = &self.store {
             store.put_poll(&id, &poll.to_json());
             poll.checkpointed = Some(poll.counts());
         }
         self.poll_opened.raise();
-        Ok(self.polls.insert(poll))
+        self.polls.insert(poll);
     }
 
     /// Stops voting: every shard sends its final tally, and the last one completes the poll.
@@ -56,6 +74,8 @@ impl App {
             poll.closing_since_ms = Some(now_ms);
             let seq = poll.seq;
             self.broadcast(|| ShardCommand::ClosePoll { seq });
+            self.edges
+                .publish(cluster::Msg::PollClose { id: id.to_owned() });
         }
         Ok(poll_state(self.polls.get(id)))
     }
@@ -63,6 +83,8 @@ impl App {
     /// Closes every open poll (at shutdown, before the shards stop: see
     /// [`App::shutdown_settled`]).
     pub fn close_open_polls(&mut self, now_ms: u64) {
+        // Shutting down: final counts do not wait for other edges.
+        self.edges.draining = true;
         for id in self.polls.ids_in(PollState::Open) {
             let _ = self.close_poll(&id, now_ms);
         }
@@ -199,6 +221,7 @@ impl App {
                 let _ = self.close_poll(&id, now_ms);
             }
         }
+        self.cluster_publish_tallies(now_ms);
         if now_ms.saturating_sub(self.last_checkpoint_ms) >= self.config.poll_checkpoint_ms {
             self.checkpoint(now_ms);
         }

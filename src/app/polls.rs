@@ -113,6 +113,18 @@ pub struct Poll {
     pub people: HashMap<Box<str>, u8>,
     /// The people's votes per choice (added to the shards' tallies in `counts`).
     pub people_tally: Vec<i64>,
+    /// In a cluster: the latest count of each other edge (replaced, never added, so a late
+    /// or repeated tally counts once), and whether it was that edge's final one.
+    pub remote: BTreeMap<String, (Vec<i64>, bool)>,
+    /// This edge's own count as last published to the other edges.
+    pub published: Option<Vec<i64>>,
+    /// This edge's shards all sent their final tally; the poll waits for the other edges'.
+    pub local_final: bool,
+    /// When this edge's final count completed (the wait for other edges is bounded from it).
+    pub local_final_ms: Option<u64>,
+    /// In a cluster with JetStream: the final count read from the stored votes (every
+    /// acknowledged vote once, at its latest choice), which wins over the tallies.
+    pub durable_counts: Option<Vec<u64>>,
 }
 
 impl Poll {
@@ -148,7 +160,35 @@ impl Poll {
             closing_since_ms: None,
             people: HashMap::new(),
             people_tally: vec![0; n],
+            remote: BTreeMap::new(),
+            published: None,
+            local_final: false,
+            local_final_ms: None,
+            durable_counts: None,
         }
+    }
+
+    /// This edge's own merged count (its shards and its identified people), signed.
+    pub fn local_counts(&self) -> Vec<i64> {
+        let mut sum = vec![0i64; self.choices.len()];
+        for t in &self.tallies {
+            merge_counts(&mut sum, t);
+        }
+        merge_counts(&mut sum, &self.people_tally);
+        sum
+    }
+
+    /// Another edge's count: replaces its previous one. Returns whether anything changed.
+    pub fn take_remote(&mut self, edge: &str, counts: Vec<i64>, last: bool) -> bool {
+        if counts.len() != self.choices.len() {
+            return false;
+        }
+        let entry = (counts, last);
+        if self.remote.get(edge) == Some(&entry) {
+            return false;
+        }
+        self.remote.insert(edge.to_owned(), entry);
+        true
     }
 
     /// An identified person's vote: replaces that person's earlier choice, whichever
@@ -165,13 +205,16 @@ impl Poll {
     }
 
     /// The merged counts. Each shard's tally is signed (a vote moved between shards leaves
-    /// -1 on one and +1 on another); the sum is exact and never negative.
+    /// -1 on one and +1 on another); the sum is exact and never negative. In a cluster the
+    /// other edges' latest counts are merged the same way.
     pub fn counts(&self) -> Vec<u64> {
-        let mut sum = vec![0i64; self.choices.len()];
-        for t in &self.tallies {
-            merge_counts(&mut sum, t);
+        if let Some(counts) = &self.durable_counts {
+            return counts.clone();
         }
-        merge_counts(&mut sum, &self.people_tally);
+        let mut sum = self.local_counts();
+        for (counts, _) in self.remote.values() {
+            merge_counts(&mut sum, counts);
+        }
         sum.into_iter().map(|c| c.max(0) as u64).collect()
     }
 
@@ -222,7 +265,7 @@ impl Poll {
         if closed {
             self.finals[shard] = true;
         }
-        self.state == PollState::Closing && self.finals.iter().all(|f| *f)
+        self.state == PollState::Closing && !self.local_final && self.finals.iter().all(|f| *f)
     }
 
     pub fn poll_frame(&self) -> Frame {
@@ -416,6 +459,26 @@ mod tests {
         p.state = PollState::Closed;
         p.person_vote("carol".into(), 0);
         assert_eq!(p.counts(), vec![1, 0, 2], "nothing counts after the close");
+    }
+
+    #[test]
+    fn other_edges_counts_replace_rather_than_add() {
+        let mut p = Poll::new("p".into(), 1, req(2), GroupId(3), 1, 0);
+        p.take_tally(0, vec![1, 2], vec![], false);
+        assert!(p.take_remote("e2", vec![3, 0], false));
+        assert!(p.take_remote("e3", vec![0, 1], false));
+        assert_eq!(p.counts(), vec![4, 3]);
+        // The same tally again (a partition healing, a retransmission) changes nothing.
+        assert!(!p.take_remote("e2", vec![3, 0], false));
+        assert!(p.take_remote("e2", vec![2, 1], true));
+        assert_eq!(p.counts(), vec![3, 4]);
+        assert_eq!(
+            p.local_counts(),
+            vec![1, 2],
+            "the local count excludes other edges"
+        );
+        assert!(!p.take_remote("e4", vec![1], true), "wrong length: refused");
+        assert_eq!(p.counts(), vec![3, 4]);
     }
 
     #[test]

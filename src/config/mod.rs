@@ -177,6 +177,19 @@ pub struct Config {
     /// Bodies at least this many bytes use zero-copy sends (the kernel documents a gain only
     /// above roughly 10 KB); smaller ones plain sends.
     pub zerocopy_threshold_bytes: usize,
+    /// NATS server(s) joining this edge to a cluster (`nats://host:4222`, comma-separated for
+    /// several); unset (the default): a single edge with no bus at all. See docs/cluster.md.
+    pub cluster_nats_url: Option<String>,
+    /// This edge's id in the cluster: 1 to 32 of `[A-Za-z0-9_-]`; empty: `edge-` and 8 random
+    /// hex digits, new each start.
+    pub edge_id: String,
+    /// How often an edge announces itself (viewers, load, group sizes), in ms; an edge silent
+    /// for three announcements is no longer live.
+    pub cluster_announce_ms: u64,
+    /// How long a closing poll waits for the other edges' final counts, in ms.
+    pub cluster_final_wait_ms: u64,
+    /// Where HAProxy's agent-check is answered (TCP); unset (the default): no agent.
+    pub agent_listen: Option<SocketAddr>,
 }
 
 impl Default for Config {
@@ -246,6 +259,11 @@ impl Default for Config {
             recording_max_age_s: 0,
             zerocopy: "auto".into(),
             zerocopy_threshold_bytes: 10 * 1024,
+            cluster_nats_url: None,
+            edge_id: String::new(),
+            cluster_announce_ms: 1000,
+            cluster_final_wait_ms: 3000,
+            agent_listen: None,
         }
     }
 }
@@ -316,8 +334,17 @@ impl Config {
             handshakes_per_address_per_s,
             handshake_burst_per_address,
             api_max_connections_per_address,
-            api_connections_per_address_per_s
+            api_connections_per_address_per_s,
+            edge_id,
+            cluster_announce_ms,
+            cluster_final_wait_ms
         );
+        if o.cluster_nats_url.is_some() {
+            cfg.cluster_nats_url = o.cluster_nats_url.clone();
+        }
+        if o.agent_listen.is_some() {
+            cfg.agent_listen = o.agent_listen;
+        }
         if o.api_token.is_some() {
             cfg.api_token = o.api_token.clone();
         }
@@ -388,6 +415,8 @@ impl Config {
             ("rtmp_handshake_timeout_ms", self.rtmp_handshake_timeout_ms),
             ("rtmp_idle_timeout_ms", self.rtmp_idle_timeout_ms),
             ("hls_idle_timeout_ms", self.hls_idle_timeout_ms),
+            ("cluster_announce_ms", self.cluster_announce_ms),
+            ("cluster_final_wait_ms", self.cluster_final_wait_ms),
         ] {
             if v == 0 {
                 bail!("{name} must be greater than 0");
@@ -447,6 +476,19 @@ impl Config {
         {
             bail!("telemetry_windows_s must list 1 to 4 windows of 1 to 3600 seconds");
         }
+        if !self.edge_id.is_empty() && !cluster::valid_edge_id(&self.edge_id) {
+            bail!(
+                "edge_id must be 1 to 32 of A-Z, a-z, 0-9, '-' and '_': {:?}",
+                self.edge_id
+            );
+        }
+        if self
+            .cluster_nats_url
+            .as_deref()
+            .is_some_and(|u| u.trim().is_empty())
+        {
+            bail!("cluster_nats_url must not be empty (leave it unset for a single edge)");
+        }
         let tls_wanted = self.tls_listen.is_some()
             || self.api_tls_listen.is_some()
             || self.rtmps_listen.is_some();
@@ -494,6 +536,8 @@ impl Config {
             zerocopy_threshold: self.zerocopy_threshold_bytes,
             // Set by `identity_verifier` at start (it reads a key file).
             identity: None,
+            // Votes are answered once stored only in a cluster (it has JetStream).
+            durable_votes: self.cluster_nats_url.is_some(),
             addresses: Some(std::sync::Arc::new(shards::limits::AddressLimits::new(
                 self.max_connections_per_address,
                 self.handshakes_per_address_per_s,

@@ -207,4 +207,20 @@ pub struct Overrides {
     /// Smallest body sent zero-copy, in bytes [default: 10240].
     #[arg(long, value_name = "BYTES")]
     pub zerocopy_threshold_bytes: Option<usize>,
+    /// NATS server(s) joining this edge to a cluster, e.g. nats://127.0.0.1:4222
+    /// [default: none, a single edge].
+    #[arg(long, value_name = "URL")]
+    pub cluster_nats_url: Option<String>,
+    /// This edge's id in the cluster [default: edge- and 8 random hex digits].
+    #[arg(long, value_name = "ID")]
+    pub edge_id: Option<String>,
+    /// How often this edge announces itself to the cluster, in ms [default: 1000].
+    #[arg(long, value_name = "MS")]
+    pub cluster_announce_ms: Option<u64>,
+    /// How long a closing poll waits for other edges' final counts, in ms [default: 3000].
+    #[arg(long, value_name = "MS")]
+    pub cluster_final_wait_ms: Option<u64>,
+    /// Address answering HAProxy's agent-check (TCP) [default: none].
+    #[arg(long, value_name = "ADDR")]
+    pub agent_listen: Option<SocketAddr>,
 }

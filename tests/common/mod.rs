@@ -4,6 +4,7 @@
 //! process is killed when the handle drops.
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod media;
 pub mod mmdb;
 
