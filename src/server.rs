@@ -166,6 +166,11 @@ impl Server {
         };
 
         remediation_rules(&config)?;
+        let mut config = config;
+        // The shards and the application core share the key of signed playlist URLs.
+        if config.session_key.is_none() {
+            config.session_key = Some(crate::app::random_hex(32));
+        }
         let config = Arc::new(config);
         let shard_config = Arc::new(ShardConfig {
             id_epoch: restored.boot,

@@ -60,6 +60,11 @@ pub struct ShardConfig {
     pub zerocopy: ZeroCopy,
     /// Bodies at least this large use zero-copy sends; smaller ones plain sends.
     pub zerocopy_threshold: usize,
+    /// The HMAC key of signed session playlist URLs (`None`: session playlists unsigned,
+    /// for in-memory tests; the server always sets one).
+    pub session_key: Option<crate::session_sign::SessionKey>,
+    /// Refuse (403) playlist requests that name no viewing session.
+    pub hls_require_session: bool,
 }
 
 /// The `zerocopy` setting.
@@ -111,6 +116,8 @@ impl Default for ShardConfig {
             recordings_dir: None,
             zerocopy: ZeroCopy::Auto,
             zerocopy_threshold: 10 * 1024,
+            session_key: None,
+            hls_require_session: false,
         }
     }
 }

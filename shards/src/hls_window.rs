@@ -3,10 +3,12 @@
 //! playlist or segment. No sockets and no clock: the connection task is in `hls`.
 //!
 //! URLs: `/hls/{stream}/index.m3u8` (the live playlist) and `/hls/{stream}/{seq}.ts` (a
-//! segment), each with the viewer's `?session=` kept. Statuses: 200; 404 for an unknown
-//! stream or a segment outside the window; 503 (`Retry-After`) while a stream is offline or
-//! has no segment yet; 405 for a method other than GET, HEAD or OPTIONS (204, the CORS
-//! preflight).
+//! segment). A playlist request naming a viewing session (`?session=S&exp=E&sig=H`, the
+//! signed `endpoint` URL) is checked and rendered per session by [`crate::hls_session`];
+//! without a session it is the stream's public playlist (403 when `require_session`).
+//! Statuses: 200; 403 for a bad or expired signature; 404 for an unknown stream, session or
+//! a segment outside the window; 503 (`Retry-After`) while a stream is offline or has no
+//! segment yet; 405 for a method other than GET, HEAD or OPTIONS (204, the CORS preflight).
 
 use std::collections::HashMap;
 use std::io::Write as _;
@@ -14,13 +16,12 @@ use std::sync::Arc;
 
 use media::playlist::{LivePlaylist, UriTemplate};
 
+use crate::hls_session::{self, SessionQuery, Sessions};
 use crate::proto::MediaCommand;
+use crate::session_sign::SessionKey;
 
 /// Path prefix of everything served here.
 pub const PREFIX: &str = "/hls/";
-
-/// Longest session id copied from a request into the segment URIs of a playlist.
-const MAX_SESSION: usize = 64;
 
 /// Whether the request line at the start of `buf` (once complete) targets [`PREFIX`]: such a
 /// connection is served as HLS, not upgraded.
@@ -53,9 +54,12 @@ pub struct Windows {
     streams: HashMap<Box<str>, Window>,
     window: usize,
     target_secs: u64,
-    /// Segment URIs, relative to the playlist: `{seq}.ts?session={session}`.
-    uris: UriTemplate,
+    /// Segment URIs of the public playlist, relative to it: `{seq}.ts`.
     uris_no_session: UriTemplate,
+    /// The viewing sessions this shard serves playlists for.
+    pub sessions: Sessions,
+    /// Refuse playlist requests that name no session (403).
+    require_session: bool,
 }
 
 /// One answer: the head (status line and headers) and the body, which for a segment is its
@@ -89,12 +93,19 @@ impl Windows {
             streams: HashMap::new(),
             window,
             target_secs,
-            // Both templates are literals with `{seq}`: they parse.
-            uris: UriTemplate::new("{seq}.ts?session={session}")
-                .unwrap_or_else(|_| unreachable!("literal template")),
+            // A literal template with `{seq}`: it parses.
             uris_no_session: UriTemplate::new("{seq}.ts")
                 .unwrap_or_else(|_| unreachable!("literal template")),
+            sessions: Sessions::default(),
+            require_session: false,
         }
+    }
+
+    /// Checks session playlists with `key`; `require_session` refuses the public playlist.
+    pub fn with_sessions(mut self, key: Option<SessionKey>, require_session: bool) -> Windows {
+        self.sessions = Sessions::new(key);
+        self.require_session = require_session;
+        self
     }
 
     fn window(&mut self, stream: Box<str>) -> &mut Window {
@@ -120,6 +131,7 @@ impl Windows {
                 w.state = State::Ended;
                 w.playlist.end();
             }
+            MediaCommand::Session(command) => self.sessions.apply(command),
         }
     }
 
@@ -130,11 +142,19 @@ impl Windows {
             .map_or(0, |w| w.playlist.segments().count())
     }
 
-    /// The answer to `method path?query`; `keep_alive` goes into the `Connection` header.
-    pub fn answer(&self, method: &str, path: &str, query: &str, keep_alive: bool) -> Answer {
+    /// The answer to `method path?query` at `now_s` (Unix seconds, for signature expiry);
+    /// `keep_alive` goes into the `Connection` header.
+    pub fn answer(
+        &mut self,
+        method: &str,
+        path: &str,
+        query: &str,
+        keep_alive: bool,
+        now_s: u64,
+    ) -> Answer {
         let head_only = method == "HEAD";
         let (status, kind, body) = match method {
-            "GET" | "HEAD" => self.resource(path, query),
+            "GET" | "HEAD" => self.resource(path, query, now_s),
             "OPTIONS" => (204, Kind::Preflight, Body::Empty),
             _ => (
                 405,
@@ -185,7 +205,7 @@ impl Windows {
         }
     }
 
-    fn resource(&self, path: &str, query: &str) -> (u16, Kind, Body) {
+    fn resource(&mut self, path: &str, query: &str, now_s: u64) -> (u16, Kind, Body) {
         let Some((stream, file)) = path.strip_prefix(PREFIX).and_then(|p| p.split_once('/')) else {
             return (404, Kind::Error, text("no such media resource"));
         };
@@ -200,9 +220,21 @@ impl Windows {
             if w.playlist.segments().next().is_none() {
                 return (503, Kind::Unavailable, text("no segment yet"));
             }
-            let session = session(query);
-            let rendered = match session {
-                Some(s) => w.playlist.render(&self.uris, &[("session", s)]),
+            let q = SessionQuery::parse(query);
+            let rendered = match q.session {
+                Some(s) => match self.sessions.admit(stream, &q, now_s) {
+                    Ok(prefix) => hls_session::render(&w.playlist, prefix, s),
+                    Err(refusal) => {
+                        return (refusal.status(), Kind::Error, text(&refusal.to_string()))
+                    }
+                },
+                None if self.require_session => {
+                    return (
+                        403,
+                        Kind::Error,
+                        text("this playlist needs a viewing session"),
+                    )
+                }
                 None => w.playlist.render(&self.uris_no_session, &[]),
             };
             return (200, Kind::Playlist, Body::Text(rendered.into_bytes()));
@@ -212,7 +244,13 @@ impl Windows {
             .filter(|n| !n.is_empty() && n.len() <= 20 && n.bytes().all(|b| b.is_ascii_digit()))
             .and_then(|n| n.parse::<u64>().ok());
         match seq.and_then(|n| w.playlist.segment(n)) {
-            Some(seg) => (200, Kind::Segment, Body::Segment(seg.data.clone())),
+            Some(seg) => {
+                if let Some(session) = SessionQuery::parse(query).session {
+                    self.sessions
+                        .segment_served(stream, session, seg.data.len());
+                }
+                (200, Kind::Segment, Body::Segment(seg.data.clone()))
+            }
             None if seq.is_some() => (404, Kind::Error, text("the segment is not in the window")),
             None => (404, Kind::Error, text("no such media resource")),
         }
@@ -235,28 +273,17 @@ fn reason(status: u16) -> &'static str {
     match status {
         200 => "OK",
         204 => "No Content",
+        403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
         _ => "Service Unavailable",
     }
 }
 
-/// The `session` query parameter, when it is a plain token (it is copied into URIs).
-fn session(query: &str) -> Option<&str> {
-    query
-        .split('&')
-        .find_map(|pair| pair.strip_prefix("session="))
-        .filter(|s| {
-            !s.is_empty()
-                && s.len() <= MAX_SESSION
-                && s.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hls_session::SessionCommand;
     use media::segmenter::Segment;
 
     fn seg(sequence: u64, discontinuity: bool) -> Segment {
@@ -281,19 +308,27 @@ mod tests {
     fn windows() -> Windows {
         let mut w = Windows::new(3, 2);
         w.apply(MediaCommand::Registered { stream: "s".into() });
+        w.apply(MediaCommand::Session(SessionCommand::Open {
+            id: "abc".into(),
+            stream: "s".into(),
+            prefix: "".into(),
+        }));
         w
     }
 
     #[test]
     fn offline_is_503_unknown_is_404() {
-        let w = windows();
-        let a = w.answer("GET", "/hls/s/index.m3u8", "session=x", true);
+        let mut w = windows();
+        let a = w.answer("GET", "/hls/s/index.m3u8", "session=x", true, 0);
         assert_eq!(a.status, 503);
         assert!(head(&a).contains("Retry-After: 2\r\n"), "{}", head(&a));
-        assert_eq!(w.answer("GET", "/hls/t/index.m3u8", "", true).status, 404);
-        assert_eq!(w.answer("GET", "/hls/s", "", true).status, 404);
-        assert_eq!(w.answer("GET", "/hls/", "", true).status, 404);
-        assert_eq!(w.answer("GET", "/hls/s/0.ts", "", true).status, 404);
+        assert_eq!(
+            w.answer("GET", "/hls/t/index.m3u8", "", true, 0).status,
+            404
+        );
+        assert_eq!(w.answer("GET", "/hls/s", "", true, 0).status, 404);
+        assert_eq!(w.answer("GET", "/hls/", "", true, 0).status, 404);
+        assert_eq!(w.answer("GET", "/hls/s/0.ts", "", true, 0).status, 404);
     }
 
     #[test]
@@ -301,7 +336,7 @@ mod tests {
         let mut w = windows();
         w.apply(MediaCommand::Live { stream: "s".into() });
         assert_eq!(
-            w.answer("GET", "/hls/s/index.m3u8", "", true).status,
+            w.answer("GET", "/hls/s/index.m3u8", "", true, 0).status,
             503,
             "live without a segment yet"
         );
@@ -312,7 +347,7 @@ mod tests {
             });
         }
         assert_eq!(w.segments("s"), 3);
-        let a = w.answer("GET", "/hls/s/index.m3u8", "session=abc&x=1", true);
+        let a = w.answer("GET", "/hls/s/index.m3u8", "session=abc&x=1", true, 0);
         assert_eq!(a.status, 200);
         let h = head(&a);
         assert!(
@@ -331,7 +366,7 @@ mod tests {
         assert!(!text.contains("ENDLIST"));
         assert!(h.contains(&format!("Content-Length: {}\r\n", text.len())));
 
-        let a = w.answer("GET", "/hls/s/3.ts", "session=abc", false);
+        let a = w.answer("GET", "/hls/s/3.ts", "session=abc", false, 0);
         assert_eq!(a.status, 200);
         assert!(head(&a).contains("Connection: close\r\n"));
         assert!(head(&a).contains("immutable"));
@@ -341,22 +376,26 @@ mod tests {
         };
         let held = w.streams["s"].playlist.segment(3).unwrap().data.clone();
         assert!(Arc::ptr_eq(shared, &held), "no copy");
-        assert_eq!(w.answer("GET", "/hls/s/1.ts", "", true).status, 404, "left");
-        assert_eq!(w.answer("GET", "/hls/s/9.ts", "", true).status, 404);
-        assert_eq!(w.answer("GET", "/hls/s/x.ts", "", true).status, 404);
         assert_eq!(
-            w.answer("GET", "/hls/s/99999999999999999999999.ts", "", true)
+            w.answer("GET", "/hls/s/1.ts", "", true, 0).status,
+            404,
+            "left"
+        );
+        assert_eq!(w.answer("GET", "/hls/s/9.ts", "", true, 0).status, 404);
+        assert_eq!(w.answer("GET", "/hls/s/x.ts", "", true, 0).status, 404);
+        assert_eq!(
+            w.answer("GET", "/hls/s/99999999999999999999999.ts", "", true, 0)
                 .status,
             404
         );
 
-        let h = w.answer("HEAD", "/hls/s/3.ts", "", true);
+        let h = w.answer("HEAD", "/hls/s/3.ts", "", true, 0);
         assert_eq!(h.status, 200);
         assert!(h.body.as_bytes().is_empty());
         assert!(head(&h).contains(&format!("Content-Length: {}\r\n", 188 * 4)));
 
         w.apply(MediaCommand::Ended { stream: "s".into() });
-        let text = body(&w.answer("GET", "/hls/s/index.m3u8", "", true));
+        let text = body(&w.answer("GET", "/hls/s/index.m3u8", "", true, 0));
         assert!(text.ends_with("#EXT-X-ENDLIST\n"), "{text}");
         assert!(text.contains("\n4.ts\n"), "no session, plain URIs: {text}");
     }
@@ -401,11 +440,11 @@ mod tests {
             let text = String::from_utf8_lossy(&bytes);
             let (path, query) = text.split_once('?').unwrap_or((&text, ""));
             let method = ["GET", "HEAD", "OPTIONS", "PUT", ""][pick(5)];
-            let a = w.answer(method, &format!("/hls/{path}"), query, true);
+            let a = w.answer(method, &format!("/hls/{path}"), query, true, 0);
             let h = head(&a);
             assert!(h.starts_with("HTTP/1.1 ") && h.ends_with("\r\n\r\n"), "{h}");
             assert_eq!(h.matches("\r\n\r\n").count(), 1, "{h}");
-            assert!([200, 204, 404, 405, 503].contains(&a.status));
+            assert!([200, 204, 403, 404, 405, 503].contains(&a.status));
         }
     }
 
@@ -417,10 +456,10 @@ mod tests {
             stream: "s".into(),
             segment: seg(0, false),
         });
-        let a = w.answer("OPTIONS", "/hls/s/index.m3u8", "", true);
+        let a = w.answer("OPTIONS", "/hls/s/index.m3u8", "", true, 0);
         assert_eq!(a.status, 204);
         assert!(head(&a).contains("Access-Control-Allow-Methods: GET, HEAD, OPTIONS\r\n"));
-        let a = w.answer("POST", "/hls/s/index.m3u8", "", true);
+        let a = w.answer("POST", "/hls/s/index.m3u8", "", true, 0);
         assert_eq!(a.status, 405);
         assert!(head(&a).contains("Allow: GET, HEAD, OPTIONS\r\n"));
         for bad in [
@@ -429,11 +468,11 @@ mod tests {
             "session=",
             "session=<x>",
         ] {
-            let text = body(&w.answer("GET", "/hls/s/index.m3u8", bad, true));
+            let text = body(&w.answer("GET", "/hls/s/index.m3u8", bad, true, 0));
             assert!(text.contains("\n0.ts\n"), "{bad}: {text}");
         }
         let long = format!("session={}", "a".repeat(65));
-        let text = body(&w.answer("GET", "/hls/s/index.m3u8", &long, true));
+        let text = body(&w.answer("GET", "/hls/s/index.m3u8", &long, true, 0));
         assert!(text.contains("\n0.ts\n"));
     }
 }

@@ -26,7 +26,8 @@
 //!   decoding and parsing into `protocol::ViewerMessage`); `tls` (the upgrade through TLS,
 //!   and sealing shared frames into one viewer's records) sits beside `conn`. `accept` also
 //!   hands a plain `GET` under `/hls/` to `hls` (one HLS keep-alive connection), which answers
-//!   from the shard's [`hls_window`]s (pure: each stream's live window and the HTTP answers).
+//!   from the shard's [`hls_window`]s (pure: each stream's live window and the HTTP answers),
+//!   per viewing session through [`hls_session`] (signed URLs checked with [`session_sign`]).
 
 #![forbid(unsafe_code)]
 
@@ -40,6 +41,7 @@ pub mod frames;
 pub mod geo;
 mod hls;
 pub mod hls_files;
+pub mod hls_session;
 pub mod hls_window;
 pub mod identity;
 pub mod limits;
@@ -50,6 +52,7 @@ pub mod proto;
 pub mod proxy;
 mod runtime;
 pub mod sender;
+pub mod session_sign;
 mod shard;
 pub mod stats;
 pub mod sync;

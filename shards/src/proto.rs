@@ -81,6 +81,12 @@ pub enum ShardEvent {
     },
     /// A viewer message the application core answers.
     Request { at: ViewerRef, request: Request },
+    /// Viewing sessions' playlist and segment fetches on this shard since its last report
+    /// (coalesced, like `PollTally`).
+    SessionFetches {
+        shard: u16,
+        fetches: Vec<(Box<str>, crate::hls_session::FetchDelta)>,
+    },
     /// Answer to [`ShardCommand::Audit`]: every viewer this shard owns with its profile hash.
     Audit {
         audit: u64,
@@ -195,4 +201,6 @@ pub enum MediaCommand {
     },
     /// The publish ended: the playlist gets `EXT-X-ENDLIST`.
     Ended { stream: Box<str> },
+    /// A viewing session's playlist route (`hls_session`).
+    Session(crate::hls_session::SessionCommand),
 }

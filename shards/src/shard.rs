@@ -86,7 +86,10 @@ impl Shard {
         let mut ping = Vec::new();
         ws::encode_frame(OpCode::Ping, b"", &mut ping);
         let closed_polls = config.closed_polls.clone();
-        let hls = RefCell::new(Windows::new(config.hls_window, config.hls_target_secs));
+        let hls = RefCell::new(
+            Windows::new(config.hls_window, config.hls_target_secs)
+                .with_sessions(config.session_key.clone(), config.hls_require_session),
+        );
         let sender = Rc::new(crate::sender::Sender::new(
             config.zerocopy,
             config.zerocopy_threshold,
@@ -481,6 +484,11 @@ impl Shard {
         self.emit(ShardEvent::CastDone { group });
     }
 
+    /// A viewing session fetched something: the reporter sends the counts at its next turn.
+    pub fn session_fetched(&self) {
+        self.tallies_dirty.raise();
+    }
+
     /// Lets the uplink send what is queued and end.
     pub fn last_uplink(&self) {
         self.uplink_last.set(true);
@@ -501,7 +509,8 @@ pub(crate) async fn sweeper(shard: Rc<Shard>) {
     }
 }
 
-/// Reports changed poll tallies and telemetry deltas, at most once per `tally_interval`: a
+/// Reports changed poll tallies, telemetry deltas and viewing sessions' fetches, at most once
+/// per `tally_interval`: a
 /// vote or report storm becomes a few messages per second per shard, and a quiet shard never
 /// wakes for it.
 pub(crate) async fn report_tallies(shard: Rc<Shard>) {
@@ -513,6 +522,13 @@ pub(crate) async fn report_tallies(shard: Rc<Shard>) {
             shard.emit(ShardEvent::Telemetry {
                 shard: shard.index,
                 deltas,
+            });
+        }
+        let fetches = shard.hls.borrow_mut().sessions.take_deltas();
+        if !fetches.is_empty() {
+            shard.emit(ShardEvent::SessionFetches {
+                shard: shard.index,
+                fetches,
             });
         }
         let dirty = shard.core.borrow_mut().polls.take_dirty();

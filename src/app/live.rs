@@ -17,7 +17,7 @@ use shards::proto::{MediaCommand, ShardCommand};
 
 use super::media_state::IngestStats;
 use super::streams::{self, PublishError, PublishTurn, StreamError, StreamState};
-use super::{messages, random_hex, App, Stream};
+use super::{messages, App, Stream};
 
 impl App {
     /// The `publish_url` shown with stream keys: `rtmp://ADDR/live`.
@@ -186,22 +186,12 @@ impl App {
             .filter(|v| v.profile.stream.as_deref() == Some(id.as_str()))
             .map(|v| v.at)
             .collect();
+        // Each keeps its viewing session, with a freshly signed URL.
+        let now_ms = self.clock_ms;
         for at in audience {
-            let (session, url) = self.media_endpoint(&id);
+            let (session, url) = self.open_session(at, &id, now_ms);
             self.send_to(at, messages::endpoint(&id, &url, &session));
         }
-    }
-
-    /// A fresh session id and the endpoint URL for it.
-    pub(super) fn media_endpoint(&self, stream: &str) -> (String, String) {
-        let session = random_hex(12);
-        let url = self
-            .config
-            .media_url
-            .replace("{stream}", stream)
-            .replace("{session}", &session)
-            .replace("{listen}", &self.viewer_addr.to_string());
-        (session, url)
     }
 
     /// One FLV tag of the publish `turn`. `Err` only for an unsupported codec: the caller

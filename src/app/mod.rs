@@ -33,6 +33,8 @@ pub mod recording_runner;
 pub mod recordings;
 pub mod remediation;
 pub mod remediation_apply;
+pub mod session_ops;
+pub mod sessions;
 pub mod sink;
 pub mod store;
 pub mod streams;
@@ -123,6 +125,10 @@ pub struct App {
     /// The directory of recordings, and the thread that writes their files (None: off).
     recordings: recordings::Recordings,
     recorder: Option<crate::recorder::Recorder>,
+    /// Viewing sessions (`session_ops`).
+    sessions: sessions::Sessions,
+    /// The latest time the core was given (for the few paths called without one).
+    clock_ms: u64,
 }
 
 impl App {
@@ -154,6 +160,8 @@ impl App {
             remediation: remediation::Remediations::default(),
             recordings: recordings::Recordings::default(),
             recorder: None,
+            sessions: sessions::Sessions::default(),
+            clock_ms: now_ms,
             config,
         }
     }
@@ -251,6 +259,7 @@ impl App {
     // ---- events ----
 
     pub fn on_event(&mut self, event: ShardEvent, now_ms: u64) {
+        self.clock_ms = now_ms;
         match event {
             ShardEvent::Joined {
                 at,
@@ -305,6 +314,7 @@ impl App {
                     }
                 }
             }
+            ShardEvent::SessionFetches { fetches, .. } => self.session_fetches(&fetches, now_ms),
             ShardEvent::CastDone { group } => {
                 self.groups.cast_done(group);
                 if !self.groups.cast_in_flight(group) {
@@ -318,6 +328,7 @@ impl App {
     }
 
     fn join(&mut self, at: ViewerRef, resume: Box<str>, profile: Profile) {
+        self.sessions.returned(at.viewer);
         self.groups.count(&profile, 1);
         if let Some(old) = self.mirror.join(at, resume, profile) {
             self.groups.count(&old, -1);
@@ -385,6 +396,7 @@ impl App {
             return;
         };
         self.groups.count(&profile, -1);
+        self.sessions.departed(at.viewer, now_ms);
         if let Some(w) = waiting {
             self.resume_into(w.at, at.viewer, w.departed, w.profile);
         }
@@ -409,7 +421,7 @@ impl App {
         if state != StreamState::Live {
             self.send_to(at, messages::stream_state(stream, state.into()));
         }
-        let (session, url) = self.media_endpoint(stream);
+        let (session, url) = self.open_session(at, stream, now_ms);
         self.send_to(at, messages::endpoint(stream, &url, &session));
         if self.player.has_any(stream, now_ms) {
             self.send_to(at, self.config_frame(stream, now_ms));

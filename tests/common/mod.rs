@@ -4,6 +4,7 @@
 //! process is killed when the handle drops.
 #![allow(dead_code)]
 
+pub mod hls;
 pub mod media;
 pub mod mmdb;
 
@@ -157,7 +158,7 @@ impl Drop for Server {
     }
 }
 
-fn unique() -> u64 {
+pub fn unique() -> u64 {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);
     N.fetch_add(1, Ordering::Relaxed)
