@@ -244,3 +244,106 @@ fn signed_session_playlists_cdns_and_states() {
     drop(publisher);
     let _ = Duration::ZERO;
 }
+
+/// A `watch` outside a stream's distribution rules gets `not_entitled` and no session; the
+/// rules survive a restart.
+#[test]
+fn distribution_rules_refuse_watch_without_a_session() {
+    let dir = std::env::temp_dir().join(format!(
+        "ovation-test-distribution-{}-{}",
+        std::process::id(),
+        unique()
+    ));
+    let mut server = Server::start_in(&["--shards", "2"], dir.clone());
+    server.keep_data = true;
+    create_stream(&server, "gated");
+    let rules = json!({"regions": ["eu"], "devices": ["mobile"], "entitlement": "premium"});
+    let (status, stored) = server.api("PUT", "/api/streams/gated/distribution", Some(&rules));
+    assert_eq!(status, 200, "{stored}");
+    assert_eq!(
+        stored["regions"],
+        json!(["EU"]),
+        "normalised like group predicates"
+    );
+    let (status, refused) = server.api(
+        "PUT",
+        "/api/streams/gated/distribution",
+        Some(&json!({"country": ["HU"]})),
+    );
+    assert_eq!(status, 400, "{refused}");
+
+    let refusal = |query: &str, ua: &str| -> Value {
+        let (mut ws, _) = connect(&server.url(query), Some(ua));
+        send_json(&mut ws, &json!({"type": "watch", "stream": "gated"}));
+        next_json(&mut ws)
+    };
+    // Wrong region, wrong device, and right both without the entitlement tag.
+    for (query, ua, needle) in [
+        ("?region=US", UA_IOS, "region"),
+        (
+            "?region=EU",
+            "Mozilla/5.0 (X11; Linux x86_64; rv:125.0) Gecko/20100101 Firefox/125.0",
+            "device",
+        ),
+        ("?region=EU", UA_ANDROID, "entitlement"),
+    ] {
+        let error = refusal(query, ua);
+        assert_eq!(error["type"], "error", "{error}");
+        assert_eq!(error["code"], "not_entitled", "{error}");
+        assert!(
+            error["message"].as_str().unwrap().contains(needle),
+            "{error}"
+        );
+    }
+    let (_, counts) = server.api("GET", "/api/streams/gated/sessions", None);
+    assert_eq!(
+        counts["sessions"],
+        json!({"created": 0, "playing": 0, "stalled": 0, "ended": 0}),
+        "no session for a refused watch"
+    );
+
+    // With the entitlement tag the same viewer gets its endpoint (and a session).
+    let (mut ws, welcome) = connect(&server.url("?region=EU"), Some(UA_ANDROID));
+    let viewer = welcome["viewer"].as_str().unwrap().to_owned();
+    send_json(&mut ws, &json!({"type": "watch", "stream": "gated"}));
+    assert_eq!(next_json(&mut ws)["code"], "not_entitled");
+    let (status, _) = server.api(
+        "PUT",
+        &format!("/api/viewers/{viewer}/tags"),
+        Some(&json!({"tags": ["premium"]})),
+    );
+    assert_eq!(status, 202);
+    let endpoint = wait_for("the tag to reach the core", || {
+        send_json(&mut ws, &json!({"type": "watch", "stream": "gated"}));
+        let mut answer = next_json(&mut ws);
+        if answer["type"] == "stream" {
+            answer = next_json(&mut ws);
+        }
+        (answer["type"] == "endpoint").then_some(answer)
+    });
+    assert!(endpoint["url"].as_str().unwrap().contains("&sig="));
+    let (_, counts) = server.api("GET", "/api/streams/gated/sessions", None);
+    assert_eq!(counts["sessions"]["created"], 1, "{counts}");
+
+    // A time window in the past: nobody may watch.
+    let (status, _) = server.api(
+        "PUT",
+        "/api/streams/gated/distribution",
+        Some(&json!({"not_after_ms": 1_000_000})),
+    );
+    assert_eq!(status, 200);
+    let error = refusal("?region=EU", UA_ANDROID);
+    assert_eq!(error["code"], "not_entitled");
+    assert!(
+        error["message"].as_str().unwrap().contains("no longer"),
+        "{error}"
+    );
+
+    // The rules are stored with the stream.
+    drop(ws);
+    assert!(server.terminate().success());
+    let mut restarted = Server::start_in(&["--shards", "1"], dir.clone());
+    restarted.keep_data = false;
+    let (_, rules) = restarted.api("GET", "/api/streams/gated/distribution", None);
+    assert_eq!(rules["not_after_ms"], 1_000_000, "{rules}");
+}

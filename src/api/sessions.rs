@@ -1,10 +1,11 @@
 //! Viewing-session routes (issue 13): `GET /api/sessions/{id}`, a stream's sessions by state,
-//! the configured CDN resources and a group's CDN.
+//! the configured CDN resources, a group's CDN and a stream's distribution rules.
 
 use serde_json::{json, Value};
 
 use super::response::Response;
 use super::validate;
+use crate::app::distribution::Distribution;
 use crate::app::sessions::{CdnError, Session};
 use crate::app::App;
 
@@ -39,6 +40,24 @@ pub fn route(app: &mut App, method: &str, path: &[&str], body: &[u8]) -> Option<
         }
         (_, ["api", "cdns"]) => method_not_allowed("GET"),
         ("PUT", ["api", "groups", id, "cdn"]) => set_group_cdn(app, id, body),
+        ("GET", ["api", "streams", id, "distribution"]) => match app.stream(id) {
+            Some(_) => Response::json(200, app.distribution(id).to_json()),
+            None => not_found("stream", id),
+        },
+        ("PUT", ["api", "streams", id, "distribution"]) => {
+            let rules = validate::object(body).and_then(|o| Distribution::from_json(&o));
+            match rules {
+                Ok(d) => {
+                    if app.set_distribution(id, d) {
+                        Response::json(200, app.distribution(id).to_json())
+                    } else {
+                        not_found("stream", id)
+                    }
+                }
+                Err(e) => bad(e),
+            }
+        }
+        (_, ["api", "streams", _, "distribution"]) => method_not_allowed("GET, PUT"),
         (_, ["api", "groups", _, "cdn"]) => method_not_allowed("PUT"),
         _ => return None,
     })

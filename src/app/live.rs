@@ -92,6 +92,7 @@ impl App {
                 "key_sha256": streams::hash_hex(&s.key_sha256),
                 "created_ms": s.created_ms,
                 "scheduled_ms": self.player.scheduled(&s.id),
+                "distribution": self.distribution.get(&s.id).map(|d| d.to_json()),
             });
             store.put_stream(&s.id, &record);
         }
@@ -110,6 +111,18 @@ impl App {
             let created = r["created_ms"].as_u64().unwrap_or(0);
             if let Some(start) = r["scheduled_ms"].as_u64() {
                 self.player.schedule(&id, start);
+            }
+            let rules = r["distribution"]
+                .as_object()
+                .map(super::distribution::Distribution::from_json);
+            match rules {
+                Some(Ok(d)) => {
+                    self.distribution.insert(id.clone(), d);
+                }
+                Some(Err(e)) => {
+                    tracing::warn!(stream = %id, error = %e, "stored distribution rules skipped")
+                }
+                None => {}
             }
             if let Err(e) = self.register_stream(id, title, hash, created) {
                 tracing::warn!(error = %e, "skipping a stored stream");

@@ -19,6 +19,7 @@
 //! tests drive it in memory (see `tests.rs`).
 
 pub mod audits;
+pub mod distribution;
 pub mod downlink;
 pub mod groups;
 pub mod live;
@@ -129,6 +130,8 @@ pub struct App {
     sessions: sessions::Sessions,
     /// The latest time the core was given (for the few paths called without one).
     clock_ms: u64,
+    /// Distribution rules per stream (who may watch at all).
+    distribution: std::collections::HashMap<String, distribution::Distribution>,
 }
 
 impl App {
@@ -162,6 +165,7 @@ impl App {
             recorder: None,
             sessions: sessions::Sessions::default(),
             clock_ms: now_ms,
+            distribution: Default::default(),
             config,
         }
     }
@@ -410,14 +414,18 @@ impl App {
         }
     }
 
-    /// A viewer asks for a stream (FIG. 4): a registered stream moves the viewer into its
-    /// audience group and answers with its media endpoint, preceded by its state when it is
-    /// not live (the viewer is pushed `live` and a fresh endpoint when it goes live).
+    /// A viewer asks for a stream (FIG. 4): a registered stream the viewer is entitled to
+    /// (its distribution rules) moves the viewer into its audience group and answers with its
+    /// session's media endpoint, preceded by its state when it is not live (the viewer is
+    /// pushed `live` and a freshly signed endpoint when it goes live).
     fn watch(&mut self, at: ViewerRef, stream: &str, now_ms: u64) {
         let Some(state) = self.streams.get(stream).map(|s| s.state) else {
             let message = format!("no stream {stream:?} is live");
             return self.send_to(at, messages::error("unknown_stream", &message));
         };
+        if let Err(message) = self.entitled(at, stream, now_ms) {
+            return self.send_to(at, messages::error("not_entitled", &message));
+        }
         if state != StreamState::Live {
             self.send_to(at, messages::stream_state(stream, state.into()));
         }

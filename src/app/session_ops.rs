@@ -9,6 +9,7 @@ use shards::profile::{Field, Profile, ViewerId};
 use shards::proto::{GroupId, MediaCommand, ShardCommand, ViewerRef};
 use shards::session_sign::SessionKey;
 
+use super::distribution::Distribution;
 use super::random::random_u64;
 use super::sessions::{choose_cdn, CdnError, Session, SessionState, Timing};
 use super::{random_hex, App};
@@ -193,5 +194,36 @@ impl App {
                 s.cdn = cdn;
             }
         }
+    }
+
+    /// `Err(reason)` when the stream's distribution rules keep the viewer out.
+    pub(super) fn entitled(&self, at: ViewerRef, stream: &str, now_ms: u64) -> Result<(), String> {
+        let Some(rules) = self.distribution.get(stream) else {
+            return Ok(());
+        };
+        match self.mirror.at(at) {
+            Some(v) => rules.check(&v.profile, now_ms),
+            None => Err("unknown viewer".into()),
+        }
+    }
+
+    /// A stream's distribution rules (open when none are set).
+    pub fn distribution(&self, stream: &str) -> Distribution {
+        self.distribution.get(stream).cloned().unwrap_or_default()
+    }
+
+    /// Replaces a stream's distribution rules (stored with the stream); `false` for an
+    /// unknown stream. Viewers already watching keep watching; the rules apply to `watch`.
+    pub fn set_distribution(&mut self, stream: &str, rules: Distribution) -> bool {
+        let Some(s) = self.streams.get(stream).cloned() else {
+            return false;
+        };
+        if rules.is_open() {
+            self.distribution.remove(stream);
+        } else {
+            self.distribution.insert(stream.to_owned(), rules);
+        }
+        self.store_stream(&s);
+        true
     }
 }
