@@ -49,7 +49,8 @@ const CRATES: &[(&str, &str, &[&str])] = &[
 /// state lives in `app::media_state`. `app::remediation_apply` applies remediation decisions;
 /// its state lives in `app::remediation`. `app::recording_runner` (recordings; state in
 /// `app::recordings`) and `app::rebroadcast` (state in `app::media_state`) likewise, and
-/// `app::session_ops` (viewing sessions; state in `app::sessions`).
+/// `app::session_ops` (viewing sessions; state in `app::sessions`) and `app::ad_ops` (ads,
+/// programs, breaks, beacons; state in `app::ads`).
 const IMPL_EXTENSIONS: &[(&str, &str)] = &[
     ("ovation", "app::operator"),
     ("ovation", "app::poll_runner"),
@@ -59,6 +60,7 @@ const IMPL_EXTENSIONS: &[(&str, &str)] = &[
     ("ovation", "app::recording_runner"),
     ("ovation", "app::rebroadcast"),
     ("ovation", "app::session_ops"),
+    ("ovation", "app::ad_ops"),
 ];
 
 /// The product part of a source file: everything before a trailing `#[cfg(test)]` module.

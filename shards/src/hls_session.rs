@@ -10,10 +10,15 @@
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
+use std::sync::Arc;
 
 use media::playlist::{write_iso8601, LivePlaylist};
 
+use crate::hls_ads::BreakPlan;
 use crate::session_sign::{SessionKey, SignError};
+
+/// Most break plans kept per session (the oldest go first).
+const MAX_BREAKS: usize = 64;
 
 /// Longest session id accepted in a request.
 pub const MAX_SESSION: usize = 64;
@@ -31,6 +36,8 @@ pub enum SessionCommand {
     },
     /// The session ended: its playlist is 404 from now on.
     Ended { id: Box<str> },
+    /// An ad break in the session's playlist (`hls_ads`).
+    Break { id: Box<str>, plan: Arc<BreakPlan> },
 }
 
 /// One session's fetches since the last report.
@@ -39,11 +46,21 @@ pub struct FetchDelta {
     pub playlists: u32,
     pub segments: u32,
     pub bytes: u64,
+    /// Ad segments fetched: (ad, segment index), in order.
+    pub ads: Vec<(Box<str>, u16)>,
 }
 
 struct Route {
     stream: Box<str>,
     prefix: Box<str>,
+    breaks: Vec<Arc<BreakPlan>>,
+}
+
+/// What a session's playlist is rendered with.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Admitted<'a> {
+    pub prefix: &'a str,
+    pub breaks: &'a [Arc<BreakPlan>],
 }
 
 /// Why a session playlist request is refused.
@@ -116,8 +133,28 @@ impl Sessions {
 
     pub fn apply(&mut self, command: SessionCommand) {
         match command {
-            SessionCommand::Open { id, stream, prefix } => {
-                self.routes.insert(id, Route { stream, prefix });
+            SessionCommand::Open { id, stream, prefix } => match self.routes.get_mut(&id) {
+                Some(r) => r.prefix = prefix,
+                None => {
+                    let breaks = Vec::new();
+                    self.routes.insert(
+                        id,
+                        Route {
+                            stream,
+                            prefix,
+                            breaks,
+                        },
+                    );
+                }
+            },
+            SessionCommand::Break { id, plan } => {
+                if let Some(r) = self.routes.get_mut(&id) {
+                    r.breaks.push(plan);
+                    r.breaks.sort_by_key(|b| b.start_seq);
+                    if r.breaks.len() > MAX_BREAKS {
+                        r.breaks.remove(0);
+                    }
+                }
             }
             SessionCommand::Ended { id } => {
                 self.routes.remove(&id);
@@ -141,7 +178,7 @@ impl Sessions {
         stream: &str,
         q: &SessionQuery<'_>,
         now_s: u64,
-    ) -> Result<&str, Refusal> {
+    ) -> Result<Admitted<'_>, Refusal> {
         let session = q.session.ok_or(Refusal::Signature(SignError::Missing))?;
         if let Some(key) = &self.key {
             key.verify(session, stream, q.exp, q.sig, now_s)
@@ -152,7 +189,22 @@ impl Sessions {
             return Err(Refusal::OtherStream);
         }
         bump(&mut self.deltas, session).playlists += 1;
-        Ok(&route.prefix)
+        Ok(Admitted {
+            prefix: &route.prefix,
+            breaks: &route.breaks,
+        })
+    }
+
+    /// Segment `index` of ad `ad` was served to a request naming `session`: counted (for the
+    /// session's beacons) when the session is known.
+    pub fn ad_served(&mut self, session: &str, ad: &str, index: u16, bytes: usize) -> bool {
+        if !self.routes.contains_key(session) {
+            return false;
+        }
+        let d = bump(&mut self.deltas, session);
+        d.bytes += bytes as u64;
+        d.ads.push((ad.into(), index));
+        true
     }
 
     /// A segment of `stream` (`bytes` long) was served to a request naming `session`:
@@ -284,10 +336,13 @@ mod tests {
             exp: Some(exp),
             sig: Some(sig),
         };
-        assert_eq!(s.admit("main", &q("a", "100", &sig), 50), Ok(""));
         assert_eq!(
-            s.admit("main", &q("a", "100", &sig), 100),
-            Err(Refusal::Signature(SignError::Expired))
+            s.admit("main", &q("a", "100", &sig), 50).map(|a| a.prefix),
+            Ok("")
+        );
+        assert_eq!(
+            s.admit("main", &q("a", "100", &sig), 100).err(),
+            Some(Refusal::Signature(SignError::Expired))
         );
         assert_eq!(
             s.admit("main", &q("b", "100", &sig), 50)
@@ -326,14 +381,15 @@ mod tests {
                 FetchDelta {
                     playlists: 1,
                     segments: 1,
-                    bytes: 188
+                    bytes: 188,
+                    ads: vec![],
                 }
             )]
         );
         s.apply(SessionCommand::Ended { id: "a".into() });
         assert_eq!(
-            s.admit("main", &q("a", "100", &sig), 50),
-            Err(Refusal::UnknownSession)
+            s.admit("main", &q("a", "100", &sig), 50).err(),
+            Some(Refusal::UnknownSession)
         );
         assert!(!s.has_deltas());
     }

@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 use media::playlist::{LivePlaylist, UriTemplate};
 
+use crate::hls_ads::{self, AdSegment};
 use crate::hls_session::{self, SessionQuery, Sessions};
 use crate::proto::MediaCommand;
 use crate::session_sign::SessionKey;
@@ -58,6 +59,8 @@ pub struct Windows {
     uris_no_session: UriTemplate,
     /// The viewing sessions this shard serves playlists for.
     pub sessions: Sessions,
+    /// The ad library's assets (`/hls/_ads/{ad}/{n}.ts`).
+    ads: HashMap<Box<str>, Arc<[AdSegment]>>,
     /// Refuse playlist requests that name no session (403).
     require_session: bool,
 }
@@ -97,6 +100,7 @@ impl Windows {
             uris_no_session: UriTemplate::new("{seq}.ts")
                 .unwrap_or_else(|_| unreachable!("literal template")),
             sessions: Sessions::default(),
+            ads: HashMap::new(),
             require_session: false,
         }
     }
@@ -132,6 +136,12 @@ impl Windows {
                 w.playlist.end();
             }
             MediaCommand::Session(command) => self.sessions.apply(command),
+            MediaCommand::Ad { id, segments } => {
+                self.ads.insert(id, segments);
+            }
+            MediaCommand::AdRemoved { id } => {
+                self.ads.remove(&id);
+            }
         }
     }
 
@@ -206,6 +216,21 @@ impl Windows {
     }
 
     fn resource(&mut self, path: &str, query: &str, now_s: u64) -> (u16, Kind, Body) {
+        if path.starts_with(hls_ads::ADS_PREFIX) {
+            let found = hls_ads::ad_path(path).and_then(|(ad, n)| {
+                let seg = self.ads.get(ad)?.get(usize::from(n))?;
+                Some((ad, n, seg.data.clone()))
+            });
+            return match found {
+                Some((ad, n, data)) => {
+                    if let Some(session) = SessionQuery::parse(query).session {
+                        self.sessions.ad_served(session, ad, n, data.len());
+                    }
+                    (200, Kind::Segment, Body::Segment(data))
+                }
+                None => (404, Kind::Error, text("no such ad segment")),
+            };
+        }
         let Some((stream, file)) = path.strip_prefix(PREFIX).and_then(|p| p.split_once('/')) else {
             return (404, Kind::Error, text("no such media resource"));
         };
@@ -223,7 +248,8 @@ impl Windows {
             let q = SessionQuery::parse(query);
             let rendered = match q.session {
                 Some(s) => match self.sessions.admit(stream, &q, now_s) {
-                    Ok(prefix) => hls_session::render(&w.playlist, prefix, s),
+                    Ok(a) if a.breaks.is_empty() => hls_session::render(&w.playlist, a.prefix, s),
+                    Ok(a) => hls_ads::render(&w.playlist, a.prefix, s, a.breaks),
                     Err(refusal) => {
                         return (refusal.status(), Kind::Error, text(&refusal.to_string()))
                     }

@@ -27,7 +27,8 @@
 //!   and sealing shared frames into one viewer's records) sits beside `conn`. `accept` also
 //!   hands a plain `GET` under `/hls/` to `hls` (one HLS keep-alive connection), which answers
 //!   from the shard's [`hls_window`]s (pure: each stream's live window and the HTTP answers),
-//!   per viewing session through [`hls_session`] (signed URLs checked with [`session_sign`]).
+//!   per viewing session through [`hls_session`] (signed URLs checked with [`session_sign`]),
+//!   with ad breaks spliced in by [`hls_ads`].
 
 #![forbid(unsafe_code)]
 
@@ -40,6 +41,7 @@ mod driver;
 pub mod frames;
 pub mod geo;
 mod hls;
+pub mod hls_ads;
 pub mod hls_files;
 pub mod hls_session;
 pub mod hls_window;

@@ -203,4 +203,11 @@ pub enum MediaCommand {
     Ended { stream: Box<str> },
     /// A viewing session's playlist route (`hls_session`).
     Session(crate::hls_session::SessionCommand),
+    /// An ad asset every shard serves (`hls_ads`), shared, never copied.
+    Ad {
+        id: Box<str>,
+        segments: Arc<[crate::hls_ads::AdSegment]>,
+    },
+    /// An ad left the library.
+    AdRemoved { id: Box<str> },
 }

@@ -11,9 +11,11 @@
 //! - [`tls`]: the API's TLS stream (netstack's sans-IO session behind `AsyncRead`/`AsyncWrite`).
 //! - [`player`]: the player configuration routes.
 //! - [`metrics`]: `GET /metrics`, the Prometheus exposition.
-//! - [`remediation`]: remediation rules and events; [`sessions`]: viewing sessions, CDNs.
+//! - [`remediation`]: remediation rules and events; [`sessions`]: viewing sessions, CDNs,
+//!   distribution rules; [`ads`]: the ad library, programs and breaks.
 //! - Here: authentication, routing, the route handlers and the broadcaster upgrade.
 
+pub mod ads;
 pub mod broadcaster;
 pub mod metrics;
 pub mod player;

@@ -3,7 +3,7 @@
 
 use serde_json::{json, Value};
 
-use super::response::Response;
+use super::response::{bad, method_not_allowed, not_found, Response};
 use super::validate;
 use crate::app::distribution::Distribution;
 use crate::app::sessions::{CdnError, Session};
@@ -13,7 +13,11 @@ use crate::app::App;
 pub fn route(app: &mut App, method: &str, path: &[&str], body: &[u8]) -> Option<Response> {
     Some(match (method, path) {
         ("GET", ["api", "sessions", id]) => match app.session(id) {
-            Some(s) => Response::json(200, session_json(s)),
+            Some(s) => {
+                let mut body = session_json(s);
+                body["beacons"] = app.session_beacons(id);
+                Response::json(200, body)
+            }
             None => not_found("session", id),
         },
         (_, ["api", "sessions", _]) => method_not_allowed("GET"),
@@ -59,7 +63,7 @@ pub fn route(app: &mut App, method: &str, path: &[&str], body: &[u8]) -> Option<
         }
         (_, ["api", "streams", _, "distribution"]) => method_not_allowed("GET, PUT"),
         (_, ["api", "groups", _, "cdn"]) => method_not_allowed("PUT"),
-        _ => return None,
+        _ => return super::ads::route(app, method, path, body),
     })
 }
 
@@ -100,22 +104,4 @@ pub fn session_json(s: &Session) -> Value {
         "bytes": s.bytes,
         "cdn": s.cdn,
     })
-}
-
-pub(super) fn not_found(what: &str, id: &str) -> Response {
-    Response::error(404, "not_found", format!("no {what} \"{id}\""))
-}
-
-pub(super) fn bad(message: impl Into<String>) -> Response {
-    Response::error(400, "bad_request", message)
-}
-
-pub(super) fn method_not_allowed(allow: &'static str) -> Response {
-    let mut r = Response::error(
-        405,
-        "method_not_allowed",
-        format!("method not allowed on this path (allowed: {allow})"),
-    );
-    r.allow = Some(allow);
-    r
 }

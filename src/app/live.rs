@@ -93,6 +93,7 @@ impl App {
                 "created_ms": s.created_ms,
                 "scheduled_ms": self.player.scheduled(&s.id),
                 "distribution": self.distribution.get(&s.id).map(|d| d.to_json()),
+                "program": self.ads.programs.get(&s.id),
             });
             store.put_stream(&s.id, &record);
         }
@@ -123,6 +124,10 @@ impl App {
                     tracing::warn!(stream = %id, error = %e, "stored distribution rules skipped")
                 }
                 None => {}
+            }
+            let program = serde_json::from_value::<super::ads::Program>(r["program"].clone());
+            if let Ok(p) = program {
+                self.ads.programs.insert(id.clone(), p);
             }
             if let Err(e) = self.register_stream(id, title, hash, created) {
                 tracing::warn!(error = %e, "skipping a stored stream");

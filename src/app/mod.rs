@@ -18,6 +18,8 @@
 //! milliseconds) from its caller, and shard commands go out through [`Downlink`] queues, so
 //! tests drive it in memory (see `tests.rs`).
 
+pub mod ad_ops;
+pub mod ads;
 pub mod audits;
 pub mod distribution;
 pub mod downlink;
@@ -130,6 +132,8 @@ pub struct App {
     sessions: sessions::Sessions,
     /// The latest time the core was given (for the few paths called without one).
     clock_ms: u64,
+    /// The ad library, programs, breaks and beacons (`ad_ops`).
+    ads: ads::AdState,
     /// Distribution rules per stream (who may watch at all).
     distribution: std::collections::HashMap<String, distribution::Distribution>,
 }
@@ -166,6 +170,7 @@ impl App {
             sessions: sessions::Sessions::default(),
             clock_ms: now_ms,
             distribution: Default::default(),
+            ads: ads::AdState::default(),
             config,
         }
     }
@@ -210,6 +215,7 @@ impl App {
         }
         self.store = Some(store);
         self.restore_recordings(&restored.recordings, now_ms);
+        self.restore_ads();
         self.last_checkpoint_ms = now_ms;
     }
 

@@ -123,6 +123,9 @@ impl App {
     pub(super) fn session_fetches(&mut self, fetches: &[(Box<str>, FetchDelta)], now_ms: u64) {
         for (id, delta) in fetches {
             self.sessions.fetched(id, delta, now_ms);
+            if !delta.ads.is_empty() {
+                self.ad_fetches(id, &delta.ads);
+            }
         }
     }
 

@@ -340,6 +340,7 @@ mod tests {
             playlists: 0,
             segments: 2,
             bytes: 376,
+            ads: vec![],
         };
         assert!(s.fetched("s1", &seg, 2_000));
         assert_eq!(s.get("s1").unwrap().state, SessionState::Playing);

@@ -1035,6 +1035,7 @@ fn sessions_follow_watches_fetches_and_group_cdns() {
         playlists: 1,
         segments: 2,
         bytes: 4000,
+        ads: vec![],
     };
     let fetches = vec![(Box::<str>::from(session.as_str()), delta)];
     h.event(ShardEvent::SessionFetches { shard: 0, fetches }, 2_000);
