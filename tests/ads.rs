@@ -153,13 +153,21 @@ fn two_profiles_get_different_ads_in_one_break_and_beacons_are_exact() {
     wait_for("a first segment", || {
         (get(server.viewer, &target(&ios_url)).status == 200).then_some(())
     });
-    let (status, brk) = server.api(
-        "POST",
-        "/api/streams/main/breaks",
-        Some(&json!({"duration_s": 6})),
+    // The broadcaster starts the break from its WebSocket and follows the beacons there.
+    let (mut console, welcome) = connect(
+        &format!(
+            "ws://{}/v1/broadcaster?stream=main&token={TOKEN}",
+            server.api
+        ),
+        None,
     );
-    assert_eq!(status, 201, "{brk}");
+    assert_eq!(welcome["role"], "broadcaster");
+    send_json(&mut console, &json!({"type": "break", "duration_s": 0}));
+    assert_eq!(next_of_type(&mut console, "error")["code"], "bad_request");
+    send_json(&mut console, &json!({"type": "break", "duration_s": 6}));
+    let brk = next_of_type(&mut console, "break");
     assert_eq!(brk["sessions"], 2, "{brk}");
+    assert_eq!(brk["duration_ms"], 6000, "{brk}");
     let brk_id = brk["id"].as_u64().unwrap();
 
     // Wait for the content after the break (CUE-IN) in both playlists.
@@ -251,6 +259,12 @@ fn two_profiles_get_different_ads_in_one_break_and_beacons_are_exact() {
         (counts(&b, "ios-spot")[5] == 1 && counts(&b, "android-spot")[2] == 1).then_some(b)
     });
     assert_eq!(breaks["id"], brk_id);
+    // The same counts were pushed to the broadcaster's socket.
+    let pushed = (0..100)
+        .map(|_| next_of_type(&mut console, "beacons"))
+        .find(|b| counts(b, "ios-spot")[5] == 1 && counts(b, "android-spot")[2] == 1)
+        .expect("a beacons push with the counts");
+    assert_eq!(pushed["beacons"], breaks["beacons"], "{pushed}");
     assert_eq!(counts(&breaks, "ios-spot"), [1, 1, 1, 1, 1, 1], "{breaks}");
     assert_eq!(
         counts(&breaks, "android-spot"),

@@ -69,6 +69,47 @@ pub fn route(app: &mut App, method: &str, path: &[&str], body: &[u8]) -> Option<
     })
 }
 
+/// A broadcaster's message on its socket: `{"type":"break","duration_s":N}` starts a break
+/// on its stream, answered `{"type":"break",...}` (the break) or `{"type":"error",...}`.
+pub fn broadcaster_command(
+    app: &mut App,
+    stream: &str,
+    text: &str,
+) -> Option<shards::proto::Frame> {
+    let answer = match validate::object(text.as_bytes()) {
+        Ok(o) if o.get("type").and_then(Value::as_str) == Some("break") => {
+            let duration = o
+                .get("duration_s")
+                .and_then(Value::as_u64)
+                .filter(|d| (1..=MAX_BREAK_S).contains(d));
+            match duration {
+                Some(d) => match app.start_break(stream, d * 1000, unix_ms()) {
+                    Ok(mut b) => {
+                        b["type"] = json!("break");
+                        b
+                    }
+                    Err(e) => {
+                        json!({"type": "error", "code": error(e.clone()).body["error"]["code"].clone(), "message": e.to_string()})
+                    }
+                },
+                None => json!({"type": "error", "code": "bad_request",
+                    "message": format!("\"duration_s\" must be 1 to {MAX_BREAK_S} seconds")}),
+            }
+        }
+        Ok(_) => {
+            json!({"type": "error", "code": "unknown_type", "message": "broadcasters may send {\"type\":\"break\",\"duration_s\":N}"})
+        }
+        Err(e) => json!({"type": "error", "code": "invalid_json", "message": e}),
+    };
+    let mut frame = Vec::new();
+    netstack::ws::encode_frame(
+        netstack::ws::OpCode::Text,
+        answer.to_string().as_bytes(),
+        &mut frame,
+    );
+    Some(frame.into())
+}
+
 fn error(e: AdError) -> Response {
     match e {
         AdError::NoStream(_) | AdError::NoAd(_) => Response::error(404, "not_found", e.to_string()),

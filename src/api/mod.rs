@@ -117,7 +117,8 @@ async fn broadcaster<S: tls::Transport>(
         sink.finish();
         return;
     }
-    broadcaster::session(stream, sink, rest).await;
+    let on_text = |text: &str| ads::broadcaster_command(&mut app.borrow_mut(), &stream_id, text);
+    broadcaster::session(stream, sink, rest, &on_text).await;
 }
 
 /// Broadcaster sockets open on `stream`.
