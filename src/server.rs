@@ -360,6 +360,7 @@ async fn app_core(
     ));
 
     let rebroadcasts = glommio::spawn_local(crate::rebroadcast::serve(app.clone()));
+    let vast = glommio::spawn_local(crate::vast::serve(app.clone()));
     let ingest = glommio::spawn_local(crate::ingest::serve(
         netstack::sys::from_owned_fd(rtmp_listener),
         rtmps.map(|(l, c)| (netstack::sys::from_owned_fd(l), c)),
@@ -375,7 +376,7 @@ async fn app_core(
     let mut byte = [0u8; 1];
     let _ = signals.read(&mut byte).await;
     tracing::info!("shutting down: closing viewers with 1001");
-    drop((api, ticker, ingest, rebroadcasts));
+    drop((api, ticker, ingest, rebroadcasts, vast));
     graceful_shutdown(&app, Duration::from_millis(config.shutdown_grace_ms)).await;
     for link in links {
         link.await;

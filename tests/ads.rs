@@ -335,3 +335,150 @@ fn two_profiles_get_different_ads_in_one_break_and_beacons_are_exact() {
     assert_eq!(counts(&after, "slate"), [2, 2, 2, 2, 2, 2], "{after}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A tiny VAST server on loopback: answers `<Ad id="{ad}">`, after `slow_ms` for requests
+/// whose query has `region=B`. Returns its address and the queries it received.
+fn vast_server(
+    ad: &'static str,
+    slow_ms: u64,
+) -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+) {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                conn.set_read_timeout(Some(WAIT)).unwrap();
+                let mut reader = BufReader::new(conn.try_clone().unwrap());
+                let mut line = String::new();
+                let _ = reader.read_line(&mut line);
+                let query = line.split_whitespace().nth(1).unwrap_or("").to_owned();
+                log.lock().unwrap().push(query.clone());
+                if query.contains("region=B") {
+                    // Slower than the program's timeout: the selectors' ads must stay.
+                    std::thread::sleep(std::time::Duration::from_millis(slow_ms));
+                }
+                let body = format!(
+                    "<?xml version=\"1.0\"?><VAST version=\"4.0\"><Ad id=\"{ad}\" sequence=\"1\"><InLine><AdTitle>t</AdTitle><Creatives><Creative><Linear><MediaFiles><MediaFile type=\"application/x-mpegURL\">http://ads.example/{ad}.m3u8</MediaFile></MediaFiles></Linear></Creative></Creatives></InLine></Ad></VAST>"
+                );
+                let mut conn = conn;
+                let _ = write!(
+                    conn,
+                    "HTTP/1.0 200 OK\r\nContent-Type: application/xml\r\nContent-Length: {}\r\n\r\n{body}",
+                    body.len()
+                );
+            });
+        }
+    });
+    (addr, seen)
+}
+
+#[test]
+fn an_ad_decision_server_decides_and_a_slow_one_falls_back_to_selectors() {
+    let dir = scratch();
+    let vast_ad = encode_ad(&dir, "vast", "testsrc", 2);
+    let sel_ad = encode_ad(&dir, "sel", "smptebars", 2);
+    let slate = encode_ad(&dir, "slate", "rgbtestsrc", 1);
+    let (vast_addr, queries) = vast_server("vast-spot", 3_000);
+    let server = Server::start(&["--shards", "2", "--hls-window", "40"]);
+    upload(&server, "vast-spot", &vast_ad);
+    upload(&server, "sel-spot", &sel_ad);
+    upload(&server, "slate", &slate);
+    let (status, body) = server.api("POST", "/api/streams", Some(&json!({"id": "main"})));
+    assert_eq!(status, 201);
+    let key = body["stream_key"].as_str().unwrap().to_owned();
+    let program = json!({
+        "selectors": [{"match": {"os": ["ios", "android"]}, "ads": ["sel-spot"]}],
+        "slate": "slate",
+        "vast": {"url": format!("http://{vast_addr}/vast?site=test"), "timeout_ms": 800}
+    });
+    let (status, stored) = server.api("PUT", "/api/streams/main/program", Some(&program));
+    assert_eq!(status, 200, "{stored}");
+    assert_eq!(stored["vast"]["timeout_ms"], 800);
+    let (status, _) = server.api(
+        "PUT",
+        "/api/streams/main/program",
+        Some(&json!({"vast": {"url": "http://ads.example/vast"}})),
+    );
+    assert_eq!(status, 400, "an address literal is required");
+
+    let (_a, ios, ios_url) = viewer(&server, "?region=A", UA_IOS);
+    let (_b, _android, android_url) = viewer(&server, "?region=B", UA_ANDROID);
+    let publisher = Publisher::start(server.rtmp, &key, 14);
+    wait_for("a first segment", || {
+        (get(server.viewer, &target(&ios_url)).status == 200).then_some(())
+    });
+    let (status, brk) = server.api(
+        "POST",
+        "/api/streams/main/breaks",
+        Some(&json!({"duration_s": 4})),
+    );
+    assert_eq!(status, 201, "{brk}");
+    assert_eq!(brk["vast"], json!({"answered": 0, "fallback": 0}), "{brk}");
+
+    let decided = wait_for("one answer and one timeout", || {
+        let (_, b) = server.api("GET", "/api/streams/main/breaks", None);
+        let b = b["breaks"][0].clone();
+        (b["vast"] == json!({"answered": 1, "fallback": 1})).then_some(b)
+    });
+    assert!(decided["beacons"]["vast-spot"].is_object(), "{decided}");
+    for url in [&ios_url, &android_url] {
+        wait_for("the end of the break", || {
+            playlist(&server, url)
+                .0
+                .contains("#EXT-X-CUE-IN")
+                .then_some(())
+        });
+    }
+    let ads_of = |url: &str| -> Vec<String> {
+        playlist(&server, url)
+            .1
+            .segments
+            .iter()
+            .filter(|s| s.uri.starts_with("/hls/_ads/"))
+            .map(|s| s.uri.split('?').next().unwrap().to_owned())
+            .collect()
+    };
+    let with_slate = |ad: &str| -> Vec<String> {
+        vec![
+            format!("/hls/_ads/{ad}/0.ts"),
+            format!("/hls/_ads/{ad}/1.ts"),
+            "/hls/_ads/slate/0.ts".into(),
+            "/hls/_ads/slate/0.ts".into(),
+        ]
+    };
+    assert_eq!(
+        ads_of(&ios_url),
+        with_slate("vast-spot"),
+        "the server's decision"
+    );
+    assert_eq!(
+        ads_of(&android_url),
+        with_slate("sel-spot"),
+        "the timeout's fallback"
+    );
+    let asked = queries.lock().unwrap().clone();
+    assert_eq!(asked.len(), 2, "{asked:?}");
+    let for_ios = asked
+        .iter()
+        .find(|q| q.contains(&format!("session={ios}")))
+        .unwrap();
+    for part in [
+        "/vast?site=test&",
+        "stream=main",
+        "duration_s=4",
+        "os=ios",
+        "region=A",
+        "device=mobile",
+    ] {
+        assert!(for_ios.contains(part), "{part} in {for_ios}");
+    }
+    drop(publisher);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -36,7 +36,8 @@ pub enum SessionCommand {
     },
     /// The session ended: its playlist is 404 from now on.
     Ended { id: Box<str> },
-    /// An ad break in the session's playlist (`hls_ads`).
+    /// An ad break in the session's playlist (`hls_ads`); replaces an earlier plan of the
+    /// same break.
     Break { id: Box<str>, plan: Arc<BreakPlan> },
 }
 
@@ -149,6 +150,9 @@ impl Sessions {
             },
             SessionCommand::Break { id, plan } => {
                 if let Some(r) = self.routes.get_mut(&id) {
+                    // A plan with the same break id replaces the first (an ad decision
+                    // server's answer replacing the selectors' fallback).
+                    r.breaks.retain(|b| b.id != plan.id);
                     r.breaks.push(plan);
                     r.breaks.sort_by_key(|b| b.start_seq);
                     if r.breaks.len() > MAX_BREAKS {

@@ -7,7 +7,7 @@ use shards::hls_ads::AdSegment;
 
 use super::response::{bad, method_not_allowed, not_found, Response};
 use super::validate;
-use crate::app::ads::{AdError, Program, Selector};
+use crate::app::ads::{AdError, Program, Selector, VastSpec};
 use crate::app::{unix_ms, App};
 
 /// Longest break, in seconds.
@@ -193,7 +193,7 @@ fn names(v: Option<&Value>, what: &str) -> Result<Vec<String>, String> {
 /// `{"selectors": [{"match": {...}, "ads": [...]}], "default": [...], "slate": ID | null}`.
 fn parse_program(body: &[u8]) -> Result<Program, String> {
     let o = validate::object(body)?;
-    validate::only_fields(&o, &["selectors", "default", "slate"])?;
+    validate::only_fields(&o, &["selectors", "default", "slate", "vast"])?;
     let selectors = match o.get("selectors") {
         None | Some(Value::Null) => Vec::new(),
         Some(Value::Array(items)) if items.len() <= 64 => items
@@ -213,10 +213,36 @@ fn parse_program(body: &[u8]) -> Result<Program, String> {
         Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
         _ => return Err("\"slate\" must be an ad id or null".into()),
     };
+    let vast = match o.get("vast") {
+        None | Some(Value::Null) => None,
+        Some(Value::Object(v)) => {
+            validate::only_fields(v, &["url", "timeout_ms"])?;
+            let url = validate::string(v, "url", 1024)?;
+            let ip_literal = url
+                .strip_prefix("http://")
+                .and_then(|r| r.split('/').next())
+                .is_some_and(|a| a.parse::<std::net::SocketAddr>().is_ok());
+            if !ip_literal || url.bytes().any(|b| b <= b' ') {
+                return Err(
+                    "\"vast\".\"url\" must be http://IP:PORT/... (an address literal)".into(),
+                );
+            }
+            let timeout_ms = match v.get("timeout_ms") {
+                None => 500,
+                Some(t) => t
+                    .as_u64()
+                    .filter(|t| (1..=10_000).contains(t))
+                    .ok_or("\"vast\".\"timeout_ms\" must be 1 to 10000")?,
+            };
+            Some(VastSpec { url, timeout_ms })
+        }
+        _ => return Err("\"vast\" must be {\"url\", \"timeout_ms\"} or null".into()),
+    };
     Ok(Program {
         selectors,
         default: names(o.get("default"), "\"default\"")?,
         slate,
+        vast,
     })
 }
 
@@ -229,5 +255,6 @@ fn program_json(p: Option<&Program>) -> Value {
         })).collect::<Vec<_>>(),
         "default": p.default,
         "slate": p.slate,
+        "vast": p.vast.map(|v| json!({"url": v.url, "timeout_ms": v.timeout_ms})),
     })
 }

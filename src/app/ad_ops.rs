@@ -10,9 +10,10 @@ use std::sync::Arc;
 use serde_json::{json, Value};
 use shards::hls_ads::AdSegment;
 use shards::hls_session::SessionCommand;
+use shards::profile::Field;
 use shards::proto::{MediaCommand, ShardCommand};
 
-use super::ads::{self, Ad, AdError, BreakBeacons, Program, MAX_AD_SEGMENTS};
+use super::ads::{self, Ad, AdError, BreakBeacons, Program, VastRequest, MAX_AD_SEGMENTS};
 use super::{messages, App, StreamState};
 
 impl App {
@@ -228,11 +229,39 @@ impl App {
             .collect();
         let slate = program.slate.as_ref().and_then(|s| self.ads.library.get(s));
         let mut plans = Vec::with_capacity(sessions.len());
+        let mut questions = Vec::new();
         for (session, viewer) in &sessions {
             let chosen: Vec<&Ad> = match self.mirror.viewer(*viewer) {
                 Some(v) => {
                     let mut profile = v.profile.clone();
                     profile.stream = Some(stream.into());
+                    if let Some(vast) = &program.vast {
+                        let mut url = format!(
+                            "{}{}session={session}&stream={}&break={id}&duration_s={}",
+                            vast.url,
+                            if vast.url.contains('?') { '&' } else { '?' },
+                            ads::percent_encode(stream),
+                            duration_ms / 1000
+                        );
+                        for field in [Field::Os, Field::Browser, Field::Device, Field::Region]
+                            .into_iter()
+                            .chain([Field::Country, Field::Language, Field::AppVersion])
+                        {
+                            if let Some(value) = profile.value(field) {
+                                url.push_str(&format!(
+                                    "&{}={}",
+                                    field.as_str(),
+                                    ads::percent_encode(value)
+                                ));
+                            }
+                        }
+                        questions.push(VastRequest {
+                            break_id: id,
+                            session: session.clone(),
+                            url,
+                            timeout_ms: vast.timeout_ms,
+                        });
+                    }
                     program
                         .ads_for(&profile)
                         .iter()
@@ -249,8 +278,10 @@ impl App {
             stream: stream.to_owned(),
             started_ms: now_ms,
             start_seq,
+            content_count,
             duration_ms,
             sessions: plans.len(),
+            vast: program.vast.as_ref().map(|_| (0, 0)),
             ..BreakBeacons::default()
         };
         for (session, plan) in plans {
@@ -274,7 +305,93 @@ impl App {
         if self.ads.breaks.len() > 1000 {
             self.ads.breaks.remove(0);
         }
+        if !questions.is_empty() {
+            self.ads.vast_pending.extend(questions);
+            self.ads.vast_queued.raise();
+        }
         Ok(answer)
+    }
+
+    /// Raised when VAST requests are queued (the VAST task waits on it).
+    pub fn vast_queued(&self) -> std::rc::Rc<shards::sync::Signal> {
+        self.ads.vast_queued.clone()
+    }
+
+    pub fn take_vast_requests(&mut self) -> Vec<VastRequest> {
+        std::mem::take(&mut self.ads.vast_pending)
+    }
+
+    /// The ad decision server answered `request` with these ads (each a list of names, best
+    /// first): those in the library replace the session's plan for the break. An answer
+    /// naming no known ad leaves the selectors' plan.
+    pub fn vast_answer(&mut self, request: &VastRequest, answer: &[Vec<String>]) {
+        let chosen: Vec<&Ad> = answer
+            .iter()
+            .filter_map(|names| names.iter().find_map(|n| self.ads.library.get(n)))
+            .collect();
+        let Some(b) = self.ads.breaks.iter().find(|b| b.id == request.break_id) else {
+            return;
+        };
+        if chosen.is_empty() {
+            return self.vast_fallback(request);
+        }
+        let slate = self
+            .ads
+            .programs
+            .get(&b.stream)
+            .and_then(|p| p.slate.as_ref())
+            .and_then(|s| self.ads.library.get(s));
+        let plan = ads::plan(
+            b.id,
+            (b.start_seq, b.content_count, b.duration_ms),
+            &chosen,
+            slate,
+        );
+        let mut planned: Vec<Box<str>> = plan.entries.iter().map(|e| e.ad.clone()).collect();
+        planned.dedup();
+        if let Some(b) = self
+            .ads
+            .breaks
+            .iter_mut()
+            .find(|b| b.id == request.break_id)
+        {
+            for ad in &planned {
+                b.counts.entry(ad.to_string()).or_default();
+            }
+            if let Some((answered, _)) = b.vast.as_mut() {
+                *answered += 1;
+            }
+            b.dirty = true;
+        }
+        if let Some(state) = self.ads.sessions.get_mut(&request.session) {
+            for (id, ads) in state.breaks.iter_mut() {
+                if *id == request.break_id {
+                    *ads = planned.clone();
+                }
+            }
+        }
+        let (session, plan): (Box<str>, _) = (request.session.as_str().into(), Arc::new(plan));
+        self.broadcast(|| {
+            ShardCommand::Media(MediaCommand::Session(SessionCommand::Break {
+                id: session.clone(),
+                plan: plan.clone(),
+            }))
+        });
+    }
+
+    /// No usable answer (timeout, error, no known ad): the selectors' plan stays.
+    pub fn vast_fallback(&mut self, request: &VastRequest) {
+        if let Some(b) = self
+            .ads
+            .breaks
+            .iter_mut()
+            .find(|b| b.id == request.break_id)
+        {
+            if let Some((_, fallback)) = b.vast.as_mut() {
+                *fallback += 1;
+            }
+            b.dirty = true;
+        }
     }
 
     /// A stream's breaks with their beacon counts, oldest first.

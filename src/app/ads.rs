@@ -95,6 +95,41 @@ pub struct Program {
     pub selectors: Vec<Selector>,
     pub default: Vec<String>,
     pub slate: Option<String>,
+    /// An external ad decision server asked first (the selectors are the fallback).
+    #[serde(default)]
+    pub vast: Option<VastSpec>,
+}
+
+/// An external ad decision server speaking VAST.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct VastSpec {
+    /// `http://IP:PORT/path` (the session's profile is added to the query).
+    pub url: String,
+    /// How long a break waits for its answer before the selectors' ads stay.
+    pub timeout_ms: u64,
+}
+
+/// One question to the ad decision server, for one session of one break.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VastRequest {
+    pub break_id: u32,
+    pub session: String,
+    /// The whole URL, query included.
+    pub url: String,
+    pub timeout_ms: u64,
+}
+
+/// `%XX` for everything but unreserved characters (RFC 3986).
+pub fn percent_encode(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for b in value.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 impl Program {
@@ -178,9 +213,12 @@ pub struct BreakBeacons {
     pub stream: String,
     pub started_ms: u64,
     pub start_seq: u64,
+    pub content_count: u64,
     pub duration_ms: u64,
     pub sessions: usize,
     pub counts: BTreeMap<String, [u64; 6]>,
+    /// With an ad decision server: sessions it answered, and those left on the selectors.
+    pub vast: Option<(u64, u64)>,
     /// Changed since last pushed to the broadcasters.
     pub dirty: bool,
 }
@@ -199,7 +237,7 @@ impl BreakBeacons {
                 (ad.clone(), Value::Object(counts))
             })
             .collect();
-        json!({
+        let mut out = json!({
             "id": self.id,
             "stream": self.stream,
             "started_ms": self.started_ms,
@@ -207,7 +245,11 @@ impl BreakBeacons {
             "duration_ms": self.duration_ms,
             "sessions": self.sessions,
             "beacons": ads,
-        })
+        });
+        if let Some((answered, fallback)) = self.vast {
+            out["vast"] = json!({"answered": answered, "fallback": fallback});
+        }
+        out
     }
 }
 
@@ -282,6 +324,10 @@ pub struct AdState {
     pub breaks: Vec<BreakBeacons>,
     pub sessions: HashMap<String, SessionAds>,
     pub next_break: u32,
+    /// Questions for ad decision servers not yet taken by the VAST task.
+    pub vast_pending: Vec<VastRequest>,
+    /// Raised when one is queued.
+    pub vast_queued: std::rc::Rc<shards::sync::Signal>,
 }
 
 #[cfg(test)]
