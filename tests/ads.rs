@@ -333,6 +333,32 @@ fn two_profiles_get_different_ads_in_one_break_and_beacons_are_exact() {
     assert_eq!(counts(&after, "android-spot"), [1, 1, 1, 1, 1, 1]);
     assert_eq!(counts(&after, "ios-spot"), [1, 1, 1, 1, 1, 1]);
     assert_eq!(counts(&after, "slate"), [2, 2, 2, 2, 2, 2], "{after}");
+
+    // The publish was recorded: the recording becomes an ad of the library.
+    let recording = wait_for("the recording to finish", || {
+        let (_, r) = server.api("GET", "/api/streams/main/recordings", None);
+        let r = r["recordings"][0].clone();
+        (r["ended"] == true).then_some(r)
+    });
+    let rec = recording["id"].as_str().unwrap();
+    let (status, replay) = server.api(
+        "POST",
+        "/api/ads",
+        Some(&json!({"id": "replay", "recording": {"stream": "main", "id": rec}})),
+    );
+    assert_eq!(status, 201, "{replay}");
+    assert_eq!(replay["source"], format!("recording:main/{rec}"));
+    assert_eq!(
+        replay["segments"].as_array().unwrap().len() as u64,
+        recording["segments"].as_u64().unwrap()
+    );
+    assert!(replay["duration_ms"].as_u64().unwrap() > 10_000, "{replay}");
+    let (status, _) = server.api(
+        "POST",
+        "/api/ads",
+        Some(&json!({"id": "nothing", "recording": {"stream": "main", "id": "nope"}})),
+    );
+    assert_eq!(status, 400);
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -153,7 +153,10 @@ impl Sessions {
                     // A plan with the same break id replaces the first (an ad decision
                     // server's answer replacing the selectors' fallback).
                     r.breaks.retain(|b| b.id != plan.id);
-                    r.breaks.push(plan);
+                    // A plan without ads leaves the content in place.
+                    if !plan.entries.is_empty() {
+                        r.breaks.push(plan);
+                    }
                     r.breaks.sort_by_key(|b| b.start_seq);
                     if r.breaks.len() > MAX_BREAKS {
                         r.breaks.remove(0);

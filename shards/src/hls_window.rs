@@ -452,7 +452,7 @@ mod tests {
             stream: "s".into(),
             segment: seg(0, false),
         });
-        let alphabet = b"/hls.ts0123456789?=&%session\r\n\xff-_s";
+        let alphabet = b"/hls.ts0123456789?=&%session\r\n\xff-_s_ads/";
         let mut x: u64 = 0x2545_F491_4F6C_DD1D;
         for _ in 0..20_000 {
             let mut pick = |n: usize| {
@@ -472,6 +472,63 @@ mod tests {
             assert_eq!(h.matches("\r\n\r\n").count(), 1, "{h}");
             assert!([200, 204, 403, 404, 405, 503].contains(&a.status));
         }
+    }
+
+    #[test]
+    fn required_sessions_and_ad_segments() {
+        let mut w = Windows::new(3, 2).with_sessions(None, true);
+        w.apply(MediaCommand::Registered { stream: "s".into() });
+        w.apply(MediaCommand::Live { stream: "s".into() });
+        w.apply(MediaCommand::Segment {
+            stream: "s".into(),
+            segment: seg(0, false),
+        });
+        let a = w.answer("GET", "/hls/s/index.m3u8", "", true, 0);
+        assert_eq!(a.status, 403, "hls_require_session");
+        w.apply(MediaCommand::Session(SessionCommand::Open {
+            id: "v".into(),
+            stream: "s".into(),
+            prefix: "".into(),
+        }));
+        assert_eq!(
+            w.answer("GET", "/hls/s/index.m3u8", "session=v", true, 0)
+                .status,
+            200
+        );
+        // An empty break plan leaves the content; ad segments are served and counted.
+        w.apply(MediaCommand::Session(SessionCommand::Break {
+            id: "v".into(),
+            plan: Arc::new(crate::hls_ads::BreakPlan {
+                id: 1,
+                start_seq: 0,
+                content_count: 1,
+                duration_ms: 2000,
+                entries: vec![],
+            }),
+        }));
+        let text = body(&w.answer("GET", "/hls/s/index.m3u8", "session=v", true, 0));
+        assert!(text.contains("\n0.ts?session=v\n"), "{text}");
+        assert_eq!(
+            w.answer("GET", "/hls/_ads/a/0.ts", "session=v", true, 0)
+                .status,
+            404
+        );
+        w.apply(MediaCommand::Ad {
+            id: "a".into(),
+            segments: vec![crate::hls_ads::AdSegment {
+                duration_ms: 1000,
+                data: vec![0x47; 376].into(),
+            }]
+            .into(),
+        });
+        let a = w.answer("GET", "/hls/_ads/a/0.ts", "session=v", true, 0);
+        assert_eq!(a.status, 200);
+        assert_eq!(a.body.as_bytes().len(), 376);
+        assert_eq!(w.answer("GET", "/hls/_ads/a/1.ts", "", true, 0).status, 404);
+        let deltas = w.sessions.take_deltas();
+        assert_eq!(deltas[0].1.ads, vec![("a".into(), 0)]);
+        w.apply(MediaCommand::AdRemoved { id: "a".into() });
+        assert_eq!(w.answer("GET", "/hls/_ads/a/0.ts", "", true, 0).status, 404);
     }
 
     #[test]
