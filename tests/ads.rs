@@ -119,6 +119,12 @@ fn two_profiles_get_different_ads_in_one_break_and_beacons_are_exact() {
         Some(&json!({"id": "junk", "segments": [{"duration_ms": 1000, "data": "aGVsbG8="}]})),
     );
     assert_eq!(status, 400, "not MPEG-TS: {refused}");
+    let b64 = base64::engine::general_purpose::STANDARD.encode(&slate[0]);
+    for id in ["..", ".hidden"] {
+        let body = json!({"id": id, "segments": [{"duration_ms": 1000, "data": b64}]});
+        let (status, refused) = server.api("POST", "/api/ads", Some(&body));
+        assert_eq!(status, 400, "{id}: {refused}");
+    }
 
     let (status, body) = server.api("POST", "/api/streams", Some(&json!({"id": "main"})));
     assert_eq!(status, 201);

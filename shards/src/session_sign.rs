@@ -45,7 +45,18 @@ impl SessionKey {
         mac.update(b"\n");
         mac.update(stream.as_bytes());
         mac.update(b"\n");
-        mac.update(expires_s.to_string().as_bytes());
+        let mut digits = [0u8; 20];
+        let mut at = digits.len();
+        let mut n = expires_s;
+        loop {
+            at -= 1;
+            digits[at] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        mac.update(&digits[at..]);
         mac
     }
 

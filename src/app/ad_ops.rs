@@ -29,6 +29,10 @@ impl App {
         source: String,
         now_ms: u64,
     ) -> Result<Ad, AdError> {
+        if id.starts_with('.') {
+            // Ids name directories under <data_dir>/ads: no ".", ".." or hidden names.
+            return Err(AdError::Invalid("an ad id may not start with '.'".into()));
+        }
         if self.ads.library.contains_key(&id) {
             return Err(AdError::Exists(id));
         }

@@ -159,6 +159,7 @@ impl App {
             self.push_overlay(id);
             self.remediation.overlays.retain(|_, o| !o.is_empty());
         }
+        let cdn_changed = force.previous_cdn.is_some();
         match force.previous_cdn {
             Some(Some(before)) => {
                 self.remediation.cdn.insert(id, before);
@@ -168,7 +169,9 @@ impl App {
             }
             None => {}
         }
-        self.refresh_session_cdns();
+        if cdn_changed {
+            self.refresh_session_cdns();
+        }
         tracing::warn!(
             rule,
             group = key,

@@ -90,7 +90,8 @@ impl App {
     /// The CDN a viewer's playlists use: the first group (in creation order) with a CDN set
     /// that the viewer is in, else the session's own pick.
     fn effective_cdn(&self, viewer: ViewerId, stream: &str, assigned: &str) -> String {
-        let Some(v) = self.mirror.viewer(viewer) else {
+        let v = self.mirror.viewer(viewer);
+        let Some(v) = v.filter(|_| !self.remediation.cdn.is_empty()) else {
             return assigned.to_owned();
         };
         let mut profile: Profile = v.profile.clone();
