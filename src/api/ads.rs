@@ -84,10 +84,11 @@ pub fn broadcaster_command(
                 .filter(|d| (1..=MAX_BREAK_S).contains(d));
             match duration {
                 Some(d) => match app.start_break(stream, d * 1000, unix_ms()) {
-                    Ok(mut b) => {
-                        b["type"] = json!("break");
-                        b
+                    Ok(Value::Object(fields)) => {
+                        let m = protocol::BroadcasterMessage::Break(protocol::AdBreak { fields });
+                        return Some(crate::app::text_frame(&m.to_json()));
                     }
+                    Ok(other) => other,
                     Err(e) => {
                         json!({"type": "error", "code": error(e.clone()).body["error"]["code"].clone(), "message": e.to_string()})
                     }

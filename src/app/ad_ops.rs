@@ -439,9 +439,7 @@ impl App {
         let mut frames = Vec::new();
         for b in self.ads.breaks.iter_mut().filter(|b| b.dirty) {
             b.dirty = false;
-            let mut body = b.to_json();
-            body["type"] = json!("beacons");
-            frames.push((b.stream.clone(), messages::text_frame(&body.to_string())));
+            frames.push((b.stream.clone(), messages::beacons(b.to_json())));
         }
         if frames.is_empty() {
             return;
