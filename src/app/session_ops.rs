@@ -111,7 +111,11 @@ impl App {
         }
     }
 
-    fn forget_session(&self, id: &str) {
+    fn forget_session(&mut self, id: &str) {
+        // Sessions past the ended retention lose their ad bookkeeping too.
+        for old in self.sessions.take_evicted() {
+            self.ads.sessions.remove(&old);
+        }
         let id: Box<str> = id.into();
         self.broadcast(|| {
             ShardCommand::Media(MediaCommand::Session(SessionCommand::Ended {

@@ -93,6 +93,8 @@ pub struct Sessions {
     all: HashMap<String, Session>,
     by_viewer: HashMap<ViewerId, String>,
     ended: VecDeque<String>,
+    /// Ended sessions forgotten (past `ENDED_KEPT`) whose other state the caller drops.
+    evicted: Vec<String>,
 }
 
 impl Sessions {
@@ -209,6 +211,7 @@ impl Sessions {
         while self.ended.len() > ENDED_KEPT {
             if let Some(old) = self.ended.pop_front() {
                 self.all.remove(&old);
+                self.evicted.push(old);
             }
         }
         true
@@ -240,6 +243,11 @@ impl Sessions {
             .filter(|(id, reason)| self.end(id, reason, now_ms))
             .map(|(id, _)| id)
             .collect()
+    }
+
+    /// The sessions forgotten since the last call.
+    pub fn take_evicted(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.evicted)
     }
 
     /// Sessions of `stream` by state (`SessionState::ALL` order), ended ones still kept
@@ -387,6 +395,11 @@ mod tests {
             assert!(s.end(&id, "left", 1));
         }
         assert!(s.get("s0").is_none());
+        assert_eq!(
+            s.take_evicted(),
+            (0..5).map(|n| format!("s{n}")).collect::<Vec<_>>()
+        );
+        assert!(s.take_evicted().is_empty());
         assert!(s.get(&format!("s{}", ENDED_KEPT + 4)).is_some());
         assert_eq!(s.counts("x")[3], ENDED_KEPT as u64);
     }
