@@ -81,6 +81,9 @@ pub enum ShardEvent {
     },
     /// A viewer message the application core answers.
     Request { at: ViewerRef, request: Request },
+    /// Viewers whose telemetry said they were buffering (at least half the time since their
+    /// last report) since this shard's last report: their viewing sessions are `stalled`.
+    Buffering { viewers: Vec<ViewerRef> },
     /// Viewing sessions' playlist and segment fetches on this shard since its last report
     /// (coalesced, like `PollTally`).
     SessionFetches {

@@ -72,6 +72,8 @@ pub(crate) struct Shard {
     tallies_dirty: Signal,
     /// The HLS windows this shard serves.
     pub hls: RefCell<Windows>,
+    /// Viewers that reported buffering since the last report (sessions to stall).
+    buffering: RefCell<Vec<ViewerRef>>,
     /// How segment bodies are sent (zero-copy or plain).
     pub sender: Rc<crate::sender::Sender>,
 }
@@ -116,6 +118,7 @@ impl Shard {
             ping_frame: ping.into(),
             tallies_dirty: Signal::default(),
             hls,
+            buffering: RefCell::default(),
         }
     }
 
@@ -206,6 +209,13 @@ impl Shard {
             ViewerMessage::Telemetry(t) => {
                 ShardStats::add(&self.stats.telemetry_reports, 1);
                 self.core.borrow_mut().report(conn.slot, &t);
+                if t.buffering_ratio.is_some_and(|r| r >= 0.5) {
+                    let at = conn.at(self.index);
+                    let mut buffering = self.buffering.borrow_mut();
+                    if !buffering.contains(&at) && buffering.len() < 65_536 {
+                        buffering.push(at);
+                    }
+                }
                 self.tallies_dirty.raise();
             }
         }
@@ -523,6 +533,10 @@ pub(crate) async fn report_tallies(shard: Rc<Shard>) {
                 shard: shard.index,
                 deltas,
             });
+        }
+        let viewers = std::mem::take(&mut *shard.buffering.borrow_mut());
+        if !viewers.is_empty() {
+            shard.emit(ShardEvent::Buffering { viewers });
         }
         let fetches = shard.hls.borrow_mut().sessions.take_deltas();
         if !fetches.is_empty() {

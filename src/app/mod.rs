@@ -325,6 +325,11 @@ impl App {
                 }
             }
             ShardEvent::SessionFetches { fetches, .. } => self.session_fetches(&fetches, now_ms),
+            ShardEvent::Buffering { viewers } => {
+                for at in viewers {
+                    self.sessions.buffering(at.viewer);
+                }
+            }
             ShardEvent::CastDone { group } => {
                 self.groups.cast_done(group);
                 if !self.groups.cast_in_flight(group) {

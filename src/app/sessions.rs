@@ -161,6 +161,20 @@ impl Sessions {
         false
     }
 
+    /// The viewer's telemetry says it is buffering: its playing session is `stalled` (its
+    /// next segment fetch makes it `playing` again).
+    pub fn buffering(&mut self, viewer: ViewerId) {
+        if let Some(s) = self
+            .by_viewer
+            .get(&viewer)
+            .and_then(|id| self.all.get_mut(id))
+        {
+            if s.state == SessionState::Playing {
+                s.state = SessionState::Stalled;
+            }
+        }
+    }
+
     /// The viewer's connection closed / came back.
     pub fn departed(&mut self, viewer: ViewerId, now_ms: u64) {
         if let Some(s) = self
@@ -357,6 +371,13 @@ mod tests {
         assert!(s.tick(8_001, t).is_empty());
         assert_eq!(s.get("s1").unwrap().state, SessionState::Stalled);
         assert!(s.fetched("s1", &seg, 9_000), "playing again");
+        s.buffering(v);
+        assert_eq!(
+            s.get("s1").unwrap().state,
+            SessionState::Stalled,
+            "telemetry"
+        );
+        assert!(s.fetched("s1", &seg, 9_000), "playing again");
         assert_eq!(s.counts("main"), [0, 1, 0, 0]);
         assert_eq!(s.tick(69_001, t), vec!["s1".to_owned()]);
         let ended = s.get("s1").unwrap();
@@ -364,7 +385,7 @@ mod tests {
             (ended.state, ended.end_reason),
             (SessionState::Ended, Some("idle"))
         );
-        assert_eq!((ended.segments, ended.bytes, ended.playlists), (4, 752, 1));
+        assert_eq!((ended.segments, ended.bytes, ended.playlists), (6, 1128, 1));
         assert!(s.current(v).is_none());
 
         s.open("s2".into(), v, "main", "ovation", 70_000);

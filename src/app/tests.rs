@@ -1048,6 +1048,9 @@ fn sessions_follow_watches_fetches_and_group_cdns() {
         h.app.session_counts("s"),
         vec![("created", 1), ("playing", 1), ("stalled", 0), ("ended", 0)]
     );
+    // The viewer's telemetry says it is buffering: stalled until its next segment.
+    h.event(ShardEvent::Buffering { viewers: vec![a] }, 2_100);
+    assert_eq!(h.app.session(&session).unwrap().state.as_str(), "stalled");
 
     // The iOS group moves to the backup CDN: only its member's route changes.
     let ios = h.app.add_custom_group(
