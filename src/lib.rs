@@ -20,3 +20,4 @@ pub mod limits;
 pub mod rebroadcast;
 pub mod recorder;
 pub mod server;
+pub mod vast;

@@ -197,6 +197,11 @@ impl Server {
             Some(l) => Some(l.local_addr()?),
             None => None,
         };
+        let mut config = config;
+        // The shards and the application core share the key of signed playlist URLs.
+        if config.session_key.is_none() {
+            config.session_key = Some(crate::app::random_hex(32));
+        }
         let config = Arc::new(config);
         let shard_config = Arc::new(ShardConfig {
             id_epoch: id_epoch(&config, restored.boot),
@@ -409,6 +414,7 @@ async fn app_core(
     ));
 
     let rebroadcasts = glommio::spawn_local(crate::rebroadcast::serve(app.clone()));
+    let vast = glommio::spawn_local(crate::vast::serve(app.clone()));
     let ingest = glommio::spawn_local(crate::ingest::serve(
         netstack::sys::from_owned_fd(rtmp_listener),
         rtmps.map(|(l, c)| (netstack::sys::from_owned_fd(l), c)),
@@ -427,7 +433,7 @@ async fn app_core(
     load.draining
         .store(true, std::sync::atomic::Ordering::Relaxed);
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
-    drop((api, ticker, ingest, rebroadcasts));
+    drop((api, ticker, ingest, rebroadcasts, vast));
     graceful_shutdown(&app, Duration::from_millis(config.shutdown_grace_ms)).await;
     for link in links {
         link.await;

@@ -48,7 +48,9 @@ const CRATES: &[(&str, &str, &[&str])] = &[
 /// `app::live` is the same for the media side (publish turns, segments to the shards); its
 /// state lives in `app::media_state`. `app::remediation_apply` applies remediation decisions;
 /// its state lives in `app::remediation`. `app::recording_runner` (recordings; state in
-/// `app::recordings`) and `app::rebroadcast` (state in `app::media_state`) likewise.
+/// `app::recordings`) and `app::rebroadcast` (state in `app::media_state`) likewise, and
+/// `app::session_ops` (viewing sessions; state in `app::sessions`) and `app::ad_ops` (ads,
+/// programs, breaks, beacons; state in `app::ads`).
 const IMPL_EXTENSIONS: &[(&str, &str)] = &[
     ("ovation", "app::operator"),
     ("ovation", "app::poll_runner"),
@@ -59,6 +61,8 @@ const IMPL_EXTENSIONS: &[(&str, &str)] = &[
     ("ovation", "app::rebroadcast"),
     ("ovation", "app::cluster"),
     ("ovation", "app::cluster_votes"),
+    ("ovation", "app::session_ops"),
+    ("ovation", "app::ad_ops"),
 ];
 
 /// The product part of a source file: everything before a trailing `#[cfg(test)]` module.

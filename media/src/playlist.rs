@@ -236,6 +236,16 @@ impl LivePlaylist {
         self.segments.get(index).filter(|s| s.sequence == sequence)
     }
 
+    /// `#EXT-X-DISCONTINUITY-SEQUENCE`: discontinuities that left the window.
+    pub fn discontinuity_sequence(&self) -> u64 {
+        self.discontinuity_sequence
+    }
+
+    /// The target duration in seconds (never shrinks).
+    pub fn target_duration(&self) -> u64 {
+        self.target_duration
+    }
+
     /// Segments in the window, oldest first.
     pub fn segments(&self) -> impl Iterator<Item = &Segment> {
         self.segments.iter()
@@ -269,6 +279,13 @@ impl LivePlaylist {
 
 /// `YYYY-MM-DDTHH:MM:SS.mmmZ` for milliseconds since the Unix epoch.
 pub fn iso8601(unix_ms: u64) -> String {
+    let mut out = String::with_capacity(24);
+    write_iso8601(&mut out, unix_ms);
+    out
+}
+
+/// [`iso8601`] appended to `out` (no allocation of its own).
+pub fn write_iso8601(out: &mut String, unix_ms: u64) {
     let secs = unix_ms / 1000;
     let days = secs / 86_400;
     let rem = secs % 86_400;
@@ -282,13 +299,14 @@ pub fn iso8601(unix_ms: u64) -> String {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
+    let _ = write!(
+        out,
         "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
         rem / 3600,
         rem % 3600 / 60,
         rem % 60,
         unix_ms % 1000
-    )
+    );
 }
 
 #[cfg(test)]

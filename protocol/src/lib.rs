@@ -19,9 +19,9 @@ mod viewer;
 
 pub use id::{hex, ViewerId, MAX_COUNTER, MAX_EPOCH, MAX_SHARD};
 pub use server::{
-    BroadcasterMessage, BroadcasterWelcome, ConfigMessage, Endpoint, ErrorMessage, GroupMessage,
-    PollMessage, RemediationMessage, Results, ResultsBreakdown, ServerKind, ServerMessage,
-    StreamMessage, StreamState, Voted, Welcome,
+    AdBreak, BroadcasterMessage, BroadcasterWelcome, ConfigMessage, Endpoint, ErrorMessage,
+    GroupMessage, PollMessage, RemediationMessage, Results, ResultsBreakdown, ServerKind,
+    ServerMessage, StreamMessage, StreamState, Voted, Welcome,
 };
 pub use viewer::{
     field, parse_viewer_message, Hello, ProtocolError, Telemetry, ViewerKind, ViewerMessage,

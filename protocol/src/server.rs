@@ -390,6 +390,17 @@ pub struct RemediationMessage {
     pub event: serde_json::Value,
 }
 
+/// `break` (the answer to a broadcaster's `{"type":"break","duration_s":N}`) and `beacons`
+/// (a break's beacon counts, pushed as they change): the break as
+/// `POST /api/streams/{id}/breaks` shows it (`id`, `stream`, `start_sequence`,
+/// `duration_ms`, `sessions`, `beacons` per ad and event, `vast` when a decision server
+/// is used).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct AdBreak {
+    #[serde(flatten)]
+    pub fields: serde_json::Map<String, serde_json::Value>,
+}
+
 /// A message the server sends a broadcaster.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
@@ -397,6 +408,8 @@ pub enum BroadcasterMessage {
     Welcome(BroadcasterWelcome),
     Results(Results),
     Remediation(RemediationMessage),
+    Break(AdBreak),
+    Beacons(AdBreak),
 }
 
 impl BroadcasterMessage {
@@ -429,6 +442,17 @@ impl Serialize for BroadcasterMessage {
                 m.serialize_entry("event", &r.event)?;
                 m.serialize_entry("type", "remediation")?;
                 m.end()
+            }
+            BroadcasterMessage::Break(b) | BroadcasterMessage::Beacons(b) => {
+                let kind = if matches!(self, BroadcasterMessage::Break(_)) {
+                    "break"
+                } else {
+                    "beacons"
+                };
+                // Keys in order, `type` among them (a sorted map).
+                let mut all = b.fields.clone();
+                all.insert("type".into(), kind.into());
+                all.serialize(s)
             }
         }
     }

@@ -64,6 +64,11 @@ pub struct ShardConfig {
     /// `voted` by the application core, only once it is stored durably
     /// ([`crate::proto::Request::DurableVote`]).
     pub durable_votes: bool,
+    /// The HMAC key of signed session playlist URLs (`None`: session playlists unsigned,
+    /// for in-memory tests; the server always sets one).
+    pub session_key: Option<crate::session_sign::SessionKey>,
+    /// Refuse (403) playlist requests that name no viewing session.
+    pub hls_require_session: bool,
 }
 
 /// The `zerocopy` setting.
@@ -116,6 +121,8 @@ impl Default for ShardConfig {
             recordings_dir: None,
             zerocopy: ZeroCopy::Auto,
             zerocopy_threshold: 10 * 1024,
+            session_key: None,
+            hls_require_session: false,
         }
     }
 }

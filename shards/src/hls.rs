@@ -129,11 +129,16 @@ pub(crate) async fn serve<G>(
                         }
                         continue;
                     }
-                    let answer =
-                        shard
-                            .hls
-                            .borrow()
-                            .answer(&req.method, &req.path, &req.query, keep_alive);
+                    let now_s = crate::clock::unix_ms() / 1000;
+                    let answer = {
+                        let mut hls = shard.hls.borrow_mut();
+                        let answer =
+                            hls.answer(&req.method, &req.path, &req.query, keep_alive, now_s);
+                        if hls.sessions.has_deltas() {
+                            shard.session_fetched();
+                        }
+                        answer
+                    };
                     // A playlist or message goes out with its head in one write; a segment
                     // is sent from its shared buffer after the head (zero-copy when on).
                     let (head, body) = match answer.body {

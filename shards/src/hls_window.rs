@@ -3,10 +3,12 @@
 //! playlist or segment. No sockets and no clock: the connection task is in `hls`.
 //!
 //! URLs: `/hls/{stream}/index.m3u8` (the live playlist) and `/hls/{stream}/{seq}.ts` (a
-//! segment), each with the viewer's `?session=` kept. Statuses: 200; 404 for an unknown
-//! stream or a segment outside the window; 503 (`Retry-After`) while a stream is offline or
-//! has no segment yet; 405 for a method other than GET, HEAD or OPTIONS (204, the CORS
-//! preflight).
+//! segment). A playlist request naming a viewing session (`?session=S&exp=E&sig=H`, the
+//! signed `endpoint` URL) is checked and rendered per session by [`crate::hls_session`];
+//! without a session it is the stream's public playlist (403 when `require_session`).
+//! Statuses: 200; 403 for a bad or expired signature; 404 for an unknown stream, session or
+//! a segment outside the window; 503 (`Retry-After`) while a stream is offline or has no
+//! segment yet; 405 for a method other than GET, HEAD or OPTIONS (204, the CORS preflight).
 
 use std::collections::HashMap;
 use std::io::Write as _;
@@ -14,14 +16,14 @@ use std::sync::Arc;
 
 use media::playlist::{LivePlaylist, UriTemplate};
 
-use crate::hls_cache::{PlaylistCache, MARK};
+use crate::hls_ads::{self, AdSegment};
+use crate::hls_cache::PlaylistCache;
+use crate::hls_session::{self, SessionQuery, Sessions};
 use crate::proto::MediaCommand;
+use crate::session_sign::SessionKey;
 
 /// Path prefix of everything served here.
 pub const PREFIX: &str = "/hls/";
-
-/// Longest session id copied from a request into the segment URIs of a playlist.
-const MAX_SESSION: usize = 64;
 
 /// Whether the request line at the start of `buf` (once complete) targets [`PREFIX`]: such a
 /// connection is served as HLS, not upgraded.
@@ -56,9 +58,14 @@ pub struct Windows {
     streams: HashMap<Box<str>, Window>,
     window: usize,
     target_secs: u64,
-    /// Segment URIs, relative to the playlist: `{seq}.ts?session={session}`.
-    uris: UriTemplate,
+    /// Segment URIs of the public playlist, relative to it: `{seq}.ts`.
     uris_no_session: UriTemplate,
+    /// The viewing sessions this shard serves playlists for.
+    pub sessions: Sessions,
+    /// The ad library's assets (`/hls/_ads/{ad}/{n}.ts`).
+    ads: HashMap<Box<str>, Arc<[AdSegment]>>,
+    /// Refuse playlist requests that name no session (403).
+    require_session: bool,
 }
 
 /// One answer: the head (status line and headers) and the body, which for a segment is its
@@ -92,12 +99,20 @@ impl Windows {
             streams: HashMap::new(),
             window,
             target_secs,
-            // Both templates are literals with `{seq}`: they parse.
-            uris: UriTemplate::new("{seq}.ts?session={session}")
-                .unwrap_or_else(|_| unreachable!("literal template")),
+            // A literal template with `{seq}`: it parses.
             uris_no_session: UriTemplate::new("{seq}.ts")
                 .unwrap_or_else(|_| unreachable!("literal template")),
+            sessions: Sessions::default(),
+            ads: HashMap::new(),
+            require_session: false,
         }
+    }
+
+    /// Checks session playlists with `key`; `require_session` refuses the public playlist.
+    pub fn with_sessions(mut self, key: Option<SessionKey>, require_session: bool) -> Windows {
+        self.sessions = Sessions::new(key);
+        self.require_session = require_session;
+        self
     }
 
     /// The window of `stream` (made if new), its rendered playlist forgotten: every caller
@@ -128,6 +143,13 @@ impl Windows {
                 w.state = State::Ended;
                 w.playlist.end();
             }
+            MediaCommand::Session(command) => self.sessions.apply(command),
+            MediaCommand::Ad { id, segments } => {
+                self.ads.insert(id, segments);
+            }
+            MediaCommand::AdRemoved { id } => {
+                self.ads.remove(&id);
+            }
         }
     }
 
@@ -138,11 +160,19 @@ impl Windows {
             .map_or(0, |w| w.playlist.segments().count())
     }
 
-    /// The answer to `method path?query`; `keep_alive` goes into the `Connection` header.
-    pub fn answer(&self, method: &str, path: &str, query: &str, keep_alive: bool) -> Answer {
+    /// The answer to `method path?query` at `now_s` (Unix seconds, for signature expiry);
+    /// `keep_alive` goes into the `Connection` header.
+    pub fn answer(
+        &mut self,
+        method: &str,
+        path: &str,
+        query: &str,
+        keep_alive: bool,
+        now_s: u64,
+    ) -> Answer {
         let head_only = method == "HEAD";
         let (status, kind, body) = match method {
-            "GET" | "HEAD" => self.resource(path, query),
+            "GET" | "HEAD" => self.resource(path, query, now_s),
             "OPTIONS" => (204, Kind::Preflight, Body::Empty),
             _ => (
                 405,
@@ -193,7 +223,22 @@ impl Windows {
         }
     }
 
-    fn resource(&self, path: &str, query: &str) -> (u16, Kind, Body) {
+    fn resource(&mut self, path: &str, query: &str, now_s: u64) -> (u16, Kind, Body) {
+        if path.starts_with(hls_ads::ADS_PREFIX) {
+            let found = hls_ads::ad_path(path).and_then(|(ad, n)| {
+                let seg = self.ads.get(ad)?.get(usize::from(n))?;
+                Some((ad, n, seg.data.clone()))
+            });
+            return match found {
+                Some((ad, n, data)) => {
+                    if let Some(session) = SessionQuery::parse(query).session {
+                        self.sessions.ad_served(session, ad, n, data.len());
+                    }
+                    (200, Kind::Segment, Body::Segment(data))
+                }
+                None => (404, Kind::Error, text("no such ad segment")),
+            };
+        }
         let Some((stream, file)) = path.strip_prefix(PREFIX).and_then(|p| p.split_once('/')) else {
             return (404, Kind::Error, text("no such media resource"));
         };
@@ -208,11 +253,25 @@ impl Windows {
             if w.playlist.segments().next().is_none() {
                 return (503, Kind::Unavailable, text("no segment yet"));
             }
-            // Rendered once per window change; the session is spliced in per request.
-            let rendered = match session(query) {
-                Some(s) => w
-                    .rendered
-                    .with_session(s, || w.playlist.render(&self.uris, &[("session", MARK)])),
+            let q = SessionQuery::parse(query);
+            let rendered = match q.session {
+                Some(s) => match self.sessions.admit(stream, &q, now_s) {
+                    Ok(a) if a.breaks.is_empty() => {
+                        hls_session::render(&w.playlist, a.prefix, s).into_bytes()
+                    }
+                    Ok(a) => hls_ads::render(&w.playlist, a.prefix, s, a.breaks).into_bytes(),
+                    Err(refusal) => {
+                        return (refusal.status(), Kind::Error, text(&refusal.to_string()))
+                    }
+                },
+                None if self.require_session => {
+                    return (
+                        403,
+                        Kind::Error,
+                        text("this playlist needs a viewing session"),
+                    )
+                }
+                // The public playlist: rendered once per window change.
                 None => w
                     .rendered
                     .without_session(|| w.playlist.render(&self.uris_no_session, &[])),
@@ -224,7 +283,13 @@ impl Windows {
             .filter(|n| !n.is_empty() && n.len() <= 20 && n.bytes().all(|b| b.is_ascii_digit()))
             .and_then(|n| n.parse::<u64>().ok());
         match seq.and_then(|n| w.playlist.segment(n)) {
-            Some(seg) => (200, Kind::Segment, Body::Segment(seg.data.clone())),
+            Some(seg) => {
+                if let Some(session) = SessionQuery::parse(query).session {
+                    self.sessions
+                        .segment_served(stream, session, seg.data.len());
+                }
+                (200, Kind::Segment, Body::Segment(seg.data.clone()))
+            }
             None if seq.is_some() => (404, Kind::Error, text("the segment is not in the window")),
             None => (404, Kind::Error, text("no such media resource")),
         }
@@ -247,28 +312,17 @@ fn reason(status: u16) -> &'static str {
     match status {
         200 => "OK",
         204 => "No Content",
+        403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
         _ => "Service Unavailable",
     }
 }
 
-/// The `session` query parameter, when it is a plain token (it is copied into URIs).
-fn session(query: &str) -> Option<&str> {
-    query
-        .split('&')
-        .find_map(|pair| pair.strip_prefix("session="))
-        .filter(|s| {
-            !s.is_empty()
-                && s.len() <= MAX_SESSION
-                && s.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hls_session::SessionCommand;
     use media::segmenter::Segment;
 
     fn seg(sequence: u64, discontinuity: bool) -> Segment {
@@ -293,19 +347,27 @@ mod tests {
     fn windows() -> Windows {
         let mut w = Windows::new(3, 2);
         w.apply(MediaCommand::Registered { stream: "s".into() });
+        w.apply(MediaCommand::Session(SessionCommand::Open {
+            id: "abc".into(),
+            stream: "s".into(),
+            prefix: "".into(),
+        }));
         w
     }
 
     #[test]
     fn offline_is_503_unknown_is_404() {
-        let w = windows();
-        let a = w.answer("GET", "/hls/s/index.m3u8", "session=x", true);
+        let mut w = windows();
+        let a = w.answer("GET", "/hls/s/index.m3u8", "session=x", true, 0);
         assert_eq!(a.status, 503);
         assert!(head(&a).contains("Retry-After: 2\r\n"), "{}", head(&a));
-        assert_eq!(w.answer("GET", "/hls/t/index.m3u8", "", true).status, 404);
-        assert_eq!(w.answer("GET", "/hls/s", "", true).status, 404);
-        assert_eq!(w.answer("GET", "/hls/", "", true).status, 404);
-        assert_eq!(w.answer("GET", "/hls/s/0.ts", "", true).status, 404);
+        assert_eq!(
+            w.answer("GET", "/hls/t/index.m3u8", "", true, 0).status,
+            404
+        );
+        assert_eq!(w.answer("GET", "/hls/s", "", true, 0).status, 404);
+        assert_eq!(w.answer("GET", "/hls/", "", true, 0).status, 404);
+        assert_eq!(w.answer("GET", "/hls/s/0.ts", "", true, 0).status, 404);
     }
 
     #[test]
@@ -313,7 +375,7 @@ mod tests {
         let mut w = windows();
         w.apply(MediaCommand::Live { stream: "s".into() });
         assert_eq!(
-            w.answer("GET", "/hls/s/index.m3u8", "", true).status,
+            w.answer("GET", "/hls/s/index.m3u8", "", true, 0).status,
             503,
             "live without a segment yet"
         );
@@ -324,7 +386,7 @@ mod tests {
             });
         }
         assert_eq!(w.segments("s"), 3);
-        let a = w.answer("GET", "/hls/s/index.m3u8", "session=abc&x=1", true);
+        let a = w.answer("GET", "/hls/s/index.m3u8", "session=abc&x=1", true, 0);
         assert_eq!(a.status, 200);
         let h = head(&a);
         assert!(
@@ -343,7 +405,7 @@ mod tests {
         assert!(!text.contains("ENDLIST"));
         assert!(h.contains(&format!("Content-Length: {}\r\n", text.len())));
 
-        let a = w.answer("GET", "/hls/s/3.ts", "session=abc", false);
+        let a = w.answer("GET", "/hls/s/3.ts", "session=abc", false, 0);
         assert_eq!(a.status, 200);
         assert!(head(&a).contains("Connection: close\r\n"));
         assert!(head(&a).contains("immutable"));
@@ -353,52 +415,52 @@ mod tests {
         };
         let held = w.streams["s"].playlist.segment(3).unwrap().data.clone();
         assert!(Arc::ptr_eq(shared, &held), "no copy");
-        assert_eq!(w.answer("GET", "/hls/s/1.ts", "", true).status, 404, "left");
-        assert_eq!(w.answer("GET", "/hls/s/9.ts", "", true).status, 404);
-        assert_eq!(w.answer("GET", "/hls/s/x.ts", "", true).status, 404);
         assert_eq!(
-            w.answer("GET", "/hls/s/99999999999999999999999.ts", "", true)
+            w.answer("GET", "/hls/s/1.ts", "", true, 0).status,
+            404,
+            "left"
+        );
+        assert_eq!(w.answer("GET", "/hls/s/9.ts", "", true, 0).status, 404);
+        assert_eq!(w.answer("GET", "/hls/s/x.ts", "", true, 0).status, 404);
+        assert_eq!(
+            w.answer("GET", "/hls/s/99999999999999999999999.ts", "", true, 0)
                 .status,
             404
         );
 
-        let h = w.answer("HEAD", "/hls/s/3.ts", "", true);
+        let h = w.answer("HEAD", "/hls/s/3.ts", "", true, 0);
         assert_eq!(h.status, 200);
         assert!(h.body.as_bytes().is_empty());
         assert!(head(&h).contains(&format!("Content-Length: {}\r\n", 188 * 4)));
 
         w.apply(MediaCommand::Ended { stream: "s".into() });
-        let text = body(&w.answer("GET", "/hls/s/index.m3u8", "", true));
+        let text = body(&w.answer("GET", "/hls/s/index.m3u8", "", true, 0));
         assert!(text.ends_with("#EXT-X-ENDLIST\n"), "{text}");
         assert!(text.contains("\n4.ts\n"), "no session, plain URIs: {text}");
     }
 
     #[test]
     fn the_cached_playlist_follows_every_window_change() {
+        // The public playlist is cached per window change (session playlists are rendered
+        // per request: each carries its own signed route).
         let mut w = windows();
         w.apply(MediaCommand::Live { stream: "s".into() });
-        let get = |w: &Windows, q: &str| body(&w.answer("GET", "/hls/s/index.m3u8", q, true));
+        let get = |w: &mut Windows| body(&w.answer("GET", "/hls/s/index.m3u8", "", true, 0));
         for n in 0..4 {
             w.apply(MediaCommand::Segment {
                 stream: "s".into(),
                 segment: seg(n, false),
             });
-            for q in ["session=a", "session=b", ""] {
-                let text = get(&w, q);
-                let uri = match q.strip_prefix("session=") {
-                    Some(s) => format!("\n{n}.ts?session={s}\n"),
-                    None => format!("\n{n}.ts\n"),
-                };
-                assert!(text.contains(&uri), "{q}: {text}");
-                assert_eq!(text.contains("session="), !q.is_empty(), "{text}");
+            for _ in 0..2 {
+                let text = get(&mut w);
+                assert!(text.contains(&format!("\n{n}.ts\n")), "{text}");
+                assert!(!text.contains("session="), "{text}");
                 let first = n.saturating_sub(2);
                 assert!(text.contains(&format!("#EXT-X-MEDIA-SEQUENCE:{first}\n")));
             }
         }
         w.apply(MediaCommand::Ended { stream: "s".into() });
-        for q in ["session=a", ""] {
-            assert!(get(&w, q).ends_with("#EXT-X-ENDLIST\n"), "{q}");
-        }
+        assert!(get(&mut w).ends_with("#EXT-X-ENDLIST\n"));
     }
 
     #[test]
@@ -427,7 +489,7 @@ mod tests {
             stream: "s".into(),
             segment: seg(0, false),
         });
-        let alphabet = b"/hls.ts0123456789?=&%session\r\n\xff-_s";
+        let alphabet = b"/hls.ts0123456789?=&%session\r\n\xff-_s_ads/";
         let mut x: u64 = 0x2545_F491_4F6C_DD1D;
         for _ in 0..20_000 {
             let mut pick = |n: usize| {
@@ -441,12 +503,69 @@ mod tests {
             let text = String::from_utf8_lossy(&bytes);
             let (path, query) = text.split_once('?').unwrap_or((&text, ""));
             let method = ["GET", "HEAD", "OPTIONS", "PUT", ""][pick(5)];
-            let a = w.answer(method, &format!("/hls/{path}"), query, true);
+            let a = w.answer(method, &format!("/hls/{path}"), query, true, 0);
             let h = head(&a);
             assert!(h.starts_with("HTTP/1.1 ") && h.ends_with("\r\n\r\n"), "{h}");
             assert_eq!(h.matches("\r\n\r\n").count(), 1, "{h}");
-            assert!([200, 204, 404, 405, 503].contains(&a.status));
+            assert!([200, 204, 403, 404, 405, 503].contains(&a.status));
         }
+    }
+
+    #[test]
+    fn required_sessions_and_ad_segments() {
+        let mut w = Windows::new(3, 2).with_sessions(None, true);
+        w.apply(MediaCommand::Registered { stream: "s".into() });
+        w.apply(MediaCommand::Live { stream: "s".into() });
+        w.apply(MediaCommand::Segment {
+            stream: "s".into(),
+            segment: seg(0, false),
+        });
+        let a = w.answer("GET", "/hls/s/index.m3u8", "", true, 0);
+        assert_eq!(a.status, 403, "hls_require_session");
+        w.apply(MediaCommand::Session(SessionCommand::Open {
+            id: "v".into(),
+            stream: "s".into(),
+            prefix: "".into(),
+        }));
+        assert_eq!(
+            w.answer("GET", "/hls/s/index.m3u8", "session=v", true, 0)
+                .status,
+            200
+        );
+        // An empty break plan leaves the content; ad segments are served and counted.
+        w.apply(MediaCommand::Session(SessionCommand::Break {
+            id: "v".into(),
+            plan: Arc::new(crate::hls_ads::BreakPlan {
+                id: 1,
+                start_seq: 0,
+                content_count: 1,
+                duration_ms: 2000,
+                entries: vec![],
+            }),
+        }));
+        let text = body(&w.answer("GET", "/hls/s/index.m3u8", "session=v", true, 0));
+        assert!(text.contains("\n0.ts?session=v\n"), "{text}");
+        assert_eq!(
+            w.answer("GET", "/hls/_ads/a/0.ts", "session=v", true, 0)
+                .status,
+            404
+        );
+        w.apply(MediaCommand::Ad {
+            id: "a".into(),
+            segments: vec![crate::hls_ads::AdSegment {
+                duration_ms: 1000,
+                data: vec![0x47; 376].into(),
+            }]
+            .into(),
+        });
+        let a = w.answer("GET", "/hls/_ads/a/0.ts", "session=v", true, 0);
+        assert_eq!(a.status, 200);
+        assert_eq!(a.body.as_bytes().len(), 376);
+        assert_eq!(w.answer("GET", "/hls/_ads/a/1.ts", "", true, 0).status, 404);
+        let deltas = w.sessions.take_deltas();
+        assert_eq!(deltas[0].1.ads, vec![("a".into(), 0)]);
+        w.apply(MediaCommand::AdRemoved { id: "a".into() });
+        assert_eq!(w.answer("GET", "/hls/_ads/a/0.ts", "", true, 0).status, 404);
     }
 
     #[test]
@@ -457,10 +576,10 @@ mod tests {
             stream: "s".into(),
             segment: seg(0, false),
         });
-        let a = w.answer("OPTIONS", "/hls/s/index.m3u8", "", true);
+        let a = w.answer("OPTIONS", "/hls/s/index.m3u8", "", true, 0);
         assert_eq!(a.status, 204);
         assert!(head(&a).contains("Access-Control-Allow-Methods: GET, HEAD, OPTIONS\r\n"));
-        let a = w.answer("POST", "/hls/s/index.m3u8", "", true);
+        let a = w.answer("POST", "/hls/s/index.m3u8", "", true, 0);
         assert_eq!(a.status, 405);
         assert!(head(&a).contains("Allow: GET, HEAD, OPTIONS\r\n"));
         for bad in [
@@ -469,11 +588,11 @@ mod tests {
             "session=",
             "session=<x>",
         ] {
-            let text = body(&w.answer("GET", "/hls/s/index.m3u8", bad, true));
+            let text = body(&w.answer("GET", "/hls/s/index.m3u8", bad, true, 0));
             assert!(text.contains("\n0.ts\n"), "{bad}: {text}");
         }
         let long = format!("session={}", "a".repeat(65));
-        let text = body(&w.answer("GET", "/hls/s/index.m3u8", &long, true));
+        let text = body(&w.answer("GET", "/hls/s/index.m3u8", &long, true, 0));
         assert!(text.contains("\n0.ts\n"));
     }
 }

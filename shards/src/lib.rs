@@ -29,7 +29,9 @@
 //!   and sealing shared frames into one viewer's records) sits beside `conn`. `accept` also
 //!   hands a plain `GET` under `/hls/` to `hls` (one HLS keep-alive connection), which answers
 //!   from the shard's [`hls_window`]s (pure: each stream's live window and the HTTP answers;
-//!   [`hls_cache`] keeps each window's rendered playlist until the window changes).
+//!   [`hls_cache`] keeps each window's rendered playlist until the window changes), per
+//!   viewing session through [`hls_session`] (signed URLs checked with [`session_sign`]),
+//!   with ad breaks spliced in by [`hls_ads`].
 
 #![forbid(unsafe_code)]
 
@@ -43,8 +45,10 @@ pub mod footprint;
 pub mod frames;
 pub mod geo;
 mod hls;
+pub mod hls_ads;
 pub mod hls_cache;
 pub mod hls_files;
+pub mod hls_session;
 pub mod hls_window;
 pub mod identity;
 pub mod limits;
@@ -55,6 +59,7 @@ pub mod proto;
 pub mod proxy;
 mod runtime;
 pub mod sender;
+pub mod session_sign;
 mod shard;
 pub mod stats;
 pub mod sym;

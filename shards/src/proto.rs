@@ -81,6 +81,15 @@ pub enum ShardEvent {
     },
     /// A viewer message the application core answers.
     Request { at: ViewerRef, request: Request },
+    /// Viewers whose telemetry said they were buffering (at least half the time since their
+    /// last report) since this shard's last report: their viewing sessions are `stalled`.
+    Buffering { viewers: Vec<ViewerRef> },
+    /// Viewing sessions' playlist and segment fetches on this shard since its last report
+    /// (coalesced, like `PollTally`).
+    SessionFetches {
+        shard: u16,
+        fetches: Vec<(Box<str>, crate::hls_session::FetchDelta)>,
+    },
     /// Answer to [`ShardCommand::Audit`]: every viewer this shard owns with its profile hash.
     Audit {
         audit: u64,
@@ -202,6 +211,15 @@ pub enum MediaCommand {
     },
     /// The publish ended: the playlist gets `EXT-X-ENDLIST`.
     Ended { stream: Box<str> },
+    /// A viewing session's playlist route (`hls_session`).
+    Session(crate::hls_session::SessionCommand),
+    /// An ad asset every shard serves (`hls_ads`), shared, never copied.
+    Ad {
+        id: Box<str>,
+        segments: Arc<[crate::hls_ads::AdSegment]>,
+    },
+    /// An ad left the library.
+    AdRemoved { id: Box<str> },
 }
 
 /// Resume tokens: `<viewer id><nonce>` in 32 lowercase hex digits. The nonce is a keyed hash

@@ -74,6 +74,8 @@ pub(crate) struct Shard {
     tallies_dirty: Signal,
     /// The HLS windows this shard serves.
     pub hls: RefCell<Windows>,
+    /// Viewers that reported buffering since the last report (sessions to stall).
+    buffering: RefCell<Vec<ViewerRef>>,
     /// How segment bodies are sent (zero-copy or plain).
     pub sender: Rc<crate::sender::Sender>,
 }
@@ -88,7 +90,10 @@ impl Shard {
         let mut ping = Vec::new();
         ws::encode_frame(OpCode::Ping, b"", &mut ping);
         let closed_polls = config.closed_polls.clone();
-        let hls = RefCell::new(Windows::new(config.hls_window, config.hls_target_secs));
+        let hls = RefCell::new(
+            Windows::new(config.hls_window, config.hls_target_secs)
+                .with_sessions(config.session_key.clone(), config.hls_require_session),
+        );
         let sender = Rc::new(crate::sender::Sender::new(
             config.zerocopy,
             config.zerocopy_threshold,
@@ -116,6 +121,7 @@ impl Shard {
             ping_frame: ping.into(),
             tallies_dirty: Signal::default(),
             hls,
+            buffering: RefCell::default(),
         }
     }
 
@@ -213,6 +219,13 @@ impl Shard {
             ViewerMessage::Telemetry(t) => {
                 ShardStats::add(&self.stats.telemetry_reports, 1);
                 self.core.borrow_mut().report(conn.slot, &t);
+                if t.buffering_ratio.is_some_and(|r| r >= 0.5) {
+                    let at = conn.at(self.index);
+                    let mut buffering = self.buffering.borrow_mut();
+                    if !buffering.contains(&at) && buffering.len() < 65_536 {
+                        buffering.push(at);
+                    }
+                }
                 self.tallies_dirty.raise();
             }
         }
@@ -496,6 +509,11 @@ impl Shard {
         self.emit(ShardEvent::CastDone { group });
     }
 
+    /// A viewing session fetched something: the reporter sends the counts at its next turn.
+    pub fn session_fetched(&self) {
+        self.tallies_dirty.raise();
+    }
+
     /// Lets the uplink send what is queued and end.
     pub fn last_uplink(&self) {
         self.uplink_last.set(true);
@@ -516,7 +534,8 @@ pub(crate) async fn sweeper(shard: Rc<Shard>) {
     }
 }
 
-/// Reports changed poll tallies and telemetry deltas, at most once per `tally_interval`: a
+/// Reports changed poll tallies, telemetry deltas and viewing sessions' fetches, at most once
+/// per `tally_interval`: a
 /// vote or report storm becomes a few messages per second per shard, and a quiet shard never
 /// wakes for it.
 pub(crate) async fn report_tallies(shard: Rc<Shard>) {
@@ -528,6 +547,17 @@ pub(crate) async fn report_tallies(shard: Rc<Shard>) {
             shard.emit(ShardEvent::Telemetry {
                 shard: shard.index,
                 deltas,
+            });
+        }
+        let viewers = std::mem::take(&mut *shard.buffering.borrow_mut());
+        if !viewers.is_empty() {
+            shard.emit(ShardEvent::Buffering { viewers });
+        }
+        let fetches = shard.hls.borrow_mut().sessions.take_deltas();
+        if !fetches.is_empty() {
+            shard.emit(ShardEvent::SessionFetches {
+                shard: shard.index,
+                fetches,
             });
         }
         let dirty = shard.core.borrow_mut().polls.take_dirty();

@@ -31,13 +31,27 @@ enum Step {
     Write(Option<Frame>),
 }
 
-/// Serves one upgraded broadcaster connection until either side closes.
-pub async fn session<S: Transport>(stream: S, sink: Rc<Sink>, pending: Vec<u8>) {
-    serve(stream, &sink, pending).await;
+/// What a broadcaster's text message is answered with (`None`: nothing).
+pub type OnText<'a> = &'a dyn Fn(&str) -> Option<Frame>;
+
+/// Serves one upgraded broadcaster connection until either side closes; each text message
+/// the broadcaster sends goes to `on_text` (e.g. `{"type":"break","duration_s":N}`).
+pub async fn session<S: Transport>(
+    stream: S,
+    sink: Rc<Sink>,
+    pending: Vec<u8>,
+    on_text: OnText<'_>,
+) {
+    serve(stream, &sink, pending, on_text).await;
     sink.finish();
 }
 
-async fn serve<S: Transport>(mut stream: S, sink: &Sink, mut pending: Vec<u8>) {
+async fn serve<S: Transport>(
+    mut stream: S,
+    sink: &Sink,
+    mut pending: Vec<u8>,
+    on_text: OnText<'_>,
+) {
     let mut decoder = Decoder::new(ws::Limits {
         max_frame: 4096,
         max_message: 4096,
@@ -54,7 +68,11 @@ async fn serve<S: Transport>(mut stream: S, sink: &Sink, mut pending: Vec<u8>) {
                         close = Some(frame.map_or(close_code::NORMAL, |f| f.code));
                         return ControlFlow::Break(());
                     }
-                    // Broadcasters only listen; what they send is read and dropped.
+                    Event::Text(text) => {
+                        if let Some(answer) = on_text(text) {
+                            replies.extend_from_slice(&answer);
+                        }
+                    }
                     _ => {}
                 }
                 ControlFlow::Continue(())

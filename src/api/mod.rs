@@ -11,9 +11,11 @@
 //! - [`tls`]: the API's TLS stream (netstack's sans-IO session behind `AsyncRead`/`AsyncWrite`).
 //! - [`player`]: the player configuration routes.
 //! - [`metrics`]: `GET /metrics`, the Prometheus exposition.
-//! - [`remediation`]: remediation rules and events.
+//! - [`remediation`]: remediation rules and events; [`sessions`]: viewing sessions, CDNs,
+//!   distribution rules; [`ads`]: the ad library, programs and breaks.
 //! - Here: authentication, routing, the route handlers and the broadcaster upgrade.
 
+pub mod ads;
 pub mod broadcaster;
 pub mod metrics;
 pub mod player;
@@ -23,6 +25,7 @@ pub mod remediation;
 pub mod response;
 pub mod scopes;
 pub mod server;
+pub mod sessions;
 pub mod tls;
 pub mod validate;
 
@@ -114,7 +117,8 @@ async fn broadcaster<S: tls::Transport>(
         sink.finish();
         return;
     }
-    broadcaster::session(stream, sink, rest).await;
+    let on_text = |text: &str| ads::broadcaster_command(&mut app.borrow_mut(), &stream_id, text);
+    broadcaster::session(stream, sink, rest, &on_text).await;
 }
 
 /// Broadcaster sockets open on `stream`.
@@ -179,6 +183,9 @@ pub fn handle(app: &RefCell<App>, token: &str, req: &Request) -> Response {
     }
     let segments: Vec<&str> = req.path.trim_matches('/').split('/').collect();
     let mut app = app.borrow_mut();
+    if let Some(r) = sessions::route(&mut app, &req.method, &segments, &req.body) {
+        return r;
+    }
     match (req.method.as_str(), segments.as_slice()) {
         ("GET", ["api", "stats"]) => stats(&app),
         // The edges of the cluster (issue 17): `{"mode":"single"}` without NATS.
@@ -218,7 +225,7 @@ pub fn handle(app: &RefCell<App>, token: &str, req: &Request) -> Response {
         ("GET", ["api", "groups", id]) => match app.group(id) {
             Some(g) => {
                 let mut body = group_json(&app, g);
-                // Set by a remediation rule; playlists use it once issue 13 lands.
+                // Set by a remediation rule or PUT /api/groups/{id}/cdn; members' playlists use it.
                 body["cdn"] = json!(app.group_cdn(g.id));
                 Response::json(200, body)
             }

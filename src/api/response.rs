@@ -133,3 +133,24 @@ pub async fn close_after<S: Transport>(mut stream: S, last: &[u8]) {
     }
     let _ = stream.close().await;
 }
+
+/// 404 `not_found` for a missing `what` named `id`.
+pub fn not_found(what: &str, id: &str) -> Response {
+    Response::error(404, "not_found", format!("no {what} \"{id}\""))
+}
+
+/// 400 `bad_request`.
+pub fn bad(message: impl Into<String>) -> Response {
+    Response::error(400, "bad_request", message)
+}
+
+/// 405 with the `Allow` methods.
+pub fn method_not_allowed(allow: &'static str) -> Response {
+    let mut r = Response::error(
+        405,
+        "method_not_allowed",
+        format!("method not allowed on this path (allowed: {allow})"),
+    );
+    r.allow = Some(allow);
+    r
+}

@@ -17,7 +17,7 @@ use shards::proto::{MediaCommand, ShardCommand};
 
 use super::media_state::IngestStats;
 use super::streams::{self, PublishError, PublishTurn, StreamError, StreamState};
-use super::{messages, random_hex, App, Stream};
+use super::{messages, App, Stream};
 
 impl App {
     /// The `publish_url` shown with stream keys: `rtmp://ADDR/live`.
@@ -99,6 +99,8 @@ impl App {
                 "key_sha256": streams::hash_hex(&s.key_sha256),
                 "created_ms": s.created_ms,
                 "scheduled_ms": self.player.scheduled(&s.id),
+                "distribution": self.distribution.get(&s.id).map(|d| d.to_json()),
+                "program": self.ads.programs.get(&s.id),
             });
             store.put_stream(&s.id, &record);
         }
@@ -117,6 +119,22 @@ impl App {
             let created = r["created_ms"].as_u64().unwrap_or(0);
             if let Some(start) = r["scheduled_ms"].as_u64() {
                 self.player.schedule(&id, start);
+            }
+            let rules = r["distribution"]
+                .as_object()
+                .map(super::distribution::Distribution::from_json);
+            match rules {
+                Some(Ok(d)) => {
+                    self.distribution.insert(id.clone(), d);
+                }
+                Some(Err(e)) => {
+                    tracing::warn!(stream = %id, error = %e, "stored distribution rules skipped")
+                }
+                None => {}
+            }
+            let program = serde_json::from_value::<super::ads::Program>(r["program"].clone());
+            if let Ok(p) = program {
+                self.ads.programs.insert(id.clone(), p);
             }
             if let Err(e) = self.register_stream(id, title, hash, created) {
                 tracing::warn!(error = %e, "skipping a stored stream");
@@ -193,22 +211,12 @@ impl App {
             .filter(|v| v.profile.stream.as_deref() == Some(id.as_str()))
             .map(|v| v.at)
             .collect();
+        // Each keeps its viewing session, with a freshly signed URL.
+        let now_ms = self.clock_ms;
         for at in audience {
-            let (session, url) = self.media_endpoint(&id);
+            let (session, url) = self.open_session(at, &id, now_ms);
             self.send_to(at, messages::endpoint(&id, &url, &session));
         }
-    }
-
-    /// A fresh session id and the endpoint URL for it.
-    pub(super) fn media_endpoint(&self, stream: &str) -> (String, String) {
-        let session = random_hex(12);
-        let url = self
-            .config
-            .media_url
-            .replace("{stream}", stream)
-            .replace("{session}", &session)
-            .replace("{listen}", &self.viewer_addr.to_string());
-        (session, url)
     }
 
     /// One FLV tag of the publish `turn`. `Err` only for an unsupported codec: the caller

@@ -62,6 +62,16 @@ pub fn remediation(event: Value) -> Frame {
     text_frame(&text)
 }
 
+/// `{"type":"beacons",...}` to a stream's broadcasters: a break's beacon counts.
+pub fn beacons(brk: Value) -> Frame {
+    let fields = match brk {
+        Value::Object(m) => m,
+        _ => Default::default(),
+    };
+    let text = protocol::BroadcasterMessage::Beacons(protocol::AdBreak { fields }).to_json();
+    text_frame(&text)
+}
+
 /// `{"type":"config",...}`: a stream's player configuration.
 pub fn config(stream: &str, version: u64, config: Value) -> Frame {
     encode(&ServerMessage::config(stream, version, config))

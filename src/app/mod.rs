@@ -19,7 +19,10 @@
 //! milliseconds) from its caller, and shard commands go out through [`Downlink`] queues, so
 //! tests drive it in memory (see `tests.rs`).
 
+pub mod ad_ops;
+pub mod ads;
 pub mod audits;
+pub mod distribution;
 pub mod downlink;
 pub mod edges;
 pub mod groups;
@@ -35,6 +38,8 @@ pub mod recording_runner;
 pub mod recordings;
 pub mod remediation;
 pub mod remediation_apply;
+pub mod session_ops;
+pub mod sessions;
 pub mod sink;
 pub mod store;
 pub mod streams;
@@ -127,6 +132,14 @@ pub struct App {
     recorder: Option<crate::recorder::Recorder>,
     /// The other edges of the cluster and the bus to them (none for a single edge).
     edges: edges::Edges,
+    /// Viewing sessions (`session_ops`).
+    sessions: sessions::Sessions,
+    /// The latest time the core was given (for the few paths called without one).
+    clock_ms: u64,
+    /// The ad library, programs, breaks and beacons (`ad_ops`).
+    ads: ads::AdState,
+    /// Distribution rules per stream (who may watch at all).
+    distribution: std::collections::HashMap<String, distribution::Distribution>,
 }
 
 impl App {
@@ -163,6 +176,10 @@ impl App {
                 config.cluster_announce_ms,
                 config.cluster_final_wait_ms,
             ),
+            sessions: sessions::Sessions::default(),
+            clock_ms: now_ms,
+            distribution: Default::default(),
+            ads: ads::AdState::default(),
             config,
         }
     }
@@ -229,6 +246,7 @@ impl App {
         }
         self.store = Some(store);
         self.restore_recordings(&restored.recordings, now_ms);
+        self.restore_ads();
         self.last_checkpoint_ms = now_ms;
     }
 
@@ -282,6 +300,7 @@ impl App {
     // ---- events ----
 
     pub fn on_event(&mut self, event: ShardEvent, now_ms: u64) {
+        self.clock_ms = now_ms;
         match event {
             ShardEvent::Joined {
                 at,
@@ -337,6 +356,12 @@ impl App {
                     }
                 }
             }
+            ShardEvent::SessionFetches { fetches, .. } => self.session_fetches(&fetches, now_ms),
+            ShardEvent::Buffering { viewers } => {
+                for at in viewers {
+                    self.sessions.buffering(at.viewer);
+                }
+            }
             ShardEvent::CastDone { group } => {
                 self.groups.cast_done(group);
                 if !self.groups.cast_in_flight(group) {
@@ -350,6 +375,7 @@ impl App {
     }
 
     fn join(&mut self, at: ViewerRef, resume: Box<str>, profile: Profile) {
+        self.sessions.returned(at.viewer);
         self.groups.count(&profile, 1);
         if let Some(old) = self.mirror.join(at, resume, profile) {
             self.groups.count(&old, -1);
@@ -425,6 +451,7 @@ impl App {
             return;
         };
         self.groups.count(&profile, -1);
+        self.sessions.departed(at.viewer, now_ms);
         if let Some(w) = waiting {
             self.resume_into(w.at, at.viewer, w.departed, w.profile);
         }
@@ -438,18 +465,22 @@ impl App {
         }
     }
 
-    /// A viewer asks for a stream (FIG. 4): a registered stream moves the viewer into its
-    /// audience group and answers with its media endpoint, preceded by its state when it is
-    /// not live (the viewer is pushed `live` and a fresh endpoint when it goes live).
+    /// A viewer asks for a stream (FIG. 4): a registered stream the viewer is entitled to
+    /// (its distribution rules) moves the viewer into its audience group and answers with its
+    /// session's media endpoint, preceded by its state when it is not live (the viewer is
+    /// pushed `live` and a freshly signed endpoint when it goes live).
     fn watch(&mut self, at: ViewerRef, stream: &str, now_ms: u64) {
         let Some(state) = self.streams.get(stream).map(|s| s.state) else {
             let message = format!("no stream {stream:?} is live");
             return self.send_to(at, messages::error("unknown_stream", &message));
         };
+        if let Err(message) = self.entitled(at, stream, now_ms) {
+            return self.send_to(at, messages::error("not_entitled", &message));
+        }
         if state != StreamState::Live {
             self.send_to(at, messages::stream_state(stream, state.into()));
         }
-        let (session, url) = self.media_endpoint(stream);
+        let (session, url) = self.open_session(at, stream, now_ms);
         self.send_to(at, messages::endpoint(stream, &url, &session));
         if self.player.has_any(stream, now_ms) {
             self.send_to(at, self.config_frame(stream, now_ms));

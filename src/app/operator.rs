@@ -242,7 +242,10 @@ impl App {
                 .departed_records()
                 .map(|(id, d)| (id.0, d.to_bytes()))
                 .collect();
-            tracing::info!(viewers = records.len(), "kept for a resume after the restart");
+            tracing::info!(
+                viewers = records.len(),
+                "kept for a resume after the restart"
+            );
             store.put_departed(records);
         }
         if let Some(recorder) = &mut self.recorder {

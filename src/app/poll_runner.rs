@@ -176,6 +176,9 @@ impl App {
     /// changed polls at most once per `poll_checkpoint_ms`, and forgets departed viewers past
     /// the resume window.
     pub fn tick(&mut self, now_ms: u64) {
+        self.clock_ms = now_ms;
+        self.tick_sessions(now_ms);
+        self.push_beacons();
         for id in self.polls.ids_in(PollState::Open) {
             let mut push = None;
             let mut due = false;

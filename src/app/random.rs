@@ -8,3 +8,10 @@ pub fn random_hex(bytes: usize) -> String {
     let _ = getrandom::getrandom(&mut buf);
     protocol::hex(&buf)
 }
+
+/// A random number (weighted choices).
+pub fn random_u64() -> u64 {
+    let mut buf = [0u8; 8];
+    let _ = getrandom::getrandom(&mut buf);
+    u64::from_le_bytes(buf)
+}

@@ -5,8 +5,8 @@
 //! the group's `cdn`, records an event and pushes it to every broadcaster; a revert (on
 //! recovery or by the API) undoes each of those and is an event too.
 //!
-//! The group's `cdn` is state the API shows; nothing reads it yet: per-session playlists that
-//! would point a group's next playlists at another CDN come with issue 13.
+//! The group's `cdn` points its members' next session playlists at that CDN resource
+//! (`session_ops`, issue 13).
 
 use serde_json::{json, Value};
 use shards::proto::GroupId;
@@ -156,6 +156,9 @@ impl App {
         if !force.config_keys.is_empty() {
             self.push_overlay(id);
         }
+        if force.previous_cdn.is_some() {
+            self.refresh_session_cdns();
+        }
         tracing::warn!(rule = rule.id, group = key, event, "remediation applied");
         self.remediation
             .in_force
@@ -192,6 +195,7 @@ impl App {
             self.push_overlay(id);
             self.remediation.overlays.retain(|_, o| !o.is_empty());
         }
+        let cdn_changed = force.previous_cdn.is_some();
         match force.previous_cdn {
             Some(Some(before)) => {
                 self.remediation.cdn.insert(id, before);
@@ -200,6 +204,9 @@ impl App {
                 self.remediation.cdn.remove(&id);
             }
             None => {}
+        }
+        if cdn_changed {
+            self.refresh_session_cdns();
         }
         tracing::warn!(
             rule,

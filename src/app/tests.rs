@@ -14,6 +14,7 @@ use shards::proto::{
 use super::downlink::Downlink;
 use super::*;
 use crate::config::Config;
+use shards::hls_session::SessionCommand;
 
 const UA_IOS: &str = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) Version/17.4 Mobile/15E148 Safari/604.1";
 const UA_LINUX: &str = "Mozilla/5.0 (X11; Linux x86_64; rv:125.0) Gecko/20100101 Firefox/125.0";
@@ -560,7 +561,16 @@ fn watch_answers_with_an_endpoint_or_an_error() {
     h.drain();
     let request = Request::Watch { stream: "s".into() };
     h.event(ShardEvent::Request { at: a, request }, 1_000);
-    let sent = h.sent(0);
+    let (media, sent): (Vec<_>, Vec<_>) = h
+        .sent(0)
+        .into_iter()
+        .partition(|c| matches!(c, ShardCommand::Media(_)));
+    // Every shard learns the viewing session's route before the viewer gets its URL.
+    assert!(matches!(
+        &media[..],
+        [ShardCommand::Media(MediaCommand::Session(SessionCommand::Open { stream, prefix, .. }))]
+            if &**stream == "s" && prefix.is_empty()
+    ));
     // The stream is registered but nobody publishes it: its state, then the endpoint.
     assert!(
         matches!(&sent[0], ShardCommand::Send { frame, .. } if decode(frame)["state"] == "offline")
@@ -938,4 +948,148 @@ fn remediation_rules_from_the_config_file_act_on_a_group() {
     h.app.revert_remediation("r1", 6_000).unwrap();
     assert_eq!(h.app.group_cdn(id), None);
     assert!(h.app.revert_remediation("r1", 6_000).is_err());
+}
+
+/// The session routes shard `i` was sent: (session, stream, prefix) opens and ended ids.
+fn session_routes(cmds: &[ShardCommand]) -> (Vec<(String, String, String)>, Vec<String>) {
+    let (mut open, mut ended) = (Vec::new(), Vec::new());
+    for c in cmds {
+        match c {
+            ShardCommand::Media(MediaCommand::Session(SessionCommand::Open {
+                id,
+                stream,
+                prefix,
+            })) => open.push((id.to_string(), stream.to_string(), prefix.to_string())),
+            ShardCommand::Media(MediaCommand::Session(SessionCommand::Ended { id })) => {
+                ended.push(id.to_string())
+            }
+            _ => {}
+        }
+    }
+    (open, ended)
+}
+
+/// Sessions in memory: a watch opens one (CDN by region and weight, signed URL), fetches
+/// make it playing, a group's CDN re-points it, watching elsewhere ends it.
+#[test]
+fn sessions_follow_watches_fetches_and_group_cdns() {
+    let config: Config = toml::from_str(
+        r#"
+        session_key = "0123456789abcdef0123456789abcdef"
+        [[cdns]]
+        name = "edge-a"
+        base = "https://a.cdn.example/"
+        [[cdns]]
+        name = "backup"
+        base = "https://b.cdn.example"
+        weight = 0
+        "#,
+    )
+    .unwrap();
+    let mut h = harness(2, config);
+    for s in ["s", "t"] {
+        h.app.add_stream(s.into(), None, 1_000).unwrap();
+    }
+    let (a, b) = (at(0, 1, 1), at(1, 1, 2));
+    h.join(a, "ra", profile(1, UA_IOS));
+    h.join(b, "rb", profile(2, UA_LINUX));
+    h.drain();
+    h.watch(a, profile(1, UA_IOS), "s");
+    h.watch(b, profile(2, UA_LINUX), "s");
+    let cmds = h.sent(0);
+    let endpoint = cmds
+        .iter()
+        .find_map(|c| match c {
+            ShardCommand::Send { frame, .. } if decode(frame)["type"] == "endpoint" => {
+                Some(decode(frame))
+            }
+            _ => None,
+        })
+        .unwrap();
+    let session = endpoint["session"].as_str().unwrap().to_owned();
+    assert_eq!(session.len(), 32, "128 random bits");
+    let url = endpoint["url"].as_str().unwrap();
+    let key = shards::session_sign::SessionKey::new(b"0123456789abcdef0123456789abcdef");
+    let exp = (1_000 / 1000 + 6 * 3600).to_string();
+    let sig = key.sign(&session, "s", 1 + 6 * 3600);
+    assert!(
+        url.ends_with(&format!(
+            "/hls/s/index.m3u8?session={session}&exp={exp}&sig={sig}"
+        )),
+        "{url}"
+    );
+    // Both shards learn both sessions, pointed at the one weighted CDN.
+    let (open, _) = session_routes(&cmds);
+    assert_eq!(open.len(), 2);
+    assert!(
+        open.iter()
+            .all(|(_, s, p)| s == "s" && p == "https://a.cdn.example/hls/s/"),
+        "{open:?}"
+    );
+    assert_eq!(session_routes(&h.sent(1)).0, open);
+    let s = h.app.session(&session).unwrap();
+    assert_eq!((s.state.as_str(), s.cdn.as_str()), ("created", "edge-a"));
+
+    // A fetch report: playing, with bytes.
+    let delta = shards::hls_session::FetchDelta {
+        playlists: 1,
+        segments: 2,
+        bytes: 4000,
+        ads: vec![],
+    };
+    let fetches = vec![(Box::<str>::from(session.as_str()), delta)];
+    h.event(ShardEvent::SessionFetches { shard: 0, fetches }, 2_000);
+    let s = h.app.session(&session).unwrap();
+    assert_eq!(
+        (s.state.as_str(), s.bytes, s.segments),
+        ("playing", 4000, 2)
+    );
+    assert_eq!(
+        h.app.session_counts("s"),
+        vec![("created", 1), ("playing", 1), ("stalled", 0), ("ended", 0)]
+    );
+    // The viewer's telemetry says it is buffering: stalled until its next segment.
+    h.event(ShardEvent::Buffering { viewers: vec![a] }, 2_100);
+    assert_eq!(h.app.session(&session).unwrap().state.as_str(), "stalled");
+
+    // The iOS group moves to the backup CDN: only its member's route changes.
+    let ios = h.app.add_custom_group(
+        "ios".into(),
+        Predicate {
+            clauses: vec![(Field::Os, vec!["ios".into()])],
+        },
+        2_000,
+    );
+    h.drain();
+    assert!(h.app.set_group_cdn(&ios, Some("nowhere".into())).is_err());
+    h.app.set_group_cdn(&ios, Some("backup".into())).unwrap();
+    let (open, _) = session_routes(&h.sent(0));
+    assert_eq!(
+        open,
+        vec![(
+            session.clone(),
+            "s".into(),
+            "https://b.cdn.example/hls/s/".into()
+        )]
+    );
+    h.drain();
+    h.app.set_group_cdn(&ios, None).unwrap();
+    assert_eq!(
+        session_routes(&h.sent(1)).0[0].2,
+        "https://a.cdn.example/hls/s/"
+    );
+
+    // Watching another stream ends the session (every shard forgets it).
+    h.drain();
+    h.watch(a, profile(1, UA_IOS), "t");
+    let (open, ended) = session_routes(&h.sent(0));
+    assert_eq!(ended, vec![session.clone()]);
+    assert_eq!(open.len(), 1);
+    assert_ne!(open[0].0, session);
+    let s = h.app.session(&session).unwrap();
+    assert_eq!((s.state.as_str(), s.end_reason), ("ended", Some("left")));
+    // Watching the same stream again keeps the session.
+    h.drain();
+    h.watch(a, profile(1, UA_IOS), "t");
+    assert!(session_routes(&h.sent(0)).0.is_empty());
 }

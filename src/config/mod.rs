@@ -13,11 +13,14 @@ use shards::config::ZeroCopy;
 use shards::ShardConfig;
 
 mod overrides;
+pub mod sessions;
 pub use overrides::Overrides;
+pub use sessions::CdnSpec;
 
 /// The default `media_url`: the live playlist, served by the shards on the viewer address
 /// (`{listen}` is the bound viewer address).
-pub const DEFAULT_MEDIA_URL: &str = "http://{listen}/hls/{stream}/index.m3u8?session={session}";
+pub const DEFAULT_MEDIA_URL: &str =
+    "http://{listen}/hls/{stream}/index.m3u8?session={session}&exp={exp}&sig={sig}";
 
 /// Every setting, with the embedded defaults.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -70,9 +73,9 @@ pub struct Config {
     pub api_token: Option<String>,
     /// Where ovation keeps its files (generated API token, poll results).
     pub data_dir: PathBuf,
-    /// Template of the media endpoint URL sent to viewers: `{stream}`, `{session}` and
-    /// `{listen}` (the bound viewer address) are replaced. The default is the live playlist
-    /// the shards serve on the viewer address.
+    /// Template of the media endpoint URL sent to viewers: `{stream}`, `{session}`, `{exp}`
+    /// and `{sig}` (the signed session playlist, docs/media.md) and `{listen}` (the bound
+    /// viewer address) are replaced. The default is the session's playlist on the shards.
     pub media_url: String,
     /// Live poll results are pushed at most once per this interval.
     pub results_interval_ms: u64,
@@ -190,6 +193,21 @@ pub struct Config {
     pub cluster_final_wait_ms: u64,
     /// Where HAProxy's agent-check is answered (TCP); unset (the default): no agent.
     pub agent_listen: Option<SocketAddr>,
+    /// HMAC-SHA256 key (at least 32 bytes) of signed session playlist URLs; generated at
+    /// start when unset (URLs then stop working across a restart, like the sessions).
+    pub session_key: Option<String>,
+    /// A signed playlist URL is good for this many seconds after its `watch`.
+    pub session_url_ttl_s: u64,
+    /// A playing session that fetched nothing for this many target durations is `stalled`.
+    pub session_stall_targets: u64,
+    /// A session that fetched nothing for this many seconds (or whose viewer left the stream,
+    /// or disconnected past `resume_window_s`) is `ended`.
+    pub session_end_s: u64,
+    /// Refuse (403) playlist requests that name no viewing session.
+    pub hls_require_session: bool,
+    /// CDN resources segment URIs may point at (`[[cdns]]`: name, base, weight, regions);
+    /// empty: ovation itself serves every session. Configuration file only.
+    pub cdns: Vec<CdnSpec>,
 }
 
 impl Default for Config {
@@ -264,6 +282,12 @@ impl Default for Config {
             cluster_announce_ms: 1000,
             cluster_final_wait_ms: 3000,
             agent_listen: None,
+            session_key: None,
+            session_url_ttl_s: 6 * 3600,
+            session_stall_targets: 3,
+            session_end_s: 60,
+            hls_require_session: false,
+            cdns: Vec::new(),
         }
     }
 }
@@ -328,6 +352,10 @@ impl Config {
             recording_max_age_s,
             zerocopy,
             zerocopy_threshold_bytes,
+            session_url_ttl_s,
+            session_stall_targets,
+            session_end_s,
+            hls_require_session,
             anonymous_viewers,
             anonymous_votes,
             max_connections_per_address,
@@ -444,6 +472,15 @@ impl Config {
         if !(500..=60_000).contains(&self.hls_segment_ms) {
             bail!("hls_segment_ms must be between 500 and 60000");
         }
+        sessions::validate(
+            self.session_key.as_deref(),
+            [
+                self.session_url_ttl_s,
+                self.session_end_s,
+                self.session_stall_targets,
+            ],
+            &self.cdns,
+        )?;
         if ZeroCopy::parse(&self.zerocopy).is_none() {
             bail!("zerocopy must be auto, on or off: {:?}", self.zerocopy);
         }
@@ -534,6 +571,11 @@ impl Config {
             recordings_dir: self.record.then(|| self.data_dir.join("recordings")),
             zerocopy: ZeroCopy::parse(&self.zerocopy).unwrap_or(ZeroCopy::Auto),
             zerocopy_threshold: self.zerocopy_threshold_bytes,
+            session_key: self
+                .session_key
+                .as_ref()
+                .map(|k| shards::session_sign::SessionKey::new(k.as_bytes())),
+            hls_require_session: self.hls_require_session,
             // Set by `identity_verifier` at start (it reads a key file).
             identity: None,
             // Votes are answered once stored only in a cluster (it has JetStream).

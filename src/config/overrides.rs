@@ -79,8 +79,8 @@ pub struct Overrides {
     /// Directory for ovation's files [default: ovation-data].
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
-    /// Media endpoint URL template with {stream}, {session} and {listen} [default:
-    /// http://{listen}/hls/{stream}/index.m3u8?session={session}].
+    /// Media endpoint URL template with {stream}, {session}, {exp}, {sig} and {listen}
+    /// [default: http://{listen}/hls/{stream}/index.m3u8?session={session}&exp={exp}&sig={sig}].
     #[arg(long, value_name = "URL")]
     pub media_url: Option<String>,
     /// Live poll results at most once per this many ms [default: 100].
@@ -223,4 +223,16 @@ pub struct Overrides {
     /// Address answering HAProxy's agent-check (TCP) [default: none].
     #[arg(long, value_name = "ADDR")]
     pub agent_listen: Option<SocketAddr>,
+    /// Seconds a signed session playlist URL is good for [default: 21600].
+    #[arg(long, value_name = "S")]
+    pub session_url_ttl_s: Option<u64>,
+    /// Target durations without a fetch before a session is stalled [default: 3].
+    #[arg(long, value_name = "N")]
+    pub session_stall_targets: Option<u64>,
+    /// Seconds without a fetch before a session ends [default: 60].
+    #[arg(long, value_name = "S")]
+    pub session_end_s: Option<u64>,
+    /// Refuse playlist requests that name no viewing session [default: false].
+    #[arg(long, value_name = "BOOL")]
+    pub hls_require_session: Option<bool>,
 }

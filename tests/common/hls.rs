@@ -1,0 +1,75 @@
+//! Plain HTTP/1.1 requests to the viewer port's HLS (one connection each, bounded reads).
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+
+use super::WAIT;
+
+/// One answer: status, head and body.
+pub struct Http {
+    pub status: u16,
+    pub head: String,
+    pub body: Vec<u8>,
+}
+
+impl Http {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// `GET target` on `addr`, `Connection: close`.
+pub fn get(addr: SocketAddr, target: &str) -> Http {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    write!(
+        s,
+        "GET {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).expect("read response");
+    let at = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| panic!("no head in {:?}", String::from_utf8_lossy(&raw)));
+    let head = String::from_utf8_lossy(&raw[..at]).into_owned();
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status");
+    Http {
+        status,
+        head,
+        body: raw[at + 4..].to_vec(),
+    }
+}
+
+/// The path and query of an `http://host/...` URL.
+pub fn target(url: &str) -> String {
+    let rest = url.strip_prefix("http://").expect("http URL");
+    rest[rest.find('/').expect("path")..].to_owned()
+}
+
+/// Replaces the value of `name` in a URL's query.
+pub fn with_param(url: &str, name: &str, value: &str) -> String {
+    let (base, query) = url.split_once('?').expect("a query");
+    let query: Vec<String> = query
+        .split('&')
+        .map(|p| match p.split_once('=') {
+            Some((k, _)) if k == name => format!("{k}={value}"),
+            _ => p.to_owned(),
+        })
+        .collect();
+    format!("{base}?{}", query.join("&"))
+}
+
+/// The value of `name` in a URL's query.
+pub fn param<'a>(url: &'a str, name: &str) -> &'a str {
+    let (_, query) = url.split_once('?').expect("a query");
+    query
+        .split('&')
+        .find_map(|p| p.strip_prefix(name)?.strip_prefix('='))
+        .unwrap_or_else(|| panic!("no {name} in {url}"))
+}
