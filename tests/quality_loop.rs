@@ -37,6 +37,8 @@ impl Rng {
 struct Viewer {
     ws: Ws,
     country: &'static str,
+    /// Its viewing session of the stream (from the `endpoint`).
+    session: String,
 }
 
 struct Sim {
@@ -52,6 +54,7 @@ struct Sim {
 impl Drop for Sim {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.db);
+        let _ = std::fs::remove_file(self.db.with_extension("toml"));
     }
 }
 
@@ -65,7 +68,16 @@ impl Sim {
             ("33.0.0.0/8", "BR"),
         ];
         std::fs::write(&db, mmdb::country_db(&entries)).unwrap();
+        // The CDN a rule may move a group's sessions to.
+        let config = db.with_extension("toml");
+        std::fs::write(
+            &config,
+            "[[cdns]]\nname = \"backup\"\nbase = \"http://127.0.0.1:9/backup\"\nweight = 0\n",
+        )
+        .unwrap();
         let server = Server::start(&[
+            "--config",
+            config.to_str().unwrap(),
             "--shards",
             "2",
             "--cpu-steering",
@@ -125,8 +137,13 @@ impl Sim {
                 );
                 let (mut ws, _) = connect_proxied(&self.server, "", header.as_bytes());
                 send_json(&mut ws, &json!({"type": "watch", "stream": "live"}));
-                next_of_type(&mut ws, "endpoint");
-                self.viewers.push(Viewer { ws, country: cc });
+                let endpoint = next_of_type(&mut ws, "endpoint");
+                let session = endpoint["session"].as_str().unwrap().to_owned();
+                self.viewers.push(Viewer {
+                    ws,
+                    country: cc,
+                    session,
+                });
             }
         }
         let deadline = Instant::now() + WAIT;
@@ -183,6 +200,20 @@ impl Sim {
         }
         assert_eq!(next_json(&mut ws)["role"], "broadcaster");
         ws
+    }
+
+    /// The CDN each viewer's session is assigned now, by country.
+    fn session_cdns(&self) -> Vec<(&'static str, String)> {
+        self.viewers
+            .iter()
+            .map(|v| {
+                let (status, s) =
+                    self.server
+                        .api("GET", &format!("/api/sessions/{}", v.session), None);
+                assert_eq!(status, 200, "{s}");
+                (v.country, s["cdn"].as_str().unwrap_or_default().to_owned())
+            })
+            .collect()
     }
 
     fn events(&self) -> Vec<Value> {
@@ -266,9 +297,14 @@ fn one_country_fails_the_rule_fires_once_and_reverts_after_recovery() {
     assert_eq!(applied["group"], hu.as_str());
     assert_eq!(applied["cause"], "condition");
     assert!(applied["window"]["failures_per_min"].as_f64().unwrap() > 30.0);
-    // The group's CDN resource (per-session playlists read it once issue 13 lands).
+    // The group's CDN resource: its members' sessions (and so their next playlists, as
+    // tests/sessions.rs shows) point at the backup CDN; everyone else's stay on ovation.
     let (_, g) = sim.server.api("GET", &format!("/api/groups/{hu}"), None);
     assert_eq!(g["cdn"], "backup");
+    for (country, cdn) in sim.session_cdns() {
+        let want = if country == "HU" { "backup" } else { "ovation" };
+        assert_eq!(cdn, want, "a viewer in {country}");
+    }
     let (_, g) = sim.server.api("GET", &format!("/api/groups/{de}"), None);
     assert_eq!(g["cdn"], Value::Null);
     // The group's members, and only they, got the player configuration.
@@ -302,6 +338,9 @@ fn one_country_fails_the_rule_fires_once_and_reverts_after_recovery() {
     assert_eq!(reverted["group"], hu.as_str());
     let (_, g) = sim.server.api("GET", &format!("/api/groups/{hu}"), None);
     assert_eq!(g["cdn"], Value::Null);
+    for (country, cdn) in sim.session_cdns() {
+        assert_eq!(cdn, "ovation", "a viewer in {country}, after the revert");
+    }
     let before = sim.marker();
     for (v, got) in sim.viewers.iter().zip(&before) {
         let configs: Vec<&Value> = got.iter().filter(|m| m["type"] == "config").collect();
