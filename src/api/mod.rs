@@ -20,6 +20,7 @@ pub mod broadcaster;
 pub mod metrics;
 pub mod player;
 pub mod poll_request;
+pub mod polls;
 pub mod refusals;
 pub mod remediation;
 pub mod response;
@@ -38,6 +39,7 @@ use shards::profile::ViewerId;
 
 use crate::app::{unix_ms, App, Group, GroupError, RebroadcastError, RecordingError};
 pub use response::Response;
+use response::{bad, method_not_allowed, not_found};
 pub use server::serve;
 
 /// Where broadcasters follow their stream's results over WebSocket.
@@ -251,52 +253,12 @@ pub fn handle(app: &RefCell<App>, token: &str, req: &Request) -> Response {
             None => not_found("viewer", id),
         },
         ("PUT", ["api", "viewers", id, "tags"]) => set_tags(&app, id, &req.body),
-        ("POST", ["api", "polls"]) => match poll_request::parse_request(&req.body) {
-            Ok(poll) => match app.create_poll(poll, unix_ms()) {
-                Ok(p) => Response {
-                    after_casts_to: Some(p.audience),
-                    ..Response::json(201, json!({"id": p.id, "closes_at": p.closes_at_ms}))
-                },
-                Err(e) => bad(e.to_string()),
-            },
-            Err(e) => bad(e),
-        },
-        ("GET", ["api", "polls"]) => {
-            let polls: Vec<Value> = app.polls().map(|p| p.to_json()).collect();
-            Response::json(200, json!({ "polls": polls }))
-        }
-        ("GET", ["api", "polls", id]) => match app.poll(id) {
-            Some(p) => Response::json(200, p.to_json()),
-            None => match app.stored_poll(id) {
-                Ok(Some(stored)) => Response::json(200, stored),
-                Err(e) => Response::error(500, "storage", e.to_string()),
-                Ok(None) => not_found("poll", id),
-            },
-        },
-        ("POST", ["api", "polls", id, "close"]) => match app.close_poll(id, unix_ms()) {
-            Ok(state) => Response::json(202, json!({"id": id, "state": state.as_str()})),
-            Err(_) => not_found("poll", id),
-        },
-        ("POST", ["api", "audits"]) => {
-            let id = app.start_audit();
-            Response::json(202, json!({ "id": id, "shards": app.shards() }))
-        }
-        ("GET", ["api", "audits", id]) => {
-            let audit = id.parse::<u64>().ok().and_then(|n| app.audit(n));
-            match audit {
-                Some(a) => Response::json(
-                    200,
-                    json!({
-                        "id": id.parse::<u64>().unwrap_or_default(),
-                        "done": a.shards_reported == app.shards(),
-                        "shards_reported": a.shards_reported,
-                        "viewers_checked": a.viewers_checked,
-                        "mismatches": a.mismatches,
-                    }),
-                ),
-                None => not_found("audit", id),
-            }
-        }
+        ("POST", ["api", "polls"]) => polls::create(&mut app, &req.body),
+        ("GET", ["api", "polls"]) => polls::list(&app),
+        ("GET", ["api", "polls", id]) => polls::get(&app, id),
+        ("POST", ["api", "polls", id, "close"]) => polls::close(&mut app, id),
+        ("POST", ["api", "audits"]) => polls::start_audit(&mut app),
+        ("GET", ["api", "audits", id]) => polls::audit(&app, id),
         (_, ["api", "stats" | "cluster"]) | (_, ["api", "viewers" | "audits", _]) => {
             method_not_allowed("GET")
         }
@@ -314,24 +276,6 @@ pub fn handle(app: &RefCell<App>, token: &str, req: &Request) -> Response {
             format!("no route for {} {}", req.method, req.path),
         ),
     }
-}
-
-fn method_not_allowed(allow: &'static str) -> Response {
-    let mut r = Response::error(
-        405,
-        "method_not_allowed",
-        format!("method not allowed on this path (allowed: {allow})"),
-    );
-    r.allow = Some(allow);
-    r
-}
-
-fn not_found(what: &str, id: &str) -> Response {
-    Response::error(404, "not_found", format!("no {what} \"{id}\""))
-}
-
-fn bad(message: impl Into<String>) -> Response {
-    Response::error(400, "bad_request", message)
 }
 
 fn stats(app: &App) -> Response {

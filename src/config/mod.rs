@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use shards::config::ZeroCopy;
 use shards::ShardConfig;
 
+mod checks;
 mod overrides;
 pub mod sessions;
 pub use overrides::Overrides;
@@ -451,9 +452,7 @@ impl Config {
             }
         }
         if let Some(t) = &self.api_token {
-            if t.len() < 16 || !t.bytes().all(|b| b.is_ascii_graphic()) {
-                bail!("api_token must be at least 16 printable ASCII characters without spaces");
-            }
+            checks::token("api_token", t)?;
         }
         for (name, v) in [
             ("api_max_connections", self.api_max_connections),
@@ -488,9 +487,7 @@ impl Config {
             bail!("hls_window must be at most 100");
         }
         for t in &self.api_tokens {
-            if t.token.len() < 16 || !t.token.bytes().all(|b| b.is_ascii_graphic()) {
-                bail!("api_tokens: each token must be at least 16 printable ASCII characters without spaces");
-            }
+            checks::token("api_tokens: each token", &t.token)?;
         }
         for p in &self.trusted_proxies {
             if shards::proxy::Cidr::parse(p).is_none() {
@@ -498,11 +495,7 @@ impl Config {
             }
         }
         if let Some(t) = &self.metrics_token {
-            if t.len() < 16 || !t.bytes().all(|b| b.is_ascii_graphic()) {
-                bail!(
-                    "metrics_token must be at least 16 printable ASCII characters without spaces"
-                );
-            }
+            checks::token("metrics_token", t)?;
         }
         if self.telemetry_windows_s.is_empty()
             || self.telemetry_windows_s.len() > 4
@@ -513,19 +506,7 @@ impl Config {
         {
             bail!("telemetry_windows_s must list 1 to 4 windows of 1 to 3600 seconds");
         }
-        if !self.edge_id.is_empty() && !cluster::valid_edge_id(&self.edge_id) {
-            bail!(
-                "edge_id must be 1 to 32 of A-Z, a-z, 0-9, '-' and '_': {:?}",
-                self.edge_id
-            );
-        }
-        if self
-            .cluster_nats_url
-            .as_deref()
-            .is_some_and(|u| u.trim().is_empty())
-        {
-            bail!("cluster_nats_url must not be empty (leave it unset for a single edge)");
-        }
+        checks::cluster(&self.edge_id, self.cluster_nats_url.as_deref())?;
         let tls_wanted = self.tls_listen.is_some()
             || self.api_tls_listen.is_some()
             || self.rtmps_listen.is_some();
