@@ -239,7 +239,16 @@ pub fn connect(url: &str, user_agent: Option<&str>) -> (Ws, Value) {
 /// The next text message, parsed; skips pings/pongs.
 pub fn next_json(ws: &mut Ws) -> Value {
     loop {
-        match ws.read().expect("read message") {
+        let message = match ws.read() {
+            // A blocking read with a timeout is not restarted after a stop/continue of the
+            // test process (seen once under CI); tungstenite keeps any partial frame, so
+            // reading again is safe.
+            Err(tungstenite::Error::Io(e)) if e.kind() == std::io::ErrorKind::Interrupted => {
+                continue
+            }
+            other => other.expect("read message"),
+        };
+        match message {
             tungstenite::Message::Text(t) => return serde_json::from_str(&t).expect("json"),
             tungstenite::Message::Ping(_) | tungstenite::Message::Pong(_) => continue,
             other => panic!("unexpected message {other:?}"),
