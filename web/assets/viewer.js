@@ -32,6 +32,11 @@ const state = {
   configVersion: -1,
   messages: 0,
   breaks: 0,
+  /** Inside an ad break as the player plays it (hls.js only: EXT-X-CUE-OUT .. CUE-IN). */
+  inAd: false,
+  adBreaks: 0,
+  adStartedAt: null,
+  adEndedAt: null,
   telemetrySent: 0,
   playerErrors: [],
   fatalError: null,
@@ -212,6 +217,7 @@ function play(url) {
 }
 
 function stopPlayer() {
+  setAd(false);
   if (hls) {
     hls.destroy();
     hls = null;
@@ -237,6 +243,14 @@ function watchPlayer(h) {
     }
   });
   h.on(Hls.Events.LEVEL_LOADED, () => capBitrate());
+  // The fragment now playing: the session playlist marks an ad break's first fragment with
+  // EXT-X-CUE-OUT (or a DATERANGE with SCTE35-OUT) and the content after it with
+  // EXT-X-CUE-IN (docs/media.md, ad breaks); hls.js keeps those tags on `frag.tagList`.
+  h.on(Hls.Events.FRAG_CHANGED, (_e, data) => {
+    if (h !== hls) return;
+    const cue = breakCue(data.frag.tagList || []);
+    if (cue !== null) setAd(cue);
+  });
   h.on(Hls.Events.ERROR, (_e, data) => {
     if (h !== hls) return;
     if (data.type === Hls.ErrorTypes.NETWORK_ERROR) telemetry.failures += 1;
@@ -256,6 +270,31 @@ function watchPlayer(h) {
       $('fact-player').textContent = `error: ${state.fatalError}`;
     }
   });
+}
+
+/** `true` for a fragment that opens a break, `false` for one that closes it, else `null`. */
+function breakCue(tags) {
+  let cue = null;
+  for (const [name, value = ''] of tags) {
+    if (name === 'EXT-X-CUE-OUT') cue = true;
+    else if (name === 'EXT-X-CUE-IN') cue = false;
+    else if (name === 'EXT-X-DATERANGE' && /SCTE35-OUT=/.test(value)) cue = true;
+    else if (name === 'EXT-X-DATERANGE' && /SCTE35-IN=/.test(value)) cue = false;
+  }
+  return cue;
+}
+
+function setAd(on) {
+  if (on === state.inAd) return;
+  state.inAd = on;
+  if (on) {
+    state.adBreaks += 1;
+    state.adStartedAt = Date.now();
+  } else {
+    state.adEndedAt = Date.now();
+  }
+  document.body.dataset.ad = String(on);
+  $('ad').hidden = !on;
 }
 
 /** Keeps hls.js below the configuration's `max_bitrate_kbps`, where it has renditions. */
