@@ -10,6 +10,17 @@ const viewerPath = document.body.dataset.viewerPath || '/v1/viewer';
 const resumeKey = `ovation.resume.${stream}`;
 /** Message types of ad breaks (`ad_break`, `ad-start`, `break_end`, ...): the generic banner. */
 const BREAK_TYPE = /^ad([_-]|$)|break/i;
+/** hls.js's default manifest policy with more retries on errors: a stream that just went
+ *  live answers 503 until its first segment reaches the shard serving the request (hls.js
+ *  retries 5xx, never 4xx). Given whole: hls.js merges its configuration one level deep. */
+const MANIFEST_LOAD_POLICY = {
+  default: {
+    maxTimeToFirstByteMs: Infinity,
+    maxLoadTimeMs: 20000,
+    timeoutRetry: { maxNumRetry: 2, retryDelayMs: 0, maxRetryDelayMs: 0 },
+    errorRetry: { maxNumRetry: 5, retryDelayMs: 500, maxRetryDelayMs: 2000 },
+  },
+};
 /** First report this long after playback starts, then every REPORT_MS. */
 const FIRST_REPORT_MS = 2000;
 const REPORT_MS = 5000;
@@ -198,7 +209,7 @@ function play(url) {
   state.loadedUrl = url;
   state.fatalError = null;
   if (window.Hls && window.Hls.isSupported()) {
-    hls = new window.Hls({ liveDurationInfinity: true });
+    hls = new window.Hls({ liveDurationInfinity: true, manifestLoadPolicy: MANIFEST_LOAD_POLICY });
     watchPlayer(hls);
     hls.loadSource(url);
     hls.attachMedia(video);
@@ -254,7 +265,10 @@ function watchPlayer(h) {
   h.on(Hls.Events.ERROR, (_e, data) => {
     if (h !== hls) return;
     if (data.type === Hls.ErrorTypes.NETWORK_ERROR) telemetry.failures += 1;
-    state.playerErrors.push(`${data.type}/${data.details}${data.fatal ? ' (fatal)' : ''}`);
+    // The HTTP status of a failed load says which (503: no segment yet; 403/404: the URL or
+    // the session), for operators and the tests' failure messages.
+    const status = data.response && data.response.code ? ` ${data.response.code}` : '';
+    state.playerErrors.push(`${data.type}/${data.details}${status}${data.fatal ? ' (fatal)' : ''}`);
     if (state.playerErrors.length > 20) state.playerErrors.shift();
     if (!data.fatal) return;
     if (data.type === Hls.ErrorTypes.MEDIA_ERROR) {
