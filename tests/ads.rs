@@ -6,52 +6,17 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::PathBuf;
+use std::process::Command;
 
 use base64::Engine as _;
 use common::hls::{get, target};
-use common::media::{require_tool, wait_for, Publisher, MEDIA_WAIT};
+use common::media::{encode_ad, require_tool, wait_for, Publisher, MEDIA_WAIT};
 use common::*;
 use serde_json::{json, Value};
 
 const UA_IOS: &str = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.4 Mobile/15E148 Safari/604.1";
 const UA_ANDROID: &str = "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0.0.0 Mobile Safari/537.36";
-
-/// Encodes `secs` one-second MPEG-TS segments (H.264 + AAC, like the publisher) of `source`.
-fn encode_ad(dir: &Path, name: &str, source: &str, secs: u32) -> Vec<Vec<u8>> {
-    require_tool("ffmpeg");
-    let out = dir.join(name);
-    std::fs::create_dir_all(&out).unwrap();
-    let status = Command::new("ffmpeg")
-        .args(["-hide_banner", "-nostdin", "-loglevel", "error", "-y"])
-        .args([
-            "-f",
-            "lavfi",
-            "-i",
-            &format!("{source}=size=320x240:rate=25"),
-        ])
-        .args(["-f", "lavfi", "-i", "sine=frequency=880"])
-        .args(["-t", &secs.to_string()])
-        .args(["-c:v", "libx264", "-preset", "ultrafast", "-g", "25"])
-        .args(["-force_key_frames", "expr:gte(t,n_forced*1)", "-c:a", "aac"])
-        .args([
-            "-f",
-            "segment",
-            "-segment_time",
-            "1",
-            "-segment_format",
-            "mpegts",
-        ])
-        .arg(out.join("%d.ts"))
-        .stdin(Stdio::null())
-        .status()
-        .expect("run ffmpeg");
-    assert!(status.success(), "ffmpeg could not encode the ad");
-    (0..secs)
-        .map(|i| std::fs::read(out.join(format!("{i}.ts"))).expect("a segment"))
-        .collect()
-}
 
 fn upload(server: &Server, id: &str, segments: &[Vec<u8>]) -> Value {
     let b64 = base64::engine::general_purpose::STANDARD;

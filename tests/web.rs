@@ -7,8 +7,12 @@
 //!   the stream and shows its key, the page plays it and reports telemetry, the console runs
 //!   a poll with a breakdown, pushes a message and a configuration, and the page survives a
 //!   dropped connection (resume), shows the broadcast end, and comes back after a server
-//!   restart (offline, then playing once the broadcaster publishes again). It prints page weight and time to
-//!   first frame and writes the screenshots in `docs/screenshots/`. Needs chromium, node and
+//!   restart (offline, then playing once the broadcaster publishes again). Before it starts,
+//!   this test encodes a two-second ad with ffmpeg (the publisher's codecs); the script
+//!   registers it (`POST /api/ads`) as the stream's default program, the console starts an ad
+//!   break, the page shows its Ad indicator and plays through, and the console's beacons
+//!   match the API. It prints page weight, time to first frame and time from break start to
+//!   the ad's first frame, and writes the screenshots in `docs/screenshots/`. Needs chromium, node and
 //!   `npm ci` in web/: under `CI=true` their absence fails the test; locally it is skipped
 //!   with the reason.
 
@@ -21,7 +25,7 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::media::{wait_for, Publisher};
+use common::media::{encode_ad, wait_for, Publisher};
 use common::{ready_field, ready_line, Server, TOKEN};
 
 /// The whole browser run, restart included, ends within this.
@@ -155,6 +159,13 @@ fn wait_state(server: &Server, stream: &str, state: &str) {
 fn viewer_page_and_console_in_chromium() {
     let Some(web) = browser_tools() else { return };
     common::media::require_tool("ffmpeg");
+    // The ad the console's break plays: two one-second segments, read by the script.
+    let ad_dir = std::env::temp_dir().join(format!(
+        "ovation-web-ad-{}-{}",
+        std::process::id(),
+        common::unique()
+    ));
+    assert_eq!(encode_ad(&ad_dir, "spot", "smptebars", 2).len(), 2);
     let mut server = Server::start(FLAGS);
     server.keep_data = true;
     let dir = server.data_dir.clone();
@@ -167,6 +178,7 @@ fn viewer_page_and_console_in_chromium() {
         .env("OVATION_API", format!("http://{api}"))
         .env("OVATION_TOKEN", TOKEN)
         .env("OVATION_SCREENSHOTS", &shots)
+        .env("OVATION_AD_DIR", ad_dir.join("spot"))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -215,6 +227,7 @@ fn viewer_page_and_console_in_chromium() {
     }
     let status = node.wait().expect("node exit");
     drop(publisher);
+    let _ = std::fs::remove_dir_all(&ad_dir);
     let (status_api, _) = server.api("GET", "/api/stats", None);
     assert_eq!(status_api, 200, "the server is still serving");
     server.keep_data = false;

@@ -3,6 +3,7 @@
 
 use std::io::Read;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -83,6 +84,42 @@ impl Drop for Publisher {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// Encodes `secs` one-second MPEG-TS segments (H.264 + AAC, like the publisher) of `source`
+/// (an lavfi video source: `testsrc`, `smptebars`, ...) into `dir/name/{n}.ts`: an ad.
+pub fn encode_ad(dir: &Path, name: &str, source: &str, secs: u32) -> Vec<Vec<u8>> {
+    require_tool("ffmpeg");
+    let out = dir.join(name);
+    std::fs::create_dir_all(&out).unwrap();
+    let status = Command::new("ffmpeg")
+        .args(["-hide_banner", "-nostdin", "-loglevel", "error", "-y"])
+        .args([
+            "-f",
+            "lavfi",
+            "-i",
+            &format!("{source}=size=320x240:rate=25"),
+        ])
+        .args(["-f", "lavfi", "-i", "sine=frequency=880"])
+        .args(["-t", &secs.to_string()])
+        .args(["-c:v", "libx264", "-preset", "ultrafast", "-g", "25"])
+        .args(["-force_key_frames", "expr:gte(t,n_forced*1)", "-c:a", "aac"])
+        .args([
+            "-f",
+            "segment",
+            "-segment_time",
+            "1",
+            "-segment_format",
+            "mpegts",
+        ])
+        .arg(out.join("%d.ts"))
+        .stdin(Stdio::null())
+        .status()
+        .expect("run ffmpeg");
+    assert!(status.success(), "ffmpeg could not encode the ad");
+    (0..secs)
+        .map(|i| std::fs::read(out.join(format!("{i}.ts"))).expect("a segment"))
+        .collect()
 }
 
 /// Polls `f` until it returns `Some` (bounded by `MEDIA_WAIT`).

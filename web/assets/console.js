@@ -17,6 +17,9 @@ const state = {
   remediations: [],
   refreshes: 0,
   ticker: null,
+  /** The followed stream's latest ad break with its beacon counts (a `break` or `beacons`). */
+  adBreak: null,
+  breakSentAt: null,
 };
 window.ovationConsole = state;
 
@@ -65,7 +68,7 @@ async function signIn(token) {
   await api('GET', '/api/streams');
   sessionStorage.setItem('ovation.token', token);
   $('signin').hidden = true;
-  for (const id of ['streams-panel', 'live-panel', 'polls-panel', 'push-panel', 'groups-panel']) {
+  for (const id of ['streams-panel', 'live-panel', 'polls-panel', 'push-panel', 'ads-panel', 'groups-panel']) {
     $(id).hidden = false;
   }
   setLink('online', 'Signed in');
@@ -179,6 +182,8 @@ function follow(id) {
   state.current = id;
   if (state.socket) state.socket.close();
   state.socket = null;
+  state.adBreak = null;
+  renderBreak();
   openSocket(id);
 }
 
@@ -187,7 +192,11 @@ function openSocket(id) {
   const q = new URLSearchParams({ stream: id, token: state.token });
   const socket = new WebSocket(`${scheme}//${location.host}/v1/broadcaster?${q}`);
   state.socket = socket;
-  socket.addEventListener('open', () => setLink('online', `Following ${id}`));
+  socket.addEventListener('open', () => {
+    setLink('online', `Following ${id}`);
+    // Beacon pushes missed while the socket was down are in the API's counts.
+    loadBreaks(id).catch((e) => say(e.message));
+  });
   socket.addEventListener('message', (e) => {
     let msg;
     try {
@@ -196,6 +205,8 @@ function openSocket(id) {
       return;
     }
     if (msg.type === 'results') onResults(msg).catch((err) => say(err.message));
+    if (msg.type === 'break' || msg.type === 'beacons') onBreak(msg);
+    if (msg.type === 'error' && msg.code) say(`${msg.code}: ${msg.message}`);
     if (msg.type === 'remediation') {
       state.remediations.push(msg.event);
       state.remediations = state.remediations.slice(-20);
@@ -293,6 +304,69 @@ const closePoll = guard(async () => {
   if (state.poll) await api('POST', `/api/polls/${state.poll.id}/close`);
 });
 
+// ---- ad breaks and their beacons ----------------------------------------------------------
+
+const BEACONS = ['impression', 'start', 'first_quartile', 'midpoint', 'third_quartile', 'complete'];
+
+/** The stream's breaks so far (`GET /api/streams/{id}/breaks`): shows the latest. */
+async function loadBreaks(id) {
+  const { breaks } = await api('GET', `/api/streams/${encodeURIComponent(id)}/breaks`);
+  const latest = breaks.reduce((a, b) => (a && a.id > b.id ? a : b), null);
+  if (state.current === id && latest && !(state.adBreak && state.adBreak.id > latest.id)) onBreak(latest);
+}
+
+/** A `break` (the answer to ours) or `beacons` push: newer breaks replace older ones. */
+function onBreak(msg) {
+  if (msg.stream !== state.current) return;
+  if (state.adBreak && state.adBreak.id > msg.id) return;
+  state.adBreak = msg;
+  renderBreak();
+}
+
+function renderBreak() {
+  const b = state.adBreak;
+  const table = $('beacons');
+  table.hidden = !b;
+  if (!b) {
+    $('break-status').textContent = 'No ad break yet.';
+    table.tBodies[0].replaceChildren();
+    return;
+  }
+  const when = new Date(b.started_ms).toLocaleTimeString();
+  const sessions = `${b.sessions} ${b.sessions === 1 ? 'session' : 'sessions'}`;
+  $('break-status').textContent = `Break ${b.id}: ${b.duration_ms / 1000} s from ${when}, reached ${sessions}.`;
+  table.dataset.break = String(b.id);
+  const ads = Object.keys(b.beacons || {}).sort();
+  table.tBodies[0].replaceChildren(
+    ...ads.map((ad) => {
+      const tr = document.createElement('tr');
+      tr.dataset.ad = ad;
+      cell(tr, ad, 'th').scope = 'row';
+      for (const k of BEACONS) {
+        const n = b.beacons[ad][k] || 0;
+        const td = cell(tr, String(n));
+        td.dataset.beacon = k;
+        td.dataset.count = String(n);
+      }
+      return tr;
+    }),
+  );
+}
+
+/** Starts a break over the broadcaster socket (its answer is a `break`), or through the API
+ *  while the socket is reconnecting. */
+const startBreak = guard(async () => {
+  if (!state.current) throw new Error('Create a stream first.');
+  const duration = Number($('break-duration').value);
+  state.breakSentAt = Date.now();
+  $('break-status').textContent = `Starting a ${duration} s break on ${state.current}…`;
+  if (state.socket && state.socket.readyState === WebSocket.OPEN) {
+    state.socket.send(JSON.stringify({ type: 'break', duration_s: duration }));
+  } else {
+    onBreak(await api('POST', `/api/streams/${encodeURIComponent(state.current)}/breaks`, { duration_s: duration }));
+  }
+});
+
 // ---- groups, telemetry, remediation -------------------------------------------------------
 
 async function refreshGroups() {
@@ -374,6 +448,7 @@ $('poll-form').addEventListener('submit', startPoll);
 $('poll-close').addEventListener('click', closePoll);
 $('message-form').addEventListener('submit', sendMessage);
 $('config-form').addEventListener('submit', applyConfig);
+$('break-form').addEventListener('submit', startBreak);
 $('current').addEventListener('change', (e) => follow(e.target.value));
 
 const params = new URLSearchParams(location.search);

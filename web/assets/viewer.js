@@ -10,6 +10,17 @@ const viewerPath = document.body.dataset.viewerPath || '/v1/viewer';
 const resumeKey = `ovation.resume.${stream}`;
 /** Message types of ad breaks (`ad_break`, `ad-start`, `break_end`, ...): the generic banner. */
 const BREAK_TYPE = /^ad([_-]|$)|break/i;
+/** hls.js's default manifest policy with more retries on errors: a stream that just went
+ *  live answers 503 until its first segment reaches the shard serving the request (hls.js
+ *  retries 5xx, never 4xx). Given whole: hls.js merges its configuration one level deep. */
+const MANIFEST_LOAD_POLICY = {
+  default: {
+    maxTimeToFirstByteMs: Infinity,
+    maxLoadTimeMs: 20000,
+    timeoutRetry: { maxNumRetry: 2, retryDelayMs: 0, maxRetryDelayMs: 0 },
+    errorRetry: { maxNumRetry: 5, retryDelayMs: 500, maxRetryDelayMs: 2000 },
+  },
+};
 /** First report this long after playback starts, then every REPORT_MS. */
 const FIRST_REPORT_MS = 2000;
 const REPORT_MS = 5000;
@@ -32,6 +43,11 @@ const state = {
   configVersion: -1,
   messages: 0,
   breaks: 0,
+  /** Inside an ad break as the player plays it (hls.js only: EXT-X-CUE-OUT .. CUE-IN). */
+  inAd: false,
+  adBreaks: 0,
+  adStartedAt: null,
+  adEndedAt: null,
   telemetrySent: 0,
   playerErrors: [],
   fatalError: null,
@@ -193,7 +209,7 @@ function play(url) {
   state.loadedUrl = url;
   state.fatalError = null;
   if (window.Hls && window.Hls.isSupported()) {
-    hls = new window.Hls({ liveDurationInfinity: true });
+    hls = new window.Hls({ liveDurationInfinity: true, manifestLoadPolicy: MANIFEST_LOAD_POLICY });
     watchPlayer(hls);
     hls.loadSource(url);
     hls.attachMedia(video);
@@ -212,6 +228,7 @@ function play(url) {
 }
 
 function stopPlayer() {
+  setAd(false);
   if (hls) {
     hls.destroy();
     hls = null;
@@ -237,10 +254,21 @@ function watchPlayer(h) {
     }
   });
   h.on(Hls.Events.LEVEL_LOADED, () => capBitrate());
+  // The fragment now playing: the session playlist marks an ad break's first fragment with
+  // EXT-X-CUE-OUT (or a DATERANGE with SCTE35-OUT) and the content after it with
+  // EXT-X-CUE-IN (docs/media.md, ad breaks); hls.js keeps those tags on `frag.tagList`.
+  h.on(Hls.Events.FRAG_CHANGED, (_e, data) => {
+    if (h !== hls) return;
+    const cue = breakCue(data.frag.tagList || []);
+    if (cue !== null) setAd(cue);
+  });
   h.on(Hls.Events.ERROR, (_e, data) => {
     if (h !== hls) return;
     if (data.type === Hls.ErrorTypes.NETWORK_ERROR) telemetry.failures += 1;
-    state.playerErrors.push(`${data.type}/${data.details}${data.fatal ? ' (fatal)' : ''}`);
+    // The HTTP status of a failed load says which (503: no segment yet; 403/404: the URL or
+    // the session), for operators and the tests' failure messages.
+    const status = data.response && data.response.code ? ` ${data.response.code}` : '';
+    state.playerErrors.push(`${data.type}/${data.details}${status}${data.fatal ? ' (fatal)' : ''}`);
     if (state.playerErrors.length > 20) state.playerErrors.shift();
     if (!data.fatal) return;
     if (data.type === Hls.ErrorTypes.MEDIA_ERROR) {
@@ -256,6 +284,31 @@ function watchPlayer(h) {
       $('fact-player').textContent = `error: ${state.fatalError}`;
     }
   });
+}
+
+/** `true` for a fragment that opens a break, `false` for one that closes it, else `null`. */
+function breakCue(tags) {
+  let cue = null;
+  for (const [name, value = ''] of tags) {
+    if (name === 'EXT-X-CUE-OUT') cue = true;
+    else if (name === 'EXT-X-CUE-IN') cue = false;
+    else if (name === 'EXT-X-DATERANGE' && /SCTE35-OUT=/.test(value)) cue = true;
+    else if (name === 'EXT-X-DATERANGE' && /SCTE35-IN=/.test(value)) cue = false;
+  }
+  return cue;
+}
+
+function setAd(on) {
+  if (on === state.inAd) return;
+  state.inAd = on;
+  if (on) {
+    state.adBreaks += 1;
+    state.adStartedAt = Date.now();
+  } else {
+    state.adEndedAt = Date.now();
+  }
+  document.body.dataset.ad = String(on);
+  $('ad').hidden = !on;
 }
 
 /** Keeps hls.js below the configuration's `max_bitrate_kbps`, where it has renditions. */

@@ -7,10 +7,11 @@
 //   stdout "@@ restart"     -> the test restarts the server on the same ports and data
 //                              directory, then writes "ok".
 // Environment: OVATION_VIEWER, OVATION_API (http://HOST:PORT), OVATION_TOKEN,
-// OVATION_SCREENSHOTS (directory for the PNGs). Exits non-zero on the first failed check.
+// OVATION_SCREENSHOTS (directory for the PNGs), OVATION_AD_DIR (an ad's MPEG-TS segments
+// 0.ts and 1.ts, one second each, encoded by the test like the publish). Exits non-zero on the first failed check.
 
 import { createInterface } from 'node:readline';
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
 
@@ -18,6 +19,7 @@ const VIEWER = process.env.OVATION_VIEWER;
 const API = process.env.OVATION_API;
 const TOKEN = process.env.OVATION_TOKEN;
 const SHOTS = process.env.OVATION_SCREENSHOTS;
+const AD_DIR = process.env.OVATION_AD_DIR;
 /** Upper bound of every wait on the browser or the server. */
 const WAIT = 60_000;
 const ANDROID =
@@ -158,6 +160,12 @@ try {
   const publishUrl = await con.locator('#publish-url').textContent();
   check(/^[0-9a-f]{16}-[0-9a-f]{16}$/.test(key), `the console shows the stream key (${key})`);
   check(publishUrl.startsWith('rtmp://'), `the console shows the RTMP URL (${publishUrl})`);
+  // The ad library gets a two-second ad, the stream's program plays it to everyone.
+  const segments = [0, 1].map((i) => ({ duration_ms: 1000, data: readFileSync(join(AD_DIR, `${i}.ts`)).toString('base64') }));
+  const ad = await api('POST', '/api/ads', { id: 'web-spot', segments });
+  check(ad.status === 201 && ad.body.duration_ms === 2000, `an ad in the library (${JSON.stringify(ad.body)})`);
+  const program = await api('PUT', '/api/streams/main/program', { default: ['web-spot'] });
+  check(program.status === 200, `the stream's program plays it (${JSON.stringify(program.body)})`);
   await ask(`publish ${key}`);
   const liveRow = con.locator('tr[data-stream="main"]');
   await liveRow.locator('[data-role="state"]', { hasText: 'live' }).waitFor({ timeout: WAIT });
@@ -286,6 +294,8 @@ try {
 
   await desk.screenshot({ path: join(SHOTS, 'viewer.png') });
   await phone.screenshot({ path: join(SHOTS, 'viewer-phone.png'), fullPage: true });
+  // The ad break below is counted for one viewing session: the desktop's.
+  await phoneCtx.close();
 
   // ---- the console closes the poll: final results on both sides ----
   await con.getByRole('button', { name: 'Close poll' }).click();
@@ -314,6 +324,45 @@ try {
   check(true, 'the console shows the remediation event fired by the page\'s reported failure');
   await desk.waitForFunction(() => window.ovation.state.override.max_bitrate_kbps === 1500, null, { timeout: WAIT });
   check(true, 'the viewer page got the remediation\'s bitrate cap');
+
+  // ---- an ad break from the console (keyboard): the page shows the Ad indicator and plays
+  // the ad through, the console counts its beacons, the same as the API ----
+  const adBreaks = await desk.evaluate(() => window.ovation.state.adBreaks);
+  await con.getByLabel('Break duration (seconds)').fill('2');
+  await con.getByLabel('Break duration (seconds)').press('Enter');
+  await con.locator('#beacons[data-break] tr[data-ad="web-spot"]').waitFor({ timeout: WAIT });
+  const breakId = Number(await con.locator('#beacons').getAttribute('data-break'));
+  check(breakId >= 1, `the console started break ${breakId}: ${await con.locator('#break-status').textContent()}`);
+  await desk.waitForFunction(
+    (n) => window.ovation.state.adBreaks > n && !document.getElementById('ad').hidden,
+    adBreaks,
+    { timeout: WAIT },
+  );
+  const inAd = await desk.evaluate(() => ({ at: window.ovation.state.adStartedAt, t: document.getElementById('video').currentTime }));
+  const sentAt = await con.evaluate(() => window.ovationConsole.breakSentAt);
+  check(true, `the viewer page shows the Ad indicator (at currentTime ${inAd.t.toFixed(2)})`);
+  await desk.screenshot({ path: join(SHOTS, 'viewer-ad.png') });
+  await desk.waitForFunction(() => !window.ovation.state.inAd, null, { timeout: WAIT });
+  const adLeft = await desk.evaluate(() => ({ at: window.ovation.state.adEndedAt, t: document.getElementById('video').currentTime }));
+  check(adLeft.t > inAd.t + 1.5, `the video played through the ad (currentTime ${inAd.t.toFixed(2)} -> ${adLeft.t.toFixed(2)})`);
+  check(await desk.locator('#ad').isHidden(), 'the Ad indicator is gone after the break');
+  await advances(desk, 1, 'the video plays on after the break');
+  await playerHealthy(desk, 'desktop viewer through the ad break');
+  console.log(
+    `web: ad break ${breakId}: ${inAd.at - sentAt} ms from the console's Start to the ad's first frame on the page, ` +
+      `ad shown for ${adLeft.at - inAd.at} ms`,
+  );
+  const beaconRow = con.locator(`#beacons[data-break="${breakId}"] tr[data-ad="web-spot"]`);
+  await beaconRow.locator('td[data-beacon="complete"][data-count="1"]').waitFor({ timeout: WAIT });
+  const shown = await beaconRow.locator('td').evaluateAll((tds) => Object.fromEntries(tds.map((td) => [td.dataset.beacon, Number(td.dataset.count)])));
+  const all = { impression: 1, start: 1, first_quartile: 1, midpoint: 1, third_quartile: 1, complete: 1 };
+  check(JSON.stringify(shown) === JSON.stringify(all), `the console shows the beacons of the one session ${JSON.stringify(shown)}`);
+  const listed = await api('GET', '/api/streams/main/breaks');
+  const listedBreak = listed.body.breaks.find((b) => b.id === breakId);
+  check(
+    listedBreak && Object.keys(all).every((k) => listedBreak.beacons['web-spot'][k] === shown[k]),
+    `GET /api/streams/main/breaks agrees (${JSON.stringify(listedBreak)})`,
+  );
   await con.screenshot({ path: join(SHOTS, 'console.png'), fullPage: true });
 
   const before = errors.filter((e) => e.phase === 'before restart');
