@@ -69,6 +69,8 @@ pub struct ShardConfig {
     pub session_key: Option<crate::session_sign::SessionKey>,
     /// Refuse (403) playlist requests that name no viewing session.
     pub hls_require_session: bool,
+    /// How long a signed session URL is good for (`exp` less this is when it was signed).
+    pub session_url_ttl_s: u64,
 }
 
 /// The `zerocopy` setting.
@@ -123,6 +125,7 @@ impl Default for ShardConfig {
             zerocopy_threshold: 10 * 1024,
             session_key: None,
             hls_require_session: false,
+            session_url_ttl_s: 6 * 3600,
         }
     }
 }

@@ -71,6 +71,11 @@ pub enum Refusal {
     Signature(SignError),
     #[error("no such viewing session")]
     UnknownSession,
+    /// Signed moments ago by the application core: the session's route is still on its way
+    /// to this shard (the `endpoint` reaches the viewer through its own shard, and a playlist
+    /// request may land on another one first). 503 with `Retry-After`.
+    #[error("the viewing session is being set up")]
+    NotReady,
     #[error("the session belongs to another stream")]
     OtherStream,
 }
@@ -79,16 +84,23 @@ impl Refusal {
     pub fn status(self) -> u16 {
         match self {
             Refusal::UnknownSession => 404,
+            Refusal::NotReady => 503,
             Refusal::Signature(_) | Refusal::OtherStream => 403,
         }
     }
 }
+
+/// How long after signing a URL an unknown session counts as on its way to this shard.
+pub const ROUTE_GRACE_S: u64 = 5;
 
 /// Every session this shard knows, the signing key, and the counts not yet reported.
 #[derive(Default)]
 pub struct Sessions {
     routes: HashMap<Box<str>, Route>,
     key: Option<SessionKey>,
+    /// How long a signed URL is good for (`session_url_ttl_s`): `exp` less this is when it
+    /// was signed.
+    ttl_s: u64,
     deltas: HashMap<Box<str>, FetchDelta>,
 }
 
@@ -125,9 +137,10 @@ pub fn is_token(s: &str) -> bool {
 }
 
 impl Sessions {
-    pub fn new(key: Option<SessionKey>) -> Sessions {
+    pub fn new(key: Option<SessionKey>, ttl_s: u64) -> Sessions {
         Sessions {
             key,
+            ttl_s,
             ..Sessions::default()
         }
     }
@@ -191,7 +204,21 @@ impl Sessions {
             key.verify(session, stream, q.exp, q.sig, now_s)
                 .map_err(Refusal::Signature)?;
         }
-        let route = self.routes.get(session).ok_or(Refusal::UnknownSession)?;
+        let Some(route) = self.routes.get(session) else {
+            // A valid signature made in the last ROUTE_GRACE_S seconds: the route is on its
+            // way (503, the player retries); older: the session ended or never was (404).
+            let signed_s = q
+                .exp
+                .and_then(|e| e.parse::<u64>().ok())
+                .map(|exp| exp.saturating_sub(self.ttl_s));
+            let fresh = self.key.is_some()
+                && signed_s.is_some_and(|t| t <= now_s && now_s < t + ROUTE_GRACE_S);
+            return Err(if fresh {
+                Refusal::NotReady
+            } else {
+                Refusal::UnknownSession
+            });
+        };
         if *route.stream != *stream {
             return Err(Refusal::OtherStream);
         }
@@ -331,7 +358,8 @@ mod tests {
     #[test]
     fn admission_checks_signature_then_session_then_stream() {
         let key = SessionKey::new(b"k");
-        let mut s = Sessions::new(Some(key.clone()));
+        // URLs good for 60 s: one with exp 100 was signed at 40.
+        let mut s = Sessions::new(Some(key.clone()), 60);
         s.apply(SessionCommand::Open {
             id: "a".into(),
             stream: "main".into(),
@@ -361,7 +389,21 @@ mod tests {
         assert_eq!(
             s.admit("main", &q("b", "100", &sig_b), 50)
                 .map_err(Refusal::status),
-            Err(404)
+            Err(404),
+            "signed 10 s ago and unknown here: ended, or never was"
+        );
+        assert_eq!(
+            s.admit("main", &q("b", "100", &sig_b), 40 + ROUTE_GRACE_S - 1)
+                .err(),
+            Some(Refusal::NotReady),
+            "signed moments ago: its route is on its way to this shard"
+        );
+        assert_eq!(Refusal::NotReady.status(), 503);
+        let sig_far = key.sign("b", "main", 10_000);
+        assert_eq!(
+            s.admit("main", &q("b", "10000", &sig_far), 50).err(),
+            Some(Refusal::UnknownSession),
+            "signed \"in the future\": not a route on its way"
         );
         // A signature made for stream "other" and a session of "main": refused.
         s.apply(SessionCommand::Open {

@@ -18,7 +18,7 @@ use media::playlist::{LivePlaylist, UriTemplate};
 
 use crate::hls_ads::{self, AdSegment};
 use crate::hls_cache::PlaylistCache;
-use crate::hls_session::{self, SessionQuery, Sessions};
+use crate::hls_session::{self, Refusal, SessionQuery, Sessions};
 use crate::proto::MediaCommand;
 use crate::session_sign::SessionKey;
 
@@ -109,8 +109,13 @@ impl Windows {
     }
 
     /// Checks session playlists with `key`; `require_session` refuses the public playlist.
-    pub fn with_sessions(mut self, key: Option<SessionKey>, require_session: bool) -> Windows {
-        self.sessions = Sessions::new(key);
+    pub fn with_sessions(
+        mut self,
+        key: Option<SessionKey>,
+        ttl_s: u64,
+        require_session: bool,
+    ) -> Windows {
+        self.sessions = Sessions::new(key, ttl_s);
         self.require_session = require_session;
         self
     }
@@ -260,6 +265,9 @@ impl Windows {
                         hls_session::render(&w.playlist, a.prefix, s).into_bytes()
                     }
                     Ok(a) => hls_ads::render(&w.playlist, a.prefix, s, a.breaks).into_bytes(),
+                    Err(refusal @ Refusal::NotReady) => {
+                        return (503, Kind::Unavailable, text(&refusal.to_string()))
+                    }
                     Err(refusal) => {
                         return (refusal.status(), Kind::Error, text(&refusal.to_string()))
                     }
@@ -513,7 +521,7 @@ mod tests {
 
     #[test]
     fn required_sessions_and_ad_segments() {
-        let mut w = Windows::new(3, 2).with_sessions(None, true);
+        let mut w = Windows::new(3, 2).with_sessions(None, 0, true);
         w.apply(MediaCommand::Registered { stream: "s".into() });
         w.apply(MediaCommand::Live { stream: "s".into() });
         w.apply(MediaCommand::Segment {

@@ -91,8 +91,11 @@ impl Shard {
         ws::encode_frame(OpCode::Ping, b"", &mut ping);
         let closed_polls = config.closed_polls.clone();
         let hls = RefCell::new(
-            Windows::new(config.hls_window, config.hls_target_secs)
-                .with_sessions(config.session_key.clone(), config.hls_require_session),
+            Windows::new(config.hls_window, config.hls_target_secs).with_sessions(
+                config.session_key.clone(),
+                config.session_url_ttl_s,
+                config.hls_require_session,
+            ),
         );
         let sender = Rc::new(crate::sender::Sender::new(
             config.zerocopy,

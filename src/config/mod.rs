@@ -557,6 +557,7 @@ impl Config {
                 .as_ref()
                 .map(|k| shards::session_sign::SessionKey::new(k.as_bytes())),
             hls_require_session: self.hls_require_session,
+            session_url_ttl_s: self.session_url_ttl_s,
             // Set by `identity_verifier` at start (it reads a key file).
             identity: None,
             // Votes are answered once stored only in a cluster (it has JetStream).
