@@ -17,6 +17,7 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 
 use media::playlist::{write_iso8601, LivePlaylist};
+use media::segmenter::Segment;
 
 /// Path prefix of ad segments.
 pub const ADS_PREFIX: &str = "/hls/_ads/";
@@ -73,6 +74,20 @@ pub fn ad_path(path: &str) -> Option<(&str, u16)> {
         return None;
     }
     Some((ad, n.parse().ok()?))
+}
+
+/// One content segment's lines in a session playlist: its wall time, duration and URI
+/// `{prefix}{seq}.ts?session={session}` (discontinuity and cue tags are the caller's).
+pub(crate) fn write_content_entry(out: &mut String, s: &Segment, prefix: &str, session: &str) {
+    out.push_str("#EXT-X-PROGRAM-DATE-TIME:");
+    write_iso8601(out, s.start_wall_ms);
+    let _ = write!(
+        out,
+        "\n#EXTINF:{}.{:03},\n{prefix}{}.ts?session={session}\n",
+        s.duration_ms / 1000,
+        s.duration_ms % 1000,
+        s.sequence
+    );
 }
 
 /// The session playlist with `breaks` (sorted by `start_seq`, not overlapping) spliced in.
@@ -183,15 +198,7 @@ pub fn render(
         if after_break {
             out.push_str("#EXT-X-CUE-IN\n");
         }
-        out.push_str("#EXT-X-PROGRAM-DATE-TIME:");
-        write_iso8601(&mut out, s.start_wall_ms);
-        let _ = write!(
-            out,
-            "\n#EXTINF:{}.{:03},\n{prefix}{}.ts?session={session}\n",
-            s.duration_ms / 1000,
-            s.duration_ms % 1000,
-            s.sequence
-        );
+        write_content_entry(&mut out, s, prefix, session);
     }
     if playlist.is_ended() {
         out.push_str("#EXT-X-ENDLIST\n");

@@ -12,9 +12,9 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::Arc;
 
-use media::playlist::{write_iso8601, LivePlaylist};
+use media::playlist::LivePlaylist;
 
-use crate::hls_ads::BreakPlan;
+use crate::hls_ads::{write_content_entry, BreakPlan};
 use crate::session_sign::{SessionKey, SignError};
 
 /// Most break plans kept per session (the oldest go first).
@@ -303,15 +303,7 @@ pub fn render(playlist: &LivePlaylist, prefix: &str, session: &str) -> String {
         if s.discontinuity {
             out.push_str("#EXT-X-DISCONTINUITY\n");
         }
-        out.push_str("#EXT-X-PROGRAM-DATE-TIME:");
-        write_iso8601(&mut out, s.start_wall_ms);
-        let _ = write!(
-            out,
-            "\n#EXTINF:{}.{:03},\n{prefix}{}.ts?session={session}\n",
-            s.duration_ms / 1000,
-            s.duration_ms % 1000,
-            s.sequence
-        );
+        write_content_entry(&mut out, s, prefix, session);
     }
     if playlist.is_ended() {
         out.push_str("#EXT-X-ENDLIST\n");
