@@ -8,88 +8,16 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::TcpStream;
 use std::process::{Command, Output, Stdio};
 use std::sync::mpsc;
 
+use common::hls::{read_one_response, request as http, split_response, target};
 use common::media::*;
 use common::*;
 use serde_json::{json, Value};
 
 /// Upper bound of every wait on media (ffmpeg start, segments, ends).
-/// One HTTP response: status, head, body.
-struct Http {
-    status: u16,
-    head: String,
-    body: Vec<u8>,
-}
-
-impl Http {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-}
-
-/// `GET` (or another method) with `Connection: close`.
-fn http(addr: SocketAddr, method: &str, target: &str) -> Http {
-    let mut s = TcpStream::connect(addr).expect("connect");
-    s.set_read_timeout(Some(WAIT)).unwrap();
-    write!(
-        s,
-        "{method} {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).expect("read response");
-    split_response(&raw)
-}
-
-fn split_response(raw: &[u8]) -> Http {
-    let at = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .unwrap_or_else(|| panic!("no head in {:?}", String::from_utf8_lossy(raw)));
-    let head = String::from_utf8_lossy(&raw[..at]).into_owned();
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .expect("status");
-    Http {
-        status,
-        head,
-        body: raw[at + 4..].to_vec(),
-    }
-}
-
-/// Reads exactly one response (head, then `Content-Length` bytes) from a keep-alive socket.
-fn read_one_response(s: &mut TcpStream) -> Http {
-    let mut raw = Vec::new();
-    let mut chunk = [0u8; 4096];
-    loop {
-        if let Some(at) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&raw[..at]).into_owned();
-            let len: usize = head
-                .lines()
-                .find_map(|l| l.strip_prefix("Content-Length: "))
-                .and_then(|n| n.parse().ok())
-                .expect("Content-Length");
-            if raw.len() >= at + 4 + len {
-                return split_response(&raw[..at + 4 + len]);
-            }
-        }
-        let n = s.read(&mut chunk).expect("read response");
-        assert!(n > 0, "closed mid-response");
-        raw.extend_from_slice(&chunk[..n]);
-    }
-}
-
-/// The path and query of a URL the server sent (`http://ADDR/...`).
-fn target(url: &str) -> String {
-    let rest = url.strip_prefix("http://").expect("http URL");
-    rest[rest.find('/').expect("path")..].to_owned()
-}
-
 /// `EXT-X-MEDIA-SEQUENCE` and the segment URIs of a playlist.
 fn parse_playlist(text: &str) -> (u64, Vec<String>) {
     let seq = text

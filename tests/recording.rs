@@ -8,8 +8,6 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::process::{Command, Output, Stdio};
 use std::sync::mpsc;
 
@@ -20,28 +18,11 @@ use serde_json::{json, Value};
 /// `GET` with `Connection: close`: status and body.
 fn http_get(url: &str) -> (u16, Vec<u8>) {
     let rest = url.strip_prefix("http://").expect("http URL");
-    let at = rest.find('/').expect("path");
-    let (addr, target) = (&rest[..at], &rest[at..]);
-    let mut s = TcpStream::connect(addr).expect("connect");
-    s.set_read_timeout(Some(WAIT)).unwrap();
-    write!(
-        s,
-        "GET {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).expect("read response");
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("a head");
-    let head = String::from_utf8_lossy(&raw[..split]);
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .expect("status");
-    (status, raw[split + 4..].to_vec())
+    let addr = rest[..rest.find('/').expect("path")]
+        .parse()
+        .expect("an address");
+    let r = common::hls::get(addr, &common::hls::target(url));
+    (r.status, r.body)
 }
 
 /// ffprobe's `format=duration` of `url`, in seconds.

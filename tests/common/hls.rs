@@ -20,19 +20,29 @@ impl Http {
 
 /// `GET target` on `addr`, `Connection: close`.
 pub fn get(addr: SocketAddr, target: &str) -> Http {
+    request(addr, "GET", target)
+}
+
+/// `method target` on `addr`, `Connection: close`: the whole answer.
+pub fn request(addr: SocketAddr, method: &str, target: &str) -> Http {
     let mut s = TcpStream::connect(addr).expect("connect");
     s.set_read_timeout(Some(WAIT)).unwrap();
     write!(
         s,
-        "GET {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        "{method} {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
     )
     .unwrap();
     let mut raw = Vec::new();
     s.read_to_end(&mut raw).expect("read response");
+    split_response(&raw)
+}
+
+/// A whole response split into status, head and body.
+pub fn split_response(raw: &[u8]) -> Http {
     let at = raw
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
-        .unwrap_or_else(|| panic!("no head in {:?}", String::from_utf8_lossy(&raw)));
+        .unwrap_or_else(|| panic!("no head in {:?}", String::from_utf8_lossy(raw)));
     let head = String::from_utf8_lossy(&raw[..at]).into_owned();
     let status = head
         .split_whitespace()
@@ -43,6 +53,28 @@ pub fn get(addr: SocketAddr, target: &str) -> Http {
         status,
         head,
         body: raw[at + 4..].to_vec(),
+    }
+}
+
+/// Reads exactly one response (head, then `Content-Length` bytes) from a keep-alive socket.
+pub fn read_one_response(s: &mut TcpStream) -> Http {
+    let mut raw = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(at) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&raw[..at]).into_owned();
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("Content-Length: "))
+                .and_then(|n| n.parse().ok())
+                .expect("Content-Length");
+            if raw.len() >= at + 4 + len {
+                return split_response(&raw[..at + 4 + len]);
+            }
+        }
+        let n = s.read(&mut chunk).expect("read response");
+        assert!(n > 0, "closed mid-response");
+        raw.extend_from_slice(&chunk[..n]);
     }
 }
 
