@@ -12,7 +12,8 @@
 //!   registers it (`POST /api/ads`) as the stream's default program, the console starts an ad
 //!   break, the page shows its Ad indicator and plays through, and the console's beacons
 //!   match the API. It prints page weight, time to first frame and time from break start to
-//!   the ad's first frame, and writes the screenshots in `docs/screenshots/`. Needs chromium, node and
+//!   the ad's first frame, and writes the screenshots in the target directory
+//!   (`OVATION_SCREENSHOTS_DIR=docs/screenshots` refreshes the committed ones). Needs chromium, node and
 //!   `npm ci` in web/: under `CI=true` their absence fails the test; locally it is skipped
 //!   with the reason.
 
@@ -170,7 +171,14 @@ fn viewer_page_and_console_in_chromium() {
     server.keep_data = true;
     let dir = server.data_dir.clone();
     let (viewer, api, rtmp) = (server.viewer, server.api, server.rtmp);
-    let shots = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/screenshots");
+    // Into the target directory, so a test run leaves the tree clean; the committed copies in
+    // docs/screenshots/ are refreshed with OVATION_SCREENSHOTS_DIR=docs/screenshots.
+    let shots = match std::env::var_os("OVATION_SCREENSHOTS_DIR") {
+        Some(d) => Path::new(env!("CARGO_MANIFEST_DIR")).join(d),
+        None => Path::new(env!("CARGO_TARGET_TMPDIR")).join("screenshots"),
+    };
+    std::fs::create_dir_all(&shots).expect("the screenshot directory");
+    eprintln!("web: screenshots in {}", shots.display());
     let mut node = Command::new("node")
         .arg(web.join("tests/e2e.mjs"))
         .current_dir(&web)
