@@ -238,7 +238,15 @@ pub fn connect(url: &str, user_agent: Option<&str>) -> (Ws, Value) {
 
 /// The next text message, parsed; skips pings/pongs.
 pub fn next_json(ws: &mut Ws) -> Value {
+    // Pings keep arriving on a quiet connection, so the read timeout alone never fires while
+    // the awaited text does not come: bound the whole wait (longer than any read timeout the
+    // tests set, MEDIA_WAIT being the longest).
+    let deadline = Instant::now() + Duration::from_secs(120);
     loop {
+        assert!(
+            Instant::now() < deadline,
+            "no text message within 120 s (only pings)"
+        );
         let message = match ws.read() {
             // A blocking read with a timeout is not restarted after a stop/continue of the
             // test process (seen once under CI); tungstenite keeps any partial frame, so
