@@ -14,6 +14,7 @@
 //! - [`sendfile_nonblocking`], [`set_nonblocking`]: the file-backed send path of segments
 //!   (`sendfile(2)` from a recorded segment's file, or a live segment's sealed in-memory file
 //!   from [`sealed_memfd`], into a non-blocking socket).
+//! - [`file_len`]: a recorded segment's size from its open descriptor (`fstat`).
 //! - [`shutdown_write`]: half-close after a close frame.
 //! - [`from_owned_fd`]: hands an owned descriptor to a runtime type that only offers
 //!   `FromRawFd` (glommio's listener and stream types).
@@ -270,6 +271,19 @@ pub fn sealed_memfd(name: &str, data: &[u8]) -> io::Result<std::fs::File> {
     Ok(file)
 }
 
+/// The size of the open file `fd` (`fstat(2)`). Never waits for a disk: the size is in the
+/// open inode. (io_uring's `IORING_OP_STATX` is always handed to a kernel worker thread, a
+/// context switch per call; this is one plain syscall.)
+pub fn file_len(fd: RawFd) -> io::Result<u64> {
+    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: `st` is valid writable memory for one `struct stat`, which fstat fills on
+    // success; a stale `fd` yields EBADF as an error and leaves it untouched (not read then).
+    syscall_retry!(unsafe { libc::fstat(fd, st.as_mut_ptr()) })?;
+    // SAFETY: fstat returned 0, so it initialised the whole struct.
+    let st = unsafe { st.assume_init() };
+    u64::try_from(st.st_size).map_err(|_| io::Error::from(io::ErrorKind::InvalidData))
+}
+
 /// `shutdown(fd, SHUT_WR)`: sends FIN after the queued bytes, so a close frame is not cut off
 /// by a reset when unread input is pending at `close(2)`.
 pub fn shutdown_write(fd: RawFd) -> io::Result<()> {
@@ -478,6 +492,13 @@ mod tests {
         }
         drop(client);
         assert!(reader.join().unwrap() == data, "bytes differ");
+    }
+
+    #[test]
+    fn file_len_reads_an_open_files_size() {
+        let file = sealed_memfd("len", &[7u8; 12_345]).unwrap();
+        assert_eq!(file_len(file.as_raw_fd()).unwrap(), 12_345);
+        assert!(file_len(-1).is_err(), "a bad descriptor is an error");
     }
 
     #[test]

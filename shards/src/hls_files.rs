@@ -125,7 +125,8 @@ pub struct OpenFile {
 }
 
 impl OpenFile {
-    /// Opens `path` (asynchronously, on the calling executor's ring) and reads its size.
+    /// Opens `path` (asynchronously, on the calling executor's ring) and reads its size
+    /// (`fstat`).
     pub async fn open(path: &Path) -> Result<OpenFile, ReadError> {
         let file = BufferedFile::open(path).await.map_err(|e| {
             let e = std::io::Error::from(e);
@@ -135,10 +136,12 @@ impl OpenFile {
                 ReadError::Io(e)
             }
         })?;
-        let len = match file.file_size().await {
+        // `fstat` on the open descriptor: glommio's `file_size` is an io_uring `statx`, which
+        // the kernel always runs on a worker thread (a context switch per request).
+        let len = match netstack::sys::file_len(std::os::fd::AsRawFd::as_raw_fd(&file)) {
             Ok(len) if len <= MAX_FILE => Ok(len),
             Ok(_) => Err(ReadError::TooLarge),
-            Err(e) => Err(ReadError::Io(e.into())),
+            Err(e) => Err(ReadError::Io(e)),
         };
         match len {
             Ok(len) => Ok(OpenFile { file, len }),
