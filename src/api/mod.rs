@@ -208,7 +208,10 @@ pub fn handle(app: &RefCell<App>, token: &str, req: &Request) -> Response {
         ("GET", ["api", "streams", id, "recordings"]) => list_recordings(&app, id),
         ("DELETE", ["api", "streams", id, "recordings", rec]) => {
             match app.delete_recording(id, rec) {
-                Ok(()) => Response::json(200, json!({ "deleted": rec })),
+                Ok(ticket) => Response {
+                    after_recorder_job: ticket,
+                    ..Response::json(200, json!({ "deleted": rec }))
+                },
                 Err(e @ RecordingError::NotFound(_)) => {
                     Response::error(404, "not_found", e.to_string())
                 }

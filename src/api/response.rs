@@ -31,6 +31,10 @@ pub struct Response {
     /// after `api::server::CAST_WAIT`): a poll is answered once every shard knows it, so a
     /// vote sent right after the answer is counted.
     pub after_casts_to: Option<GroupId>,
+    /// Answer only once the recorder thread has carried out this job (or after
+    /// `api::server::CAST_WAIT`): a deleted recording's files are gone when `DELETE` answers,
+    /// so a request for them right after gets 404.
+    pub after_recorder_job: Option<u64>,
     /// The `Retry-After` header (seconds) of a 429.
     pub retry_after: Option<u64>,
     /// A plain-text body (the Prometheus exposition) sent instead of `body`.
@@ -44,6 +48,7 @@ impl Response {
             body,
             allow: None,
             after_casts_to: None,
+            after_recorder_job: None,
             retry_after: None,
             text: None,
         }

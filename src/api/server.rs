@@ -281,6 +281,15 @@ async fn connection<S: Transport>(mut stream: S, app: Rc<RefCell<App>>, token: R
                         let written = App::casts_written(&app, group);
                         future::or(written, sleep(CAST_WAIT)).await;
                     }
+                    if let Some(ticket) = response.after_recorder_job {
+                        // The recorder thread has no waker: look every millisecond (bounded).
+                        let deadline = std::time::Instant::now() + CAST_WAIT;
+                        while !app.borrow().recorder_finished(ticket)
+                            && std::time::Instant::now() < deadline
+                        {
+                            sleep(Duration::from_millis(1)).await;
+                        }
+                    }
                     authenticated |= response.status != 401;
                     let keep = req.keep_alive && response.keeps_connection();
                     response.write(&mut out, keep);

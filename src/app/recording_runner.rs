@@ -94,7 +94,13 @@ impl App {
     }
 
     /// Removes a finished recording and its files.
-    pub fn delete_recording(&mut self, stream: &str, id: &str) -> Result<(), RecordingError> {
+    /// Deletes a finished recording: gone from the list and the store at once; its files go
+    /// on the recorder thread, whose job ticket comes back (for [`App::recorder_finished`]).
+    pub fn delete_recording(
+        &mut self,
+        stream: &str,
+        id: &str,
+    ) -> Result<Option<u64>, RecordingError> {
         match self.recordings.get(stream, id) {
             None => return Err(RecordingError::NotFound(id.to_owned())),
             Some(r) if !r.ended => return Err(RecordingError::Active(id.to_owned())),
@@ -103,15 +109,20 @@ impl App {
         let Some(r) = self.recordings.remove(stream, id) else {
             return Err(RecordingError::NotFound(id.to_owned()));
         };
-        if let Some(recorder) = &self.recorder {
+        let ticket = self.recorder.as_ref().map(|recorder| {
             recorder.send(Job::Delete {
                 dir: recorder.dir(&r.stream, &r.id),
-            });
-        }
+            })
+        });
         if let Some(store) = &self.store {
             store.delete_recording(&r.key());
         }
-        Ok(())
+        Ok(ticket)
+    }
+
+    /// Whether the recorder has carried out the job with `ticket` (and all before it).
+    pub fn recorder_finished(&self, ticket: u64) -> bool {
+        self.recorder.as_ref().is_none_or(|r| r.finished(ticket))
     }
 
     /// A stream's recordings, oldest first.
