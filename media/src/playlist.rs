@@ -224,6 +224,12 @@ impl LivePlaylist {
         self.ended = true;
     }
 
+    /// The stream is live again before its next segment (a publisher came back): the
+    /// playlist no longer says it ended.
+    pub fn reopen(&mut self) {
+        self.ended = false;
+    }
+
     /// Whether the stream ended.
     pub fn is_ended(&self) -> bool {
         self.ended

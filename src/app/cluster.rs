@@ -106,7 +106,8 @@ impl App {
             .filter(|p| p.state != PollState::Closed)
             .map(|p| p.id.clone())
             .collect();
-        let api = self.config.api_listen.to_string();
+        let api = self.announced_api();
+        let live = self.origin_live();
         self.edges.publish(Msg::Announce(Announce {
             viewer: self.viewer_addr.to_string(),
             api,
@@ -115,14 +116,14 @@ impl App {
             draining: self.edges.draining,
             groups,
             polls,
+            live,
         }));
         self.edges.last_announce_ms = now_ms;
-        for gone in self.edges.expire(now_ms) {
-            tracing::warn!(
-                edge = gone,
-                "edge silent past three announcements: not live"
-            );
+        let gone = self.edges.expire(now_ms);
+        for edge in &gone {
+            tracing::warn!(edge, "edge silent past three announcements: not live");
         }
+        self.relay_origins_gone(&gone);
         for id in self.polls.ids_in(PollState::Closing) {
             self.try_finish(&id, now_ms);
         }
@@ -240,7 +241,12 @@ impl App {
 
     fn on_edge_message(&mut self, from: &str, msg: Msg, now_ms: u64) {
         match msg {
-            Msg::Announce(a) => self.edges.seen(from, a, now_ms),
+            Msg::Announce(a) => {
+                self.relay_reconcile(from, &a);
+                self.edges.seen(from, a, now_ms);
+            }
+            Msg::Live { stream, api } => self.remote_live(from, &stream, &api),
+            Msg::Ended { stream } => self.remote_ended(from, &stream),
             Msg::Hello => self.republish(now_ms),
             Msg::Group {
                 key,
@@ -359,6 +365,7 @@ impl App {
         for s in self.streams.iter() {
             self.edges.publish(stream_msg(s));
         }
+        self.relay_republish();
         for g in self.groups.iter().filter(|g| g.kind == GroupKind::Custom) {
             self.edges.publish(Msg::Group {
                 key: g.key.clone(),

@@ -1,0 +1,313 @@
+//! `App`, streams across edges (issue 17): a stream ingested on one edge (its origin) plays
+//! from every edge. The origin tells the cluster (`Live`, `Ended`, and its announcements'
+//! `live` list) and serves its last segments on its API (`GET /api/relay/...`); every other
+//! edge relays the stream: the relay task (`crate::relay`) pulls the origin's playlist and
+//! each new segment once, and hands them here, where they take the same path as a local
+//! publisher's (`segment_out`): the shards' windows, sessions, `live`/`ended` messages.
+//!
+//! A relay holds the stream's publish turn on its edge, as a rebroadcast does, so a
+//! publisher on a second edge while the stream is live elsewhere is refused like a second
+//! publisher on one edge. Relayed segments are not recorded again (the origin records).
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use cluster::{Announce, Msg};
+use media::playlist::{LivePlaylist, UriTemplate};
+use media::segmenter::Segment;
+
+use super::relays::{Origin, OriginRefusal, Relay, RelayStats};
+use super::streams::{PublishTurn, StreamState};
+use super::App;
+
+impl App {
+    /// The bound API address (port 0 in the settings becomes the real port): what this edge
+    /// announces, and where the other edges pull its streams from.
+    pub fn set_api_addr(&mut self, addr: SocketAddr) {
+        self.relays.api_addr = Some(addr);
+    }
+
+    /// The API address announced to the other edges.
+    pub(super) fn announced_api(&self) -> String {
+        self.relays
+            .api_addr
+            .unwrap_or(self.config.api_listen)
+            .to_string()
+    }
+
+    /// Streams live with this edge as their origin (ingested or rebroadcast here).
+    pub(super) fn origin_live(&self) -> Vec<String> {
+        self.streams
+            .iter()
+            .filter(|s| s.state == StreamState::Live && !self.relays.active.contains_key(&s.id))
+            .map(|s| s.id.clone())
+            .collect()
+    }
+
+    /// A stream went live here: its window for other edges is open (an ENDLIST left from an
+    /// earlier publish would end the relays of this one), and as its origin (not as a
+    /// relay) this edge tells the others.
+    pub(super) fn relay_went_live(&mut self, id: &str) {
+        let (window, target) = (self.config.hls_window, self.config.hls_segment_ms);
+        self.relays
+            .windows
+            .entry(id.to_owned())
+            .or_insert_with(|| LivePlaylist::new(window, target.div_ceil(1000)))
+            .reopen();
+        if !self.relays.active.contains_key(id) {
+            self.edges.publish(Msg::Live {
+                stream: id.to_owned(),
+                api: self.announced_api(),
+            });
+        }
+    }
+
+    /// A segment of `stream` goes out: it joins the window served to other edges. True when
+    /// it was relayed from another edge (not cut here: no ingest count, not recorded).
+    pub(super) fn relay_window_push(&mut self, stream: &str, segment: &Segment) -> bool {
+        let (window, target) = (self.config.hls_window, self.config.hls_segment_ms);
+        self.relays
+            .windows
+            .entry(stream.to_owned())
+            .or_insert_with(|| LivePlaylist::new(window, target.div_ceil(1000)))
+            .push(segment.clone());
+        self.relays.active.contains_key(stream)
+    }
+
+    /// The stream's current publish (or relay) ended here.
+    pub(super) fn relay_stream_ended(&mut self, id: &str) {
+        if let Some(w) = self.relays.windows.get_mut(id) {
+            w.end();
+        }
+        if self.relays.active.remove(id).is_none() {
+            self.edges.publish(Msg::Ended {
+                stream: id.to_owned(),
+            });
+        }
+    }
+
+    /// Another edge is the origin of live stream `stream` (a `Live` message): relay it.
+    pub(super) fn remote_live(&mut self, from: &str, stream: &str, api: &str) {
+        let Some(api) = api.parse::<SocketAddr>().ok().filter(|_| plain(stream)) else {
+            return tracing::warn!(edge = from, stream, api, "refusing a malformed live stream");
+        };
+        let origin = self
+            .relays
+            .remote
+            .entry(stream.to_owned())
+            .or_insert_with(|| Origin {
+                edge: from.to_owned(),
+                api,
+                ended: false,
+                generation: 0,
+            });
+        origin.edge = from.to_owned();
+        origin.api = api;
+        origin.ended = false;
+        origin.generation += 1;
+        if !self.relays.active.contains_key(stream) {
+            self.start_relay(stream);
+        }
+    }
+
+    /// The origin of `stream` says it ended: its relays end once they have its last
+    /// segments (they pull the ENDLIST), or at once if the origin cannot be reached.
+    pub(super) fn remote_ended(&mut self, from: &str, stream: &str) {
+        if let Some(o) = self.relays.remote.get_mut(stream) {
+            if o.edge == from {
+                o.ended = true;
+            }
+        }
+    }
+
+    /// An announcement: streams it lists live and this edge does not know as live there
+    /// (a missed `Live`: this edge joined late) are relayed; streams it no longer lists
+    /// (a missed `Ended`) are marked ended.
+    pub(super) fn relay_reconcile(&mut self, from: &str, a: &Announce) {
+        for (stream, o) in self.relays.remote.iter_mut() {
+            if o.edge == from && !a.live.contains(stream) {
+                o.ended = true;
+            }
+        }
+        for stream in &a.live {
+            let known = self.relays.remote.get(stream).filter(|o| o.edge == from);
+            match known {
+                None => self.remote_live(from, stream, &a.api),
+                // Known live, not relayed yet (the stream was not registered here then).
+                Some(o) if !o.ended && !self.relays.active.contains_key(stream) => {
+                    let offline = self
+                        .stream(stream)
+                        .is_some_and(|s| s.state != StreamState::Live);
+                    if offline {
+                        self.start_relay(stream);
+                    }
+                }
+                Some(_) => {}
+            }
+        }
+    }
+
+    /// Edges silent past the announcement ttl: what they were the origin of counts as ended.
+    pub(super) fn relay_origins_gone(&mut self, gone: &[String]) {
+        for o in self.relays.remote.values_mut() {
+            if gone.contains(&o.edge) {
+                o.ended = true;
+            }
+        }
+    }
+
+    /// `Live` again for every stream this edge is the origin of (on hello and reconnect).
+    pub(super) fn relay_republish(&self) {
+        for stream in self.origin_live() {
+            self.edges.publish(Msg::Live {
+                stream,
+                api: self.announced_api(),
+            });
+        }
+    }
+
+    /// Takes the stream's publish turn for a relay and queues it for the relay task. A
+    /// stream live here already (its own publisher) is not relayed: it is logged, and each
+    /// edge keeps serving its own (two origins cannot be merged into one playlist).
+    fn start_relay(&mut self, stream: &str) {
+        let Some(origin) = self.relays.remote.get(stream).cloned() else {
+            return;
+        };
+        if self.stream(stream).is_none() {
+            return tracing::debug!(stream, "live on another edge but not registered here yet");
+        }
+        let turn = match self.streams.begin_rebroadcast(stream) {
+            Ok(t) => t,
+            Err(e) => {
+                return tracing::warn!(stream, origin = origin.edge, error = %e, "not relaying: the stream is live here too");
+            }
+        };
+        self.relays.active.insert(stream.to_owned(), turn.turn);
+        self.relays.stats.started += 1;
+        self.announce_live(stream);
+        tracing::info!(stream, origin = origin.edge, api = %origin.api, "relaying a stream from its origin edge");
+        self.relays.pending.push(Relay {
+            turn,
+            origin: origin.api,
+            after: self.live.last_segment.get(stream).map(|(seq, _)| *seq),
+            generation: origin.generation,
+        });
+        self.relays.queued.raise();
+    }
+
+    /// Relays queued for the relay task.
+    pub fn take_relays(&mut self) -> Vec<Relay> {
+        std::mem::take(&mut self.relays.pending)
+    }
+
+    /// Raised when a relay is queued.
+    pub fn relay_queued(&self) -> Rc<shards::sync::Signal> {
+        self.relays.queued.clone()
+    }
+
+    /// Whether `turn` still holds its stream as a relay.
+    pub fn relay_holds(&self, turn: &PublishTurn) -> bool {
+        self.relays.active.get(&turn.stream) == Some(&turn.turn)
+            && self.streams.get(&turn.stream).map(|s| s.publish) == Some(turn.turn)
+    }
+
+    /// Whether the origin of `stream` is known to have ended it or gone away.
+    pub fn relay_origin_ended(&self, stream: &str) -> bool {
+        self.relays.remote.get(stream).is_none_or(|o| o.ended)
+    }
+
+    /// One segment pulled from the origin goes out as the stream's next segment here, with
+    /// the origin's sequence number. False when the relay no longer holds the stream.
+    pub fn relay_segment(&mut self, turn: &PublishTurn, segment: Segment, now_ms: u64) -> bool {
+        if !self.relay_holds(turn) {
+            return false;
+        }
+        self.relays.stats.segments += 1;
+        self.relays.stats.bytes += segment.data.len() as u64;
+        self.segment_out(&turn.stream.clone(), segment, now_ms);
+        true
+    }
+
+    /// The relay of `relay` is over: the origin's playlist ended (`gave_up` false) or it
+    /// could not be pulled (`gave_up`). The audience gets `ended`. If the origin went live
+    /// again meanwhile (a `Live` newer than the relay), a new relay starts.
+    pub fn end_relay(&mut self, relay: &Relay, gave_up: bool, now_ms: u64) {
+        if let Some(o) = self.relays.remote.get_mut(&relay.turn.stream) {
+            // This generation is over (a stale announcement does not start it again).
+            if gave_up || o.generation == relay.generation {
+                o.ended = true;
+            }
+        }
+        self.end_publish(&relay.turn, now_ms);
+        let again = self
+            .relays
+            .remote
+            .get(&relay.turn.stream)
+            .is_some_and(|o| !o.ended);
+        if again && !self.relays.active.contains_key(&relay.turn.stream) {
+            self.start_relay(&relay.turn.stream);
+        }
+    }
+
+    /// Counts a playlist pulled, a failed pull, a segment missed.
+    pub fn relay_counted(&mut self, playlists: u64, failures: u64, missed: u64) {
+        let s = &mut self.relays.stats;
+        s.playlists += playlists;
+        s.failures += failures;
+        s.missed += missed;
+    }
+
+    pub fn relay_stats(&self) -> RelayStats {
+        self.relays.stats
+    }
+
+    /// The origin edge a stream is relayed from now, if it is.
+    pub fn relayed_from(&self, stream: &str) -> Option<&str> {
+        self.relays.active.get(stream)?;
+        self.relays.remote.get(stream).map(|o| o.edge.as_str())
+    }
+
+    /// Streams relayed here now.
+    pub fn relays_active(&self) -> usize {
+        self.relays.active.len()
+    }
+
+    /// `GET /api/relay/{stream}/index.m3u8`: the stream's window as this edge has it, with
+    /// `{seq}.ts` URIs (never a session: it is for edges).
+    pub fn origin_playlist(&self, stream: &str) -> Result<String, OriginRefusal> {
+        let w = self
+            .relays
+            .windows
+            .get(stream)
+            .ok_or(OriginRefusal::Unknown)?;
+        if w.segments().next().is_none() {
+            return Err(OriginRefusal::NoSegment);
+        }
+        // A literal template with `{seq}`: it parses.
+        let uris = UriTemplate::new("{seq}.ts").unwrap_or_else(|_| unreachable!("literal"));
+        Ok(w.render(&uris, &[]))
+    }
+
+    /// `GET /api/relay/{stream}/{seq}.ts`: the shared buffer of one segment, counted.
+    pub fn origin_segment(&mut self, stream: &str, sequence: u64) -> Option<Arc<[u8]>> {
+        let data = self
+            .relays
+            .windows
+            .get(stream)?
+            .segment(sequence)?
+            .data
+            .clone();
+        self.relays.stats.served_segments += 1;
+        self.relays.stats.served_bytes += data.len() as u64;
+        Some(data)
+    }
+}
+
+/// A stream id as the API accepts them.
+fn plain(id: &str) -> bool {
+    (1..=128).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
