@@ -96,10 +96,10 @@ pub fn parse(text: &str) -> Result<MediaPlaylist, ParseError> {
     Ok(out)
 }
 
-/// A decimal integer of at most 19 digits.
+/// A decimal integer that fits a `u64`.
 fn number(v: &str) -> Option<u64> {
     let v = v.trim();
-    (!v.is_empty() && v.len() <= 19 && v.bytes().all(|b| b.is_ascii_digit()))
+    (!v.is_empty() && v.len() <= 20 && v.bytes().all(|b| b.is_ascii_digit()))
         .then(|| v.parse().ok())
         .flatten()
 }

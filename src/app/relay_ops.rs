@@ -311,3 +311,236 @@ fn plain(id: &str) -> bool {
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+    use std::rc::Rc;
+
+    use cluster::{Bus, BusEvent, Envelope};
+    use shards::proto::{MediaCommand, ShardCommand};
+
+    use super::super::downlink::Downlink;
+    use super::super::PublishError;
+    use super::*;
+    use crate::config::Config;
+
+    /// A bus that records what the core publishes.
+    struct Recorder {
+        sent: Rc<RefCell<Vec<Msg>>>,
+        rx: cluster::flume::Receiver<BusEvent>,
+        _keep: cluster::flume::Sender<BusEvent>,
+    }
+
+    impl Bus for Recorder {
+        fn mode(&self) -> &'static str {
+            "nats"
+        }
+        fn edge(&self) -> &str {
+            "e3"
+        }
+        fn publish(&self, msg: Msg) {
+            self.sent.borrow_mut().push(msg);
+        }
+        fn connected(&self) -> bool {
+            true
+        }
+        fn dropped(&self) -> u64 {
+            0
+        }
+        fn events(&self) -> cluster::flume::Receiver<BusEvent> {
+            self.rx.clone()
+        }
+    }
+
+    fn edge() -> (App, Rc<Downlink>, Rc<RefCell<Vec<Msg>>>) {
+        let down: Rc<Downlink> = Rc::default();
+        let config = Config {
+            edge_id: "e3".into(),
+            ..Config::default()
+        };
+        let mut app = App::new(
+            Arc::new(config),
+            vec![Arc::default()],
+            vec![down.clone()],
+            0,
+        );
+        let sent = Rc::new(RefCell::new(Vec::new()));
+        let (keep, rx) = cluster::flume::bounded(1);
+        app.set_bus(Box::new(Recorder {
+            sent: sent.clone(),
+            rx,
+            _keep: keep,
+        }));
+        app.set_api_addr("10.0.0.3:8081".parse().unwrap());
+        (app, down, sent)
+    }
+
+    fn from(edge: &str, msg: Msg) -> BusEvent {
+        BusEvent::Message(Envelope {
+            from: edge.into(),
+            msg,
+        })
+    }
+
+    fn live(stream: &str) -> Msg {
+        Msg::Live {
+            stream: stream.into(),
+            api: "10.0.0.1:8081".into(),
+        }
+    }
+
+    fn segment(sequence: u64) -> Segment {
+        Segment {
+            sequence,
+            duration_ms: 1000,
+            start_wall_ms: 1_764_510_000_000 + sequence * 1000,
+            discontinuity: false,
+            starts_with_keyframe: true,
+            data: vec![0x47; 188].into(),
+        }
+    }
+
+    fn media(down: &Downlink) -> Vec<MediaCommand> {
+        down.take_all()
+            .into_iter()
+            .filter_map(|c| match c {
+                ShardCommand::Media(m) => Some(m),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_stream_live_elsewhere_is_relayed_once_and_ends_with_its_origin() {
+        let (mut app, down, sent) = edge();
+        let (_, key) = app.add_stream("s".into(), None, 0).unwrap();
+        sent.borrow_mut().clear();
+        down.take_all();
+        app.on_bus(from("e1", live("s")), 10);
+        let relays = app.take_relays();
+        assert_eq!(relays.len(), 1);
+        let relay = &relays[0];
+        assert_eq!(relay.origin, "10.0.0.1:8081".parse().unwrap());
+        assert_eq!(relay.after, None);
+        assert_eq!(app.relayed_from("s"), Some("e1"));
+        assert!(matches!(media(&down)[..], [MediaCommand::Live { .. }]));
+        assert!(
+            sent.borrow().is_empty(),
+            "a relay is not an origin: no Live sent on"
+        );
+        // A repeat, or an announcement listing it, starts nothing more.
+        app.on_bus(from("e1", live("s")), 20);
+        let a = Announce {
+            api: "10.0.0.1:8081".into(),
+            live: vec!["s".into()],
+            ..Announce::default()
+        };
+        app.on_bus(from("e1", Msg::Announce(a.clone())), 20);
+        assert!(app.take_relays().is_empty());
+        // A local publisher is refused while the relay holds the stream.
+        let peer = "127.0.0.1:9".parse().unwrap();
+        assert!(matches!(
+            app.begin_publish(&key, peer),
+            Err(PublishError::Busy(_))
+        ));
+        // Relayed segments keep the origin's numbers, are not counted as cut here.
+        assert!(app.relay_segment(&relay.turn, segment(7), 30));
+        assert!(app.relay_segment(&relay.turn, segment(8), 30));
+        assert_eq!(app.relay_stats().segments, 2);
+        assert_eq!(app.ingest_stats().segments, 0);
+        let pushed: Vec<u64> = media(&down)
+            .iter()
+            .filter_map(|m| match m {
+                MediaCommand::Segment { segment, .. } => Some(segment.sequence),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(pushed, vec![7, 8]);
+        // The origin ends it: the relay ends after its last segment; the audience is told.
+        app.on_bus(from("e1", Msg::Ended { stream: "s".into() }), 40);
+        assert!(app.relay_origin_ended("s"));
+        app.end_relay(relay, false, 50);
+        assert!(!app.relay_holds(&relay.turn));
+        assert!(media(&down)
+            .iter()
+            .any(|m| matches!(m, MediaCommand::Ended { .. })));
+        assert!(sent.borrow().is_empty(), "no Ended sent for a relay");
+        // A stale announcement does not start it again; a new Live does, after segment 8.
+        app.on_bus(from("e1", Msg::Announce(a)), 60);
+        assert!(app.take_relays().is_empty());
+        app.on_bus(from("e1", live("s")), 70);
+        let again = app.take_relays();
+        assert_eq!(again.len(), 1);
+        assert_eq!(again[0].after, Some(8));
+    }
+
+    #[test]
+    fn an_origin_tells_the_cluster_and_serves_its_window() {
+        let (mut app, _down, sent) = edge();
+        let (_, key) = app.add_stream("s".into(), None, 0).unwrap();
+        sent.borrow_mut().clear();
+        let turn = app
+            .begin_publish(&key, "127.0.0.1:9".parse().unwrap())
+            .unwrap();
+        assert_eq!(
+            sent.borrow().last(),
+            Some(&Msg::Live {
+                stream: "s".into(),
+                api: "10.0.0.3:8081".into()
+            })
+        );
+        assert_eq!(app.origin_live(), vec!["s".to_owned()]);
+        assert_eq!(app.origin_playlist("s"), Err(OriginRefusal::NoSegment));
+        assert_eq!(app.origin_playlist("t"), Err(OriginRefusal::Unknown));
+        app.segment_out("s", segment(0), 1);
+        let text = app.origin_playlist("s").unwrap();
+        assert!(
+            text.contains("\n0.ts\n") && !text.contains("ENDLIST"),
+            "{text}"
+        );
+        assert_eq!(app.origin_segment("s", 0).map(|d| d.len()), Some(188));
+        assert!(app.origin_segment("s", 1).is_none());
+        assert_eq!(app.relay_stats().served_segments, 1);
+        app.end_publish(&turn, 2);
+        assert_eq!(
+            sent.borrow().last(),
+            Some(&Msg::Ended { stream: "s".into() })
+        );
+        assert!(app
+            .origin_playlist("s")
+            .unwrap()
+            .ends_with("#EXT-X-ENDLIST\n"));
+        // Live again: the window reopens before any new segment.
+        app.begin_publish(&key, "127.0.0.1:9".parse().unwrap())
+            .unwrap();
+        assert!(!app.origin_playlist("s").unwrap().contains("ENDLIST"));
+    }
+
+    #[test]
+    fn a_late_edge_relays_from_announcements_and_malformed_ones_are_refused() {
+        let (mut app, _down, _sent) = edge();
+        app.add_stream("s".into(), None, 0).unwrap();
+        let bad = Msg::Live {
+            stream: "s".into(),
+            api: "not an address".into(),
+        };
+        app.on_bus(from("e1", bad), 1);
+        let bad_id = Msg::Live {
+            stream: "../s".into(),
+            api: "10.0.0.1:8081".into(),
+        };
+        app.on_bus(from("e1", bad_id), 1);
+        assert!(app.take_relays().is_empty());
+        let a = Announce {
+            api: "10.0.0.1:8081".into(),
+            live: vec!["s".into()],
+            ..Announce::default()
+        };
+        app.on_bus(from("e1", Msg::Announce(a)), 2);
+        assert_eq!(app.take_relays().len(), 1, "learnt from the announcement");
+        // The origin falls silent: what it was the origin of counts as ended.
+        app.cluster_tick(1_000_000);
+        assert!(app.relay_origin_ended("s"));
+    }
+}
