@@ -260,3 +260,67 @@ fn a_stream_ingested_on_edge_1_plays_from_edge_3() {
     );
     assert_eq!(s3["relay"]["active"], 0);
 }
+
+/// An edge that joins while the stream is live learns it (the cluster's hello and the
+/// origin's announcements) and relays it; when the origin is killed (kill -9) mid-stream,
+/// the relaying edges end the stream for their audience instead of hanging.
+#[test]
+fn a_late_edge_relays_a_live_stream_and_ends_it_when_the_origin_dies() {
+    if !have("nats-server", "nats-server") || !have("ffmpeg", "ffmpeg") {
+        return;
+    }
+    let nats = Nats::start();
+    let mut e1 = Edge::start("e1", "127.0.0.1", Some(&nats.url()), &SHORT);
+    let e2 = Edge::start("e2", "127.0.0.2", Some(&nats.url()), &SHORT);
+    e1.wait_edges(2);
+    e2.wait_edges(2);
+    let (status, created) = e1.api("POST", "/api/streams", Some(&json!({"id": "late"})));
+    assert_eq!(status, 201, "{created}");
+    let key = created["stream_key"].as_str().unwrap().to_owned();
+    let _publisher = Publisher::start(e1.rtmp, &key, 40);
+    wait_for("a segment relayed to edge 2", || {
+        (get(e2.viewer, "/hls/late/index.m3u8").status == 200).then_some(())
+    });
+
+    let e3 = Edge::start("e3", "127.0.0.3", Some(&nats.url()), &SHORT);
+    e3.wait_edges(3);
+    let (mut viewer, _) = connect(&e3.url(), None);
+    if let tungstenite::stream::MaybeTlsStream::Plain(s) = viewer.get_mut() {
+        s.set_read_timeout(Some(MEDIA_WAIT)).unwrap();
+    }
+    e3.wait("/api/streams", "the stream relayed to edge 3", |b| {
+        b["streams"][0]["relayed_from"] == "e1"
+    });
+    // A live stream is answered with its endpoint straight away.
+    send_json(&mut viewer, &json!({"type": "watch", "stream": "late"}));
+    assert_eq!(next_json(&mut viewer)["type"], "endpoint");
+    wait_for("two segments on edge 3", || {
+        let r = get(e3.viewer, "/hls/late/index.m3u8");
+        (r.status == 200 && blocks(&r.text()).1.len() >= 2).then_some(())
+    });
+
+    e1.kill();
+    assert_eq!(
+        next_of_type(&mut viewer, "stream"),
+        json!({"type": "stream", "stream": "late", "state": "ended"})
+    );
+    let ended = get(e3.viewer, "/hls/late/index.m3u8").text();
+    assert!(ended.ends_with("#EXT-X-ENDLIST\n"), "{ended}");
+    // Edge 3 took the origin's whole window when it joined; edge 2 pulls as they come.
+    for (e, least) in [(&e2, 1), (&e3, 2)] {
+        let s = e.wait("/api/stats", "the relay to end", |s| {
+            s["relay"]["active"] == 0
+        });
+        assert!(s["relay"]["failures"].as_u64() >= Some(1), "{s}");
+        assert!(s["relay"]["segments"].as_u64() >= Some(least), "{s}");
+    }
+    // The stream is no longer held by a relay: a publisher may now start it on edge 3.
+    let listed = e3.wait("/api/streams", "the stream ended on edge 3", |b| {
+        b["streams"][0]["state"] == "ended"
+    });
+    assert_eq!(
+        listed["streams"][0]["relayed_from"],
+        Value::Null,
+        "{listed}"
+    );
+}
