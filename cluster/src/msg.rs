@@ -38,10 +38,11 @@ pub struct Announce {
     pub groups: BTreeMap<String, u64>,
     /// Polls open on it.
     pub polls: Vec<String>,
-    /// Streams live with it as their origin (ingested or rebroadcast there): an edge that
-    /// joined late or missed a [`Msg::Live`] while the bus was down learns them here.
+    /// Streams live with it as their origin (ingested or rebroadcast there), each with its
+    /// publish id (as in [`Msg::Live`]): an edge that joined late or missed a `Live` while
+    /// the bus was down learns them here.
     #[serde(default)]
-    pub live: Vec<String>,
+    pub live: BTreeMap<String, u64>,
 }
 
 /// What edges tell each other.
@@ -87,7 +88,13 @@ pub enum Msg {
     },
     /// A stream went live with the sender as its origin: the other edges pull its playlist
     /// and segments from the sender's API address `api` (origin-edge pull over HTTP).
-    Live { stream: String, api: String },
+    /// `publish` identifies this publish (it rises with each one, across restarts of the
+    /// origin): a repeat of the same `Live` (on `hello`) is not a new publish.
+    Live {
+        stream: String,
+        api: String,
+        publish: u64,
+    },
     /// The stream whose origin is the sender ended there.
     Ended { stream: String },
     /// Stop voting on a poll everywhere.
@@ -173,6 +180,7 @@ mod tests {
         let live = Msg::Live {
             stream: "s".into(),
             api: "10.0.0.1:8081".into(),
+            publish: 7,
         };
         assert_eq!(live.subject(), "ovation.live");
         assert_eq!(Msg::Ended { stream: "s".into() }.subject(), "ovation.live");

@@ -245,7 +245,11 @@ impl App {
                 self.relay_reconcile(from, &a);
                 self.edges.seen(from, a, now_ms);
             }
-            Msg::Live { stream, api } => self.remote_live(from, &stream, &api),
+            Msg::Live {
+                stream,
+                api,
+                publish,
+            } => self.remote_live(from, &stream, &api, publish),
             Msg::Ended { stream } => self.remote_ended(from, &stream),
             Msg::Hello => self.republish(now_ms),
             Msg::Group {

@@ -36,18 +36,22 @@ impl App {
             .to_string()
     }
 
-    /// Streams live with this edge as their origin (ingested or rebroadcast here).
-    pub(super) fn origin_live(&self) -> Vec<String> {
+    /// Streams live with this edge as their origin (ingested or rebroadcast here), with
+    /// their publish ids.
+    pub(super) fn origin_live(&self) -> std::collections::BTreeMap<String, u64> {
         self.streams
             .iter()
             .filter(|s| s.state == StreamState::Live && !self.relays.active.contains_key(&s.id))
-            .map(|s| s.id.clone())
+            .map(|s| {
+                let publish = self.relays.publishes.get(&s.id).copied().unwrap_or(0);
+                (s.id.clone(), publish)
+            })
             .collect()
     }
 
     /// A stream went live here: its window for other edges is open (an ENDLIST left from an
     /// earlier publish would end the relays of this one), and as its origin (not as a
-    /// relay) this edge tells the others.
+    /// relay) this edge tells the others, with a new publish id (the wall clock, rising).
     pub(super) fn relay_went_live(&mut self, id: &str) {
         let (window, target) = (self.config.hls_window, self.config.hls_segment_ms);
         self.relays
@@ -55,12 +59,17 @@ impl App {
             .entry(id.to_owned())
             .or_insert_with(|| LivePlaylist::new(window, target.div_ceil(1000)))
             .reopen();
-        if !self.relays.active.contains_key(id) {
-            self.edges.publish(Msg::Live {
-                stream: id.to_owned(),
-                api: self.announced_api(),
-            });
+        if self.relays.active.contains_key(id) {
+            return;
         }
+        let last = self.relays.publishes.get(id).copied().unwrap_or(0);
+        let publish = self.clock_ms.max(last + 1);
+        self.relays.publishes.insert(id.to_owned(), publish);
+        self.edges.publish(Msg::Live {
+            stream: id.to_owned(),
+            api: self.announced_api(),
+            publish,
+        });
     }
 
     /// A segment of `stream` goes out: it joins the window served to other edges. True when
@@ -87,27 +96,44 @@ impl App {
         }
     }
 
-    /// Another edge is the origin of live stream `stream` (a `Live` message): relay it.
-    pub(super) fn remote_live(&mut self, from: &str, stream: &str, api: &str) {
+    /// Another edge is the origin of live stream `stream` (a `Live` message, or an
+    /// announcement listing it): relay it. The same publish again (a repeat on `hello`, a
+    /// late announcement) starts nothing once its relay ended.
+    pub(super) fn remote_live(&mut self, from: &str, stream: &str, api: &str, publish: u64) {
         let Some(api) = api.parse::<SocketAddr>().ok().filter(|_| plain(stream)) else {
             return tracing::warn!(edge = from, stream, api, "refusing a malformed live stream");
         };
-        let origin = self
-            .relays
-            .remote
-            .entry(stream.to_owned())
-            .or_insert_with(|| Origin {
-                edge: from.to_owned(),
-                api,
-                ended: false,
-                generation: 0,
-            });
-        origin.edge = from.to_owned();
-        origin.api = api;
-        origin.ended = false;
-        origin.generation += 1;
-        if !self.relays.active.contains_key(stream) {
-            self.start_relay(stream);
+        let new = Origin {
+            edge: from.to_owned(),
+            api,
+            ended: false,
+            publish,
+        };
+        let known = self.relays.remote.insert(stream.to_owned(), new);
+        let fresh = known
+            .as_ref()
+            .is_none_or(|o| o.edge != from || o.publish != publish);
+        if let Some(old) = known.filter(|_| !fresh) {
+            // Known: keep whether it ended (a stale repeat must not revive it).
+            if let Some(o) = self.relays.remote.get_mut(stream) {
+                o.ended = old.ended;
+            }
+            if old.ended {
+                return;
+            }
+        }
+        if self.relays.active.contains_key(stream) {
+            return;
+        }
+        match self.stream(stream).map(|s| s.state) {
+            Some(StreamState::Live) if fresh => tracing::warn!(
+                stream,
+                origin = from,
+                "not relaying: the stream is live here too (two origins)"
+            ),
+            Some(StreamState::Live) => {}
+            Some(_) => self.start_relay(stream),
+            None => tracing::debug!(stream, "live on another edge but not registered here yet"),
         }
     }
 
@@ -121,30 +147,17 @@ impl App {
         }
     }
 
-    /// An announcement: streams it lists live and this edge does not know as live there
-    /// (a missed `Live`: this edge joined late) are relayed; streams it no longer lists
-    /// (a missed `Ended`) are marked ended.
+    /// An announcement: streams it lists live are relayed as a `Live` would (a missed
+    /// `Live`: this edge joined late, or the stream was not registered here yet); streams it
+    /// no longer lists (a missed `Ended`) are marked ended.
     pub(super) fn relay_reconcile(&mut self, from: &str, a: &Announce) {
         for (stream, o) in self.relays.remote.iter_mut() {
-            if o.edge == from && !a.live.contains(stream) {
+            if o.edge == from && !a.live.contains_key(stream) {
                 o.ended = true;
             }
         }
-        for stream in &a.live {
-            let known = self.relays.remote.get(stream).filter(|o| o.edge == from);
-            match known {
-                None => self.remote_live(from, stream, &a.api),
-                // Known live, not relayed yet (the stream was not registered here then).
-                Some(o) if !o.ended && !self.relays.active.contains_key(stream) => {
-                    let offline = self
-                        .stream(stream)
-                        .is_some_and(|s| s.state != StreamState::Live);
-                    if offline {
-                        self.start_relay(stream);
-                    }
-                }
-                Some(_) => {}
-            }
+        for (stream, publish) in &a.live {
+            self.remote_live(from, stream, &a.api, *publish);
         }
     }
 
@@ -159,10 +172,11 @@ impl App {
 
     /// `Live` again for every stream this edge is the origin of (on hello and reconnect).
     pub(super) fn relay_republish(&self) {
-        for stream in self.origin_live() {
+        for (stream, publish) in self.origin_live() {
             self.edges.publish(Msg::Live {
                 stream,
                 api: self.announced_api(),
+                publish,
             });
         }
     }
@@ -174,9 +188,6 @@ impl App {
         let Some(origin) = self.relays.remote.get(stream).cloned() else {
             return;
         };
-        if self.stream(stream).is_none() {
-            return tracing::debug!(stream, "live on another edge but not registered here yet");
-        }
         let turn = match self.streams.begin_rebroadcast(stream) {
             Ok(t) => t,
             Err(e) => {
@@ -191,7 +202,7 @@ impl App {
             turn,
             origin: origin.api,
             after: self.live.last_segment.get(stream).map(|(seq, _)| *seq),
-            generation: origin.generation,
+            publish: origin.publish,
         });
         self.relays.queued.raise();
     }
@@ -231,11 +242,11 @@ impl App {
 
     /// The relay of `relay` is over: the origin's playlist ended (`gave_up` false) or it
     /// could not be pulled (`gave_up`). The audience gets `ended`. If the origin went live
-    /// again meanwhile (a `Live` newer than the relay), a new relay starts.
+    /// again meanwhile (a newer publish), a new relay starts.
     pub fn end_relay(&mut self, relay: &Relay, gave_up: bool, now_ms: u64) {
         if let Some(o) = self.relays.remote.get_mut(&relay.turn.stream) {
-            // This generation is over (a stale announcement does not start it again).
-            if gave_up || o.generation == relay.generation {
+            // This publish is over (a repeat of its `Live` does not start it again).
+            if gave_up || o.publish == relay.publish {
                 o.ended = true;
             }
         }
@@ -383,10 +394,11 @@ mod tests {
         })
     }
 
-    fn live(stream: &str) -> Msg {
+    fn live(stream: &str, publish: u64) -> Msg {
         Msg::Live {
             stream: stream.into(),
             api: "10.0.0.1:8081".into(),
+            publish,
         }
     }
 
@@ -417,7 +429,7 @@ mod tests {
         let (_, key) = app.add_stream("s".into(), None, 0).unwrap();
         sent.borrow_mut().clear();
         down.take_all();
-        app.on_bus(from("e1", live("s")), 10);
+        app.on_bus(from("e1", live("s", 5)), 10);
         let relays = app.take_relays();
         assert_eq!(relays.len(), 1);
         let relay = &relays[0];
@@ -430,10 +442,10 @@ mod tests {
             "a relay is not an origin: no Live sent on"
         );
         // A repeat, or an announcement listing it, starts nothing more.
-        app.on_bus(from("e1", live("s")), 20);
+        app.on_bus(from("e1", live("s", 5)), 20);
         let a = Announce {
             api: "10.0.0.1:8081".into(),
-            live: vec!["s".into()],
+            live: [("s".to_owned(), 5)].into(),
             ..Announce::default()
         };
         app.on_bus(from("e1", Msg::Announce(a.clone())), 20);
@@ -466,10 +478,12 @@ mod tests {
             .iter()
             .any(|m| matches!(m, MediaCommand::Ended { .. })));
         assert!(sent.borrow().is_empty(), "no Ended sent for a relay");
-        // A stale announcement does not start it again; a new Live does, after segment 8.
+        // A stale announcement or a repeat of its Live (a hello) does not start it again;
+        // a new publish does, after segment 8.
         app.on_bus(from("e1", Msg::Announce(a)), 60);
+        app.on_bus(from("e1", live("s", 5)), 60);
         assert!(app.take_relays().is_empty());
-        app.on_bus(from("e1", live("s")), 70);
+        app.on_bus(from("e1", live("s", 6)), 70);
         let again = app.take_relays();
         assert_eq!(again.len(), 1);
         assert_eq!(again[0].after, Some(8));
@@ -487,10 +501,11 @@ mod tests {
             sent.borrow().last(),
             Some(&Msg::Live {
                 stream: "s".into(),
-                api: "10.0.0.3:8081".into()
+                api: "10.0.0.3:8081".into(),
+                publish: 1,
             })
         );
-        assert_eq!(app.origin_live(), vec!["s".to_owned()]);
+        assert_eq!(app.origin_live(), [("s".to_owned(), 1)].into());
         assert_eq!(app.origin_playlist("s"), Err(OriginRefusal::NoSegment));
         assert_eq!(app.origin_playlist("t"), Err(OriginRefusal::Unknown));
         app.segment_out("s", segment(0), 1);
@@ -524,17 +539,19 @@ mod tests {
         let bad = Msg::Live {
             stream: "s".into(),
             api: "not an address".into(),
+            publish: 1,
         };
         app.on_bus(from("e1", bad), 1);
         let bad_id = Msg::Live {
             stream: "../s".into(),
             api: "10.0.0.1:8081".into(),
+            publish: 1,
         };
         app.on_bus(from("e1", bad_id), 1);
         assert!(app.take_relays().is_empty());
         let a = Announce {
             api: "10.0.0.1:8081".into(),
-            live: vec!["s".into()],
+            live: [("s".to_owned(), 5)].into(),
             ..Announce::default()
         };
         app.on_bus(from("e1", Msg::Announce(a)), 2);

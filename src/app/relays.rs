@@ -24,9 +24,9 @@ pub struct Origin {
     /// The origin said the stream ended (or went silent on the bus): a relay that cannot
     /// reach it any more ends at once instead of retrying.
     pub ended: bool,
-    /// Counts the origin's `Live` messages: a relay that ends on a generation older than
-    /// this one (the publisher came back meanwhile) is started again.
-    pub generation: u64,
+    /// The origin's id of the publish live there: a relay of an older publish that ends
+    /// (the publisher came back meanwhile) is started again.
+    pub publish: u64,
 }
 
 /// A relay the relay task is to run: the publish turn it holds on this edge, where it
@@ -36,8 +36,8 @@ pub struct Relay {
     pub turn: PublishTurn,
     pub origin: SocketAddr,
     pub after: Option<u64>,
-    /// The origin's generation when the relay started.
-    pub generation: u64,
+    /// The origin's publish the relay started on.
+    pub publish: u64,
 }
 
 /// Relay counters for `/api/stats` and `/metrics`.
@@ -74,6 +74,8 @@ pub struct Relays {
     pub(super) queued: Rc<Signal>,
     /// The last segments of each stream this edge has, served to the edges pulling it.
     pub(super) windows: HashMap<String, LivePlaylist>,
+    /// The publish id of each stream this edge is the origin of (the last one).
+    pub(super) publishes: HashMap<String, u64>,
     /// This edge's bound API address (announced to the others, who pull from it).
     pub(super) api_addr: Option<SocketAddr>,
     pub stats: RelayStats,
