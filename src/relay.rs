@@ -3,7 +3,8 @@
 //! API (`GET /api/relay/{stream}/index.m3u8`, then each segment it does not have yet, once
 //! per edge), checks what it got, and hands every segment to the core with the origin's
 //! sequence number, duration, wall time and discontinuity, so this edge's playlists agree
-//! with the origin's. Every exchange is bounded in time and size and never blocks the core.
+//! with the origin's. One keep-alive connection per relay; every exchange is bounded in time
+//! and size and never blocks the core.
 //!
 //! Faults: a failed pull is retried with a doubling backoff (bounded); the relay ends (the
 //! audience gets `ended`) when the origin's playlist ends, when pulls keep failing, or at
@@ -64,7 +65,7 @@ pub async fn serve(app: Rc<RefCell<App>>, token: Rc<str>) {
         let started = app.borrow_mut().take_relays();
         for relay in started {
             let (app, token) = (app.clone(), token.clone());
-            glommio::spawn_local(async move { run(&app, &token, relay).await }).detach();
+            glommio::spawn_local(async move { run(&app, token, relay).await }).detach();
         }
     }
 }
@@ -77,15 +78,20 @@ enum Pulled {
     Ended,
 }
 
-async fn run(app: &RefCell<App>, token: &str, relay: Relay) {
+async fn run(app: &RefCell<App>, token: Rc<str>, relay: Relay) {
     let stream = relay.turn.stream.clone();
+    let mut origin = Origin {
+        addr: relay.origin,
+        token,
+        conn: None,
+    };
     let mut after = relay.after;
     let (mut failures, mut logged) = (0u32, false);
     loop {
         if !app.borrow().relay_holds(&relay.turn) {
             return;
         }
-        match pull(app, token, &relay, &mut after).await {
+        match pull(app, &mut origin, &relay, &mut after).await {
             Ok(Pulled::Live(wait)) => {
                 failures = 0;
                 sleep(wait).await;
@@ -125,13 +131,13 @@ fn backoff(failures: u32) -> Duration {
 /// One round: the playlist, then every segment newer than `after`, released in order.
 async fn pull(
     app: &RefCell<App>,
-    token: &str,
+    origin: &mut Origin,
     relay: &Relay,
     after: &mut Option<u64>,
 ) -> Result<Pulled, PullError> {
     let stream = &relay.turn.stream;
     let path = format!("/api/relay/{stream}/index.m3u8");
-    let answer = get(relay.origin, &path, token, MAX_PLAYLIST_BYTES).await?;
+    let answer = origin.get(&path, MAX_PLAYLIST_BYTES).await?;
     if answer.status != 200 {
         return Err(PullError::Status(answer.status));
     }
@@ -154,7 +160,7 @@ async fn pull(
             continue;
         }
         let path = format!("/api/relay/{stream}/{seq}.ts");
-        let answer = get(relay.origin, &path, token, MAX_SEGMENT_BYTES).await?;
+        let answer = origin.get(&path, MAX_SEGMENT_BYTES).await?;
         if answer.status == 404 {
             // It left the origin's window before this edge asked: skipped, and the next one
             // is marked discontinuous.
@@ -227,38 +233,79 @@ fn check_segment(seq: u64, data: &[u8]) -> Result<(), PullError> {
     Ok(())
 }
 
-/// `GET path` on `addr` with the bearer `token`: the whole answer, within
-/// [`EXCHANGE_TIMEOUT`] and `max_body` bytes.
-async fn get(
+/// One relay's keep-alive connection to its origin's API (made again when the origin
+/// closes it or an exchange fails).
+struct Origin {
     addr: SocketAddr,
-    path: &str,
-    token: &str,
-    max_body: usize,
-) -> Result<ClientResponse, PullError> {
-    let exchange = async {
-        let mut tcp = TcpStream::connect(addr)
-            .await
-            .map_err(std::io::Error::from)?;
-        let _ = tcp.set_nodelay(true);
-        let host = addr.to_string();
-        let agent = concat!("ovation-relay/", env!("CARGO_PKG_VERSION"));
-        tcp.write_all(&client::get_request(&host, path, token, agent))
-            .await?;
-        let mut buf = Vec::with_capacity(16 * 1024);
-        let mut chunk = vec![0u8; 64 * 1024];
-        loop {
-            let n = tcp.read(&mut chunk).await?;
-            buf.extend_from_slice(&chunk[..n]);
-            if let Some(answer) = client::parse_response(&buf, n == 0, max_body)? {
-                return Ok(answer);
+    token: Rc<str>,
+    conn: Option<TcpStream>,
+}
+
+impl Origin {
+    /// `GET path` with the bearer token: the whole answer, within [`EXCHANGE_TIMEOUT`] and
+    /// `max_body` bytes. A kept connection the origin closed meanwhile is made again once.
+    async fn get(&mut self, path: &str, max_body: usize) -> Result<ClientResponse, PullError> {
+        let reused = self.conn.is_some();
+        match self.exchange(path, max_body).await {
+            Err(PullError::Io(_)) | Err(PullError::Response(ResponseError::Truncated(_)))
+                if reused =>
+            {
+                self.exchange(path, max_body).await
             }
+            other => other,
         }
-    };
-    future::or(exchange, async {
-        sleep(EXCHANGE_TIMEOUT).await;
-        Err(PullError::Timeout)
-    })
-    .await
+    }
+
+    async fn exchange(&mut self, path: &str, max_body: usize) -> Result<ClientResponse, PullError> {
+        let (addr, token) = (self.addr, self.token.clone());
+        let mut tcp = match self.conn.take() {
+            Some(tcp) => tcp,
+            None => {
+                let tcp = future::or(
+                    async { TcpStream::connect(addr).await.map_err(std::io::Error::from) },
+                    async {
+                        sleep(EXCHANGE_TIMEOUT).await;
+                        Err(std::io::ErrorKind::TimedOut.into())
+                    },
+                )
+                .await?;
+                let _ = tcp.set_nodelay(true);
+                tracing::debug!(origin = %addr, "relay: connected to the origin");
+                tcp
+            }
+        };
+        let exchange = async {
+            let agent = concat!("ovation-relay/", env!("CARGO_PKG_VERSION"));
+            let request = client::get_request(&addr.to_string(), path, &token, agent, true);
+            tcp.write_all(&request).await?;
+            let mut buf = Vec::with_capacity(16 * 1024);
+            let mut chunk = vec![0u8; 64 * 1024];
+            loop {
+                let n = tcp.read(&mut chunk).await?;
+                buf.extend_from_slice(&chunk[..n]);
+                if let Some(answer) = client::parse_response(&buf, n == 0, max_body)? {
+                    // One request in flight: bytes past the answer are a broken peer.
+                    return Ok((answer, n == 0));
+                }
+            }
+        };
+        let answer = future::or(exchange, async {
+            sleep(EXCHANGE_TIMEOUT).await;
+            Err(PullError::Timeout)
+        })
+        .await;
+        // Kept only after a complete answer the origin did not close (a failed exchange
+        // drops the connection: its state is unknown).
+        match answer {
+            Ok((answer, eof)) => {
+                if !answer.close && !eof {
+                    self.conn = Some(tcp);
+                }
+                Ok(answer)
+            }
+            Err(e) => Err(e),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -4,8 +4,8 @@
 //! only refuses what it must not buffer: a head over [`MAX_RESPONSE_HEAD`] or a body over
 //! the caller's limit.
 //!
-//! One request per connection (`Connection: close`): a body is framed by `Content-Length`,
-//! by chunked coding, or by the end of the connection.
+//! A body is framed by `Content-Length`, by chunked coding, or by the end of the connection;
+//! [`ClientResponse::close`] says whether the connection may carry another request.
 
 /// Largest response head accepted.
 pub const MAX_RESPONSE_HEAD: usize = 16 * 1024;
@@ -20,6 +20,9 @@ pub struct ClientResponse {
     /// `Content-Type`, if given.
     pub content_type: Option<String>,
     pub body: Vec<u8>,
+    /// The server closes the connection after this answer (`Connection: close`, an
+    /// HTTP/1.0 answer without keep-alive, or a body framed by the close).
+    pub close: bool,
 }
 
 impl ClientResponse {
@@ -45,10 +48,12 @@ pub enum ResponseError {
     Truncated(&'static str),
 }
 
-/// `GET path` to `host`, with a bearer `token` (none when empty), closing after the answer.
-pub fn get_request(host: &str, path: &str, token: &str, agent: &str) -> Vec<u8> {
+/// `GET path` to `host`, with a bearer `token` (none when empty); `keep_alive` false asks
+/// the server to close after the answer.
+pub fn get_request(host: &str, path: &str, token: &str, agent: &str, keep_alive: bool) -> Vec<u8> {
+    let connection = if keep_alive { "keep-alive" } else { "close" };
     let mut req = format!(
-        "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: {agent}\r\nConnection: close\r\n"
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: {agent}\r\nConnection: {connection}\r\n"
     );
     if !token.is_empty() {
         req.push_str("Authorization: Bearer ");
@@ -87,6 +92,8 @@ pub fn parse_response(
         .code
         .ok_or_else(|| ResponseError::Malformed("no status".into()))?;
     let (mut length, mut chunked, mut content_type) = (None, false, None);
+    // HTTP/1.1 keeps the connection unless told otherwise; HTTP/1.0 closes unless told.
+    let mut close = resp.version != Some(1);
     for h in resp.headers.iter() {
         let value = std::str::from_utf8(h.value).map(str::trim);
         if h.name.eq_ignore_ascii_case("content-length") {
@@ -105,18 +112,32 @@ pub fn parse_response(
             chunked = value.is_ok_and(|v| v.to_ascii_lowercase().contains("chunked"));
         } else if h.name.eq_ignore_ascii_case("content-type") {
             content_type = value.ok().map(str::to_owned);
+        } else if h.name.eq_ignore_ascii_case("connection") {
+            let v = value.unwrap_or_default().to_ascii_lowercase();
+            if v.contains("close") {
+                close = true;
+            } else if v.contains("keep-alive") {
+                close = false;
+            }
         }
     }
+    let unframed = !chunked && length.is_none();
     let done = |body: Vec<u8>| {
         Ok(Some(ClientResponse {
             status,
             content_type: content_type.clone(),
             body,
+            close: close || unframed,
         }))
     };
     // 1xx, 204 and 304 carry no body.
     if (100..200).contains(&status) || status == 204 || status == 304 {
-        return done(Vec::new());
+        return Ok(Some(ClientResponse {
+            status,
+            content_type,
+            body: Vec::new(),
+            close,
+        }));
     }
     let rest = &buf[head_len..];
     if chunked {
@@ -185,7 +206,14 @@ mod tests {
         let r = parse_response(full, false, BIG).unwrap().unwrap();
         assert_eq!((r.status, r.body.as_slice()), (200, &b"hello"[..]));
         assert_eq!(r.content_type.as_deref(), Some("video/mp2t"));
-        assert!(r.is_success());
+        assert!(r.is_success() && !r.close, "HTTP/1.1 keeps the connection");
+        let closing =
+            b"HTTP/1.1 401 Unauthorized\r\nConnection: close\r\nContent-Length: 0\r\n\r\n";
+        assert!(parse_response(closing, false, BIG).unwrap().unwrap().close);
+        let old = b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n";
+        assert!(parse_response(old, false, BIG).unwrap().unwrap().close);
+        let kept = b"HTTP/1.0 200 OK\r\nConnection: Keep-Alive\r\nContent-Length: 0\r\n\r\n";
+        assert!(!parse_response(kept, false, BIG).unwrap().unwrap().close);
     }
 
     #[test]
@@ -200,6 +228,7 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!((r.status, r.body.as_slice()), (404, &b"nope"[..]));
+        assert!(r.close, "a body framed by the close");
         let r = parse_response(b"HTTP/1.1 204 No Content\r\n\r\n", false, BIG)
             .unwrap()
             .unwrap();
@@ -260,15 +289,15 @@ mod tests {
 
     #[test]
     fn the_request_names_host_token_and_closes() {
-        let r =
-            String::from_utf8(get_request("10.0.0.1:81", "/api/x", "tok", "ovation/1")).unwrap();
+        let r = get_request("10.0.0.1:81", "/api/x", "tok", "ovation/1", false);
+        let r = String::from_utf8(r).unwrap();
         assert!(
             r.starts_with("GET /api/x HTTP/1.1\r\nHost: 10.0.0.1:81\r\n"),
             "{r}"
         );
         assert!(r.contains("Connection: close\r\n") && r.contains("Authorization: Bearer tok\r\n"));
         assert!(r.ends_with("\r\n\r\n"));
-        let anon = String::from_utf8(get_request("h", "/", "", "a")).unwrap();
-        assert!(!anon.contains("Authorization"));
+        let anon = String::from_utf8(get_request("h", "/", "", "a", true)).unwrap();
+        assert!(!anon.contains("Authorization") && anon.contains("Connection: keep-alive\r\n"));
     }
 }
