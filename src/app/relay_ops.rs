@@ -107,6 +107,7 @@ impl App {
             edge: from.to_owned(),
             api,
             ended: false,
+            lost: false,
             publish,
         };
         let known = self.relays.remote.insert(stream.to_owned(), new);
@@ -161,11 +162,12 @@ impl App {
         }
     }
 
-    /// Edges silent past the announcement ttl: what they were the origin of counts as ended.
+    /// Edges silent past the announcement ttl: what they were the origin of counts as lost
+    /// (its relays end at their first failed pull) until the edge is heard again.
     pub(super) fn relay_origins_gone(&mut self, gone: &[String]) {
         for o in self.relays.remote.values_mut() {
             if gone.contains(&o.edge) {
-                o.ended = true;
+                o.lost = true;
             }
         }
     }
@@ -225,7 +227,10 @@ impl App {
 
     /// Whether the origin of `stream` is known to have ended it or gone away.
     pub fn relay_origin_ended(&self, stream: &str) -> bool {
-        self.relays.remote.get(stream).is_none_or(|o| o.ended)
+        self.relays
+            .remote
+            .get(stream)
+            .is_none_or(|o| o.ended || o.lost)
     }
 
     /// One segment pulled from the origin goes out as the stream's next segment here, with
@@ -242,11 +247,13 @@ impl App {
 
     /// The relay of `relay` is over: the origin's playlist ended (`gave_up` false) or it
     /// could not be pulled (`gave_up`). The audience gets `ended`. If the origin went live
-    /// again meanwhile (a newer publish), a new relay starts.
+    /// again meanwhile (a newer publish), a new relay starts; an origin that was silent on
+    /// the bus is relayed again when it is heard again.
     pub fn end_relay(&mut self, relay: &Relay, gave_up: bool, now_ms: u64) {
         if let Some(o) = self.relays.remote.get_mut(&relay.turn.stream) {
-            // This publish is over (a repeat of its `Live` does not start it again).
-            if gave_up || o.publish == relay.publish {
+            // This publish is over (a repeat of its `Live` does not start it again), unless
+            // the relay gave up on an origin that fell silent (a partition).
+            if (gave_up && !o.lost) || (!gave_up && o.publish == relay.publish) {
                 o.ended = true;
             }
         }
@@ -255,7 +262,7 @@ impl App {
             .relays
             .remote
             .get(&relay.turn.stream)
-            .is_some_and(|o| !o.ended);
+            .is_some_and(|o| !o.ended && !o.lost);
         if again && !self.relays.active.contains_key(&relay.turn.stream) {
             self.start_relay(&relay.turn.stream);
         }
@@ -554,10 +561,23 @@ mod tests {
             live: [("s".to_owned(), 5)].into(),
             ..Announce::default()
         };
-        app.on_bus(from("e1", Msg::Announce(a)), 2);
-        assert_eq!(app.take_relays().len(), 1, "learnt from the announcement");
-        // The origin falls silent: what it was the origin of counts as ended.
+        app.on_bus(from("e1", Msg::Announce(a.clone())), 2);
+        let relays = app.take_relays();
+        assert_eq!(relays.len(), 1, "learnt from the announcement");
+        assert_eq!(relays[0].publish, 5);
+        // The origin falls silent: what it was the origin of counts as lost, and its relay
+        // gives up at its first failed pull.
         app.cluster_tick(1_000_000);
         assert!(app.relay_origin_ended("s"));
+        app.end_relay(&relays[0], true, 1_000_001);
+        assert!(app.take_relays().is_empty());
+        // Heard again, still live with the same publish (a partition healed): relayed again.
+        app.on_bus(from("e1", Msg::Announce(a.clone())), 1_000_002);
+        let revived = app.take_relays();
+        assert_eq!(revived.len(), 1);
+        // A relay that gave up on an origin the bus still hears is final for that publish.
+        app.end_relay(&revived[0], true, 1_000_003);
+        app.on_bus(from("e1", Msg::Announce(a)), 1_000_004);
+        assert!(app.take_relays().is_empty());
     }
 }

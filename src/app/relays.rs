@@ -21,9 +21,13 @@ pub struct Origin {
     pub edge: String,
     /// Its operator API, where the stream is pulled from.
     pub api: SocketAddr,
-    /// The origin said the stream ended (or went silent on the bus): a relay that cannot
-    /// reach it any more ends at once instead of retrying.
+    /// The origin said this publish ended (or its playlist did, or the relay gave up on an
+    /// origin the bus still hears): final for this publish, a repeat of its `Live` does not
+    /// revive it.
     pub ended: bool,
+    /// The origin went silent on the bus: a relay that cannot reach it ends at once; the
+    /// origin heard again (same publish) revives it.
+    pub lost: bool,
     /// The origin's id of the publish live there: a relay of an older publish that ends
     /// (the publisher came back meanwhile) is started again.
     pub publish: u64,
