@@ -324,3 +324,68 @@ fn a_late_edge_relays_a_live_stream_and_ends_it_when_the_origin_dies() {
         "{listed}"
     );
 }
+
+/// NATS down, then back: a stream that goes live on edge 1 while the bus is down is not
+/// known on edge 2 (each edge serves its own), and is relayed by edge 2 once the bus is
+/// back (`live` republished on reconnect, listed in announcements); the relay then keeps
+/// pulling over HTTP through a second NATS outage.
+#[test]
+fn a_stream_that_went_live_during_a_nats_outage_is_relayed_when_it_returns() {
+    if !have("nats-server", "nats-server") || !have("ffmpeg", "ffmpeg") {
+        return;
+    }
+    let mut nats = Nats::start();
+    let url = nats.url();
+    let e1 = Edge::start("n1", "127.0.0.6", Some(&url), &SHORT);
+    let e2 = Edge::start("n2", "127.0.0.7", Some(&url), &SHORT);
+    e1.wait_edges(2);
+    e2.wait_edges(2);
+    let (status, created) = e1.api("POST", "/api/streams", Some(&json!({"id": "out"})));
+    assert_eq!(status, 201, "{created}");
+    let key = created["stream_key"].as_str().unwrap().to_owned();
+    e2.wait("/api/streams", "the stream on edge 2", |b| {
+        b["streams"][0]["id"] == "out"
+    });
+
+    nats.kill();
+    for e in [&e1, &e2] {
+        e.wait("/api/cluster", "the loss", |c| c["connected"] == false);
+    }
+    let publisher = Publisher::start(e1.rtmp, &key, 12);
+    e1.wait("/api/streams", "live on edge 1", |b| {
+        b["streams"][0]["last_segment"].is_object()
+    });
+    let offline = e2.api("GET", "/api/streams", None).1;
+    assert_eq!(offline["streams"][0]["state"], "offline", "{offline}");
+
+    nats.restart();
+    let relayed = e2.wait("/api/streams", "the relay after the bus came back", |b| {
+        b["streams"][0]["relayed_from"] == "n1"
+    });
+    assert_eq!(relayed["streams"][0]["state"], "live", "{relayed}");
+    let first = wait_for("a relayed segment on edge 2", || {
+        let r = get(e2.viewer, "/hls/out/index.m3u8");
+        (r.status == 200).then(|| *blocks(&r.text()).1.keys().last().unwrap())
+    });
+
+    // The bus goes again: the relay carries on over HTTP.
+    nats.kill();
+    wait_for("newer segments on edge 2 without the bus", || {
+        let r = get(e2.viewer, "/hls/out/index.m3u8");
+        let last = *blocks(&r.text()).1.keys().last().unwrap();
+        (last >= first + 2).then_some(())
+    });
+    let (ok, err) = publisher.wait();
+    assert!(ok, "ffmpeg: {err}");
+    wait_for("the ENDLIST on edge 2", || {
+        let text = get(e2.viewer, "/hls/out/index.m3u8").text();
+        text.ends_with("#EXT-X-ENDLIST\n").then_some(())
+    });
+    let s = e2.api("GET", "/api/stats", None).1;
+    assert_eq!(s["relay"]["missed"], 0, "{s}");
+    let origin = e1.api("GET", "/api/stats", None).1;
+    assert_eq!(
+        s["relay"]["segments"], origin["ingest"]["segments"],
+        "every segment cut on the origin, once: {s} {origin}"
+    );
+}
