@@ -300,4 +300,43 @@ mod tests {
         let anon = String::from_utf8(get_request("h", "/", "", "a", true)).unwrap();
         assert!(!anon.contains("Authorization") && anon.contains("Connection: keep-alive\r\n"));
     }
+
+    /// The fuzz target's property on stable Rust: pseudo-random bytes never panic the
+    /// parser, and once a prefix gives a complete answer every longer prefix gives the same.
+    #[test]
+    fn arbitrary_answers_never_panic_and_complete_answers_are_stable() {
+        let seeds: [&[u8]; 3] = [
+            b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nabcdXYZ",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nab\r\n0\r\n\r\nzz",
+            b"HTTP/1.0 503 Service Unavailable\r\nConnection: close\r\n\r\nbusy",
+        ];
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for round in 0..2_000 {
+            let mut bytes = seeds[round % 3].to_vec();
+            for _ in 0..next() % 4 {
+                let i = (next() as usize) % bytes.len();
+                bytes[i] = next() as u8;
+            }
+            let max = (next() % 16) as usize;
+            let mut first = None;
+            for end in 0..=bytes.len() {
+                let _ = parse_response(&bytes[..end], true, max);
+                if let Ok(Some(answer)) = parse_response(&bytes[..end], false, max) {
+                    assert!(answer.body.len() <= max);
+                    match &first {
+                        None => first = Some(answer),
+                        Some(f) => assert_eq!(f, &answer, "{bytes:?}"),
+                    }
+                } else if let Ok(None) = parse_response(&bytes[..end], false, max) {
+                    assert!(first.is_none(), "{bytes:?}");
+                }
+            }
+        }
+    }
 }
