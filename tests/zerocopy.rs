@@ -1,8 +1,9 @@
 //! The zero-copy sender against the plain one, end to end: the same publish served by a
 //! server with `zerocopy = on` (threshold 1 byte, so every live segment body goes out with
 //! `IORING_OP_SEND_ZC`, and every recorded segment with `sendfile` from its file) and by one
-//! with `zerocopy = off`; each serves every live and recorded segment byte for byte as
-//! recorded, and the shard counters show which path carried the bytes. A client vanishing
+//! with `zerocopy = off`, and by one with `zerocopy = auto` (live segments with `sendfile`
+//! from sealed in-memory files); each serves every live and recorded segment byte for byte
+//! as recorded, and the shard counters show which path carried the bytes. A client vanishing
 //! while a recorded segment is being sent leaves no descriptor open in the server. Needs
 //! `ffmpeg` (Debian package; CI installs it).
 
@@ -160,7 +161,7 @@ fn zero_copy_and_plain_sends_serve_byte_identical_segments() {
         "live {live} bytes: {zc_bytes} zero-copy; recorded {recorded} bytes: {sendfile} sendfile; \
          {zc_plain} plain in all"
     );
-    // sendfile exists on every Linux: recorded bodies take it (a full socket sends a chunk
+    // sendfile exists on every Linux: recorded bodies take it (a full socket sends one byte
     // plainly, which loopback with an eager reader rarely sees).
     assert!(
         sendfile > 0 && sendfile <= recorded,
@@ -180,6 +181,34 @@ fn zero_copy_and_plain_sends_serve_byte_identical_segments() {
     assert_eq!(
         counter(&plain.stats, "hls_bytes_plain"),
         total(&plain.live) + total(&plain.recorded)
+    );
+}
+
+/// `zerocopy = auto` (the default): live segments go out with `sendfile` from the sealed
+/// in-memory file the application core makes of each, recorded ones from their files; the
+/// same bytes as recorded, and no `SEND_ZC` at all.
+#[test]
+fn auto_sends_live_segments_from_sealed_memory_files() {
+    let auto = serve_once(&["--zerocopy", "auto", "--zerocopy-threshold-bytes", "1"]);
+    assert!(auto.live == auto.files, "sendfile live bodies differ");
+    assert!(
+        auto.recorded == auto.files,
+        "sendfile recorded bodies differ"
+    );
+    let (live, recorded) = (total(&auto.live), total(&auto.recorded));
+    let sendfile = counter(&auto.stats, "hls_bytes_sendfile");
+    let plain = counter(&auto.stats, "hls_bytes_plain");
+    eprintln!("live {live} + recorded {recorded} bytes: {sendfile} sendfile, {plain} plain");
+    assert_eq!(counter(&auto.stats, "hls_bytes_zerocopy"), 0);
+    assert_eq!(
+        sendfile + plain,
+        live + recorded,
+        "every body byte counted once"
+    );
+    // Each waiting byte goes plainly; everything else leaves from the files.
+    assert!(
+        sendfile > live,
+        "live segments took sendfile too ({sendfile} of {live} + {recorded})"
     );
 }
 

@@ -306,7 +306,7 @@ pub fn main() -> anyhow::Result<()> {
     std::fs::create_dir_all(&tmp)?;
     let file = source(&tmp, 3 * args.secs + 30)?;
     let mut rows = Vec::new();
-    for zerocopy in ["on", "off"] {
+    for zerocopy in ["auto", "on", "off"] {
         let data = tmp.join(format!("data-{zerocopy}"));
         let (server, [viewer, api_addr, rtmp]) = start_ovation(&args, &data, zerocopy)?;
         let pid = server.0.id();
@@ -330,7 +330,7 @@ pub fn main() -> anyhow::Result<()> {
             .as_str()
             .context("recording")?
             .to_owned();
-        if zerocopy == "on" {
+        if zerocopy == "auto" {
             // The recording being made, from its files: what nginx serves below.
             let url = format!("http://{viewer}/hls/bench/rec/{id}/index.m3u8");
             let name = "ovation recording, sendfile";

@@ -11,8 +11,9 @@
 //!   socket whose send queue is empty (several queued casts in one call), and for a media
 //!   response's head and body in one call; [`send_more_nonblocking`] (`MSG_MORE`) for a head
 //!   whose body follows by another path.
-//! - [`sendfile_nonblocking`], [`set_nonblocking`]: the file-backed send path of recorded
-//!   segments (`sendfile(2)` from the segment file into a non-blocking socket).
+//! - [`sendfile_nonblocking`], [`set_nonblocking`]: the file-backed send path of segments
+//!   (`sendfile(2)` from a recorded segment's file, or a live segment's sealed in-memory file
+//!   from [`sealed_memfd`], into a non-blocking socket).
 //! - [`shutdown_write`]: half-close after a close frame.
 //! - [`from_owned_fd`]: hands an owned descriptor to a runtime type that only offers
 //!   `FromRawFd` (glommio's listener and stream types).
@@ -244,6 +245,31 @@ pub fn sendfile_nonblocking(
     Ok(sent as usize)
 }
 
+/// A sealed in-memory file holding `data`: `memfd_create(2)` (close-on-exec, sealing
+/// allowed), `data` written, then sealed against writes, growing and shrinking
+/// (`F_SEAL_WRITE | F_SEAL_GROW | F_SEAL_SHRINK | F_SEAL_SEAL`), so its length and bytes can
+/// never change while it is shared: a response may promise `data.len()` bytes from it. Its
+/// pages are shared memory the kernel can hand to `sendfile(2)` without a copy. `name` shows
+/// only in `/proc/<pid>/fd` (at most 249 bytes; a NUL inside is refused).
+pub fn sealed_memfd(name: &str, data: &[u8]) -> io::Result<std::fs::File> {
+    use std::io::Write as _;
+    let name = std::ffi::CString::new(name)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "a NUL in a memfd name"))?;
+    // SAFETY: `name` is a valid NUL-terminated string that outlives the call; the kernel
+    // copies it and keeps no pointer. The flags are plain integers.
+    let fd = syscall_retry!(unsafe {
+        libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING)
+    })?;
+    // SAFETY: memfd_create returned a new descriptor that nothing else owns; the `File`
+    // becomes its only owner and closes it on drop (also on the error paths below).
+    let mut file = unsafe { std::fs::File::from_raw_fd(fd) };
+    file.write_all(data)?;
+    let seals = libc::F_SEAL_WRITE | libc::F_SEAL_GROW | libc::F_SEAL_SHRINK | libc::F_SEAL_SEAL;
+    // SAFETY: fcntl(F_ADD_SEALS) takes an integer argument, no pointer; `file` is open.
+    syscall!(unsafe { libc::fcntl(file.as_raw_fd(), libc::F_ADD_SEALS, seals) })?;
+    Ok(file)
+}
+
 /// `shutdown(fd, SHUT_WR)`: sends FIN after the queued bytes, so a close frame is not cut off
 /// by a reset when unread input is pending at `close(2)`.
 pub fn shutdown_write(fd: RawFd) -> io::Result<()> {
@@ -407,6 +433,51 @@ mod tests {
         assert_eq!(off, data.len() as u64);
         drop(client);
         assert!(reader.join().unwrap() == data[1000..], "bytes differ");
+    }
+
+    #[test]
+    fn a_sealed_memfd_holds_its_bytes_refuses_change_and_feeds_sendfile() {
+        use std::io::{Read, Seek, Write};
+        let data: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        let mut file = sealed_memfd("ovation-test-segment", &data).unwrap();
+        assert_eq!(file.metadata().unwrap().len(), data.len() as u64);
+        // Sealed: no write, no growth, no truncation.
+        assert!(file.write_all(b"x").is_err());
+        assert!(file.set_len(10).is_err());
+        assert!(file.set_len(data.len() as u64 + 1).is_err());
+        let mut back = Vec::new();
+        file.rewind().unwrap();
+        file.read_to_end(&mut back).unwrap();
+        assert!(back == data, "bytes differ");
+        assert!(
+            sealed_memfd("a\0b", b"x").is_err(),
+            "a NUL in the name is refused"
+        );
+
+        // sendfile from it into a socket: exactly its bytes.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (mut server, _) = listener.accept().unwrap();
+        set_nonblocking(client.as_raw_fd()).unwrap();
+        let reader = std::thread::spawn(move || {
+            let mut got = Vec::new();
+            server.read_to_end(&mut got).unwrap();
+            got
+        });
+        let mut off = 0u64;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while off < data.len() as u64 {
+            match sendfile_nonblocking(client.as_raw_fd(), file.as_raw_fd(), &mut off, 1 << 20) {
+                Ok(n) => assert!(n > 0, "the memfd ended early"),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    assert!(std::time::Instant::now() < deadline, "stuck sending");
+                    std::thread::yield_now();
+                }
+                Err(e) => panic!("sendfile: {e}"),
+            }
+        }
+        drop(client);
+        assert!(reader.join().unwrap() == data, "bytes differ");
     }
 
     #[test]

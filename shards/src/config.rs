@@ -76,9 +76,11 @@ pub struct ShardConfig {
 /// The `zerocopy` setting.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ZeroCopy {
-    /// Zero-copy sends when the kernel offers them.
+    /// Live segments with `sendfile` from sealed in-memory files the application core makes;
+    /// a segment without one with zero-copy sends when the kernel offers them.
     Auto,
-    /// Zero-copy sends; a warning (and plain sends) when the kernel lacks them.
+    /// Live segments with zero-copy sends (`IORING_OP_SEND_ZC`); a warning (and plain sends)
+    /// when the kernel lacks them.
     On,
     /// Plain sends only.
     Off,

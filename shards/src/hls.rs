@@ -34,6 +34,12 @@ pub(crate) async fn serve<G>(
     seat: G,
 ) {
     let _seat = seat;
+    // Every write is a whole response (or its last part): Nagle would hold a response's
+    // sub-MSS tail until the client ACKs the bytes before it, up to a delayed ACK (40 ms).
+    // One setsockopt per HLS connection, not per request (nginx's `tcp_nodelay on`).
+    if let Err(e) = stream.set_nodelay(true) {
+        tracing::debug!(error = %e, "TCP_NODELAY refused on an HLS connection");
+    }
     let limits = Limits {
         max_head: shard.config.max_header_bytes,
         max_body: 0,
@@ -141,20 +147,28 @@ pub(crate) async fn serve<G>(
                     };
                     // A playlist or message goes out with its head in one write; a segment
                     // is sent from its shared buffer after the head (zero-copy when on).
-                    let (head, body) = match answer.body {
-                        Body::Segment(data) => (answer.head, Some(data)),
+                    let (head, body, file) = match answer.body {
+                        Body::Segment(data, file) => (answer.head, Some(data), file),
                         Body::Text(text) => {
                             let mut head = answer.head;
                             head.extend_from_slice(&text);
-                            (head, None)
+                            (head, None, None)
                         }
-                        Body::Empty => (answer.head, None),
+                        Body::Empty => (answer.head, None, None),
                     };
                     let ok = match (&body, wire.is_plain()) {
-                        // Plain: the head leaves with the body, sent from the shared buffer.
+                        // Plain: from the segment's sealed file with `sendfile` where it has
+                        // one, else the head leaves with the body from the shared buffer.
                         (Some(body), true) => {
                             let sender = &shard.sender;
-                            sender.write_segment(&mut stream, &head, body, idle).await
+                            match file {
+                                Some(file) if sender.file_sends() => {
+                                    sender
+                                        .write_segment_file(&mut stream, &head, body, &file, idle)
+                                        .await
+                                }
+                                _ => sender.write_segment(&mut stream, &head, body, idle).await,
+                            }
                         }
                         (None, _) => write(&mut stream, &mut wire, &head, &[], idle).await,
                         // Each TLS connection encrypts the shared bytes: no zero-copy here.

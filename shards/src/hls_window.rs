@@ -10,7 +10,8 @@
 //! a segment outside the window; 503 (`Retry-After`) while a stream is offline or has no
 //! segment yet; 405 for a method other than GET, HEAD or OPTIONS (204, the CORS preflight).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::fs::File;
 use std::io::Write as _;
 use std::sync::Arc;
 
@@ -51,6 +52,9 @@ struct Window {
     playlist: LivePlaylist,
     /// The playlist rendered since the last change (invalidated by every command).
     rendered: PlaylistCache,
+    /// Sealed in-memory files of the segments in the window that have one, by sequence,
+    /// oldest first.
+    files: VecDeque<(u64, Arc<File>)>,
 }
 
 /// Every stream's window on this shard.
@@ -80,7 +84,8 @@ pub struct Answer {
 pub enum Body {
     Empty,
     Text(Vec<u8>),
-    Segment(Arc<[u8]>),
+    /// A segment's shared bytes, and the same bytes in a sealed file when it has one.
+    Segment(Arc<[u8]>, Option<Arc<File>>),
 }
 
 impl Body {
@@ -88,7 +93,7 @@ impl Body {
         match self {
             Body::Empty => &[],
             Body::Text(t) => t,
-            Body::Segment(s) => s,
+            Body::Segment(s, _) => s,
         }
     }
 }
@@ -128,6 +133,7 @@ impl Windows {
             state: State::Offline,
             playlist: LivePlaylist::new(window, target),
             rendered: PlaylistCache::default(),
+            files: VecDeque::new(),
         });
         w.rendered.invalidate();
         w
@@ -140,8 +146,26 @@ impl Windows {
                 self.window(stream);
             }
             MediaCommand::Live { stream } => self.window(stream).state = State::Live,
-            MediaCommand::Segment { stream, segment } => {
-                self.window(stream).playlist.push(segment);
+            MediaCommand::Segment {
+                stream,
+                segment,
+                file,
+            } => {
+                let w = self.window(stream);
+                let sequence = segment.sequence;
+                w.playlist.push(segment);
+                if let Some(file) = file {
+                    w.files.push_back((sequence, file));
+                }
+                // Files leave with their segments (a request holding one keeps it open).
+                let oldest = w.playlist.segments().next().map(|s| s.sequence);
+                while w
+                    .files
+                    .front()
+                    .is_some_and(|(n, _)| oldest.is_none_or(|o| *n < o))
+                {
+                    w.files.pop_front();
+                }
             }
             MediaCommand::Ended { stream } => {
                 let w = self.window(stream);
@@ -239,7 +263,7 @@ impl Windows {
                     if let Some(session) = SessionQuery::parse(query).session {
                         self.sessions.ad_served(session, ad, n, data.len());
                     }
-                    (200, Kind::Segment, Body::Segment(data))
+                    (200, Kind::Segment, Body::Segment(data, None))
                 }
                 None => (404, Kind::Error, text("no such ad segment")),
             };
@@ -296,7 +320,9 @@ impl Windows {
                     self.sessions
                         .segment_served(stream, session, seg.data.len());
                 }
-                (200, Kind::Segment, Body::Segment(seg.data.clone()))
+                let file = w.files.iter().find(|(n, _)| *n == seg.sequence);
+                let file = file.map(|(_, f)| f.clone());
+                (200, Kind::Segment, Body::Segment(seg.data.clone(), file))
             }
             None if seq.is_some() => (404, Kind::Error, text("the segment is not in the window")),
             None => (404, Kind::Error, text("no such media resource")),
@@ -379,6 +405,43 @@ mod tests {
     }
 
     #[test]
+    fn segment_files_travel_with_their_segments_and_leave_with_them() {
+        let mut w = windows();
+        w.apply(MediaCommand::Live { stream: "s".into() });
+        let mut files = Vec::new();
+        for n in 0..5u64 {
+            let segment = seg(n, false);
+            // Segment 4 has no file (its making failed): served from its buffer.
+            let file = (n < 4)
+                .then(|| Arc::new(netstack::sys::sealed_memfd("t", &segment.data).expect("memfd")));
+            files.push(file.clone());
+            w.apply(MediaCommand::Segment {
+                stream: "s".into(),
+                segment,
+                file,
+            });
+        }
+        let held: Vec<u64> = w.streams["s"].files.iter().map(|(n, _)| *n).collect();
+        assert_eq!(
+            held,
+            [2, 3],
+            "files of segments gone from the window are dropped"
+        );
+        assert_eq!(
+            Arc::strong_count(files[0].as_ref().unwrap()),
+            1,
+            "closed on leaving"
+        );
+        let a = w.answer("GET", "/hls/s/3.ts", "", true, 0);
+        let Body::Segment(_, Some(file)) = &a.body else {
+            panic!("segment 3 is served with its file");
+        };
+        assert!(Arc::ptr_eq(file, files[3].as_ref().unwrap()));
+        let a = w.answer("GET", "/hls/s/4.ts", "", true, 0);
+        assert!(matches!(a.body, Body::Segment(_, None)));
+    }
+
+    #[test]
     fn the_window_slides_and_segments_are_shared_not_copied() {
         let mut w = windows();
         w.apply(MediaCommand::Live { stream: "s".into() });
@@ -391,6 +454,7 @@ mod tests {
             w.apply(MediaCommand::Segment {
                 stream: "s".into(),
                 segment: seg(n, n == 4),
+                file: None,
             });
         }
         assert_eq!(w.segments("s"), 3);
@@ -418,7 +482,7 @@ mod tests {
         assert!(head(&a).contains("Connection: close\r\n"));
         assert!(head(&a).contains("immutable"));
         assert!(head(&a).contains("Content-Type: video/mp2t\r\n"));
-        let Body::Segment(shared) = &a.body else {
+        let Body::Segment(shared, _) = &a.body else {
             panic!("a segment body is the shared buffer");
         };
         let held = w.streams["s"].playlist.segment(3).unwrap().data.clone();
@@ -458,6 +522,7 @@ mod tests {
             w.apply(MediaCommand::Segment {
                 stream: "s".into(),
                 segment: seg(n, false),
+                file: None,
             });
             for _ in 0..2 {
                 let text = get(&mut w);
@@ -496,6 +561,7 @@ mod tests {
         w.apply(MediaCommand::Segment {
             stream: "s".into(),
             segment: seg(0, false),
+            file: None,
         });
         let alphabet = b"/hls.ts0123456789?=&%session\r\n\xff-_s_ads/";
         let mut x: u64 = 0x2545_F491_4F6C_DD1D;
@@ -527,6 +593,7 @@ mod tests {
         w.apply(MediaCommand::Segment {
             stream: "s".into(),
             segment: seg(0, false),
+            file: None,
         });
         let a = w.answer("GET", "/hls/s/index.m3u8", "", true, 0);
         assert_eq!(a.status, 403, "hls_require_session");
@@ -583,6 +650,7 @@ mod tests {
         w.apply(MediaCommand::Segment {
             stream: "s".into(),
             segment: seg(0, false),
+            file: None,
         });
         let a = w.answer("OPTIONS", "/hls/s/index.m3u8", "", true, 0);
         assert_eq!(a.status, 204);

@@ -208,6 +208,10 @@ pub enum MediaCommand {
     Segment {
         stream: Box<str>,
         segment: media::segmenter::Segment,
+        /// The same bytes in a sealed in-memory file (`netstack::sys::sealed_memfd`), made
+        /// once by the application core, for the `sendfile` path; `None` when zero-copy is
+        /// not `auto` or the file could not be made.
+        file: Option<Arc<std::fs::File>>,
     },
     /// The publish ended: the playlist gets `EXT-X-ENDLIST`.
     Ended { stream: Box<str> },

@@ -1,17 +1,21 @@
 //! The media sender: how a segment body leaves a shard. Live segments are shared `Arc`
-//! buffers; a body at or above `zerocopy_threshold` goes out with `IORING_OP_SEND_ZC` from
+//! buffers, and with `zerocopy = auto` also sealed in-memory files made once by the
+//! application core: [`Sender::write_segment_file`] sends those with `sendfile(2)` (no copy
+//! through user space, on loopback too). Without a file, a body at or above
+//! `zerocopy_threshold` goes out with `IORING_OP_SEND_ZC` from
 //! that buffer (no userspace copy, and none per viewer), through the shard's own
 //! [`ZcSender`] ring; smaller bodies, and everything when zero-copy is off or the kernel
 //! lacks the op, go through glommio's ordinary send. When the socket's send buffer is full
-//! a chunk goes through glommio's send (which waits for room), then zero-copy resumes.
+//! the next byte goes through glommio's send, which waits for room (it polls for `POLLOUT`),
+//! then zero-copy resumes: waiting copies one byte, not a chunk.
 //!
 //! The kernel holds each zero-copy buffer until its notification; [`reaper`] reaps them on a
 //! timer while any are outstanding, so buffers return promptly even when no send follows.
 //!
 //! Recorded segments are files: unless zero-copy is off, [`Sender::write_file`] hands them to
 //! the kernel with `sendfile(2)` (page cache to socket, no copy through user space) on the
-//! socket made non-blocking; when the socket is full, one chunk is read and written through
-//! glommio's send (which waits for room), then `sendfile` resumes. Where `sendfile` is
+//! socket made non-blocking; when the socket is full, the next byte is read and written
+//! through glommio's send (which waits for room), then `sendfile` resumes. Where `sendfile` is
 //! refused for the file (a file system without it), the shard falls back to reads and plain
 //! sends for good.
 
@@ -31,8 +35,6 @@ use crate::config::ZeroCopy;
 use crate::hls_files::OpenFile;
 use crate::stats::ShardStats;
 
-/// Bytes written through glommio's send when the socket is full, before zero-copy resumes.
-const FALLBACK_CHUNK: usize = 64 * 1024;
 /// Bytes read and written per step when a recorded file goes out without `sendfile`.
 const PLAIN_FILE_CHUNK: u64 = 256 * 1024;
 
@@ -154,12 +156,9 @@ impl Sender {
                     Some(Err(_)) => return false,
                 }
             }
-            // Plain send: all of it, or (socket full) a chunk, which waits for room.
-            let end = if zero_copy {
-                (off + FALLBACK_CHUNK).min(body.len())
-            } else {
-                body.len()
-            };
+            // Plain send: all of it, or (socket full) one byte, which waits for room (glommio
+            // polls for POLLOUT) before zero-copy resumes.
+            let end = if zero_copy { off + 1 } else { body.len() };
             let chunk = &body[off..end];
             if !write_all(stream, chunk, limit).await {
                 return false;
@@ -169,6 +168,15 @@ impl Sender {
         }
         true
     }
+}
+
+/// Where the bytes of a file being sent with `sendfile` can also be had, for the byte that
+/// waits for room and for the plain path where `sendfile` is refused.
+enum Fallback<'a> {
+    /// A recorded segment: read from its file.
+    Disk(&'a OpenFile),
+    /// A live segment: its shared buffer holds the same bytes as its sealed file.
+    Memory(&'a [u8]),
 }
 
 impl Sender {
@@ -182,33 +190,73 @@ impl Sender {
         file: &OpenFile,
         limit: Duration,
     ) -> bool {
+        let fd = file.file.as_raw_fd();
+        self.send_file(stream, fd, file.len, Fallback::Disk(file), limit)
+            .await
+    }
+
+    /// Writes a live segment's `head` and body from `file`, the sealed in-memory file holding
+    /// the same bytes as `body` (`netstack::sys::sealed_memfd`): the head with `MSG_MORE`,
+    /// the body with `sendfile`, so no byte is copied through user space per viewer.
+    pub async fn write_segment_file(
+        &self,
+        stream: &mut TcpStream,
+        head: &[u8],
+        body: &Arc<[u8]>,
+        file: &std::fs::File,
+        limit: Duration,
+    ) -> bool {
+        if body.is_empty() {
+            return write_all(stream, head, limit).await;
+        }
+        let len = body.len() as u64;
+        write_head(stream, head, limit).await
+            && self
+                .send_file(stream, file.as_raw_fd(), len, Fallback::Memory(body), limit)
+                .await
+    }
+
+    /// Sends bytes `[0, len)` of the file `fd` with `sendfile` on the socket made
+    /// non-blocking; when the socket is full, the next byte goes through glommio's send, which
+    /// waits for room (bounded by `limit`), then `sendfile` resumes.
+    async fn send_file(
+        &self,
+        stream: &mut TcpStream,
+        fd: std::os::fd::RawFd,
+        len: u64,
+        fallback: Fallback<'_>,
+        limit: Duration,
+    ) -> bool {
         let sock = stream.as_raw_fd();
         if self.files.get() {
             if let Err(e) = netstack::sys::set_nonblocking(sock) {
                 tracing::debug!(error = %e, "a socket refused O_NONBLOCK: plain sends");
-                return self.write_file_plain(stream, file, 0, limit).await;
+                return self.write_plain(stream, &fallback, 0, len, limit).await;
             }
         }
         let mut off = 0u64;
-        while off < file.len {
+        while off < len {
             if !self.files.get() {
-                return self.write_file_plain(stream, file, off, limit).await;
+                return self.write_plain(stream, &fallback, off, len, limit).await;
             }
-            let rest = usize::try_from(file.len - off).unwrap_or(usize::MAX);
-            let fd = file.file.as_raw_fd();
+            let rest = usize::try_from(len - off).unwrap_or(usize::MAX);
             match netstack::sys::sendfile_nonblocking(sock, fd, &mut off, rest) {
                 Ok(0) => return false, // the file is shorter than promised
                 Ok(n) => ShardStats::add(&self.stats.hls_bytes_sendfile, n as u64),
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                    // Full: one chunk through glommio's send, which waits for room.
-                    let end = (off + FALLBACK_CHUNK as u64).min(file.len);
-                    if !self.write_file_chunk(stream, file, off, end, limit).await {
+                    // Full: wait for room by writing the next byte through glommio's send
+                    // (which polls for POLLOUT), then `sendfile` resumes. One byte, not a
+                    // chunk: the rest still leaves from the page cache, uncopied.
+                    if !self
+                        .write_plain(stream, &fallback, off, off + 1, limit)
+                        .await
+                    {
                         return false;
                     }
-                    off = end;
+                    off += 1;
                 }
                 Err(e) if unsupported(&e) => {
-                    tracing::info!(error = %e, "sendfile refused for recordings: plain sends");
+                    tracing::info!(error = %e, "sendfile refused: plain sends");
                     self.files.set(false);
                 }
                 Err(_) => return false,
@@ -217,43 +265,38 @@ impl Sender {
         true
     }
 
-    /// The plain path for a file: read in chunks and write, from `off` to its end.
-    async fn write_file_plain(
+    /// The plain path: bytes `[off, end)` through glommio's send (a file's in chunks read
+    /// from it), each wait bounded by `limit`.
+    async fn write_plain(
         &self,
         stream: &mut TcpStream,
-        file: &OpenFile,
+        fallback: &Fallback<'_>,
         mut off: u64,
-        limit: Duration,
-    ) -> bool {
-        while off < file.len {
-            let end = (off + PLAIN_FILE_CHUNK).min(file.len);
-            if !self.write_file_chunk(stream, file, off, end, limit).await {
-                return false;
-            }
-            off = end;
-        }
-        true
-    }
-
-    /// Reads `[off, end)` of `file` and writes it with glommio's send (bounded by `limit`).
-    async fn write_file_chunk(
-        &self,
-        stream: &mut TcpStream,
-        file: &OpenFile,
-        off: u64,
         end: u64,
         limit: Duration,
     ) -> bool {
-        let want = (end - off) as usize;
-        let chunk = match file.read_at(off, want).await {
-            Ok(chunk) if chunk.len() == want => chunk,
-            _ => return false,
-        };
-        let wrote = write_all(stream, &chunk, limit).await;
-        if wrote {
-            ShardStats::add(&self.stats.hls_bytes_plain, want as u64);
+        while off < end {
+            let to = (off + PLAIN_FILE_CHUNK).min(end);
+            let wrote = match fallback {
+                Fallback::Disk(file) => {
+                    let want = (to - off) as usize;
+                    match file.read_at(off, want).await {
+                        Ok(chunk) if chunk.len() == want => write_all(stream, &chunk, limit).await,
+                        _ => false,
+                    }
+                }
+                Fallback::Memory(bytes) => match bytes.get(off as usize..to as usize) {
+                    Some(chunk) => write_all(stream, chunk, limit).await,
+                    None => false,
+                },
+            };
+            if !wrote {
+                return false;
+            }
+            ShardStats::add(&self.stats.hls_bytes_plain, to - off);
+            off = to;
         }
-        wrote
+        true
     }
 }
 

@@ -9,10 +9,12 @@
 //! back continues the same playlist after a discontinuity.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use media::segmenter::{Segment, Segmenter, SegmenterConfig, SegmenterError};
 use media::MediaKind;
 use serde_json::json;
+use shards::config::ZeroCopy;
 use shards::proto::{MediaCommand, ShardCommand};
 
 use super::media_state::IngestStats;
@@ -263,14 +265,39 @@ impl App {
         self.live
             .last_segment
             .insert(stream.to_owned(), (segment.sequence, now_ms));
+        let file = self.segment_file(stream, &segment);
         let name: Box<str> = stream.into();
-        // One message per shard; each carries the same `Arc` buffer.
+        // One message per shard; each carries the same `Arc` buffer (and file).
         self.broadcast(|| {
             ShardCommand::Media(MediaCommand::Segment {
                 stream: name.clone(),
                 segment: segment.clone(),
+                file: file.clone(),
             })
         });
+    }
+
+    /// The segment's bytes in a sealed in-memory file, made once here and shared by every
+    /// shard, so plain viewers get it with `sendfile` (no copy through user space per viewer;
+    /// on loopback too, where the kernel copies `SEND_ZC` pages anyway). Only with
+    /// `zerocopy = auto`, for bodies at or above the zero-copy threshold.
+    fn segment_file(&mut self, stream: &str, segment: &Segment) -> Option<Arc<std::fs::File>> {
+        let auto = ZeroCopy::parse(&self.config.zerocopy) == Some(ZeroCopy::Auto);
+        if !auto
+            || self.live.segment_files_failed
+            || segment.data.len() < self.config.zerocopy_threshold_bytes.max(1)
+        {
+            return None;
+        }
+        let name = format!("ovation-{stream}-{}", segment.sequence);
+        match netstack::sys::sealed_memfd(&name, &segment.data) {
+            Ok(file) => Some(Arc::new(file)),
+            Err(e) => {
+                tracing::warn!(error = %e, "in-memory segment files unavailable: segments go out from their buffers");
+                self.live.segment_files_failed = true;
+                None
+            }
+        }
     }
 
     /// The latest segment of a stream and the wall time it was completed.

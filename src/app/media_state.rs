@@ -60,4 +60,7 @@ pub struct Live {
     pub(super) pending_rebroadcasts: Vec<Rebroadcast>,
     /// Raised when a rebroadcast is queued.
     pub(super) rebroadcast_queued: std::rc::Rc<shards::sync::Signal>,
+    /// Sealed in-memory segment files could not be made (logged once; shards send from
+    /// the shared buffers instead).
+    pub(super) segment_files_failed: bool,
 }
