@@ -190,7 +190,8 @@ fn a_stream_ingested_on_edge_1_plays_from_edge_3() {
     );
 
     // The viewer's session playlist on edge 3 plays (ffprobe reads H.264 and AAC from it),
-    // and more viewers fetching from edge 3 pull nothing more from the origin.
+    // and three more viewers watching on edge 3, each playing its own session playlist,
+    // pull nothing more from the origin (checked by the counters at the end).
     let session = get(e3.viewer, &target(&session_url));
     assert_eq!(session.status, 200, "{}", session.head);
     assert!(
@@ -204,12 +205,50 @@ fn a_stream_ingested_on_edge_1_plays_from_edge_3() {
         found.contains("codec_name=h264") && found.contains("codec_name=aac"),
         "{found}"
     );
-    for _ in 0..4 {
-        let r = get(e3.viewer, "/hls/main/index.m3u8");
-        for seq in blocks(&r.text()).1.keys() {
-            get(e3.viewer, &format!("/hls/main/{seq}.ts"));
+    let mut others = Vec::new();
+    for _ in 0..3 {
+        let (mut ws, _) = connect(&e3.url(), None);
+        send_json(&mut ws, &json!({"type": "watch", "stream": "main"}));
+        let url = next_of_type(&mut ws, "endpoint")["url"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        others.push((ws, url));
+    }
+    for _ in 0..2 {
+        for (_, url) in &others {
+            let r = get(e3.viewer, &target(url));
+            assert_eq!(r.status, 200, "{}", r.head);
+            for (seq, _) in blocks(&r.text()).1 {
+                let path = format!("/hls/main/{seq}.ts?{}", url.split_once('?').unwrap().1);
+                assert_eq!(get(e3.viewer, &path).status, 200);
+            }
         }
     }
+
+    // How long after the origin cut a segment edge 3 had it (the relay's added delay), for
+    // the next two segments the origin cuts.
+    let last = |e: &Edge| -> Option<(u64, u64)> {
+        let s = e.api("GET", "/api/streams", None).1;
+        let l = &s["streams"][0]["last_segment"];
+        Some((l["sequence"].as_u64()?, l["completed_ms"].as_u64()?))
+    };
+    let mut seen = last(e1).map(|(seq, _)| seq);
+    let mut delays = Vec::new();
+    for _ in 0..2 {
+        let (seq, cut_ms) = wait_for("the origin's next segment", || {
+            let now = last(e1)?;
+            (Some(now.0) != seen).then_some(now)
+        });
+        seen = Some(seq);
+        let relayed_ms = wait_for("the same segment on edge 3", || {
+            let (s3, at) = last(e3)?;
+            (s3 >= seq).then_some(at)
+        });
+        delays.push(relayed_ms.saturating_sub(cut_ms));
+    }
+    eprintln!("relay delay (edge 3 after the origin cut the segment): {delays:?} ms");
+    assert!(delays.iter().all(|d| *d < 5_000), "{delays:?}");
 
     // The publisher stops: edge 3's audience gets `ended`, its playlist an ENDLIST.
     let (ok, err) = publisher.wait();
