@@ -159,13 +159,21 @@ async fn pull(
         if after.is_some_and(|a| seq <= a) {
             continue;
         }
+        // Segments that left the origin's window before this edge saw them (a long stall, a
+        // relay started again after the origin was unreachable): counted, and the next one
+        // is marked discontinuous.
+        if let Some(skipped) = after
+            .and_then(|a| seq.checked_sub(a + 1))
+            .filter(|n| *n > 0)
+        {
+            app.borrow_mut().relay_counted(0, 0, skipped);
+            gap = true;
+        }
         let path = format!("/api/relay/{stream}/{seq}.ts");
         let answer = origin.get(&path, MAX_SEGMENT_BYTES).await?;
         if answer.status == 404 {
-            // It left the origin's window before this edge asked: skipped, and the next one
-            // is marked discontinuous.
-            app.borrow_mut().relay_counted(0, 0, 1);
-            gap = true;
+            // It left the origin's window since the playlist was read: skipped like those
+            // above (counted when the next one is released).
             continue;
         }
         if answer.status != 200 {
