@@ -308,7 +308,7 @@ impl App {
 
     /// A stream registered (or its key rotated) on another edge.
     fn remote_stream(&mut self, id: String, title: Option<String>, hash: &str, created_ms: u64) {
-        let Some(hash) = streams::parse_hash(hash).filter(|_| plain_id(&id)) else {
+        let Some(hash) = streams::parse_hash(hash).filter(|_| streams::plain_id(&id)) else {
             return tracing::warn!(stream = id, "refusing a malformed stream record");
         };
         let stream = if self.streams.contains(&id) {
@@ -340,7 +340,7 @@ impl App {
             return;
         }
         // Shards count choices in a byte; the API allows far fewer.
-        if choices.is_empty() || choices.len() > usize::from(u8::MAX) || !plain_id(&id) {
+        if choices.is_empty() || choices.len() > usize::from(u8::MAX) || !streams::plain_id(&id) {
             return tracing::warn!(edge = from, "refusing a malformed poll from another edge");
         }
         if !self.streams.contains(&stream) || self.polls.check_new(&stream).is_err() {
@@ -436,15 +436,6 @@ impl App {
             }
         }
     }
-}
-
-/// An id as the API accepts them (letters, digits, `-`, `_`, `.`; at most 128 bytes): what
-/// another edge sends is checked like what an operator sends.
-fn plain_id(id: &str) -> bool {
-    (1..=128).contains(&id.len())
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
 fn stream_msg(s: &super::Stream) -> Msg {

@@ -18,7 +18,7 @@ use media::playlist::{LivePlaylist, UriTemplate};
 use media::segmenter::Segment;
 
 use super::relays::{Origin, OriginRefusal, Relay, RelayStats};
-use super::streams::{PublishTurn, StreamState};
+use super::streams::{self, PublishTurn, StreamState};
 use super::App;
 
 impl App {
@@ -100,7 +100,11 @@ impl App {
     /// announcement listing it): relay it. The same publish again (a repeat on `hello`, a
     /// late announcement) starts nothing once its relay ended.
     pub(super) fn remote_live(&mut self, from: &str, stream: &str, api: &str, publish: u64) {
-        let Some(api) = api.parse::<SocketAddr>().ok().filter(|_| plain(stream)) else {
+        let Some(api) = api
+            .parse::<SocketAddr>()
+            .ok()
+            .filter(|_| streams::plain_id(stream))
+        else {
             return tracing::warn!(edge = from, stream, api, "refusing a malformed live stream");
         };
         let new = Origin {
@@ -320,14 +324,6 @@ impl App {
         self.relays.stats.served_bytes += data.len() as u64;
         Some(data)
     }
-}
-
-/// A stream id as the API accepts them.
-fn plain(id: &str) -> bool {
-    (1..=128).contains(&id.len())
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
 #[cfg(test)]
