@@ -12,12 +12,10 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
 
 use common::cluster::{have, Edge, Nats};
 use common::hls::{get, target};
-use common::media::{wait_for, Publisher, MEDIA_WAIT};
+use common::media::{ffprobe, wait_for, Publisher, MEDIA_WAIT};
 use common::*;
 use serde_json::{json, Value};
 
@@ -51,36 +49,6 @@ fn stats(edge: &Edge) -> Value {
     let (status, body) = edge.api("GET", "/api/stats", None);
     assert_eq!(status, 200, "{body}");
     body
-}
-
-fn ffprobe(url: &str) -> (bool, String) {
-    let child = Command::new("ffprobe")
-        .args(["-v", "error", "-show_entries", "stream=codec_name"])
-        .args(["-of", "default=noprint_wrappers=1"])
-        .args(["-rw_timeout", "10000000"])
-        .arg(url)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn ffprobe");
-    let (tx, rx) = mpsc::channel();
-    let pid = child.id();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    match rx.recv_timeout(MEDIA_WAIT) {
-        Ok(out) => {
-            let out = out.expect("ffprobe output");
-            let text = String::from_utf8_lossy(&out.stdout).into_owned()
-                + &String::from_utf8_lossy(&out.stderr);
-            (out.status.success(), text)
-        }
-        Err(_) => {
-            let _ = Command::new("kill").arg("-9").arg(pid.to_string()).status();
-            panic!("ffprobe did not finish in time");
-        }
-    }
 }
 
 #[test]
@@ -199,8 +167,13 @@ fn a_stream_ingested_on_edge_1_plays_from_edge_3() {
         "{}",
         session.text()
     );
-    let (probed, found) = ffprobe(&session_url);
-    assert!(probed, "ffprobe: {found}");
+    let probe = ffprobe(&session_url);
+    let found = String::from_utf8_lossy(&probe.stdout);
+    assert!(
+        probe.status.success(),
+        "ffprobe: {}",
+        String::from_utf8_lossy(&probe.stderr)
+    );
     assert!(
         found.contains("codec_name=h264") && found.contains("codec_name=aac"),
         "{found}"
