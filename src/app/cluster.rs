@@ -462,79 +462,16 @@ fn poll_opened(p: &super::Poll) -> Msg {
 
 #[cfg(test)]
 mod tests {
-    use std::cell::RefCell;
-    use std::rc::Rc;
-    use std::sync::Arc;
-
-    use cluster::{Envelope, Msg};
+    use cluster::Msg;
     use serde_json::json;
     use shards::proto::ShardCommand;
 
-    use super::super::downlink::Downlink;
+    use super::super::test_bus::{self, from};
     use super::*;
-    use crate::config::Config;
-
-    /// A bus that records what the core publishes; nothing comes in by itself.
-    struct Recorder {
-        sent: Rc<RefCell<Vec<Msg>>>,
-        keep: cluster::flume::Sender<BusEvent>,
-        rx: cluster::flume::Receiver<BusEvent>,
-    }
-
-    impl Bus for Recorder {
-        fn mode(&self) -> &'static str {
-            "nats"
-        }
-        fn edge(&self) -> &str {
-            "e1"
-        }
-        fn publish(&self, msg: Msg) {
-            self.sent.borrow_mut().push(msg);
-        }
-        fn connected(&self) -> bool {
-            true
-        }
-        fn dropped(&self) -> u64 {
-            let _ = &self.keep;
-            0
-        }
-        fn events(&self) -> cluster::flume::Receiver<BusEvent> {
-            self.rx.clone()
-        }
-    }
-
-    fn clustered() -> (App, Rc<Downlink>, Rc<RefCell<Vec<Msg>>>) {
-        let down: Rc<Downlink> = Rc::default();
-        let config = Config {
-            edge_id: "e1".into(),
-            ..Config::default()
-        };
-        let mut app = App::new(
-            Arc::new(config),
-            vec![Arc::default()],
-            vec![down.clone()],
-            1_000,
-        );
-        let sent = Rc::new(RefCell::new(Vec::new()));
-        let (keep, rx) = cluster::flume::bounded(1);
-        app.set_bus(Box::new(Recorder {
-            sent: sent.clone(),
-            keep,
-            rx,
-        }));
-        (app, down, sent)
-    }
-
-    fn from(edge: &str, msg: Msg) -> BusEvent {
-        BusEvent::Message(Envelope {
-            from: edge.into(),
-            msg,
-        })
-    }
 
     #[test]
     fn another_edges_group_and_cast_reach_this_edges_shards_once() {
-        let (mut app, down, sent) = clustered();
+        let (mut app, down, sent) = test_bus::clustered("e1", 1_000);
         let predicate = serde_json::to_value(Predicate::default()).unwrap();
         let group = Msg::Group {
             key: "g1-e2".into(),
@@ -571,7 +508,7 @@ mod tests {
 
     #[test]
     fn remote_tallies_replace_and_malformed_messages_are_refused() {
-        let (mut app, _down, _sent) = clustered();
+        let (mut app, _down, _sent) = test_bus::clustered("e1", 1_000);
         let stream = Msg::Stream {
             id: "s".into(),
             title: None,

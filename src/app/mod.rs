@@ -540,4 +540,6 @@ mod operator;
 mod poll_runner;
 
 #[cfg(test)]
+mod test_bus;
+#[cfg(test)]
 mod tests;

@@ -329,72 +329,18 @@ impl App {
 #[cfg(test)]
 mod tests {
     use std::cell::RefCell;
-    use std::rc::Rc;
 
-    use cluster::{Bus, BusEvent, Envelope};
     use shards::proto::{MediaCommand, ShardCommand};
 
     use super::super::downlink::Downlink;
+    use super::super::test_bus::{self, from};
     use super::super::PublishError;
     use super::*;
-    use crate::config::Config;
-
-    /// A bus that records what the core publishes.
-    struct Recorder {
-        sent: Rc<RefCell<Vec<Msg>>>,
-        rx: cluster::flume::Receiver<BusEvent>,
-        _keep: cluster::flume::Sender<BusEvent>,
-    }
-
-    impl Bus for Recorder {
-        fn mode(&self) -> &'static str {
-            "nats"
-        }
-        fn edge(&self) -> &str {
-            "e3"
-        }
-        fn publish(&self, msg: Msg) {
-            self.sent.borrow_mut().push(msg);
-        }
-        fn connected(&self) -> bool {
-            true
-        }
-        fn dropped(&self) -> u64 {
-            0
-        }
-        fn events(&self) -> cluster::flume::Receiver<BusEvent> {
-            self.rx.clone()
-        }
-    }
 
     fn edge() -> (App, Rc<Downlink>, Rc<RefCell<Vec<Msg>>>) {
-        let down: Rc<Downlink> = Rc::default();
-        let config = Config {
-            edge_id: "e3".into(),
-            ..Config::default()
-        };
-        let mut app = App::new(
-            Arc::new(config),
-            vec![Arc::default()],
-            vec![down.clone()],
-            0,
-        );
-        let sent = Rc::new(RefCell::new(Vec::new()));
-        let (keep, rx) = cluster::flume::bounded(1);
-        app.set_bus(Box::new(Recorder {
-            sent: sent.clone(),
-            rx,
-            _keep: keep,
-        }));
+        let (mut app, down, sent) = test_bus::clustered("e3", 0);
         app.set_api_addr("10.0.0.3:8081".parse().unwrap());
         (app, down, sent)
-    }
-
-    fn from(edge: &str, msg: Msg) -> BusEvent {
-        BusEvent::Message(Envelope {
-            from: edge.into(),
-            msg,
-        })
     }
 
     fn live(stream: &str, publish: u64) -> Msg {
