@@ -7,7 +7,8 @@
 //! process assembly ([`server`]) that starts the shards (crate `shards`) and the
 //! application core on their executors and joins them with lock-free channels.
 //! [`recorder`] writes recordings of live streams on a thread of its own; [`rebroadcast`]
-//! plays a recording out as a live stream. [`limits`]
+//! plays a recording out as a live stream; [`relay`] pulls a stream live on another edge of
+//! a cluster from that edge (its origin) and serves it here. [`limits`]
 //! checks at startup that the host's limits fit the configuration.
 
 #![forbid(unsafe_code)]
@@ -19,5 +20,6 @@ pub mod ingest;
 pub mod limits;
 pub mod rebroadcast;
 pub mod recorder;
+pub mod relay;
 pub mod server;
 pub mod vast;

@@ -352,6 +352,9 @@ async fn app_core(
     if let Ok(rtmp_addr) = rtmp_listener.local_addr() {
         app.borrow_mut().set_addresses(viewer_addr, rtmp_addr);
     }
+    if let Ok(api_addr) = api_listener.local_addr() {
+        app.borrow_mut().set_api_addr(api_addr);
+    }
     if config.record {
         let root = config.data_dir.join("recordings");
         match crate::recorder::Recorder::start(root, config.hls_segment_ms.div_ceil(1000)) {
@@ -414,6 +417,11 @@ async fn app_core(
     ));
 
     let rebroadcasts = glommio::spawn_local(crate::rebroadcast::serve(app.clone()));
+    // Streams live on another edge, pulled from it (a single edge never queues one).
+    let relays = glommio::spawn_local(crate::relay::serve(
+        app.clone(),
+        Rc::from(api_token.as_str()),
+    ));
     let vast = glommio::spawn_local(crate::vast::serve(app.clone()));
     let ingest = glommio::spawn_local(crate::ingest::serve(
         netstack::sys::from_owned_fd(rtmp_listener),
@@ -433,7 +441,7 @@ async fn app_core(
     load.draining
         .store(true, std::sync::atomic::Ordering::Relaxed);
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
-    drop((api, ticker, ingest, rebroadcasts, vast));
+    drop((api, ticker, ingest, rebroadcasts, vast, relays));
     graceful_shutdown(&app, Duration::from_millis(config.shutdown_grace_ms)).await;
     for link in links {
         link.await;

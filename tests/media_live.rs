@@ -9,8 +9,7 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Command, Output, Stdio};
-use std::sync::mpsc;
+use std::process::Command;
 
 use common::hls::{read_one_response, request as http, split_response, target};
 use common::media::*;
@@ -66,36 +65,6 @@ fn patient_viewer(server: &Server) -> Ws {
         s.set_read_timeout(Some(MEDIA_WAIT)).unwrap();
     }
     ws
-}
-
-fn ffprobe(url: &str) -> Output {
-    require_tool("ffprobe");
-    let child = Command::new("ffprobe")
-        .args(["-v", "error", "-show_entries", "stream=codec_name"])
-        .args([
-            "-of",
-            "default=noprint_wrappers=1",
-            "-rw_timeout",
-            "10000000",
-        ])
-        .arg(url)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn ffprobe");
-    let (tx, rx) = mpsc::channel();
-    let pid = child.id();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    match rx.recv_timeout(MEDIA_WAIT) {
-        Ok(out) => out.expect("ffprobe output"),
-        Err(_) => {
-            let _ = Command::new("kill").arg("-9").arg(pid.to_string()).status();
-            panic!("ffprobe did not finish in time");
-        }
-    }
 }
 
 #[test]

@@ -50,7 +50,8 @@ const CRATES: &[(&str, &str, &[&str])] = &[
 /// its state lives in `app::remediation`. `app::recording_runner` (recordings; state in
 /// `app::recordings`) and `app::rebroadcast` (state in `app::media_state`) likewise, and
 /// `app::session_ops` (viewing sessions; state in `app::sessions`) and `app::ad_ops` (ads,
-/// programs, breaks, beacons; state in `app::ads`).
+/// programs, breaks, beacons; state in `app::ads`). `app::relay_ops` relays streams across
+/// edges; its state lives in `app::relays`.
 const IMPL_EXTENSIONS: &[(&str, &str)] = &[
     ("ovation", "app::operator"),
     ("ovation", "app::poll_runner"),
@@ -63,6 +64,7 @@ const IMPL_EXTENSIONS: &[(&str, &str)] = &[
     ("ovation", "app::cluster_votes"),
     ("ovation", "app::session_ops"),
     ("ovation", "app::ad_ops"),
+    ("ovation", "app::relay_ops"),
 ];
 
 /// The product part of a source file: everything before a trailing `#[cfg(test)]` module.

@@ -38,6 +38,11 @@ pub struct Announce {
     pub groups: BTreeMap<String, u64>,
     /// Polls open on it.
     pub polls: Vec<String>,
+    /// Streams live with it as their origin (ingested or rebroadcast there), each with its
+    /// publish id (as in [`Msg::Live`]): an edge that joined late or missed a `Live` while
+    /// the bus was down learns them here.
+    #[serde(default)]
+    pub live: BTreeMap<String, u64>,
 }
 
 /// What edges tell each other.
@@ -81,6 +86,17 @@ pub enum Msg {
         created_ms: u64,
         closes_at_ms: u64,
     },
+    /// A stream went live with the sender as its origin: the other edges pull its playlist
+    /// and segments from the sender's API address `api` (origin-edge pull over HTTP).
+    /// `publish` identifies this publish (it rises with each one, across restarts of the
+    /// origin): a repeat of the same `Live` (on `hello`) is not a new publish.
+    Live {
+        stream: String,
+        api: String,
+        publish: u64,
+    },
+    /// The stream whose origin is the sender ended there.
+    Ended { stream: String },
     /// Stop voting on a poll everywhere.
     PollClose { id: String },
     /// The sender's own merged count of a poll (its shards only). Each edge keeps the latest
@@ -104,6 +120,7 @@ impl Msg {
             Msg::Stream { .. } => "stream",
             Msg::PollOpened { .. } | Msg::PollClose { .. } => "poll",
             Msg::Tally { .. } => "tally",
+            Msg::Live { .. } | Msg::Ended { .. } => "live",
         };
         format!("{SUBJECT_PREFIX}.{kind}")
     }
@@ -160,6 +177,19 @@ mod tests {
             payload: json!({"a": 1}),
         };
         assert_eq!(cast.subject(), "ovation.cast");
+        let live = Msg::Live {
+            stream: "s".into(),
+            api: "10.0.0.1:8081".into(),
+            publish: 7,
+        };
+        assert_eq!(live.subject(), "ovation.live");
+        assert_eq!(Msg::Ended { stream: "s".into() }.subject(), "ovation.live");
+        // An announcement from an edge without the `live` field still reads.
+        let old = r#"{"from":"e2","msg":{"type":"announce","viewer":"v","api":"a","viewers":0,"load":0,"draining":false,"groups":{},"polls":[]}}"#;
+        let Msg::Announce(a) = Envelope::decode(old.as_bytes()).unwrap().msg else {
+            panic!("an announcement");
+        };
+        assert!(a.live.is_empty());
     }
 
     #[test]

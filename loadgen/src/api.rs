@@ -2,8 +2,8 @@
 //! (`Connection: close`), JSON bodies, bearer token, a hard timeout. Enough for a publisher
 //! that sends a few requests per second, without pulling hyper into the build.
 //!
-//! Response parsing is a pure function over the bytes read so far ([`parse_response`]), so
-//! it is tested on split and malformed input without sockets.
+//! Response parsing is a pure function over the bytes read so far ([`parse_response`],
+//! netstack's client parser), so it is tested on split and malformed input without sockets.
 
 use std::time::Duration;
 
@@ -123,96 +123,22 @@ impl ApiClient {
 }
 
 /// Parses a response from the bytes read so far. `Ok(None)`: need more bytes. `eof`: the
-/// peer closed, so a body without a length ends here.
+/// peer closed, so a body without a length ends here. The parser is netstack's (the one the
+/// server's edges use to pull from each other), with this client's size limit.
 pub fn parse_response(buf: &[u8], eof: bool) -> Result<Option<ApiResponse>, String> {
-    let mut headers = [httparse::EMPTY_HEADER; 32];
-    let mut resp = httparse::Response::new(&mut headers);
-    let head_len = match resp.parse(buf) {
-        Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) if eof => {
-            return Err("connection closed inside the response head".into())
-        }
-        Ok(httparse::Status::Partial) => return Ok(None),
-        Err(e) => return Err(format!("malformed HTTP response: {e}")),
-    };
-    let status = resp.code.ok_or("response without status")?;
-    let mut content_length = None;
-    let mut chunked = false;
-    for h in resp.headers.iter() {
-        if h.name.eq_ignore_ascii_case("content-length") {
-            let v = std::str::from_utf8(h.value)
-                .ok()
-                .and_then(|v| v.trim().parse::<usize>().ok())
-                .ok_or("bad Content-Length")?;
-            content_length = Some(v);
-        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
-            chunked = std::str::from_utf8(h.value)
-                .map(|v| v.to_ascii_lowercase().contains("chunked"))
-                .unwrap_or(false);
-        }
-    }
-    let rest = &buf[head_len..];
-    // 1xx, 204 and 304 carry no body.
-    if (100..200).contains(&status) || status == 204 || status == 304 {
-        return Ok(Some(ApiResponse {
-            status,
-            body: Vec::new(),
-        }));
-    }
-    let body = if chunked {
-        match decode_chunked(rest)? {
-            Some(b) => b,
-            None if eof => return Err("connection closed inside a chunked body".into()),
-            None => return Ok(None),
-        }
-    } else if let Some(len) = content_length {
-        if rest.len() < len {
-            if eof {
-                return Err(format!("body cut short: {} of {len} bytes", rest.len()));
-            }
-            return Ok(None);
-        }
-        rest[..len].to_vec()
-    } else if eof {
-        rest.to_vec()
-    } else {
-        return Ok(None);
-    };
-    Ok(Some(ApiResponse { status, body }))
+    netstack::http::client::parse_response(buf, eof, MAX_RESPONSE_BYTES)
+        .map(|r| {
+            r.map(|r| ApiResponse {
+                status: r.status,
+                body: r.body,
+            })
+        })
+        .map_err(|e| e.to_string())
 }
 
 /// Decodes a complete chunked body; `Ok(None)` if more bytes are needed.
-pub fn decode_chunked(mut data: &[u8]) -> Result<Option<Vec<u8>>, String> {
-    let mut out = Vec::new();
-    loop {
-        let Some(eol) = data.windows(2).position(|w| w == b"\r\n") else {
-            return Ok(None);
-        };
-        let line = std::str::from_utf8(&data[..eol]).map_err(|_| "bad chunk size line")?;
-        let size_str = line.split(';').next().unwrap_or("").trim();
-        let size = usize::from_str_radix(size_str, 16)
-            .map_err(|_| format!("bad chunk size {size_str:?}"))?;
-        data = &data[eol + 2..];
-        if size == 0 {
-            // Trailers (if any) end with an empty line; we need at least the final CRLF.
-            return Ok(if data.windows(2).any(|w| w == b"\r\n") {
-                Some(out)
-            } else {
-                None
-            });
-        }
-        if data.len() < size + 2 {
-            return Ok(None);
-        }
-        if &data[size..size + 2] != b"\r\n" {
-            return Err("chunk not followed by CRLF".into());
-        }
-        out.extend_from_slice(&data[..size]);
-        if out.len() > MAX_RESPONSE_BYTES {
-            return Err("chunked body too large".into());
-        }
-        data = &data[size + 2..];
-    }
+pub fn decode_chunked(data: &[u8]) -> Result<Option<Vec<u8>>, String> {
+    netstack::http::client::decode_chunked(data, MAX_RESPONSE_BYTES).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

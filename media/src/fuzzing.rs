@@ -7,6 +7,7 @@
 use crate::amf0::{self, Amf0Value};
 use crate::flv::{self, AudioTag, VideoTag};
 use crate::playlist::{LivePlaylist, UriTemplate};
+use crate::playlist_parse;
 use crate::rtmp::chunk::{self, ChunkEncoder};
 use crate::rtmp::handshake::PACKET;
 use crate::rtmp::{Event, Limits, ServerSession, SessionConfig};
@@ -194,6 +195,35 @@ pub fn flv_tags(input: &[u8]) {
     playlist.end();
 }
 
+/// Fuzzes the media playlist reader (`playlist_parse`, another edge's window): any bytes,
+/// as text. It never panics; what it accepts stays within its limits, and rendering what
+/// it read and reading that again gives the same playlist.
+pub fn playlist_text(input: &[u8]) {
+    let text = String::from_utf8_lossy(input);
+    let Ok(p) = playlist_parse::parse(&text) else {
+        return;
+    };
+    assert!(p.entries.len() <= playlist_parse::MAX_ENTRIES);
+    assert!(p
+        .entries
+        .iter()
+        .all(|e| e.duration_ms <= playlist_parse::MAX_DURATION_MS && !e.uri.is_empty()));
+    let again = playlist_parse::parse(&p.render()).expect("a rendered playlist reads back");
+    assert_eq!(again.entries, p.entries);
+    assert_eq!(
+        (
+            again.media_sequence,
+            again.discontinuity_sequence,
+            again.ended
+        ),
+        (p.media_sequence, p.discontinuity_sequence, p.ended)
+    );
+    assert_eq!(
+        again.effective_target_duration(),
+        p.effective_target_duration()
+    );
+}
+
 fn check_video(body: &[u8]) {
     match flv::parse_video(body) {
         Ok(VideoTag::SequenceHeader(c)) => {
@@ -364,5 +394,22 @@ mod tests {
             flv_tags(&input);
         }
         flv_tags(&seed);
+    }
+
+    #[test]
+    fn playlist_harness_over_random_and_mutated_inputs() {
+        let mut rng = Rng(0x2545_F491_4F6C_DD1D);
+        let seed = b"#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:7\n#EXT-X-DISCONTINUITY-SEQUENCE:1\n#EXT-X-PROGRAM-DATE-TIME:2026-11-30T13:32:09.441Z\n#EXTINF:2.000,\n7.ts\n#EXT-X-DISCONTINUITY\n#EXTINF:1.015,\n8.ts\n#EXT-X-ENDLIST\n";
+        for i in 0..3000 {
+            let input = if i % 3 == 0 {
+                let n = rng.next() as usize % 300;
+                rng.bytes(n)
+            } else {
+                rng.mutate(seed)
+            };
+            playlist_text(&input);
+        }
+        playlist_text(seed);
+        assert!(playlist_parse::parse(std::str::from_utf8(seed).unwrap()).is_ok());
     }
 }

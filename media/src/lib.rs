@@ -8,6 +8,7 @@
 //! - [`ts`]: an MPEG-TS muxer for H.264 + AAC (Annex B, ADTS, PES, PAT/PMT, PCR).
 //! - [`segmenter`]: cuts the stream into MPEG-TS segments at keyframes.
 //! - [`playlist`]: the sliding-window live HLS media playlist (RFC 8216).
+//! - [`playlist_parse`]: reading a rendered media playlist back (an origin edge's window).
 //!
 //! Owns no sockets, threads or clocks: time comes in as parameters.
 #![forbid(unsafe_code)]
@@ -17,6 +18,7 @@ pub mod flv;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzzing;
 pub mod playlist;
+pub mod playlist_parse;
 pub mod rtmp;
 pub mod segmenter;
 pub mod ts;

@@ -224,16 +224,26 @@ impl LivePlaylist {
         self.ended = true;
     }
 
+    /// The stream is live again before its next segment (a publisher came back): the
+    /// playlist no longer says it ended.
+    pub fn reopen(&mut self) {
+        self.ended = false;
+    }
+
     /// Whether the stream ended.
     pub fn is_ended(&self) -> bool {
         self.ended
     }
 
-    /// The segment with this sequence number, while it is in the window.
+    /// The segment with this sequence number, while it is in the window. Sequence numbers
+    /// rise but need not be contiguous (an edge relaying another edge's stream may have
+    /// missed a segment that left the origin's window), so this is a binary search.
     pub fn segment(&self, sequence: u64) -> Option<&Segment> {
-        let first = self.segments.front()?.sequence;
-        let index = usize::try_from(sequence.checked_sub(first)?).ok()?;
-        self.segments.get(index).filter(|s| s.sequence == sequence)
+        let index = self
+            .segments
+            .binary_search_by_key(&sequence, |s| s.sequence)
+            .ok()?;
+        self.segments.get(index)
     }
 
     /// `#EXT-X-DISCONTINUITY-SEQUENCE`: discontinuities that left the window.

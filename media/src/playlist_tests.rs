@@ -101,3 +101,15 @@ fn iso8601_dates() {
     assert_eq!(iso8601(1_764_510_000_000), "2025-11-30T13:40:00.000Z");
     assert_eq!(iso8601(4_102_444_799_999), "2099-12-31T23:59:59.999Z");
 }
+
+#[test]
+fn segments_are_found_across_a_gap_in_sequence_numbers() {
+    // A relaying edge can miss a segment that left its origin's window.
+    let mut p = LivePlaylist::new(4, 2);
+    for n in [3, 4, 7, 8] {
+        p.push(seg(n, 2000, n == 7));
+    }
+    assert_eq!(p.segment(7).map(|s| s.sequence), Some(7));
+    assert_eq!(p.segment(8).map(|s| s.sequence), Some(8));
+    assert!(p.segment(5).is_none() && p.segment(2).is_none() && p.segment(9).is_none());
+}

@@ -258,6 +258,44 @@ pub fn render(app: &App, now_ms: u64) -> String {
     for (name, help, v) in counters {
         family(&mut out, name, "counter", help).sample(&[], v);
     }
+    let relay = app.relay_stats();
+    family(
+        &mut out,
+        "ovation_relays_active",
+        "gauge",
+        "Streams relayed from another edge now.",
+    )
+    .sample(&[], app.relays_active());
+    let counters: [(&str, &str, u64); 5] = [
+        (
+            "ovation_relay_segments_total",
+            "Segments pulled from origin edges (each once per edge).",
+            relay.segments,
+        ),
+        (
+            "ovation_relay_bytes_total",
+            "Bytes of segments pulled from origin edges.",
+            relay.bytes,
+        ),
+        (
+            "ovation_relay_failures_total",
+            "Failed pulls from origin edges.",
+            relay.failures,
+        ),
+        (
+            "ovation_relay_served_segments_total",
+            "Segments served to other edges as their origin.",
+            relay.served_segments,
+        ),
+        (
+            "ovation_relay_served_bytes_total",
+            "Bytes of segments served to other edges as their origin.",
+            relay.served_bytes,
+        ),
+    ];
+    for (name, help, v) in counters {
+        family(&mut out, name, "counter", help).sample(&[], v);
+    }
     let mut f = family(
         &mut out,
         "ovation_remediation_actions_total",

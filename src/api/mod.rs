@@ -13,6 +13,7 @@
 //! - [`metrics`]: `GET /metrics`, the Prometheus exposition.
 //! - [`remediation`]: remediation rules and events; [`sessions`]: viewing sessions, CDNs,
 //!   distribution rules; [`ads`]: the ad library, programs and breaks.
+//! - [`relay`]: the origin route other edges pull a live stream's window from.
 //! - Here: authentication, routing, the route handlers and the broadcaster upgrade.
 
 pub mod ads;
@@ -22,6 +23,7 @@ pub mod player;
 pub mod poll_request;
 pub mod polls;
 pub mod refusals;
+pub mod relay;
 pub mod remediation;
 pub mod response;
 pub mod scopes;
@@ -193,6 +195,9 @@ pub fn handle(app: &RefCell<App>, token: &str, req: &Request) -> Response {
         // The edges of the cluster (issue 17): `{"mode":"single"}` without NATS.
         ("GET", ["api", "cluster"]) => Response::json(200, app.cluster_json(unix_ms())),
         ("GET", ["api", "streams"]) => list_streams(&app),
+        // Streams across edges (issue 17): what other edges pull from the origin.
+        ("GET", ["api", "relay", stream, file]) => relay::get(&mut app, stream, file),
+        (_, ["api", "relay", _, _]) => method_not_allowed("GET"),
         ("POST", ["api", "streams"]) => create_stream(&mut app, &req.body),
         ("POST", ["api", "streams", id, "key"]) => match app.rotate_key(id) {
             Ok(key) => Response::json(
@@ -312,6 +317,7 @@ fn stats(app: &App) -> Response {
                 "segments": ingest.segments,
                 "segment_bytes": ingest.segment_bytes,
             },
+            "relay": relay_json(app),
             "resume": {
                 "departed": resume.departed,
                 "departed_bytes": resume.departed_bytes,
@@ -327,6 +333,22 @@ fn stats(app: &App) -> Response {
             "api": refusals::refusal_counts(),
         }),
     )
+}
+
+/// Streams across edges: relays here, and what this edge served other edges as an origin.
+fn relay_json(app: &App) -> Value {
+    let r = app.relay_stats();
+    json!({
+        "active": app.relays_active(),
+        "started": r.started,
+        "segments": r.segments,
+        "bytes": r.bytes,
+        "playlists": r.playlists,
+        "failures": r.failures,
+        "missed": r.missed,
+        "served_segments": r.served_segments,
+        "served_bytes": r.served_bytes,
+    })
 }
 
 /// The API view of a group (its size summed over the edges of a cluster).
@@ -353,6 +375,8 @@ fn stream_json(app: &App, s: &crate::app::Stream) -> Value {
         "live": s.state == crate::app::StreamState::Live,
         "bitrate_kbps": s.bitrate_kbps,
         "publisher": s.publisher.map(|a| a.to_string()),
+        // Live on another edge of the cluster and relayed from it (issue 17).
+        "relayed_from": app.relayed_from(&s.id),
         "scheduled_ms": app.scheduled_start(&s.id),
         "last_segment": app.last_segment(&s.id).map(|(sequence, completed_ms)| {
             json!({"sequence": sequence, "completed_ms": completed_ms})

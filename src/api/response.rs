@@ -3,6 +3,7 @@
 //! a close). Shared by the router (`api`), which builds answers and refuses broadcaster
 //! upgrades, and the transport (`api::server`), which writes them; it depends on neither.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
@@ -19,6 +20,9 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 const LINGER: Duration = Duration::from_secs(2);
 /// Most bytes drained while lingering.
 const LINGER_BYTES: usize = 64 * 1024;
+
+/// A media body and its content type (boxed in [`Response`]: most answers have none).
+pub type Media = (&'static str, Arc<[u8]>);
 
 /// One response: a status and a JSON body.
 #[derive(Debug, Clone, PartialEq)]
@@ -39,6 +43,9 @@ pub struct Response {
     pub retry_after: Option<u64>,
     /// A plain-text body (the Prometheus exposition) sent instead of `body`.
     pub text: Option<String>,
+    /// A media body (a playlist or segment other edges pull) and its content type, sent
+    /// instead of `body`.
+    pub media: Option<Box<Media>>,
 }
 
 impl Response {
@@ -51,6 +58,15 @@ impl Response {
             after_recorder_job: None,
             retry_after: None,
             text: None,
+            media: None,
+        }
+    }
+
+    /// A 200 with a media body (`application/vnd.apple.mpegurl`, `video/mp2t`).
+    pub fn media(content_type: &'static str, body: Arc<[u8]>) -> Response {
+        Response {
+            media: Some(Box::new((content_type, body))),
+            ..Response::json(200, Value::Null)
         }
     }
 
@@ -78,12 +94,13 @@ impl Response {
 
     /// Appends the encoded response to `out`.
     pub fn write(&self, out: &mut Vec<u8>, keep_alive: bool) {
-        let (body, content_type) = match &self.text {
-            Some(text) => (
+        let (body, content_type) = match (&self.text, &self.media) {
+            (_, Some(media)) => (media.1.to_vec(), media.0),
+            (Some(text), None) => (
                 text.as_bytes().to_vec(),
                 "text/plain; version=0.0.4; charset=utf-8",
             ),
-            None => {
+            (None, None) => {
                 let mut body = serde_json::to_vec(&self.body).unwrap_or_default();
                 body.push(b'\n');
                 (body, "application/json")

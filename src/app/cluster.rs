@@ -106,7 +106,8 @@ impl App {
             .filter(|p| p.state != PollState::Closed)
             .map(|p| p.id.clone())
             .collect();
-        let api = self.config.api_listen.to_string();
+        let api = self.announced_api();
+        let live = self.origin_live();
         self.edges.publish(Msg::Announce(Announce {
             viewer: self.viewer_addr.to_string(),
             api,
@@ -115,14 +116,14 @@ impl App {
             draining: self.edges.draining,
             groups,
             polls,
+            live,
         }));
         self.edges.last_announce_ms = now_ms;
-        for gone in self.edges.expire(now_ms) {
-            tracing::warn!(
-                edge = gone,
-                "edge silent past three announcements: not live"
-            );
+        let gone = self.edges.expire(now_ms);
+        for edge in &gone {
+            tracing::warn!(edge, "edge silent past three announcements: not live");
         }
+        self.relay_origins_gone(&gone);
         for id in self.polls.ids_in(PollState::Closing) {
             self.try_finish(&id, now_ms);
         }
@@ -240,7 +241,16 @@ impl App {
 
     fn on_edge_message(&mut self, from: &str, msg: Msg, now_ms: u64) {
         match msg {
-            Msg::Announce(a) => self.edges.seen(from, a, now_ms),
+            Msg::Announce(a) => {
+                self.relay_reconcile(from, &a);
+                self.edges.seen(from, a, now_ms);
+            }
+            Msg::Live {
+                stream,
+                api,
+                publish,
+            } => self.remote_live(from, &stream, &api, publish),
+            Msg::Ended { stream } => self.remote_ended(from, &stream),
             Msg::Hello => self.republish(now_ms),
             Msg::Group {
                 key,
@@ -298,7 +308,7 @@ impl App {
 
     /// A stream registered (or its key rotated) on another edge.
     fn remote_stream(&mut self, id: String, title: Option<String>, hash: &str, created_ms: u64) {
-        let Some(hash) = streams::parse_hash(hash).filter(|_| plain_id(&id)) else {
+        let Some(hash) = streams::parse_hash(hash).filter(|_| streams::plain_id(&id)) else {
             return tracing::warn!(stream = id, "refusing a malformed stream record");
         };
         let stream = if self.streams.contains(&id) {
@@ -330,7 +340,7 @@ impl App {
             return;
         }
         // Shards count choices in a byte; the API allows far fewer.
-        if choices.is_empty() || choices.len() > usize::from(u8::MAX) || !plain_id(&id) {
+        if choices.is_empty() || choices.len() > usize::from(u8::MAX) || !streams::plain_id(&id) {
             return tracing::warn!(edge = from, "refusing a malformed poll from another edge");
         }
         if !self.streams.contains(&stream) || self.polls.check_new(&stream).is_err() {
@@ -359,6 +369,7 @@ impl App {
         for s in self.streams.iter() {
             self.edges.publish(stream_msg(s));
         }
+        self.relay_republish();
         for g in self.groups.iter().filter(|g| g.kind == GroupKind::Custom) {
             self.edges.publish(Msg::Group {
                 key: g.key.clone(),
@@ -427,15 +438,6 @@ impl App {
     }
 }
 
-/// An id as the API accepts them (letters, digits, `-`, `_`, `.`; at most 128 bytes): what
-/// another edge sends is checked like what an operator sends.
-fn plain_id(id: &str) -> bool {
-    (1..=128).contains(&id.len())
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-}
-
 fn stream_msg(s: &super::Stream) -> Msg {
     Msg::Stream {
         id: s.id.clone(),
@@ -460,79 +462,16 @@ fn poll_opened(p: &super::Poll) -> Msg {
 
 #[cfg(test)]
 mod tests {
-    use std::cell::RefCell;
-    use std::rc::Rc;
-    use std::sync::Arc;
-
-    use cluster::{Envelope, Msg};
+    use cluster::Msg;
     use serde_json::json;
     use shards::proto::ShardCommand;
 
-    use super::super::downlink::Downlink;
+    use super::super::test_bus::{self, from};
     use super::*;
-    use crate::config::Config;
-
-    /// A bus that records what the core publishes; nothing comes in by itself.
-    struct Recorder {
-        sent: Rc<RefCell<Vec<Msg>>>,
-        keep: cluster::flume::Sender<BusEvent>,
-        rx: cluster::flume::Receiver<BusEvent>,
-    }
-
-    impl Bus for Recorder {
-        fn mode(&self) -> &'static str {
-            "nats"
-        }
-        fn edge(&self) -> &str {
-            "e1"
-        }
-        fn publish(&self, msg: Msg) {
-            self.sent.borrow_mut().push(msg);
-        }
-        fn connected(&self) -> bool {
-            true
-        }
-        fn dropped(&self) -> u64 {
-            let _ = &self.keep;
-            0
-        }
-        fn events(&self) -> cluster::flume::Receiver<BusEvent> {
-            self.rx.clone()
-        }
-    }
-
-    fn clustered() -> (App, Rc<Downlink>, Rc<RefCell<Vec<Msg>>>) {
-        let down: Rc<Downlink> = Rc::default();
-        let config = Config {
-            edge_id: "e1".into(),
-            ..Config::default()
-        };
-        let mut app = App::new(
-            Arc::new(config),
-            vec![Arc::default()],
-            vec![down.clone()],
-            1_000,
-        );
-        let sent = Rc::new(RefCell::new(Vec::new()));
-        let (keep, rx) = cluster::flume::bounded(1);
-        app.set_bus(Box::new(Recorder {
-            sent: sent.clone(),
-            keep,
-            rx,
-        }));
-        (app, down, sent)
-    }
-
-    fn from(edge: &str, msg: Msg) -> BusEvent {
-        BusEvent::Message(Envelope {
-            from: edge.into(),
-            msg,
-        })
-    }
 
     #[test]
     fn another_edges_group_and_cast_reach_this_edges_shards_once() {
-        let (mut app, down, sent) = clustered();
+        let (mut app, down, sent) = test_bus::clustered("e1", 1_000);
         let predicate = serde_json::to_value(Predicate::default()).unwrap();
         let group = Msg::Group {
             key: "g1-e2".into(),
@@ -569,7 +508,7 @@ mod tests {
 
     #[test]
     fn remote_tallies_replace_and_malformed_messages_are_refused() {
-        let (mut app, _down, _sent) = clustered();
+        let (mut app, _down, _sent) = test_bus::clustered("e1", 1_000);
         let stream = Msg::Stream {
             id: "s".into(),
             title: None,

@@ -194,6 +194,7 @@ impl App {
     /// Shards serve the stream as live; its audience gets `stream` `live` and a fresh
     /// `endpoint` each.
     pub(super) fn announce_live(&mut self, id: &str) {
+        self.relay_went_live(id);
         let name: Box<str> = id.into();
         self.broadcast(|| {
             ShardCommand::Media(MediaCommand::Live {
@@ -252,13 +253,18 @@ impl App {
         Ok(())
     }
 
+    /// A finished segment (cut here, or relayed from the stream's origin edge) goes to every
+    /// shard and to the window other edges pull from; one cut here is counted and recorded.
     pub(super) fn segment_out(&mut self, stream: &str, segment: Segment, now_ms: u64) {
-        self.live.stats.segments += 1;
-        self.live.stats.segment_bytes += segment.data.len() as u64;
+        let relayed = self.relay_window_push(stream, &segment);
+        if !relayed {
+            self.live.stats.segments += 1;
+            self.live.stats.segment_bytes += segment.data.len() as u64;
+            self.record_segment(stream, &segment);
+        }
         self.live
             .last_segment
             .insert(stream.to_owned(), (segment.sequence, now_ms));
-        self.record_segment(stream, &segment);
         let file = self.segment_file(stream, &segment);
         let name: Box<str> = stream.into();
         // One message per shard; each carries the same `Arc` buffer (and file).
@@ -334,6 +340,7 @@ impl App {
         }
         self.end_recording(&id, now_ms);
         self.live.rebroadcasting.remove(&id);
+        self.relay_stream_ended(&id);
         tracing::info!(stream = %id, "stream ended");
     }
 }

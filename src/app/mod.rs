@@ -13,7 +13,8 @@
 //! [`remediation_apply`] (their effects), [`audits`], [`store`] (durable state, written
 //! on its own thread), [`live`] (stream keys, publishes, segmenting, what goes live and ends),
 //! [`messages`] (every frame the core sends viewers), and [`edges`] (the other edges of a
-//! cluster and the bus to them; `cluster.rs` and `cluster_votes.rs` apply what they say).
+//! cluster and the bus to them; `cluster.rs` and `cluster_votes.rs` apply what they say),
+//! [`relays`] (streams across edges; [`relay_ops`] relays a stream from its origin edge).
 //!
 //! The core never reads the clock: every method that needs time takes `now_ms` (Unix
 //! milliseconds) from its caller, and shard commands go out through [`Downlink`] queues, so
@@ -36,6 +37,8 @@ pub mod random;
 pub mod rebroadcast;
 pub mod recording_runner;
 pub mod recordings;
+pub mod relay_ops;
+pub mod relays;
 pub mod remediation;
 pub mod remediation_apply;
 pub mod session_ops;
@@ -75,6 +78,7 @@ pub use media_state::{Rebroadcast, RebroadcastError};
 /// core. The core itself never calls it.
 pub use random::random_hex;
 pub use recordings::{Recording, RecordingError};
+pub use relays::{OriginRefusal, Relay, RelayStats};
 pub use shards::clock::unix_ms;
 
 /// Resume bookkeeping for `/api/stats`.
@@ -140,6 +144,9 @@ pub struct App {
     ads: ads::AdState,
     /// Distribution rules per stream (who may watch at all).
     distribution: std::collections::HashMap<String, distribution::Distribution>,
+    /// Streams across edges: origins elsewhere, relays here, windows served to other edges
+    /// (`relay_ops`).
+    relays: relays::Relays,
 }
 
 impl App {
@@ -180,6 +187,7 @@ impl App {
             clock_ms: now_ms,
             distribution: Default::default(),
             ads: ads::AdState::default(),
+            relays: relays::Relays::default(),
             config,
         }
     }
@@ -531,5 +539,7 @@ mod cluster_votes;
 mod operator;
 mod poll_runner;
 
+#[cfg(test)]
+mod test_bus;
 #[cfg(test)]
 mod tests;

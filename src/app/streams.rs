@@ -106,6 +106,15 @@ pub fn hash_hex(hash: &KeyHash) -> String {
     hash.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// An id as the API accepts them (letters, digits, `-`, `_`, `.`; at most 128 bytes): what
+/// another edge sends is checked like what an operator sends.
+pub fn plain_id(id: &str) -> bool {
+    (1..=128).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
 /// Parses [`hash_hex`] text back.
 pub fn parse_hash(text: &str) -> Option<KeyHash> {
     if text.len() != 64 || !text.is_ascii() {

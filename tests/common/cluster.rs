@@ -122,6 +122,8 @@ pub struct Edge {
     pub id: String,
     pub viewer: SocketAddr,
     pub api: SocketAddr,
+    /// RTMP ingest.
+    pub rtmp: SocketAddr,
     pub agent: Option<SocketAddr>,
     pub data_dir: PathBuf,
 }
@@ -172,6 +174,7 @@ impl Edge {
             id: id.to_owned(),
             viewer: field("viewer"),
             api: field("api"),
+            rtmp: field("rtmp"),
             agent: ready_field(&line, "agent").map(|a| a.parse().unwrap()),
             child,
             data_dir,

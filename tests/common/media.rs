@@ -4,7 +4,7 @@
 use std::io::Read;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 /// Upper bound for any wait on a broadcast (publishing and segmenting take seconds).
@@ -131,5 +131,37 @@ pub fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
         }
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The codec names ffprobe reads from `url` (`codec_name=...` lines), as its whole output;
+/// bounded by `MEDIA_WAIT` (killed after).
+pub fn ffprobe(url: &str) -> Output {
+    require_tool("ffprobe");
+    let child = Command::new("ffprobe")
+        .args(["-v", "error", "-show_entries", "stream=codec_name"])
+        .args([
+            "-of",
+            "default=noprint_wrappers=1",
+            "-rw_timeout",
+            "10000000",
+        ])
+        .arg(url)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn ffprobe");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let pid = child.id();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(MEDIA_WAIT) {
+        Ok(out) => out.expect("ffprobe output"),
+        Err(_) => {
+            let _ = Command::new("kill").arg("-9").arg(pid.to_string()).status();
+            panic!("ffprobe did not finish in time");
+        }
     }
 }

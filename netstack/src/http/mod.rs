@@ -1,15 +1,19 @@
-//! HTTP/1.1, server side: one request parser for every HTTP endpoint ovation serves.
+//! HTTP/1.1: one request parser for every HTTP endpoint ovation serves, and the response
+//! parser of the one client it runs (an edge pulling a stream from its origin edge).
 //!
 //! - [`server`]: the sans-IO request parser (keep-alive, pipelining, `Content-Length` and
 //!   chunked bodies, limits, `Expect: 100-continue`) used by the operator API.
 //! - [`upgrade`]: the WebSocket upgrade (RFC 6455 section 4.2.1): validating an upgrade
 //!   request, whether parsed here ([`parse_upgrade`], the viewer shards) or by
 //!   [`server::RequestParser`] (the broadcaster socket on the API), and the `101` answer.
+//! - [`client`]: the client side, sans-IO: a `GET` request and the response parser (body
+//!   size limit, chunked bodies), for origin-edge pulls.
 //! - Here: the response writer, reason phrases, header rules shared by both (duplicate
 //!   single-valued fields are refused in one place, [`refuse_duplicates`]) and query strings.
 //!
 //! Everything here is pure: bytes in, values or bytes out.
 
+pub mod client;
 pub mod server;
 pub mod upgrade;
 
