@@ -221,9 +221,7 @@ impl Shard {
             }
             ViewerMessage::Telemetry(t) => {
                 ShardStats::add(&self.stats.telemetry_reports, 1);
-                // The report's second names its bucket at the application core (a viewer's
-                // next report takes it out of that very bucket).
-                let second = (crate::clock::unix_ms() / 1000).min(u32::MAX as u64) as u32;
+                let second = crate::clock::unix_s(); // names its bucket at the core
                 self.core.borrow_mut().report(conn.slot, second, &t);
                 if t.buffering_ratio.is_some_and(|r| r >= 0.5) {
                     let at = conn.at(self.index);
@@ -312,7 +310,6 @@ impl Shard {
             ours.then(|| conns.remove(conn.slot as usize))
         };
         if removed.is_some() {
-            let reports = self.core.borrow_mut().take_reports(conn.slot);
             ShardStats::sub(&self.stats.connections, 1);
             self.open_total.fetch_sub(1, Ordering::Relaxed);
             if let Some(limits) = self.config.addresses.as_ref().filter(|l| l.active()) {
@@ -321,7 +318,7 @@ impl Shard {
             self.emit(ShardEvent::Left {
                 at: conn.at(self.index),
                 votes: conn.votes.borrow_mut().take(),
-                reports,
+                reports: self.core.borrow_mut().take_reports(conn.slot),
             });
         }
         if self.draining.get() && self.conns.borrow().is_empty() {
