@@ -215,18 +215,20 @@ impl<G: Ord + Copy> Partials<G> {
         }
         let latest = self.latest.entry(slot).or_default();
         for g in groups {
-            self.by_group.entry((g, second)).or_default().record(t);
-            match latest.iter_mut().find(|(lg, _)| *lg == g) {
-                Some((_, s)) if *s == second => {}
-                Some((_, s)) => {
-                    self.by_group.entry((g, *s)).or_default().viewers -= 1;
-                    self.by_group.entry((g, second)).or_default().viewers += 1;
-                    *s = second;
-                }
+            // (+1 in this second, the earlier second it moves out of)
+            let (joins, leaves) = match latest.iter_mut().find(|(lg, _)| *lg == g) {
+                Some((_, s)) if *s == second => (0, None),
+                Some((_, s)) => (1, Some(std::mem::replace(s, second))),
                 None => {
-                    self.by_group.entry((g, second)).or_default().viewers += 1;
                     latest.push((g, second));
+                    (1, None)
                 }
+            };
+            let here = self.by_group.entry((g, second)).or_default();
+            here.record(t);
+            here.viewers += joins;
+            if let Some(earlier) = leaves {
+                self.by_group.entry((g, earlier)).or_default().viewers -= 1;
             }
         }
     }
@@ -236,16 +238,21 @@ impl<G: Ord + Copy> Partials<G> {
         self.latest.remove(&slot).unwrap_or_default()
     }
 
-    /// A resumed viewer in `slot` brings back where its latest reports were counted (before
-    /// it reports here: a group it has already reported in here keeps this shard's second).
+    /// A resumed viewer in `slot` brings back where its latest reports were counted. (It has
+    /// not reported here yet, being in no group until admitted; if it had, in a group counted
+    /// in both places, the earlier second is taken back and the later one kept.)
     pub fn restore(&mut self, slot: u32, reports: LatestReports<G>) {
         if reports.is_empty() {
             return;
         }
         let latest = self.latest.entry(slot).or_default();
         for (g, s) in reports {
-            if !latest.iter().any(|(lg, _)| *lg == g) {
-                latest.push((g, s));
+            match latest.iter_mut().find(|(lg, _)| *lg == g) {
+                Some((_, here)) => {
+                    self.by_group.entry((g, s.min(*here))).or_default().viewers -= 1;
+                    *here = s.max(*here);
+                }
+                None => latest.push((g, s)),
             }
         }
     }
@@ -381,5 +388,9 @@ mod tests {
             net(&mut q),
             vec![(0, 12, -1), (0, 15, 1), (1, 10, -1), (1, 15, 1), (2, 15, 1)]
         );
+        // Counted in group 2 both where it comes back and where it was: once, at the later.
+        q.restore(3, vec![(2, 14)]);
+        assert_eq!(net(&mut q), vec![(2, 14, -1)]);
+        assert_eq!(q.leave(3), vec![(0, 15), (1, 15), (2, 15)]);
     }
 }
