@@ -513,5 +513,11 @@ mod tests {
             serde_json::json!({"id": "r", "actions": [], "x": 1})
         )
         .is_err());
+        let alias: RuleSpec = serde_json::from_value(serde_json::json!({
+            "id": "r", "failures_per_min_above": 5, "min_viewers": 12,
+            "actions": [{"type": "notify"}]
+        }))
+        .unwrap();
+        assert_eq!(alias.min_reports, 12, "min_viewers is min_reports");
     }
 }

@@ -246,6 +246,21 @@ mod tests {
     }
 
     #[test]
+    fn one_viewer_reporting_every_second_for_30_s_is_one_viewer() {
+        let mut w = TelemetryWindows::new(&[10, 60]);
+        let mut shard = Partials::default();
+        for s in 2000..2030u32 {
+            report(&mut shard, 9, &[GroupId::GLOBAL], s);
+            flush(&mut w, &mut shard, u64::from(s) * 1000 + 900);
+        }
+        for win in [10_000, 60_000] {
+            let a = w.window(GroupId::GLOBAL, win, 2_029_900);
+            assert_eq!(a.reports, (win / 1000).min(30), "one report a second");
+            assert_eq!(a.viewers, 1, "one viewer in the {win} ms window");
+        }
+    }
+
+    #[test]
     fn a_window_counts_each_reporting_viewer_once() {
         let mut w = TelemetryWindows::new(&[10, 60]);
         let mut shard = Partials::default();
