@@ -93,10 +93,11 @@ impl TelemetryWindows {
         let from = now_s.saturating_sub(window_ms.max(BUCKET_MS) / BUCKET_MS - 1);
         let mut out = Aggregate::default();
         if let Some(buckets) = self.groups.get(&group) {
-            let newest = buckets.partition_point(|(s, _)| *s <= now_s);
+            // From the newest back (buckets after `now_ms` exist only after a clock step back).
             for (_, agg) in buckets
-                .range(..newest)
+                .iter()
                 .rev()
+                .skip_while(|(s, _)| *s > now_s)
                 .take_while(|(s, _)| *s >= from)
             {
                 out.merge(agg);
