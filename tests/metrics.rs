@@ -102,6 +102,10 @@ fn a_scrape_parses_and_counts_what_happened() {
     );
     assert_eq!(total(&s, "ovation_votes_total", &[]), 1.0);
     assert_eq!(total(&s, "ovation_telemetry_reports_total", &[]), 1.0);
+    assert_eq!(
+        total(&s, "ovation_telemetry_viewers", &[("window", "60s")]),
+        1.0
+    );
     assert_eq!(total(&s, "ovation_streams", &[]), 1.0);
     assert_eq!(total(&s, "ovation_polls", &[("state", "open")]), 1.0);
     assert_eq!(total(&s, "ovation_viewers", &[]), 1.0);

@@ -270,9 +270,11 @@ fn recovered(country: &str, n: u64) -> bool {
     country == "DE" && n % 15 == 0
 }
 
+/// The rule: at least every viewer of a country reporting (`min_viewers`, the alias of
+/// `min_reports`: distinct viewers, however often each reports).
 fn rule(id: &str, groups: &[String]) -> Value {
     json!({
-        "id": id, "groups": groups, "window_s": 2, "min_reports": 5,
+        "id": id, "groups": groups, "window_s": 2, "min_viewers": PER_COUNTRY,
         "failures_per_min_above": 30, "hold_s": 3, "clear_fraction": 0.5, "cooldown_s": 600,
         "actions": [{"type": "player_config", "config": {"max_bitrate_kbps": 1500}},
                     {"type": "cdn", "cdn": "backup"}, {"type": "notify"}]
@@ -297,6 +299,8 @@ fn one_country_fails_the_rule_fires_once_and_reverts_after_recovery() {
     assert_eq!(applied["group"], hu.as_str());
     assert_eq!(applied["cause"], "condition");
     assert!(applied["window"]["failures_per_min"].as_f64().unwrap() > 30.0);
+    assert_eq!(applied["window"]["viewers"], PER_COUNTRY, "{applied}");
+    assert!(applied["window"]["reports"].as_u64().unwrap() > PER_COUNTRY as u64);
     // The group's CDN resource: its members' sessions (and so their next playlists, as
     // tests/sessions.rs shows) point at the backup CDN; everyone else's stay on ovation.
     let (_, g) = sim.server.api("GET", &format!("/api/groups/{hu}"), None);

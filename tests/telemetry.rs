@@ -1,12 +1,15 @@
 //! Telemetry aggregated at the edge (issue 14): the per-group and global windows served by
 //! `GET /api/telemetry` and `GET /api/groups/{id}/telemetry` equal a brute-force computation
 //! over the same reports, sent by seeded viewers spread over three shards, half of whom
-//! reconnect midway. Values include ones the server must not count (negative, over a limit,
-//! not a number). Sums use integers and sixteenths, so floating-point addition is exact in any
-//! order and the comparison is exact.
+//! reconnect midway: some as new viewers, some resuming with their token (on any shard) as the
+//! same viewer. The distinct reporting viewers of each window equal the brute-force set of
+//! viewer ids that reported, so a resumed viewer counts once. Values include ones the server
+//! must not count (negative, over a limit, not a number). Sums use integers and sixteenths, so
+//! floating-point addition is exact in any order and the comparison is exact.
 
 mod common;
 
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -42,6 +45,8 @@ struct Expect {
 
 struct Totals {
     reports: u64,
+    /// Ids (from the welcome) of the viewers that reported.
+    viewers: BTreeSet<String>,
     metrics: Vec<Expect>,
 }
 
@@ -49,12 +54,14 @@ impl Totals {
     fn new() -> Totals {
         Totals {
             reports: 0,
+            viewers: BTreeSet::new(),
             metrics: vec![Expect::default(); Metric::ALL.len()],
         }
     }
 
-    fn add(&mut self, report: &Value) {
+    fn add(&mut self, viewer: &str, report: &Value) {
         self.reports += 1;
+        self.viewers.insert(viewer.to_owned());
         for (e, m) in self.metrics.iter_mut().zip(Metric::ALL) {
             let Some(x) = report.get(m.as_str()).and_then(Value::as_f64) else {
                 continue;
@@ -76,6 +83,11 @@ impl Totals {
 
     fn check(&self, window: &Value, what: &str) {
         assert_eq!(window["reports"], self.reports, "{what}: {window}");
+        assert_eq!(
+            window["viewers"],
+            self.viewers.len(),
+            "{what}: distinct reporting viewers"
+        );
         for (e, m) in self.metrics.iter().zip(Metric::ALL) {
             let got = &window[m.as_str()];
             let name = m.as_str();
@@ -130,11 +142,30 @@ fn report(rng: &mut Rng) -> Value {
 struct Viewer {
     ws: Ws,
     ios: bool,
+    /// Its viewer id and resume token (from the welcome).
+    id: String,
+    token: String,
 }
 
 fn connect_viewer(server: &Server, ios: bool) -> Viewer {
-    let (ws, _) = connect(&server.url(""), Some(if ios { IOS } else { WINDOWS }));
-    Viewer { ws, ios }
+    connect_with(server, ios, "")
+}
+
+fn connect_with(server: &Server, ios: bool, query: &str) -> Viewer {
+    let (ws, welcome) = connect(&server.url(query), Some(if ios { IOS } else { WINDOWS }));
+    Viewer {
+        ws,
+        ios,
+        id: welcome["viewer"].as_str().unwrap().to_owned(),
+        token: welcome["resume"].as_str().unwrap().to_owned(),
+    }
+}
+
+/// The viewer comes back on a new connection with its resume token: the same viewer.
+fn resume_viewer(server: &Server, v: &Viewer) -> Viewer {
+    let back = connect_with(server, v.ios, &format!("?resume={}", v.token));
+    assert_eq!(back.id, v.id, "resumed as the same viewer");
+    back
 }
 
 /// Sends `n` reports and waits for a pong, so the shard has folded them in.
@@ -142,9 +173,9 @@ fn send_reports(v: &mut Viewer, n: u64, rng: &mut Rng, global: &mut Totals, ios:
     for _ in 0..n {
         let r = report(rng);
         send_json(&mut v.ws, &r);
-        global.add(&r);
+        global.add(&v.id, &r);
         if v.ios {
-            ios.add(&r);
+            ios.add(&v.id, &r);
         }
     }
     send_json(&mut v.ws, &json!({"type": "ping"}));
@@ -178,17 +209,28 @@ fn windows_equal_brute_force_across_shards_and_reconnects() {
     for v in &mut viewers {
         next_of_type(&mut v.ws, "message");
     }
+    let (mut resumed, mut renewed) = (0, 0);
     for round in 0..3 {
         for v in &mut viewers {
             let n = 1 + rng.below(3);
             send_reports(v, n, &mut rng, &mut global, &mut ios);
         }
         if round < 2 {
-            // Half the viewers drop their connection and come back on a new one (any shard).
-            for v in viewers.iter_mut().filter(|_| rng.below(2) == 0) {
-                let ios = v.ios;
+            // Half the viewers drop their connection and come back on a new one (any shard):
+            // half of those resume with their token, the others come back as new viewers.
+            for v in viewers.iter_mut() {
+                let how = rng.below(4);
+                if how >= 2 {
+                    continue;
+                }
                 v.ws.close(None).ok();
-                *v = connect_viewer(&server, ios);
+                *v = if how == 0 {
+                    resumed += 1;
+                    resume_viewer(&server, v)
+                } else {
+                    renewed += 1;
+                    connect_viewer(&server, v.ios)
+                };
             }
         }
     }
@@ -211,4 +253,13 @@ fn windows_equal_brute_force_across_shards_and_reconnects() {
     let (_, ios_body) = server.api("GET", &format!("/api/groups/{gid}/telemetry"), None);
     ios.check(&ios_body["windows"]["60s"], "ios");
     assert!(ios.reports > 0 && ios.reports < global.reports);
+    assert!(
+        resumed > 0 && renewed > 0,
+        "{resumed} resumed, {renewed} new"
+    );
+    assert_eq!(
+        global.viewers.len(),
+        viewers.len() + renewed,
+        "a resumed viewer keeps its id"
+    );
 }

@@ -210,9 +210,12 @@ fn remediation(args: &Args) {
             ..Telemetry::default()
         });
     }
+    // Each second, 100 other viewers (their latest report is there): every rule has enough.
+    delta.viewers = 100;
     let mut now = t0;
     for _ in 0..60 {
-        let deltas = ids.iter().map(|&g| (g, delta)).collect();
+        let second = (now / 1000) as u32;
+        let deltas = ids.iter().map(|&g| (g, second, delta)).collect();
         app.on_event(ShardEvent::Telemetry { shard: 0, deltas }, now);
         now += 1000;
     }

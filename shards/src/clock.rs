@@ -13,6 +13,11 @@ pub fn unix_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+/// Seconds since the Unix epoch, as telemetry stamps its reports (saturating in 2106).
+pub fn unix_s() -> u32 {
+    (unix_ms() / 1000).min(u32::MAX as u64) as u32
+}
+
 /// A monotonic clock in shard ticks, counted from its creation.
 #[derive(Debug, Clone, Copy)]
 pub struct Ticks {

@@ -2,6 +2,11 @@
 //! `bench-footprint` and the budget test below: the sizes of the structures every viewer
 //! holds, whatever it does. Heap a viewer's strings take, glommio's per-socket and per-task
 //! state and the allocator's overhead are measured by the benchmark (they are not sizes).
+//!
+//! Not here because not every viewer pays it: a viewer that has reported telemetry has an
+//! entry in its shard's side table of latest reports (`telemetry::Partials`: a 32-byte map
+//! entry and 8 bytes a group it reported in, at least 32 on the heap); one that never reports
+//! has none, and `Conn` holds nothing for it.
 
 use std::mem::size_of;
 
@@ -63,6 +68,9 @@ mod tests {
         assert!(profile <= PROFILE_BUDGET, "Profile is {profile} B");
         assert!(size_of::<netstack::ws::Decoder>() <= 64);
         assert_eq!(size_of::<crate::driver::Driver>(), 16);
+        // A reporting viewer's entry in the telemetry side table (the module doc).
+        let entry = size_of::<(crate::proto::Slot, crate::proto::LatestReports)>();
+        assert_eq!(entry, 32, "side-table entry is {entry} B");
     }
 }
 

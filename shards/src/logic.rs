@@ -14,7 +14,7 @@ use crate::config::ShardConfig;
 use crate::conn::State;
 use crate::polls::{Polls, ViewerVotes, VoteError};
 use crate::profile::{Predicate, Profile};
-use crate::proto::{GroupId, PollSeq, Slot, Telemetry};
+use crate::proto::{GroupId, LatestReports, PollSeq, Slot, Telemetry};
 use crate::telemetry::Partials;
 
 struct Group {
@@ -72,6 +72,19 @@ impl Core {
         }
     }
 
+    /// The viewer in `slot` is gone: where its latest telemetry reports were counted (for the
+    /// application core to keep with the departed viewer), forgotten here.
+    pub fn take_reports(&mut self, slot: Slot) -> LatestReports {
+        self.telemetry.leave(slot)
+    }
+
+    /// A resumed viewer in `slot` brings back where its latest reports were counted (groups
+    /// this shard does not know, dropped meanwhile, are left out).
+    pub fn restore_reports(&mut self, slot: Slot, mut reports: LatestReports) {
+        reports.retain(|(g, _)| self.groups.contains_key(g));
+        self.telemetry.restore(slot, reports);
+    }
+
     /// Creates (or replaces) a group from the viewers that may join groups now.
     pub fn define_group<'a>(
         &mut self,
@@ -116,15 +129,15 @@ impl Core {
         Ok((seq, choice as u8)) // checked: 0 <= choice < choices <= u8::MAX
     }
 
-    /// A viewer's telemetry report, folded into every group it is a member of now: one
-    /// bitmap test per group, nothing per other viewer.
-    pub fn report(&mut self, slot: Slot, t: &Telemetry) {
+    /// A viewer's telemetry report received at Unix second `second`, folded into every group
+    /// it is a member of now: one bitmap test per group, nothing per other viewer.
+    pub fn report(&mut self, slot: Slot, second: u32, t: &Telemetry) {
         let groups = self
             .groups
             .iter()
             .filter(|(_, g)| g.members.contains(slot))
             .map(|(&id, _)| id);
-        self.telemetry.record(groups, t);
+        self.telemetry.record(slot, groups, second, t);
     }
 
     /// A viewer's vote: checked against the poll and its audience, counted into this shard's
@@ -291,18 +304,51 @@ mod tests {
             failures: Some(2.0),
             ..Telemetry::default()
         };
-        core.report(0, &t);
-        core.report(1, &t);
+        core.report(0, 100, &t);
+        core.report(1, 100, &t);
         let deltas = core.telemetry.take();
-        let reports: Vec<(GroupId, u64)> = deltas.iter().map(|(g, a)| (*g, a.reports)).collect();
-        assert_eq!(reports, vec![(GroupId::GLOBAL, 2), (GroupId(5), 1)]);
-        core.report(0, &t);
-        core.drop_group(GroupId(5));
-        let reports: Vec<GroupId> = core.telemetry.take().into_iter().map(|(g, _)| g).collect();
+        let reports: Vec<(GroupId, u32, u64, i64)> = deltas
+            .iter()
+            .map(|(g, s, a)| (*g, *s, a.reports, a.viewers))
+            .collect();
         assert_eq!(
             reports,
-            vec![GroupId::GLOBAL],
-            "a dropped group's delta is forgotten"
+            vec![(GroupId::GLOBAL, 100, 2, 2), (GroupId(5), 100, 1, 1)]
+        );
+        core.report(0, 101, &t);
+        core.drop_group(GroupId(5));
+        let reports: Vec<GroupId> = core
+            .telemetry
+            .take()
+            .into_iter()
+            .map(|(g, _, _)| g)
+            .collect();
+        assert_eq!(
+            reports,
+            vec![GroupId::GLOBAL, GroupId::GLOBAL],
+            "a dropped group's delta is forgotten (the global one moved from 100 to 101)"
+        );
+        // Leaving hands over the latest reports; a resume elsewhere takes back known groups.
+        let carried = core.take_reports(0);
+        assert_eq!(carried, vec![(GroupId::GLOBAL, 101)]);
+        let mut other = Core::new();
+        other.regroup(3, &a);
+        other.restore_reports(3, vec![(GroupId::GLOBAL, 101), (GroupId(9), 90)]);
+        other.report(3, 104, &t);
+        let moved: Vec<(GroupId, u32, i64)> = other
+            .telemetry
+            .take()
+            .into_iter()
+            .map(|(g, s, a)| (g, s, a.viewers))
+            .collect();
+        assert_eq!(
+            moved,
+            vec![(GroupId::GLOBAL, 101, -1), (GroupId::GLOBAL, 104, 1)]
+        );
+        assert_eq!(
+            other.take_reports(3),
+            vec![(GroupId::GLOBAL, 104)],
+            "group 9 unknown here"
         );
     }
 

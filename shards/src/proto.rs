@@ -59,8 +59,13 @@ pub enum ShardEvent {
         at: ViewerRef,
         profile: Box<Profile>,
     },
-    /// The viewer's connection is gone; `votes` are its votes, kept for a resume.
-    Left { at: ViewerRef, votes: Vec<Vote> },
+    /// The viewer's connection is gone; `votes` are its votes and `reports` where its latest
+    /// telemetry reports were counted, kept for a resume.
+    Left {
+        at: ViewerRef,
+        votes: Vec<Vote>,
+        reports: LatestReports,
+    },
     /// A `Cast` to `group` was written to every member on this shard (backpressure for
     /// snapshot-like casts such as live results).
     CastDone { group: GroupId },
@@ -73,11 +78,12 @@ pub enum ShardEvent {
         breakdown: Breakdown,
         closed: bool,
     },
-    /// This shard's telemetry since its last report, folded per group (coalesced, like
-    /// `PollTally`): the application core merges the deltas into its windows.
+    /// This shard's telemetry since its last report, folded per group and Unix second of
+    /// the reports (coalesced, like `PollTally`): the application core merges each delta into
+    /// that second's bucket of its windows.
     Telemetry {
         shard: u16,
-        deltas: Vec<(GroupId, crate::telemetry::Aggregate)>,
+        deltas: Vec<(GroupId, u32, crate::telemetry::Aggregate)>,
     },
     /// A viewer message the application core answers.
     Request { at: ViewerRef, request: Request },
@@ -122,6 +128,10 @@ pub enum Request {
 /// Connection-quality telemetry from a player (the protocol's type). Absent numbers are `None`.
 pub use protocol::Telemetry;
 
+/// Where a viewer's latest telemetry reports were counted: (group, Unix second of its latest
+/// report in that group). See [`crate::telemetry`].
+pub type LatestReports = crate::telemetry::LatestReports<GroupId>;
+
 /// A change the application core makes to a profile it does not own.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ProfileUpdate {
@@ -131,8 +141,9 @@ pub enum ProfileUpdate {
     Tags(Vec<Box<str>>),
 }
 
-/// What a resumed viewer gets back: its groups (through the profile fields that decide them)
-/// and its votes (already counted where they were cast).
+/// What a resumed viewer gets back: its groups (through the profile fields that decide them),
+/// its votes (already counted where they were cast) and where its latest telemetry reports
+/// were counted (so it counts once among a window's reporting viewers).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Restore {
     pub stream: Option<Sym>,
@@ -141,6 +152,7 @@ pub struct Restore {
     pub hardware: Option<Sym>,
     pub region: Option<Sym>,
     pub votes: Vec<Vote>,
+    pub reports: LatestReports,
 }
 
 /// The answer to a resume claim: the identity the viewer gets, its resume token, and, when

@@ -221,7 +221,8 @@ impl Shard {
             }
             ViewerMessage::Telemetry(t) => {
                 ShardStats::add(&self.stats.telemetry_reports, 1);
-                self.core.borrow_mut().report(conn.slot, &t);
+                let second = crate::clock::unix_s(); // names its bucket at the core
+                self.core.borrow_mut().report(conn.slot, second, &t);
                 if t.buffering_ratio.is_some_and(|r| r >= 0.5) {
                     let at = conn.at(self.index);
                     let mut buffering = self.buffering.borrow_mut();
@@ -317,6 +318,7 @@ impl Shard {
             self.emit(ShardEvent::Left {
                 at: conn.at(self.index),
                 votes: conn.votes.borrow_mut().take(),
+                reports: self.core.borrow_mut().take_reports(conn.slot),
             });
         }
         if self.draining.get() && self.conns.borrow().is_empty() {

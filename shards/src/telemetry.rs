@@ -1,13 +1,23 @@
 //! Telemetry aggregated at the edge: each shard folds its viewers' reports into one partial
-//! [`Aggregate`] per group and reports the deltas, coalesced, to the application core (as poll
-//! tallies are), which merges them into sliding windows. A report costs the shard one update
-//! per group the viewer is in; the application core's cost does not grow with viewers.
+//! [`Aggregate`] per (group, second) and reports the deltas, coalesced, to the application
+//! core (as poll tallies are), which merges them into one-second buckets read as sliding
+//! windows. A report costs the shard one update per group the viewer is in; the application
+//! core's cost does not grow with viewers.
+//!
+//! Distinct reporting viewers ("latest-report buckets"): the bucket of second `s` of group `g`
+//! carries [`Aggregate::viewers`], the number of viewers whose latest report counted in `g`
+//! fell in second `s`, so a window's distinct reporting viewers are the sum over its buckets,
+//! exactly. The shard keeps, per viewer that has reported (viewers that never report keep
+//! nothing), the second of its latest report in each group ([`LatestReports`]); a report at
+//! second `t` in group `g` whose previous one there was at `t' != t` sends -1 for `(g, t')`
+//! and +1 for `(g, t)`. The record travels with a departing viewer to the application core and
+//! back to the shard it resumes on, so a resumed viewer is still counted once.
 //!
 //! Pure: no clock, no I/O. Values a peer sends are checked here: a number that is not finite,
 //! is negative or is over its metric's [`Metric::limit`] is not counted (the rest of that
 //! report still is).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use protocol::Telemetry;
 
@@ -135,6 +145,10 @@ impl Series {
 pub struct Aggregate {
     /// Reports folded in (each counts once, whatever fields it carried).
     pub reports: u64,
+    /// Net change of the viewers whose latest report in the group fell in this second (see
+    /// the module doc); summed over a window's seconds, the distinct viewers who reported in
+    /// it. Signed: a delta moves viewers out of earlier seconds.
+    pub viewers: i64,
     /// Indexed like [`Metric::ALL`].
     pub series: [Series; 6],
 }
@@ -151,6 +165,7 @@ impl Aggregate {
 
     pub fn merge(&mut self, o: &Aggregate) {
         self.reports += o.reports;
+        self.viewers += o.viewers;
         for (a, b) in self.series.iter_mut().zip(&o.series) {
             a.merge(b);
         }
@@ -161,26 +176,84 @@ impl Aggregate {
     }
 }
 
-/// A shard's partial aggregates since its last report, per group (`G`: the group id type,
-/// `proto::GroupId` on a shard).
+/// Where a viewer's latest reports were counted: (group, Unix second of its latest report in
+/// that group), one entry per group it has reported in.
+pub type LatestReports<G> = Vec<(G, u32)>;
+
+/// A shard's partial aggregates since its last report, per (group, Unix second of the
+/// reports), and the [`LatestReports`] of each viewer that has reported, by its slot (`G`: the
+/// group id type, `proto::GroupId` on a shard).
 #[derive(Debug)]
 pub struct Partials<G> {
-    by_group: BTreeMap<G, Aggregate>,
+    by_group: BTreeMap<(G, u32), Aggregate>,
+    latest: HashMap<u32, LatestReports<G>>,
 }
 
 impl<G> Default for Partials<G> {
     fn default() -> Self {
         Partials {
             by_group: BTreeMap::new(),
+            latest: HashMap::new(),
         }
     }
 }
 
 impl<G: Ord + Copy> Partials<G> {
-    /// Folds one report into every group in `groups` (the reporting viewer's groups now).
-    pub fn record(&mut self, groups: impl IntoIterator<Item = G>, t: &Telemetry) {
+    /// Folds one report of the viewer in `slot`, made at Unix second `second`, into every
+    /// group in `groups` (the viewer's groups now), and moves the viewer's latest report in
+    /// each of them to `second`.
+    pub fn record(
+        &mut self,
+        slot: u32,
+        groups: impl IntoIterator<Item = G>,
+        second: u32,
+        t: &Telemetry,
+    ) {
+        let mut groups = groups.into_iter().peekable();
+        if groups.peek().is_none() {
+            return; // in no group (a connection waiting for its resume): nothing to count
+        }
+        let latest = self.latest.entry(slot).or_default();
         for g in groups {
-            self.by_group.entry(g).or_default().record(t);
+            // (+1 in this second, the earlier second it moves out of)
+            let (joins, leaves) = match latest.iter_mut().find(|(lg, _)| *lg == g) {
+                Some((_, s)) if *s == second => (0, None),
+                Some((_, s)) => (1, Some(std::mem::replace(s, second))),
+                None => {
+                    latest.push((g, second));
+                    (1, None)
+                }
+            };
+            let here = self.by_group.entry((g, second)).or_default();
+            here.record(t);
+            here.viewers += joins;
+            if let Some(earlier) = leaves {
+                self.by_group.entry((g, earlier)).or_default().viewers -= 1;
+            }
+        }
+    }
+
+    /// The viewer in `slot` is gone: its latest reports, to carry to where it may resume.
+    pub fn leave(&mut self, slot: u32) -> LatestReports<G> {
+        self.latest.remove(&slot).unwrap_or_default()
+    }
+
+    /// A resumed viewer in `slot` brings back where its latest reports were counted. (It has
+    /// not reported here yet, being in no group until admitted; if it had, in a group counted
+    /// in both places, the earlier second is taken back and the later one kept.)
+    pub fn restore(&mut self, slot: u32, reports: LatestReports<G>) {
+        if reports.is_empty() {
+            return;
+        }
+        let latest = self.latest.entry(slot).or_default();
+        for (g, s) in reports {
+            match latest.iter_mut().find(|(lg, _)| *lg == g) {
+                Some((_, here)) => {
+                    self.by_group.entry((g, s.min(*here))).or_default().viewers -= 1;
+                    *here = s.max(*here);
+                }
+                None => latest.push((g, s)),
+            }
         }
     }
 
@@ -188,14 +261,27 @@ impl<G: Ord + Copy> Partials<G> {
         self.by_group.is_empty()
     }
 
-    /// The deltas since the last call, leaving none.
-    pub fn take(&mut self) -> Vec<(G, Aggregate)> {
-        std::mem::take(&mut self.by_group).into_iter().collect()
+    /// The deltas since the last call, leaving none: (group, second, delta).
+    pub fn take(&mut self) -> Vec<(G, u32, Aggregate)> {
+        std::mem::take(&mut self.by_group)
+            .into_iter()
+            .map(|((g, s), a)| (g, s, a))
+            .collect()
     }
 
-    /// Forgets a dropped group's pending delta.
+    /// Forgets a dropped group: its pending deltas and every viewer's latest report in it
+    /// (O(viewers that reported on this shard), once per dropped group).
     pub fn forget(&mut self, group: G) {
-        self.by_group.remove(&group);
+        self.by_group.retain(|(g, _), _| *g != group);
+        self.latest.retain(|_, latest| {
+            latest.retain(|(g, _)| *g != group);
+            !latest.is_empty()
+        });
+    }
+
+    /// Viewers with latest reports kept.
+    pub fn reporters(&self) -> usize {
+        self.latest.len()
     }
 }
 
@@ -258,16 +344,53 @@ mod tests {
     #[test]
     fn partials_go_to_every_group_once_and_are_taken() {
         let mut p = Partials::<u32>::default();
-        p.record([0, 4], &t(500.0, None));
-        p.record([0], &t(700.0, None));
+        p.record(1, [0, 4], 100, &t(500.0, None));
+        p.record(2, [0], 100, &t(700.0, None));
         let deltas = p.take();
         assert_eq!(deltas.len(), 2);
-        assert_eq!(deltas[0].0, 0);
-        assert_eq!(deltas[0].1.reports, 2);
-        assert_eq!(deltas[1].1.series(Metric::BitrateKbps).sum, 500.0);
+        assert_eq!((deltas[0].0, deltas[0].1), (0, 100));
+        assert_eq!((deltas[0].2.reports, deltas[0].2.viewers), (2, 2));
+        assert_eq!(deltas[1].2.series(Metric::BitrateKbps).sum, 500.0);
+        assert_eq!(deltas[1].2.viewers, 1);
         assert!(p.is_empty());
-        p.record([4], &t(1.0, None));
+        p.record(1, [4], 101, &t(1.0, None));
         p.forget(4);
         assert!(p.take().is_empty());
+        assert_eq!(p.leave(1), vec![(0, 100)], "group 4 is forgotten");
+        p.record(3, [], 101, &t(1.0, None));
+        assert_eq!(p.reporters(), 1, "a viewer in no group keeps nothing");
+    }
+
+    /// The viewers column: each (viewer, group) is +1 in the second of its latest report and
+    /// nowhere else, so any window's sum is its distinct reporting viewers.
+    #[test]
+    fn a_viewer_counts_once_in_the_second_of_its_latest_report() {
+        let mut p = Partials::<u32>::default();
+        let net = |p: &mut Partials<u32>| -> Vec<(u32, u32, i64)> {
+            p.take()
+                .into_iter()
+                .map(|(g, s, a)| (g, s, a.viewers))
+                .collect()
+        };
+        p.record(7, [0, 1], 10, &t(1.0, None));
+        p.record(7, [0, 1], 10, &t(1.0, None));
+        assert_eq!(net(&mut p), vec![(0, 10, 1), (1, 10, 1)]);
+        // Later, and out of group 1: it moves in group 0 only; group 1 keeps second 10.
+        p.record(7, [0], 12, &t(1.0, None));
+        assert_eq!(net(&mut p), vec![(0, 10, -1), (0, 12, 1)]);
+        // It leaves and resumes in another slot (another shard): still the same viewer.
+        let carried = p.leave(7);
+        assert_eq!(carried, vec![(0, 12), (1, 10)]);
+        let mut q = Partials::<u32>::default();
+        q.restore(3, carried);
+        q.record(3, [0, 1, 2], 15, &t(1.0, None));
+        assert_eq!(
+            net(&mut q),
+            vec![(0, 12, -1), (0, 15, 1), (1, 10, -1), (1, 15, 1), (2, 15, 1)]
+        );
+        // Counted in group 2 both where it comes back and where it was: once, at the later.
+        q.restore(3, vec![(2, 14)]);
+        assert_eq!(net(&mut q), vec![(2, 14, -1)]);
+        assert_eq!(q.leave(3), vec![(0, 15), (1, 15), (2, 15)]);
     }
 }

@@ -331,6 +331,18 @@ fn telemetry(out: &mut String, app: &App, now_ms: u64) {
     }
     let mut f = family(
         out,
+        "ovation_telemetry_viewers",
+        "gauge",
+        "Distinct viewers who reported telemetry over the window.",
+    );
+    for (w, agg) in &windows {
+        f.sample(
+            &[("window", &label(*w))],
+            crate::app::telemetry::viewers(agg),
+        );
+    }
+    let mut f = family(
+        out,
         "ovation_telemetry_failures_per_minute",
         "gauge",
         "Connection failures reported per minute over the window.",

@@ -171,6 +171,8 @@ impl App {
             hardware: record.hardware.as_deref().map(Into::into),
             region: record.region.as_deref().map(Into::into),
             votes,
+            // Another edge's telemetry windows are its own: counted afresh here.
+            reports: Vec::new(),
         };
         let at = claim.at;
         let profile = mirror::resumed_profile(claim.profile, at.viewer, &restore);

@@ -14,7 +14,7 @@
 use std::collections::{BTreeSet, HashMap};
 
 use shards::profile::{Profile, Sym, ViewerId};
-use shards::proto::{resume, Restore, ViewerRef, Vote};
+use shards::proto::{resume, GroupId, Restore, ViewerRef, Vote};
 
 /// The application core's copy of one viewer.
 #[derive(Debug, Clone)]
@@ -26,13 +26,16 @@ pub struct Viewer {
 }
 
 /// What a departed viewer keeps for a resume, packed: its token's nonce, the profile fields a
-/// resume restores (stream, app version, hardware, region, tags) in one byte buffer, its votes,
-/// and when it left. About 80 bytes plus the strings it carries (see the size test).
+/// resume restores (stream, app version, hardware, region, tags) and where its latest
+/// telemetry reports were counted (10 bytes a group, only for a viewer that reported) in one
+/// byte buffer, its votes, and when it left. About 80 bytes plus the strings it carries (see
+/// the size test).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Departed {
     nonce: u64,
-    /// `[kind, len, bytes...]*` with kind 0..=3 for stream, app_version, hardware, region and
-    /// 4 for each tag; every field is at most `MAX_FIELD_LEN` (64) bytes.
+    /// `[kind, len, bytes...]*` with kind 0..=3 for stream, app_version, hardware, region,
+    /// 4 for each tag, 5 for the person, 6 for each latest report (group and Unix second, two
+    /// little-endian u32s); every field is at most `MAX_FIELD_LEN` (64) bytes.
     packed: Box<[u8]>,
     votes: Box<[Vote]>,
     left_ms: u64,
@@ -41,9 +44,18 @@ pub struct Departed {
 const KIND_TAG: u8 = 4;
 /// The person (`sub`) whose connection earned the resume token.
 const KIND_SUB: u8 = 5;
+/// A group and the second of the viewer's latest telemetry report in it. Not stored across a
+/// restart: the windows it points into do not outlive the process.
+const KIND_REPORT: u8 = 6;
 
 impl Departed {
-    pub fn new(nonce: u64, profile: &Profile, votes: Vec<Vote>, left_ms: u64) -> Departed {
+    pub fn new(
+        nonce: u64,
+        profile: &Profile,
+        votes: Vec<Vote>,
+        reports: &[(GroupId, u32)],
+        left_ms: u64,
+    ) -> Departed {
         let mut packed = Vec::new();
         let mut put = |kind: u8, s: &str| {
             // Profile fields are bounded by the shard (MAX_FIELD_LEN); cut defensively.
@@ -74,6 +86,11 @@ impl Departed {
         if let Some(sub) = &profile.sub {
             put(KIND_SUB, sub);
         }
+        for (group, second) in reports {
+            packed.extend_from_slice(&[KIND_REPORT, 8]);
+            packed.extend_from_slice(&group.0.to_le_bytes());
+            packed.extend_from_slice(&second.to_le_bytes());
+        }
         Departed {
             nonce,
             packed: packed.into_boxed_slice(),
@@ -91,6 +108,15 @@ impl Departed {
         let mut rest = &self.packed[..];
         while let [kind, len, tail @ ..] = rest {
             let n = (*len as usize).min(tail.len());
+            if *kind == KIND_REPORT {
+                if let [g0, g1, g2, g3, s0, s1, s2, s3] = tail[..n] {
+                    let group = GroupId(u32::from_le_bytes([g0, g1, g2, g3]));
+                    r.reports
+                        .push((group, u32::from_le_bytes([s0, s1, s2, s3])));
+                }
+                rest = &tail[n..];
+                continue;
+            }
             let value = String::from_utf8_lossy(&tail[..n]);
             match *kind {
                 0 => r.stream = Some(Sym::new(&value)),
@@ -128,12 +154,21 @@ impl Departed {
 
     /// The record as the store keeps it across a restart: `nonce`, `left_ms` (little-endian
     /// u64s) and the packed profile fields. Votes are not kept: the polls they were cast in do
-    /// not outlive the process (they come back `interrupted`).
+    /// not outlive the process (they come back `interrupted`); nor are the latest reports: the
+    /// telemetry windows they point into do not either.
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut b = Vec::with_capacity(16 + self.packed.len());
         b.extend_from_slice(&self.nonce.to_le_bytes());
         b.extend_from_slice(&self.left_ms.to_le_bytes());
-        b.extend_from_slice(&self.packed);
+        let mut rest = &self.packed[..];
+        while let [kind, len, tail @ ..] = rest {
+            let n = (*len as usize).min(tail.len());
+            if *kind != KIND_REPORT {
+                b.extend_from_slice(&[*kind, n as u8]);
+                b.extend_from_slice(&tail[..n]);
+            }
+            rest = &tail[n..];
+        }
         b
     }
 
@@ -364,12 +399,13 @@ impl Mirror {
         &mut self,
         at: ViewerRef,
         votes: Vec<Vote>,
+        reports: &[(GroupId, u32)],
         now_ms: u64,
         limits: DepartedLimits,
     ) -> Option<(Profile, Option<Waiting>)> {
         self.at(at)?;
         let v = self.viewers.remove(&at.viewer)?;
-        let dep = Departed::new(v.nonce, &v.profile, votes, now_ms);
+        let dep = Departed::new(v.nonce, &v.profile, votes, reports, now_ms);
         let waiting = match self.awaiting.remove(&at.viewer) {
             Some((new_at, profile)) => Some(Waiting {
                 at: new_at,
@@ -459,7 +495,7 @@ mod tests {
     #[test]
     fn departed_records_round_trip_through_bytes_without_votes() {
         let p = profile(3);
-        let d = Departed::new(77, &p, vec![], 1234);
+        let d = Departed::new(77, &p, vec![], &[], 1234);
         let back = Departed::from_bytes(&d.to_bytes()).expect("parses");
         assert_eq!(back, d);
         assert_eq!(back.restore().stream.as_deref(), Some("final"));
@@ -467,6 +503,26 @@ mod tests {
         let mut bad = d.to_bytes();
         bad.push(9);
         assert_eq!(Departed::from_bytes(&bad), None, "a truncated field");
+    }
+
+    #[test]
+    fn latest_reports_go_with_a_departed_viewer_but_not_across_a_restart() {
+        let p = profile(3);
+        let reports = [
+            (GroupId::GLOBAL, 1_800_000_000),
+            (GroupId(7), 1_799_999_990),
+        ];
+        let d = Departed::new(77, &p, vec![(1, 0)], &reports, 1234);
+        let r = d.restore();
+        assert_eq!(r.reports, reports.to_vec());
+        assert_eq!(r.tags, p.tags, "the other fields parse around them");
+        assert_eq!(
+            d.footprint(),
+            Departed::new(77, &p, vec![(1, 0)], &[], 1234).footprint() + 20
+        );
+        let back = Departed::from_bytes(&d.to_bytes()).expect("parses");
+        assert!(back.restore().reports.is_empty());
+        assert_eq!(back, Departed::new(77, &p, vec![], &[], 1234));
     }
 
     fn profile(id: u64) -> Profile {
@@ -501,7 +557,7 @@ mod tests {
     #[test]
     fn a_departed_record_restores_what_a_resume_needs() {
         let p = profile(1);
-        let d = Departed::new(9, &p, vec![(1, 2)], 7);
+        let d = Departed::new(9, &p, vec![(1, 2)], &[], 7);
         let r = d.restore();
         assert_eq!(r.stream.as_deref(), Some("final"));
         assert_eq!(r.region.as_deref(), Some("HU"));
@@ -516,7 +572,7 @@ mod tests {
         // A typical departed viewer: 32-hex-digit token, stream, region, app version, two
         // tags, one vote. Versus the full Viewer (Profile clone) kept before.
         let p = profile(1);
-        let d = Departed::new(0x0123_4567_89ab_cdef, &p, vec![(1, 0)], 7);
+        let d = Departed::new(0x0123_4567_89ab_cdef, &p, vec![(1, 0)], &[], 7);
         let bytes = d.footprint();
         println!(
             "departed record: {} B inline, {} B total with heap and index entries",
@@ -549,7 +605,7 @@ mod tests {
             m.claim(at(2), profile(2), &other),
             Claim::New { .. }
         ));
-        assert!(m.leave(at(1), vec![(4, 1)], 10, LIMITS).is_some());
+        assert!(m.leave(at(1), vec![(4, 1)], &[], 10, LIMITS).is_some());
         match m.claim(at(5), profile(5), &token) {
             Claim::Resumed { x, departed, .. } => {
                 assert_eq!(x, ViewerId(1));
@@ -576,7 +632,7 @@ mod tests {
             m.join(at(i), format!("t{i}").into(), profile(i));
         }
         for i in 1..=5 {
-            assert!(m.leave(at(i), vec![], 100 + i, LIMITS).is_some());
+            assert!(m.leave(at(i), vec![], &[], 100 + i, LIMITS).is_some());
         }
         assert_eq!(m.departed_count(), 3);
         assert_eq!(m.departed_dropped(), 2);
@@ -591,7 +647,7 @@ mod tests {
         ));
         // A byte budget bounds too.
         let mut m = Mirror::default();
-        let one = Departed::new(1, &profile(1), vec![], 0).footprint();
+        let one = Departed::new(1, &profile(1), vec![], &[], 0).footprint();
         let limits = DepartedLimits {
             max_count: 100,
             max_bytes: one * 2 + one / 2,
@@ -599,7 +655,7 @@ mod tests {
         };
         for i in 1..=4 {
             m.join(at(i), format!("t{i}").into(), profile(i));
-            m.leave(at(i), vec![], i, limits);
+            m.leave(at(i), vec![], &[], i, limits);
         }
         assert_eq!(m.departed_count(), 2);
         assert!(m.departed_bytes() <= limits.max_bytes);
@@ -611,7 +667,7 @@ mod tests {
         let mut m = Mirror::default();
         for i in 1..=3 {
             m.join(at(i), format!("t{i}").into(), profile(i));
-            m.leave(at(i), vec![], i * 1000, LIMITS);
+            m.leave(at(i), vec![], &[], i * 1000, LIMITS);
         }
         m.expire(2500, 1000);
         assert_eq!(m.departed_count(), 2);

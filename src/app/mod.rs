@@ -324,7 +324,7 @@ impl App {
                     self.groups.recount(&old, &new);
                 }
             }
-            ShardEvent::Left { at, votes } => self.leave(at, votes, now_ms),
+            ShardEvent::Left { at, votes, reports } => self.leave(at, votes, reports, now_ms),
             ShardEvent::Request { at, request } => match request {
                 Request::Watch { stream } => self.watch(at, &stream, now_ms),
                 Request::PersonVote { sub, seq, choice } => {
@@ -335,10 +335,10 @@ impl App {
                 Request::DurableVote { poll, choice, .. } => self.durable_vote(at, &poll, choice),
             },
             ShardEvent::Telemetry { deltas, .. } => {
-                for (group, delta) in &deltas {
+                for (group, second, delta) in &deltas {
                     // A delta for a group dropped meanwhile is of no use.
                     if self.groups.get(*group).is_some() {
-                        self.telemetry.merge(*group, delta, now_ms);
+                        self.telemetry.merge(*group, *second, delta, now_ms);
                     }
                 }
             }
@@ -453,9 +453,16 @@ impl App {
         }
     }
 
-    fn leave(&mut self, at: ViewerRef, votes: Vec<shards::proto::Vote>, now_ms: u64) {
+    fn leave(
+        &mut self,
+        at: ViewerRef,
+        votes: Vec<shards::proto::Vote>,
+        reports: shards::proto::LatestReports,
+        now_ms: u64,
+    ) {
         let limits = self.departed_limits();
-        let Some((profile, waiting)) = self.mirror.leave(at, votes, now_ms, limits) else {
+        let left = self.mirror.leave(at, votes, &reports, now_ms, limits);
+        let Some((profile, waiting)) = left else {
             return;
         };
         self.groups.count(&profile, -1);

@@ -45,8 +45,9 @@ pub struct RuleSpec {
     /// Which telemetry window it reads (one of `telemetry_windows_s`).
     #[serde(default = "default_window")]
     pub window_s: u64,
-    /// Fewer reports in the window than this: no judgement (and no firing).
-    #[serde(default = "default_min_reports")]
+    /// Fewer distinct reporting viewers in the window than this: no judgement (and no
+    /// firing). A viewer reporting every second counts once. Also accepted as `min_viewers`.
+    #[serde(default = "default_min_reports", alias = "min_viewers")]
     pub min_reports: u64,
     /// Fires above this many failures per minute.
     #[serde(default)]
@@ -152,6 +153,8 @@ impl RuleSpec {
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct Observation {
     pub reports: u64,
+    /// Distinct viewers who reported in the window (what `min_reports` is compared with).
+    pub viewers: u64,
     pub failures_per_min: f64,
     /// Mean buffering ratio of the reports that carried one.
     pub buffering_ratio: Option<f64>,
@@ -161,6 +164,7 @@ impl Observation {
     pub fn to_json(&self) -> Value {
         serde_json::json!({
             "reports": self.reports,
+            "viewers": self.viewers,
             "failures_per_min": self.failures_per_min,
             "buffering_ratio": self.buffering_ratio,
         })
@@ -304,7 +308,7 @@ impl Engine {
 
 /// (the condition holds, the recovery holds) for one observation.
 fn judge(spec: &RuleSpec, o: &Observation) -> (bool, bool) {
-    let enough = o.reports >= spec.min_reports;
+    let enough = o.viewers >= spec.min_reports;
     let above = |value: f64, threshold: Option<f64>| threshold.is_some_and(|t| value > t);
     let below = |value: f64, threshold: Option<f64>| {
         threshold.is_none_or(|t| value <= t * spec.clear_fraction)
@@ -313,7 +317,7 @@ fn judge(spec: &RuleSpec, o: &Observation) -> (bool, bool) {
     let bad = enough
         && (above(o.failures_per_min, spec.failures_per_min_above)
             || above(ratio, spec.buffering_ratio_above));
-    // Too few reports to judge is no reason to keep a remedy in force... nor to lift it:
+    // Too few reporting viewers to judge is no reason to keep a remedy in force... nor to lift it:
     // the audience that was failing may simply have left, so it counts as recovered.
     let clear = !enough
         || (below(o.failures_per_min, spec.failures_per_min_above)
@@ -371,9 +375,10 @@ mod tests {
         }
     }
 
-    fn obs(reports: u64, fpm: f64) -> Observation {
+    fn obs(viewers: u64, fpm: f64) -> Observation {
         Observation {
-            reports,
+            reports: viewers,
+            viewers,
             failures_per_min: fpm,
             buffering_ratio: None,
         }
@@ -452,6 +457,7 @@ mod tests {
         }
         let b = Observation {
             reports: 9,
+            viewers: 9,
             failures_per_min: 0.0,
             buffering_ratio: Some(0.5),
         };
@@ -507,5 +513,11 @@ mod tests {
             serde_json::json!({"id": "r", "actions": [], "x": 1})
         )
         .is_err());
+        let alias: RuleSpec = serde_json::from_value(serde_json::json!({
+            "id": "r", "failures_per_min_above": 5, "min_viewers": 12,
+            "actions": [{"type": "notify"}]
+        }))
+        .unwrap();
+        assert_eq!(alias.min_reports, 12, "min_viewers is min_reports");
     }
 }

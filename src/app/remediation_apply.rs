@@ -116,6 +116,7 @@ impl App {
                 let agg = self.telemetry.window(id, window_ms, now_ms);
                 let o = Observation {
                     reports: agg.reports,
+                    viewers: super::telemetry::viewers(&agg),
                     failures_per_min: super::telemetry::failures_per_min(&agg, window_ms),
                     buffering_ratio: agg.series(Metric::BufferingRatio).mean(),
                 };

@@ -185,6 +185,7 @@ fn the_mirror_follows_joins_changes_leaves_and_passes_audits() {
         ShardEvent::Left {
             at: b,
             votes: vec![],
+            reports: vec![],
         },
         2_000,
     );
@@ -235,6 +236,7 @@ fn group_sizes_follow_predicates_and_errors_are_typed() {
         ShardEvent::Left {
             at: at(0, 1, 1),
             votes: vec![],
+            reports: vec![],
         },
         1_000,
     );
@@ -413,6 +415,7 @@ fn a_departed_viewer_claims_back_its_identity_and_votes() {
         ShardEvent::Left {
             at: old,
             votes: vec![(seq, 1)],
+            reports: vec![(GroupId::GLOBAL, 4), (GroupId(1), 3)],
         },
         5_000,
     );
@@ -443,6 +446,11 @@ fn a_departed_viewer_claims_back_its_identity_and_votes() {
     assert_eq!(&*admission.resume, "tok7");
     let restore = admission.restore.as_ref().expect("restored");
     assert_eq!(restore.votes, vec![(seq, 1)]);
+    assert_eq!(
+        restore.reports,
+        vec![(GroupId::GLOBAL, 4), (GroupId(1), 3)],
+        "where its latest telemetry was counted goes with it"
+    );
     assert_eq!(restore.stream.as_deref(), Some("s"));
     // The open poll is offered again; the mirror and groups have the viewer back.
     assert!(sent
@@ -500,6 +508,7 @@ fn a_claim_while_the_old_connection_is_open_evicts_it_first() {
         ShardEvent::Left {
             at: old,
             votes: vec![(3, 0)],
+            reports: vec![],
         },
         2_100,
     );
@@ -530,6 +539,7 @@ fn departed_viewers_expire_after_the_window_and_are_bounded() {
             ShardEvent::Left {
                 at: at(0, i as u32, i),
                 votes: vec![],
+                reports: vec![],
             },
             1_000 * i,
         );
@@ -630,7 +640,14 @@ fn churn_keeps_departed_records_within_their_bounds() {
             ..base.clone()
         };
         h.join(at, &format!("{i:032x}"), p);
-        h.event(ShardEvent::Left { at, votes: vec![] }, 1_000 + i);
+        h.event(
+            ShardEvent::Left {
+                at,
+                votes: vec![],
+                reports: vec![],
+            },
+            1_000 + i,
+        );
         if i % 10_000 == 0 {
             h.drain();
         }
@@ -771,6 +788,7 @@ fn a_waiting_claim_resumes_even_when_the_departed_bounds_are_zero() {
         ShardEvent::Left {
             at: old,
             votes: vec![(1, 1)],
+            reports: vec![],
         },
         2_100,
     );
@@ -788,6 +806,7 @@ fn a_waiting_claim_resumes_even_when_the_departed_bounds_are_zero() {
                 ..new
             },
             votes: vec![],
+            reports: vec![],
         },
         2_200,
     );
@@ -928,10 +947,11 @@ fn remediation_rules_from_the_config_file_act_on_a_group() {
         failures: Some(10.0),
         ..Default::default()
     });
+    delta.viewers = 1;
     h.event(
         ShardEvent::Telemetry {
             shard: 0,
-            deltas: vec![(id, delta)],
+            deltas: vec![(id, 5, delta)],
         },
         5_000,
     );
@@ -948,6 +968,77 @@ fn remediation_rules_from_the_config_file_act_on_a_group() {
     h.app.revert_remediation("r1", 6_000).unwrap();
     assert_eq!(h.app.group_cdn(id), None);
     assert!(h.app.revert_remediation("r1", 6_000).is_err());
+}
+
+/// `min_reports` counts distinct reporting viewers: one viewer reporting failures every
+/// 100 ms (600 reports a minute) never makes a rule with `min_reports = 5` fire; five viewers
+/// do. The shard side is the shards' own fold (`Partials`), flushed every 250 ms.
+#[test]
+fn a_rules_minimum_counts_viewers_not_reports() {
+    let fired_with = |n_viewers: u32| -> Vec<u64> {
+        let config: Config = toml::from_str(
+            r#"
+            telemetry_windows_s = [10, 60]
+            [[remediation_rules]]
+            id = "failing"
+            window_s = 10
+            min_reports = 5
+            hold_s = 2
+            failures_per_min_above = 30
+            actions = [{ type = "notify" }]
+            "#,
+        )
+        .unwrap();
+        let rule: remediation::RuleSpec =
+            serde_json::from_value(config.remediation_rules[0].clone()).unwrap();
+        let mut h = harness(1, config);
+        h.app.add_rule(rule).unwrap();
+        let key = h.app.add_custom_group(
+            "ios".into(),
+            Predicate {
+                clauses: vec![(Field::Os, vec!["ios".into()])],
+            },
+            1_000,
+        );
+        let id = h.app.group(&key).unwrap().id;
+        let mut shard = shards::telemetry::Partials::default();
+        let failing = shards::proto::Telemetry {
+            failures: Some(1.0),
+            ..Default::default()
+        };
+        let mut fired = Vec::new();
+        for step in 0..300u64 {
+            let now = 2_000_000 + step * 100;
+            for v in 0..n_viewers {
+                shard.record(v, [GroupId::GLOBAL, id], (now / 1000) as u32, &failing);
+            }
+            if step % 5 == 0 {
+                let deltas = shard.take();
+                h.event(ShardEvent::Telemetry { shard: 0, deltas }, now);
+            }
+            if step % 10 == 0 {
+                h.app.evaluate_remediations(now);
+                if h.app.remediation_events().0.len() > fired.len() {
+                    fired.push(step / 10);
+                }
+            }
+            h.drain();
+        }
+        let deltas = shard.take();
+        h.event(ShardEvent::Telemetry { shard: 0, deltas }, 2_029_900);
+        let window = h.app.group_telemetry(id, 2_029_900);
+        assert_eq!(window["10s"]["viewers"], n_viewers, "{window}");
+        assert_eq!(window["10s"]["reports"], 100 * n_viewers);
+        fired
+    };
+    assert_eq!(
+        fired_with(1),
+        Vec::<u64>::new(),
+        "one viewer: 600 reports/min"
+    );
+    assert_eq!(fired_with(4), Vec::<u64>::new());
+    // Bad from the second evaluation (1 s of reports: 55 failures, 330 a minute), held 2 s.
+    assert_eq!(fired_with(5), vec![3], "fires after hold_s");
 }
 
 /// The session routes shard `i` was sent: (session, stream, prefix) opens and ended ids.

@@ -383,7 +383,7 @@ async function refreshGroups() {
       tr.dataset.group = g.id;
       cell(tr, g.id === g.name ? g.id : `${g.id} · ${g.name}`, 'th').scope = 'row';
       cell(tr, String(g.size)).dataset.role = 'size';
-      cell(tr, w ? String(w.reports) : '–').dataset.role = 'reports';
+      cell(tr, w ? `${w.reports} / ${w.viewers}` : '–').dataset.role = 'reports';
       cell(tr, w && w.bitrate_kbps.mean !== null ? `${Math.round(w.bitrate_kbps.mean)} kbit/s` : '–');
       cell(tr, w && w.buffering_ratio.mean !== null ? `${(w.buffering_ratio.mean * 100).toFixed(1)} %` : '–');
       cell(tr, w && w.dropped_frames.sum !== null ? String(w.dropped_frames.sum) : '–');
@@ -408,7 +408,7 @@ function renderRemediations() {
       .map((e) => {
         const li = document.createElement('li');
         const when = new Date(e.at_ms).toLocaleTimeString();
-        const why = e.window ? ` (${e.window.failures_per_min.toFixed(0)} failures/min, ${e.window.reports} reports)` : '';
+        const why = e.window ? ` (${e.window.failures_per_min.toFixed(0)} failures/min, ${e.window.viewers} reporting viewers)` : '';
         li.textContent = `${when} ${e.rule} ${e.action} on ${e.group}${why}`;
         return li;
       }),

@@ -24,6 +24,7 @@ impl Shard {
                         ..to
                     },
                     votes: restore.votes,
+                    reports: restore.reports,
                 });
             }
             return;
@@ -42,6 +43,7 @@ impl Shard {
                     p.region = r.region;
                 }
                 *conn.votes.borrow_mut() = ViewerVotes::new(r.votes);
+                self.core.borrow_mut().restore_reports(conn.slot, r.reports);
             }
         }
         conn.pending.set(false);
