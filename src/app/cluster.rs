@@ -258,7 +258,8 @@ impl App {
                 predicate,
                 created_ms,
             } => {
-                if self.groups.by_key(&key).is_some() {
+                // Known, or deleted while its edge was cut off (see `republish`).
+                if self.groups.by_key(&key).is_some() || self.edges.is_deleted_group(&key) {
                     return;
                 }
                 let Ok(predicate) = serde_json::from_value::<Predicate>(predicate) else {
@@ -270,6 +271,8 @@ impl App {
             }
             Msg::GroupDeleted { key } => {
                 let _ = self.drop_custom_group(&key);
+                // Also when unknown here: a definition arriving later must not revive it.
+                self.edges.group_deleted(&key);
             }
             Msg::Cast { key, payload } => {
                 let _ = self.cast_local(&key, &payload);
@@ -370,6 +373,12 @@ impl App {
             self.edges.publish(stream_msg(s));
         }
         self.relay_republish();
+        // Deletions first: an edge cut off when a group was deleted drops it now.
+        for key in self.edges.deleted_groups() {
+            self.edges.publish(Msg::GroupDeleted {
+                key: key.to_owned(),
+            });
+        }
         for g in self.groups.iter().filter(|g| g.kind == GroupKind::Custom) {
             self.edges.publish(Msg::Group {
                 key: g.key.clone(),
@@ -504,6 +513,63 @@ mod tests {
         let key = app.add_custom_group("mine".into(), Predicate::default(), 1_000);
         assert_eq!(key, "g2-e1", "numbers after another edge's keys, suffixed");
         assert!(matches!(&sent.borrow()[0], Msg::Group { key, .. } if key == "g2-e1"));
+    }
+
+    #[test]
+    fn a_group_deleted_while_an_edge_was_cut_off_stays_deleted_everywhere() {
+        let (mut app, _down, sent) = test_bus::clustered("e1", 1_000);
+        let predicate = serde_json::to_value(Predicate::default()).unwrap();
+        let group = |key: &str| Msg::Group {
+            key: key.into(),
+            name: "g".into(),
+            predicate: predicate.clone(),
+            created_ms: 5,
+        };
+        app.on_bus(from("e2", group("g1-e2")), 1_000);
+        assert!(app.group("g1-e2").is_some());
+        // e3 deletes e2's group while e2 is cut off; e2 comes back and republishes it.
+        let deleted = Msg::GroupDeleted {
+            key: "g1-e2".into(),
+        };
+        app.on_bus(from("e3", deleted), 1_100);
+        assert!(app.group("g1-e2").is_none());
+        app.on_bus(from("e2", group("g1-e2")), 1_200);
+        assert!(
+            app.group("g1-e2").is_none(),
+            "not revived by a stale definition"
+        );
+        // A deletion this edge heard of before the definition also holds.
+        app.on_bus(
+            from(
+                "e3",
+                Msg::GroupDeleted {
+                    key: "g7-e3".into(),
+                },
+            ),
+            1_200,
+        );
+        app.on_bus(from("e3", group("g7-e3")), 1_200);
+        assert!(app.group("g7-e3").is_none());
+        // Its own group, deleted here; then e2 says hello: every deletion goes out again,
+        // before any definition, so e2 drops what it missed.
+        let mine = app.add_custom_group("mine".into(), Predicate::default(), 1_300);
+        app.delete_group(&mine).unwrap();
+        sent.borrow_mut().clear();
+        app.on_bus(from("e2", Msg::Hello), 1_400);
+        let sent = sent.borrow();
+        let deletions: Vec<&str> = sent
+            .iter()
+            .filter_map(|m| match m {
+                Msg::GroupDeleted { key } => Some(key.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(deletions, ["g1-e2", "g7-e3", mine.as_str()]);
+        let first_definition = sent.iter().position(|m| matches!(m, Msg::Group { .. }));
+        let last_deletion = sent
+            .iter()
+            .rposition(|m| matches!(m, Msg::GroupDeleted { .. }));
+        assert!(first_definition.is_none_or(|d| last_deletion < Some(d)));
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! touch: groups, polls or streams (the `impl App` in `cluster.rs` applies what edges say),
 //! shard queues, the store.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
 use cluster::{Announce, Bus, LocalBus, Msg, Peer, Peers};
 use serde::{Deserialize, Serialize};
@@ -29,7 +29,15 @@ pub struct Edges {
     pub draining: bool,
     /// Durable votes and cross-edge resumes (JetStream).
     pub durable: DurableState,
+    /// Custom groups deleted in this process's life (newest last, at most
+    /// [`TOMBSTONES`]): republished on every hello, so an edge cut off when one was deleted
+    /// drops it when it comes back, and a cut-off edge's republished definition does not
+    /// bring it back here. Keys are never reused (`g<n>-<edge>`, `n` rising).
+    deleted_groups: VecDeque<String>,
 }
+
+/// Deleted custom groups remembered for reconciliation.
+pub const TOMBSTONES: usize = 4096;
 
 /// A viewer's durable record (JetStream key-value, keyed by a hash of its resume token):
 /// what another edge needs to resume it after this edge is gone.
@@ -112,7 +120,28 @@ impl Edges {
             last_announce_ms: 0,
             draining: false,
             durable: DurableState::default(),
+            deleted_groups: VecDeque::new(),
         }
+    }
+
+    /// Remembers that custom group `key` was deleted (see `deleted_groups`).
+    pub fn group_deleted(&mut self, key: &str) {
+        if self.is_deleted_group(key) {
+            return;
+        }
+        if self.deleted_groups.len() == TOMBSTONES {
+            self.deleted_groups.pop_front();
+        }
+        self.deleted_groups.push_back(key.to_owned());
+    }
+
+    pub fn is_deleted_group(&self, key: &str) -> bool {
+        self.deleted_groups.iter().any(|k| k == key)
+    }
+
+    /// Deleted custom groups, oldest first.
+    pub fn deleted_groups(&self) -> impl Iterator<Item = &str> {
+        self.deleted_groups.iter().map(String::as_str)
     }
 
     pub fn set_bus(&mut self, bus: Box<dyn Bus>) {

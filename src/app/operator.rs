@@ -150,6 +150,7 @@ impl App {
     /// Deletes a custom group on this edge.
     pub(super) fn drop_custom_group(&mut self, key: &str) -> Result<(), GroupError> {
         let id = self.groups.delete_custom(key)?;
+        self.edges.group_deleted(key);
         self.telemetry.forget(id);
         self.broadcast(|| ShardCommand::DropGroup { id });
         if let Some(store) = &self.store {
