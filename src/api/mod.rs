@@ -214,7 +214,7 @@ pub fn handle(app: &RefCell<App>, token: &str, req: &Request) -> Response {
         ("DELETE", ["api", "streams", id, "recordings", rec]) => {
             match app.delete_recording(id, rec) {
                 Ok(ticket) => Response {
-                    after_recorder_job: ticket,
+                    after: ticket.map(response::After::RecorderJob),
                     ..Response::json(200, json!({ "deleted": rec }))
                 },
                 Err(e @ RecordingError::NotFound(_)) => {

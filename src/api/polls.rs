@@ -12,7 +12,7 @@ pub fn create(app: &mut App, body: &[u8]) -> Response {
     match poll_request::parse_request(body) {
         Ok(poll) => match app.create_poll(poll, unix_ms()) {
             Ok(p) => Response {
-                after_casts_to: Some(p.audience),
+                after: Some(super::response::After::CastsTo(p.audience)),
                 ..Response::json(201, json!({"id": p.id, "closes_at": p.closes_at_ms}))
             },
             Err(e) => bad(e.to_string()),

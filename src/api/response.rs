@@ -24,6 +24,17 @@ const LINGER_BYTES: usize = 64 * 1024;
 /// A media body and its content type (boxed in [`Response`]: most answers have none).
 pub type Media = (&'static str, Arc<[u8]>);
 
+/// What an answer waits for before it is sent.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum After {
+    /// Every shard has written the casts to this group sent so far: a poll is answered once
+    /// every shard knows it, so a vote sent right after the answer is counted.
+    CastsTo(GroupId),
+    /// The recorder thread has carried out this job: a deleted recording's files are gone
+    /// when `DELETE` answers, so a request for them right after gets 404.
+    RecorderJob(u64),
+}
+
 /// One response: a status and a JSON body.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Response {
@@ -31,14 +42,8 @@ pub struct Response {
     pub body: Value,
     /// The `Allow` header of a 405.
     pub allow: Option<&'static str>,
-    /// Answer only once every shard has written the casts to this group sent so far (or
-    /// after `api::server::CAST_WAIT`): a poll is answered once every shard knows it, so a
-    /// vote sent right after the answer is counted.
-    pub after_casts_to: Option<GroupId>,
-    /// Answer only once the recorder thread has carried out this job (or after
-    /// `api::server::CAST_WAIT`): a deleted recording's files are gone when `DELETE` answers,
-    /// so a request for them right after gets 404.
-    pub after_recorder_job: Option<u64>,
+    /// What the answer waits for (at most `api::server::CAST_WAIT`).
+    pub after: Option<After>,
     /// The `Retry-After` header (seconds) of a 429.
     pub retry_after: Option<u64>,
     /// A plain-text body (the Prometheus exposition) sent instead of `body`.
@@ -54,8 +59,7 @@ impl Response {
             status,
             body,
             allow: None,
-            after_casts_to: None,
-            after_recorder_job: None,
+            after: None,
             retry_after: None,
             text: None,
             media: None,

@@ -17,7 +17,7 @@ use netstack::http::server::{Limits, Request, RequestError, RequestParser, Step}
 use netstack::tls::{ServerConfig, TlsSession};
 
 use super::refusals;
-use super::response::{close_after, write_bounded, Response};
+use super::response::{self, close_after, write_bounded, Response};
 use super::tls::{TlsStream, Transport};
 use crate::app::App;
 
@@ -31,7 +31,7 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Time a connection that has not yet sent an authenticated request is kept idle.
 pub const UNAUTHENTICATED_TIMEOUT: Duration = Duration::from_secs(10);
-/// The longest an answer waits for the shards (see [`Response::after_casts_to`]).
+/// The longest an answer waits for the shards or the recorder (see [`Response::after`]).
 pub const CAST_WAIT: Duration = Duration::from_secs(2);
 
 /// The answer to a request the parser refused.
@@ -277,11 +277,11 @@ async fn connection<S: Transport>(mut stream: S, app: Rc<RefCell<App>>, token: R
                         continue;
                     }
                     let response = super::handle(&app, &token, &req);
-                    if let Some(group) = response.after_casts_to {
+                    if let Some(response::After::CastsTo(group)) = response.after {
                         let written = App::casts_written(&app, group);
                         future::or(written, sleep(CAST_WAIT)).await;
                     }
-                    if let Some(ticket) = response.after_recorder_job {
+                    if let Some(response::After::RecorderJob(ticket)) = response.after {
                         // The recorder thread has no waker: look every millisecond (bounded).
                         let deadline = std::time::Instant::now() + CAST_WAIT;
                         while !app.borrow().recorder_finished(ticket)
