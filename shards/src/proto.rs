@@ -110,11 +110,13 @@ pub enum Request {
     /// `{"type":"watch","stream":"S"}`.
     Watch { stream: Box<str> },
     /// A checked vote of an identified viewer, counted once per `sub` at the application
-    /// core (not in the shard's tally).
+    /// core (not in the shard's tally). `durable`: not answered yet; the application core
+    /// answers `voted` once the person's vote is stored.
     PersonVote {
         sub: Box<str>,
         seq: PollSeq,
         choice: u8,
+        durable: bool,
     },
     /// An anonymous vote already counted in the shard's tally, not yet answered: with
     /// `durable_votes` the application core answers `voted` once the vote is stored.
@@ -123,6 +125,18 @@ pub enum Request {
         seq: PollSeq,
         choice: u8,
     },
+}
+
+impl Request {
+    /// [`Request::PersonVote`].
+    pub fn person_vote(sub: Box<str>, seq: PollSeq, choice: u8, durable: bool) -> Request {
+        Request::PersonVote {
+            sub,
+            seq,
+            choice,
+            durable,
+        }
+    }
 }
 
 /// Connection-quality telemetry from a player (the protocol's type). Absent numbers are `None`.

@@ -173,12 +173,17 @@ impl Shard {
                 ),
             },
             ViewerMessage::Vote { poll, choice } if conn.identity.is_some() => {
-                // One vote per person: checked here, counted at the application core by `sub`.
+                // One vote per person: checked here, counted at the application core by `sub`
+                // (which answers it once stored, when votes are durable).
                 let checked = self.core.borrow().check_vote(conn.slot, &poll, choice);
+                let durable = self.config.durable_votes;
                 let reply = match (checked, &conn.identity) {
                     (Ok((seq, choice)), Some(id)) => {
                         let sub = id.sub.clone();
-                        self.request(conn, Request::PersonVote { sub, seq, choice });
+                        self.request(conn, Request::person_vote(sub, seq, choice, durable));
+                        if durable {
+                            return;
+                        }
                         ServerMessage::voted(&poll, choice)
                     }
                     (Err(e), _) => ServerMessage::error(e.code(), e.message()),
@@ -401,20 +406,16 @@ impl Shard {
         }
     }
 
-    /// A new viewer id: this shard, the configured id epoch, the next counter value.
     /// The resume token of `viewer` (see [`crate::proto::resume`]).
     pub fn resume_token(&self, viewer: ViewerId) -> Box<str> {
         self.tokens.token(viewer)
     }
 
+    /// A new viewer id: this shard, the configured id epoch, the next counter value.
     pub fn mint_viewer(&self) -> ViewerId {
         let counter = self.next_viewer.get();
-        // After 2^32 - 1 viewers in one epoch the counter starts over at 1.
-        self.next_viewer.set(if counter == MAX_COUNTER {
-            1
-        } else {
-            counter + 1
-        });
+        // After MAX_COUNTER (2^32 - 1) viewers in one epoch the counter starts over at 1.
+        self.next_viewer.set(counter % MAX_COUNTER + 1);
         ViewerId::compose(self.index, self.config.id_epoch, counter)
     }
 
@@ -540,9 +541,8 @@ pub(crate) async fn sweeper(shard: Rc<Shard>) {
 }
 
 /// Reports changed poll tallies, telemetry deltas and viewing sessions' fetches, at most once
-/// per `tally_interval`: a
-/// vote or report storm becomes a few messages per second per shard, and a quiet shard never
-/// wakes for it.
+/// per `tally_interval`: a vote or report storm becomes a few messages per second per shard,
+/// and a quiet shard never wakes for it.
 pub(crate) async fn report_tallies(shard: Rc<Shard>) {
     loop {
         shard.tallies_dirty.wait().await;

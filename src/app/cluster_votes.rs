@@ -3,12 +3,15 @@
 //! choice in each poll) is stored in the `ovation_viewers` key-value bucket. When an edge is
 //! killed, its viewers reconnect to another edge with their resume token; that edge reads the
 //! record and resumes them with their votes (a change then moves the vote, as between
-//! shards). A poll's final count is read from the stored records: every acknowledged vote
-//! once, at its latest choice, whatever happened to the edge that took it.
+//! shards). An identified person's vote (a token's `sub`) is stored under (person, poll) and
+//! answered once stored too. A poll's final count is read from the stored records: every
+//! acknowledged vote once, at its latest choice (a person once, whichever edges they voted
+//! on), whatever happened to the edge that took it.
 
 use cluster::{BusEvent, Durable};
+use protocol::ServerMessage;
 use shards::profile::Profile;
-use shards::proto::{Admission, Restore, ShardCommand, ViewerRef};
+use shards::proto::{Admission, PollSeq, Restore, ShardCommand, ViewerRef};
 
 use super::edges::{record_key, PendingClaim, PendingVote, ViewerRecord, MAX_TOKEN};
 use super::polls::PollState;
@@ -34,22 +37,67 @@ impl App {
         record.region = p.region.as_deref().map(str::to_owned);
         record.sub = p.sub.as_deref().map(str::to_owned);
         record.votes.insert(poll.to_owned(), choice);
+        let record = record.clone();
+        self.store_vote(at, poll.to_owned(), choice, record_key(&token), &record);
+    }
+
+    /// An identified person's vote, counted once per `sub` in the poll's live count here.
+    /// `durable` (a cluster with JetStream): also stored under (person, poll) and answered
+    /// only once stored, so an edge killed after the answer loses no vote, and the final
+    /// (read from the store) counts each person once, at their latest choice, whichever edges
+    /// they voted on. Live results count a person once per edge they voted on.
+    pub(super) fn person_vote(
+        &mut self,
+        at: ViewerRef,
+        sub: Box<str>,
+        seq: PollSeq,
+        choice: u8,
+        durable: bool,
+    ) {
+        let Some(poll) = self.polls.by_seq(seq) else {
+            if durable {
+                let closed = ServerMessage::error("poll_closed", "this poll is closed");
+                self.send_to(at, shards::frames::encode(&closed));
+            }
+            return;
+        };
+        let id = poll.id.clone();
+        poll.person_vote(sub.clone(), choice);
+        if !durable {
+            return;
+        }
+        if !self.edges.bus().has_store() {
+            return self.answer_vote(at, &id, choice);
+        }
+        let record = ViewerRecord {
+            edge: self.edges.edge().to_owned(),
+            sub: Some(sub.to_string()),
+            votes: [(id.clone(), choice)].into(),
+            ..ViewerRecord::default()
+        };
+        let key = record_key(&format!("person\0{sub}\0{id}"));
+        self.store_vote(at, id, choice, key, &record);
+    }
+
+    /// Stores `record` under `key` for a vote of `at`, answered once it is stored.
+    fn store_vote(
+        &mut self,
+        at: ViewerRef,
+        poll: String,
+        choice: u8,
+        key: String,
+        record: &ViewerRecord,
+    ) {
         let value = serde_json::to_vec(record).unwrap_or_default();
+        let durable = &mut self.edges.durable;
         let ticket = durable.ticket();
-        durable.votes.insert(
-            ticket,
-            PendingVote {
-                at,
-                poll: poll.to_owned(),
-                choice,
-            },
-        );
-        *durable.unstored.entry(poll.to_owned()).or_default() += 1;
-        self.edges.bus().durable(Durable::Put {
-            ticket,
-            key: record_key(&token),
-            value,
-        });
+        *durable.unstored.entry(poll.clone()).or_default() += 1;
+        durable
+            .votes
+            .insert(ticket, PendingVote { at, poll, choice });
+        self.edges
+            .bus()
+            .durable(Durable::Put { ticket, key, value });
     }
 
     fn answer_vote(&self, at: ViewerRef, poll: &str, choice: u8) {
@@ -194,18 +242,15 @@ impl App {
     }
 
     /// The final count of `poll` once every edge's final tally is in: read from the stored
-    /// votes when every vote here was stored (and votes are anonymous: identified people are
-    /// counted by `sub` at each edge), otherwise the merged tallies.
+    /// votes (anonymous viewers' records and identified people's votes) when every vote here
+    /// was stored, otherwise the merged tallies.
     pub(super) fn final_count(&mut self, poll: &str, now_ms: u64) {
         let durable = &self.edges.durable;
         if durable.scanning.contains(poll) {
             return;
         }
-        let scan = self.edges.bus().has_store()
-            && !self.edges.draining
-            && self.config.jwt_hs256_secret.is_none()
-            && self.config.jwt_public_key.is_none()
-            && !durable.failed.contains(poll);
+        let scan =
+            self.edges.bus().has_store() && !self.edges.draining && !durable.failed.contains(poll);
         if !scan {
             return self.finish_poll(poll, now_ms);
         }

@@ -327,11 +327,12 @@ impl App {
             ShardEvent::Left { at, votes, reports } => self.leave(at, votes, reports, now_ms),
             ShardEvent::Request { at, request } => match request {
                 Request::Watch { stream } => self.watch(at, &stream, now_ms),
-                Request::PersonVote { sub, seq, choice } => {
-                    if let Some(poll) = self.polls.by_seq(seq) {
-                        poll.person_vote(sub, choice);
-                    }
-                }
+                Request::PersonVote {
+                    sub,
+                    seq,
+                    choice,
+                    durable,
+                } => self.person_vote(at, sub, seq, choice, durable),
                 Request::DurableVote { poll, choice, .. } => self.durable_vote(at, &poll, choice),
             },
             ShardEvent::Telemetry { deltas, .. } => {
