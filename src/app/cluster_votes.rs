@@ -13,7 +13,9 @@ use protocol::ServerMessage;
 use shards::profile::Profile;
 use shards::proto::{Admission, PollSeq, Restore, ShardCommand, ViewerRef};
 
-use super::edges::{record_key, PendingClaim, PendingVote, ViewerRecord, MAX_TOKEN};
+use super::edges::{
+    record_key, PendingClaim, PendingVote, ViewerRecord, MAX_TOKEN, RECORDS_PRUNE_MS,
+};
 use super::polls::PollState;
 use super::{mirror, App};
 
@@ -98,6 +100,19 @@ impl App {
         self.edges
             .bus()
             .durable(Durable::Put { ticket, key, value });
+    }
+
+    /// Forgets the records of voters who are neither connected here nor within the resume
+    /// window (every `RECORDS_PRUNE_MS`): they stay in the store, where another edge or the
+    /// final count reads them; this edge's memory holds only viewers it may still serve.
+    pub(super) fn prune_voter_records(&mut self, now_ms: u64) {
+        let durable = &mut self.edges.durable;
+        if now_ms.saturating_sub(durable.records_pruned_ms) < RECORDS_PRUNE_MS {
+            return;
+        }
+        durable.records_pruned_ms = now_ms;
+        let mirror = &self.mirror;
+        durable.records.retain(|token, _| mirror.knows_token(token));
     }
 
     fn answer_vote(&self, at: ViewerRef, poll: &str, choice: u8) {

@@ -90,7 +90,12 @@ pub struct DurableState {
     pub scanning: HashSet<String>,
     /// Logged once: the store is failing.
     pub warned: bool,
+    /// When `records` was last pruned of viewers gone past the resume window.
+    pub records_pruned_ms: u64,
 }
+
+/// How often this edge's voter records are pruned.
+pub const RECORDS_PRUNE_MS: u64 = 10_000;
 
 impl DurableState {
     pub fn ticket(&mut self) -> u64 {

@@ -268,6 +268,11 @@ impl Mirror {
         self.viewer(at.viewer).filter(|v| v.at == at)
     }
 
+    /// Whether `token` is a viewer's here, present or departed (within the resume window).
+    pub fn knows_token(&self, token: &str) -> bool {
+        self.resolve(token).is_some()
+    }
+
     /// The viewer whose token `token` is (present or departed), if any.
     fn resolve(&self, token: &str) -> Option<ViewerId> {
         if let Some(&x) = self.other_tokens.get(token) {

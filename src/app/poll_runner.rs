@@ -229,6 +229,7 @@ impl App {
             self.checkpoint(now_ms);
         }
         self.mirror.expire(now_ms, self.departed_limits().window_ms);
+        self.prune_voter_records(now_ms);
         self.evaluate_remediations(now_ms);
     }
 

@@ -1184,3 +1184,53 @@ fn sessions_follow_watches_fetches_and_group_cdns() {
     h.watch(a, profile(1, UA_IOS), "t");
     assert!(session_routes(&h.sent(0)).0.is_empty());
 }
+
+#[test]
+fn voter_records_are_kept_only_while_their_viewer_may_come_back() {
+    let config = Config {
+        resume_window_s: 10,
+        ..Config::default()
+    };
+    let mut h = harness(1, config);
+    h.join(at(0, 1, 1), "t1", profile(1, UA_IOS));
+    h.join(at(0, 2, 2), "t2", profile(2, UA_IOS));
+    for token in ["t1", "t2", "gone"] {
+        let record = super::edges::ViewerRecord::default();
+        h.app.edges.durable.records.insert(token.into(), record);
+    }
+    h.event(
+        ShardEvent::Left {
+            at: at(0, 2, 2),
+            votes: vec![],
+            reports: vec![],
+        },
+        5_000,
+    );
+    let kept = |h: &Harness| {
+        let mut k: Vec<String> = h
+            .app
+            .edges
+            .durable
+            .records
+            .keys()
+            .map(|t| t.to_string())
+            .collect();
+        k.sort();
+        k
+    };
+    h.app.tick(11_500);
+    assert_eq!(
+        kept(&h),
+        ["t1", "t2"],
+        "connected, and departed within the window"
+    );
+    h.app.tick(15_000);
+    h.app
+        .edges
+        .durable
+        .records
+        .insert("gone".into(), Default::default());
+    assert_eq!(kept(&h).len(), 3, "pruned at most every RECORDS_PRUNE_MS");
+    h.app.tick(22_000);
+    assert_eq!(kept(&h), ["t1"], "t2 left 17 s ago, past its 10 s window");
+}
