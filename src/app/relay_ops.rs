@@ -26,12 +26,18 @@ impl App {
     /// announces, and where the other edges pull its streams from.
     pub fn set_api_addr(&mut self, addr: SocketAddr) {
         self.relays.api_addr = Some(addr);
+        let advertised = self.config.cluster_advertise_api.unwrap_or(addr);
+        if self.config.cluster_nats_url.is_some() && advertised.ip().is_unspecified() {
+            tracing::warn!(api = %addr, "the API listens on a wildcard address: set cluster_advertise_api, or other edges cannot pull this edge's streams");
+        }
     }
 
-    /// The API address announced to the other edges.
+    /// The API address announced to the other edges (`cluster_advertise_api`, else the bound
+    /// one).
     pub(super) fn announced_api(&self) -> String {
-        self.relays
-            .api_addr
+        self.config
+            .cluster_advertise_api
+            .or(self.relays.api_addr)
             .unwrap_or(self.config.api_listen)
             .to_string()
     }
@@ -107,6 +113,10 @@ impl App {
         else {
             return tracing::warn!(edge = from, stream, api, "refusing a malformed live stream");
         };
+        if api.ip().is_unspecified() {
+            // A wildcard would reach this edge itself; the origin warned at its start.
+            return tracing::debug!(edge = from, stream, %api, "origin announces a wildcard API address");
+        }
         let new = Origin {
             edge: from.to_owned(),
             api,
@@ -370,6 +380,31 @@ mod tests {
                 _ => None,
             })
             .collect()
+    }
+
+    #[test]
+    fn a_wildcard_origin_is_not_pulled_and_an_advertised_address_is_announced() {
+        let (mut app, _down, _sent) = edge();
+        app.add_stream("s".into(), None, 0).unwrap();
+        let wildcard = Msg::Live {
+            stream: "s".into(),
+            api: "0.0.0.0:8081".into(),
+            publish: 1,
+        };
+        app.on_bus(from("e1", wildcard), 10);
+        assert!(
+            app.take_relays().is_empty(),
+            "0.0.0.0 would reach this edge itself"
+        );
+        assert_eq!(
+            app.announced_api(),
+            "10.0.0.3:8081",
+            "the bound address by default"
+        );
+        let mut config = (*app.config).clone();
+        config.cluster_advertise_api = Some("192.0.2.7:8081".parse().unwrap());
+        app.config = std::sync::Arc::new(config);
+        assert_eq!(app.announced_api(), "192.0.2.7:8081");
     }
 
     #[test]

@@ -187,6 +187,9 @@ pub struct Config {
     /// This edge's id in the cluster: 1 to 32 of `[A-Za-z0-9_-]`; empty: `edge-` and 8 random
     /// hex digits, new each start.
     pub edge_id: String,
+    /// The API address other edges pull this edge's streams from; unset: the bound API
+    /// address (which then must not be a wildcard such as 0.0.0.0). Config file only.
+    pub cluster_advertise_api: Option<SocketAddr>,
     /// How often an edge announces itself (viewers, load, group sizes), in ms; an edge silent
     /// for three announcements is no longer live.
     pub cluster_announce_ms: u64,
@@ -280,6 +283,7 @@ impl Default for Config {
             zerocopy_threshold_bytes: 10 * 1024,
             cluster_nats_url: None,
             edge_id: String::new(),
+            cluster_advertise_api: None,
             cluster_announce_ms: 1000,
             cluster_final_wait_ms: 3000,
             agent_listen: None,
