@@ -20,6 +20,9 @@
 //!   `FromRawFd` (glommio's listener and stream types).
 //! - [`current_cpu`], [`pin_current_thread`]: for tests and tools that check steering.
 //! - [`uring`]: the zero-copy sender (`IORING_OP_SEND_ZC` on a small ring of its own).
+//! - [`poller`]: readiness of every open viewer socket of a shard from one ring of its own
+//!   (multishot `IORING_OP_POLL_ADD`), with [`recv_nonblocking`] to read what is ready and
+//!   [`dup_cloexec`] to keep a socket past the runtime type that accepted it.
 
 use std::io;
 use std::net::{SocketAddr, TcpListener};
@@ -27,6 +30,7 @@ use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 
 use socket2::{Domain, Protocol, Socket, Type};
 
+pub mod poller;
 pub mod uring;
 
 /// Evaluates a raw libc call (an `unsafe { libc::...(...) }` expression, whose `// SAFETY:`
@@ -208,6 +212,25 @@ pub fn send_vectored_nonblocking(fd: RawFd, bufs: &[std::io::IoSlice<'_>]) -> io
     // call; the kernel reads at most their stated lengths. A stale `fd` is an error return.
     syscall_retry!(unsafe { libc::sendmsg(fd, &msg, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) })
         .map(|n| n as usize)
+}
+
+/// One non-blocking `recv(2)` into `buf`: `Ok(0)` is end of stream, `WouldBlock` means
+/// nothing is waiting.
+pub fn recv_nonblocking(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: `buf` is a valid, writable slice for the duration of the call and the kernel
+    // writes at most `buf.len()` bytes into it. A stale `fd` is an error return.
+    syscall_retry!(unsafe {
+        libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT)
+    })
+    .map(|n| n as usize)
+}
+
+/// A second descriptor for the open file `fd` refers to (close-on-exec), owned by the caller.
+pub fn dup_cloexec(fd: RawFd) -> io::Result<OwnedFd> {
+    // SAFETY: F_DUPFD_CLOEXEC reads no memory; an invalid `fd` is an error return.
+    let new = syscall!(unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) })?;
+    // SAFETY: `new` is a descriptor the kernel just opened for us and nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(new) })
 }
 
 /// Sets `O_NONBLOCK` on `fd` (a socket), so calls that take no per-call flag, such as

@@ -13,6 +13,7 @@
 //! hanging.
 
 use std::net::{IpAddr, SocketAddr};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -27,7 +28,6 @@ use netstack::ws::{self, OpCode};
 
 use crate::clock::unix_ms;
 use crate::conn::Link;
-use crate::driver::Driver;
 use crate::hls;
 use crate::hls_window;
 use crate::identity::{self, Identity, TokenError};
@@ -327,6 +327,7 @@ enum Accepted {
         Vec<u8>,
         Option<Box<Identity>>,
         Option<SocketAddr>,
+        OwnedFd,
     ),
     Media(Vec<u8>),
 }
@@ -433,7 +434,13 @@ async fn handshake(shard: Rc<Shard>, mut stream: TcpStream, mut wire: Wire, mut 
             match incoming {
                 Incoming::Upgrade(req, rest) => {
                     let identity = identify(&shard, &req)?;
-                    Ok(Accepted::Upgrade(req, rest, identity, source))
+                    // The socket leaves glommio once upgraded: the shard's reactor serves it,
+                    // with no runtime object per connection. glommio's stream cannot give its
+                    // descriptor up, so the connection keeps a duplicate (taken before the
+                    // 101, so a process out of descriptors answers 503 instead).
+                    let socket = netstack::sys::dup_cloexec(stream.as_raw_fd())
+                        .map_err(|_| unavailable("server is out of descriptors"))?;
+                    Ok(Accepted::Upgrade(req, rest, identity, source, socket))
                 }
                 Incoming::Media(bytes) => Ok(Accepted::Media(bytes)),
             }
@@ -444,8 +451,10 @@ async fn handshake(shard: Rc<Shard>, mut stream: TcpStream, mut wire: Wire, mut 
         },
     )
     .await;
-    let (req, mut rest, identity, source) = match outcome {
-        Ok(Accepted::Upgrade(req, rest, identity, source)) => (*req, rest, identity, source),
+    let (req, mut rest, identity, source, socket) = match outcome {
+        Ok(Accepted::Upgrade(req, rest, identity, source, socket)) => {
+            (*req, rest, identity, source, socket)
+        }
         Ok(Accepted::Media(bytes)) => {
             return hls::serve(shard, stream, wire, bytes, seat).await;
         }
@@ -529,9 +538,10 @@ async fn handshake(shard: Rc<Shard>, mut stream: TcpStream, mut wire: Wire, mut 
 
     let (tls, ahead) = wire.finish();
     rest.extend_from_slice(&ahead);
+    drop(stream); // closes glommio's descriptor; the connection owns the duplicate
     let now = shard.now();
     let link = Link {
-        stream,
+        socket,
         tls,
         identity,
     };
@@ -544,5 +554,4 @@ async fn handshake(shard: Rc<Shard>, mut stream: TcpStream, mut wire: Wire, mut 
             shard.on_message(c, message, now)
         });
     }
-    glommio::spawn_local(Driver { conn, shard }).detach();
 }

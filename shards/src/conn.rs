@@ -1,10 +1,13 @@
-//! One viewer connection after its handshake: its state, its send queue, and the driver future
-//! that reads, writes and closes it.
+//! One viewer connection after its handshake: its state, its send queue, and the step the
+//! shard's reactor runs when the socket is ready ([`Conn::drive`]): read, write, close.
 //!
 //! Memory matters here (millions of idle viewers per large server), so an idle connection
-//! holds: this struct, its profile, glommio's socket with one pending readiness poll, and an
-//! empty send queue and decoder (no heap). Reads go into the shard's one scratch buffer, and
-//! only in the poll that found the socket readable, so no read buffer waits on an idle socket.
+//! holds: this struct (its socket is a bare descriptor), its profile, and an empty send queue
+//! and decoder (no heap). No task and no runtime socket object: the shard's reactor
+//! (`crate::reactor`) watches every open socket from one io_uring of its own and drives the
+//! connection when the kernel says it is readable, or when the connection asks for it
+//! ([`Wakeups`]). Reads go into the shard's one scratch buffer, and only when the socket is
+//! readable, so no read buffer waits on an idle socket.
 //!
 //! The connection turns bytes into parsed [`ViewerMessage`]s and hands them to its caller;
 //! it refuses what is not a message itself (protocol errors, rate limit, binary frames,
@@ -15,12 +18,8 @@ use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
 use std::ops::ControlFlow;
-use std::os::fd::{AsRawFd, RawFd};
-use std::pin::Pin;
-use std::task::{Context, Poll, Waker};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
-use futures_lite::{AsyncRead, AsyncWrite};
-use glommio::net::TcpStream;
 use netstack::tls::TlsSession;
 use netstack::ws::{self, close_code, Decoder, Event, OpCode};
 use protocol::{parse_viewer_message, ViewerMessage};
@@ -34,6 +33,7 @@ use crate::polls::ViewerVotes;
 use crate::profile::{Profile, ViewerId};
 use crate::proto::{Frame, Slot, ViewerRef};
 use crate::stats::ShardStats;
+use crate::sync::Wakeups;
 
 /// What a connection needs from its shard for one call: counters, settings, and the time.
 pub(crate) struct Env<'a> {
@@ -43,9 +43,22 @@ pub(crate) struct Env<'a> {
     pub now: u32,
     /// `config.close_timeout` in ticks.
     pub close_ticks: u32,
+    /// Where a connection asks its shard's reactor to drive it.
+    pub wakeups: &'a Wakeups,
 }
 
-/// Reads per poll before the driver yields to other connections.
+/// What one [`Conn::drive`] left to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Drive {
+    /// The connection is over: take it out of the table.
+    Done,
+    /// Waiting for input (always watched), and for room to write when `want_write`.
+    Wait { want_write: bool },
+    /// The read budget is spent with input left: drive it again after the others.
+    Again,
+}
+
+/// Reads per drive before the reactor moves on to other connections.
 const READ_BUDGET: usize = 16;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -77,13 +90,18 @@ struct OutQueue {
 
 pub(crate) struct Conn {
     pub slot: Slot,
+    /// Told apart from earlier connections in the same slot: the reactor's tokens carry it.
+    pub serial: u32,
     pub viewer: Cell<ViewerId>,
-    fd: RawFd,
-    stream: RefCell<TcpStream>,
+    /// The socket, closed on drop (the reactor stopped watching it in `Shard::finish`).
+    fd: OwnedFd,
     decoder: RefCell<Decoder>,
     /// `None` when nothing waits to be written (no heap while idle).
     out: RefCell<Option<Box<OutQueue>>>,
-    waker: Cell<Option<Waker>>,
+    /// In the reactor's wake-up list (asked to be driven and not yet driven).
+    pub queued: Cell<bool>,
+    /// The reactor watches the socket for room to write.
+    pub write_watched: Cell<bool>,
     pub state: Cell<State>,
     /// Shard tick of the last frame received.
     pub last_rx: Cell<u32>,
@@ -108,16 +126,16 @@ pub(crate) struct Conn {
 /// What a handshake hands to its connection: the socket, the TLS session on the TLS port, and
 /// the viewer's identity when it presented a valid token.
 pub(crate) struct Link {
-    pub stream: TcpStream,
+    pub socket: OwnedFd,
     pub tls: Option<Box<TlsSession>>,
     pub identity: Option<Box<Identity>>,
 }
 
 impl Conn {
     pub fn new(
-        slot: Slot,
+        (slot, serial): (Slot, u32),
         Link {
-            stream,
+            socket,
             tls,
             identity,
         }: Link,
@@ -127,12 +145,13 @@ impl Conn {
     ) -> Conn {
         Conn {
             slot,
+            serial,
             viewer: Cell::new(profile.viewer),
-            fd: stream.as_raw_fd(),
-            stream: RefCell::new(stream),
+            fd: socket,
             decoder: RefCell::new(Decoder::new(limits)),
             out: RefCell::new(None),
-            waker: Cell::new(None),
+            queued: Cell::new(false),
+            write_watched: Cell::new(false),
             state: Cell::new(State::Open),
             last_rx: Cell::new(now),
             ping_sent: Cell::new(0),
@@ -158,10 +177,15 @@ impl Conn {
         self.state.get() == State::Open
     }
 
-    fn wake(&self) {
-        if let Some(w) = self.waker.take() {
-            w.wake_by_ref();
-            self.waker.set(Some(w));
+    /// The socket's descriptor.
+    pub fn fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+
+    /// Asks the shard's reactor to drive this connection at its next turn.
+    fn wake(&self, env: &Env<'_>) {
+        if !self.queued.replace(true) {
+            env.wakeups.push(self.slot);
         }
     }
 
@@ -172,7 +196,7 @@ impl Conn {
 
     /// Queues `frames` (shared, each encoded once), in order. When nothing is queued they are
     /// written straight away with one non-blocking `send`/`sendmsg`; what the socket does not
-    /// take waits in the queue for the driver. A viewer whose queue would pass the limit is
+    /// take waits in the queue for the reactor. A viewer whose queue would pass the limit is
     /// closed with 1008: a slow viewer costs bounded memory and never stalls the shard.
     pub fn send_batch(&self, env: &Env<'_>, frames: &[Frame]) {
         if !self.is_open() || frames.is_empty() {
@@ -199,7 +223,7 @@ impl Conn {
                 }
                 Err(_) => {
                     drop(tls);
-                    self.abort();
+                    self.abort(env);
                 }
             }
             return;
@@ -214,18 +238,18 @@ impl Conn {
         let mut rest = frames;
         if slot.is_none() {
             let sent = if let [one] = frames {
-                netstack::sys::send_nonblocking(self.fd, one)
+                netstack::sys::send_nonblocking(self.fd(), one)
             } else {
                 let iov: SmallVec<[IoSlice<'_>; 8]> =
                     frames.iter().map(|f| IoSlice::new(f)).collect();
-                netstack::sys::send_vectored_nonblocking(self.fd, &iov)
+                netstack::sys::send_vectored_nonblocking(self.fd(), &iov)
             };
             let mut written = match sent {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
                 Err(_) => {
                     drop(slot);
-                    self.abort();
+                    self.abort(env);
                     return;
                 }
             };
@@ -247,7 +271,7 @@ impl Conn {
             *slot = Some(queue);
             rest = &rest[1..];
             drop(slot);
-            self.wake();
+            self.wake(env);
             slot = self.out.borrow_mut();
         }
         let Some(out) = slot.as_mut() else {
@@ -287,7 +311,7 @@ impl Conn {
         if let Some(sealed) = tls {
             match sealed {
                 Ok(records) => frame = records,
-                Err(_) => return self.abort(),
+                Err(_) => return self.abort(env),
             }
         }
         {
@@ -311,23 +335,23 @@ impl Conn {
             peer_closed: false,
             write_shut: false,
         });
-        self.wake();
+        self.wake(env);
     }
 
-    /// Drops the connection at the next poll, without a close handshake.
-    pub fn abort(&self) {
+    /// Drops the connection at the reactor's next turn, without a close handshake.
+    pub fn abort(&self, env: &Env<'_>) {
         if self.state.get() != State::Done {
             self.state.set(State::Abort);
-            self.wake();
+            self.wake(env);
         }
     }
 
-    /// Writes queued frames until the queue is empty or the socket is full: as many frames as
-    /// fit in one `sendmsg`, and glommio's write readiness when the socket is full.
-    fn poll_flush(&self, cx: &mut Context<'_>) -> io::Result<()> {
+    /// Writes queued frames until the queue is empty (`Ok(true)`) or the socket is full
+    /// (`Ok(false)`: wait until it is writable): as many frames as fit in one `sendmsg`.
+    fn flush(&self) -> io::Result<bool> {
         let mut slot = self.out.borrow_mut();
         let Some(out) = slot.as_mut() else {
-            return Ok(());
+            return Ok(true);
         };
         while !out.frames.is_empty() {
             let sent = {
@@ -339,23 +363,12 @@ impl Conn {
                     .enumerate()
                     .map(|(i, f)| IoSlice::new(if i == 0 { &f[skip..] } else { f }))
                     .collect();
-                netstack::sys::send_vectored_nonblocking(self.fd, &iov)
+                netstack::sys::send_vectored_nonblocking(self.fd(), &iov)
             };
             let mut written = match sent {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    // Full: let glommio wait for writability (its write retries the send and
-                    // registers interest when it would block).
-                    let front = out.frames[0].clone();
-                    let rest = &front[out.head_written..];
-                    match Pin::new(&mut *self.stream.borrow_mut()).poll_write(cx, rest) {
-                        Poll::Ready(Ok(0)) => return Err(io::ErrorKind::WriteZero.into()),
-                        Poll::Ready(Ok(n)) => n,
-                        Poll::Ready(Err(e)) => return Err(e),
-                        Poll::Pending => return Ok(()),
-                    }
-                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
                 Err(e) => return Err(e),
             };
             out.bytes -= written;
@@ -373,11 +386,7 @@ impl Conn {
         }
         // Release the queue once a burst is written: idle viewers hold none.
         *slot = None;
-        Ok(())
-    }
-
-    pub fn out_empty(&self) -> bool {
-        self.out.borrow().is_none()
+        Ok(true)
     }
 
     /// Feeds received bytes to the decoder and hands every complete, parsed viewer message to
@@ -514,36 +523,40 @@ impl Conn {
         }
     }
 
-    /// Serves the socket until the connection ends (`Ready`): writes what is queued, reads into
-    /// `scratch` and decodes, runs the close handshake and its deadlines' effects.
+    /// Does what the socket and the state allow now: writes what is queued, reads into
+    /// `scratch` and decodes when `readable` (until the socket is drained or the read budget
+    /// is spent), runs the close handshake and its deadlines' effects. Never waits: the
+    /// reactor calls it again when the socket is ready or the connection is woken.
     pub fn drive(
         &self,
-        cx: &mut Context<'_>,
         env: &Env<'_>,
         scratch: &mut [u8],
         on_message: OnMessage<'_>,
-    ) -> Poll<()> {
+        readable: bool,
+    ) -> Drive {
+        self.queued.set(false);
         let mut budget = READ_BUDGET;
         loop {
             if self.state.get() == State::Abort {
-                return Poll::Ready(());
+                return Drive::Done;
             }
-            if self.poll_flush(cx).is_err() {
-                return Poll::Ready(());
-            }
+            let flushed = match self.flush() {
+                Ok(flushed) => flushed,
+                Err(_) => return Drive::Done,
+            };
             if let State::Closing {
                 deadline,
                 peer_closed,
                 write_shut,
             } = self.state.get()
             {
-                if self.out_empty() {
+                if flushed {
                     if peer_closed {
-                        return Poll::Ready(());
+                        return Drive::Done;
                     }
                     if !write_shut {
                         // Our close frame is out: send FIN and wait for the peer's close/EOF.
-                        let _ = netstack::sys::shutdown_write(self.fd);
+                        let _ = netstack::sys::shutdown_write(self.fd());
                         self.state.set(State::Closing {
                             deadline,
                             peer_closed,
@@ -552,35 +565,33 @@ impl Conn {
                     }
                 }
             }
-            let polled = Pin::new(&mut *self.stream.borrow_mut()).poll_read(cx, scratch);
-            match polled {
-                Poll::Pending => break,
-                Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => {
-                    // EOF or reset. Anything still queued cannot be acknowledged anyway.
-                    return Poll::Ready(());
+            let received = match readable {
+                true => netstack::sys::recv_nonblocking(self.fd(), scratch),
+                false => Err(io::ErrorKind::WouldBlock.into()),
+            };
+            match received {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    return Drive::Wait {
+                        want_write: !flushed,
+                    };
                 }
-                Poll::Ready(Ok(n)) => {
+                // EOF or reset. Anything still queued cannot be acknowledged anyway.
+                Ok(0) | Err(_) => return Drive::Done,
+                Ok(n) => {
                     if self.tls.borrow().is_some() {
                         if self.on_records(env, &scratch[..n], on_message).is_break() {
-                            return Poll::Ready(());
+                            return Drive::Done;
                         }
                     } else {
                         self.on_bytes(env, &mut scratch[..n], on_message);
                     }
                     budget -= 1;
                     if budget == 0 {
-                        cx.waker().wake_by_ref();
-                        break;
+                        return Drive::Again; // the next drive writes first
                     }
                 }
             }
         }
-        let waker = match self.waker.take() {
-            Some(w) if w.will_wake(cx.waker()) => w,
-            _ => cx.waker().clone(),
-        };
-        self.waker.set(Some(waker));
-        Poll::Pending
     }
 }
 
@@ -596,7 +607,8 @@ mod tests {
     #[test]
     fn idle_connection_state_fits_its_budget() {
         // Issue 18: interned profile strings, the send queue and the votes boxed only while
-        // in use, the waker in a Cell.
+        // in use, a bare descriptor driven by the shard's reactor (no runtime socket object,
+        // no waker).
         assert!(
             size_of::<super::Conn>() <= crate::footprint::CONN_BUDGET,
             "Conn is {}",

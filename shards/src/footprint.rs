@@ -1,7 +1,9 @@
 //! What one connected viewer's fixed state weighs on its shard, for the memory accounting of
 //! `bench-footprint` and the budget test below: the sizes of the structures every viewer
-//! holds, whatever it does. Heap a viewer's strings take, glommio's per-socket and per-task
-//! state and the allocator's overhead are measured by the benchmark (they are not sizes).
+//! holds, whatever it does. Heap a viewer's strings take and the allocator's overhead are
+//! measured by the benchmark (they are not sizes). An open viewer has no task and no runtime
+//! socket object: the shard's reactor watches its socket from the shard's own io_uring, whose
+//! armed poll is kernel memory.
 //!
 //! Not here because not every viewer pays it: a viewer that has reported telemetry has an
 //! entry in its shard's side table of latest reports (`telemetry::Partials`: a 32-byte map
@@ -34,14 +36,6 @@ pub fn shard_parts() -> Vec<Part> {
             bytes: size_of::<crate::profile::Profile>(),
         },
         Part {
-            name: "of which glommio TcpStream inline",
-            bytes: size_of::<glommio::net::TcpStream>(),
-        },
-        Part {
-            name: "driver future (the task's state)",
-            bytes: size_of::<crate::driver::Driver>(),
-        },
-        Part {
             name: "connection table entry (slab)",
             // slab's entry: the `Rc` or a vacant slot's next index, with its tag.
             bytes: size_of::<std::rc::Rc<crate::conn::Conn>>() + size_of::<usize>(),
@@ -67,7 +61,6 @@ mod tests {
         assert!(conn <= CONN_BUDGET, "Conn is {conn} B");
         assert!(profile <= PROFILE_BUDGET, "Profile is {profile} B");
         assert!(size_of::<netstack::ws::Decoder>() <= 64);
-        assert_eq!(size_of::<crate::driver::Driver>(), 16);
         // A reporting viewer's entry in the telemetry side table (the module doc).
         let entry = size_of::<(crate::proto::Slot, crate::proto::LatestReports)>();
         assert_eq!(entry, 32, "side-table entry is {entry} B");

@@ -23,8 +23,8 @@
 //!   the `protocol` crate) into WebSocket frames.
 //! - The runtime, in dependency order (no two modules import each other; a test checks):
 //!   `runtime` (the shard's tasks and command loop) -> `accept` (accept loop, handshake,
-//!   descriptor seats) -> `driver` (one task per viewer) -> `shard` (the shard's state and
-//!   command handling) -> `logic` (pure groups, polls, votes) and `conn` (one viewer's socket,
+//!   descriptor seats) -> `shard` (the shard's state and command handling; `shard::serve`
+//!   serves every open connection from the shard's own io_uring, `reactor`) -> `logic` (pure groups, polls, votes) and `conn` (one viewer's socket,
 //!   decoding and parsing into `protocol::ViewerMessage`); `tls` (the upgrade through TLS,
 //!   and sealing shared frames into one viewer's records) sits beside `conn`. `accept` also
 //!   hands a plain `GET` under `/hls/` to `hls` (one HLS keep-alive connection), which answers
@@ -40,7 +40,6 @@ pub mod bitset;
 pub mod clock;
 pub mod config;
 mod conn;
-mod driver;
 pub mod footprint;
 pub mod frames;
 pub mod geo;
@@ -57,6 +56,7 @@ pub mod polls;
 pub mod profile;
 pub mod proto;
 pub mod proxy;
+mod reactor;
 mod runtime;
 pub mod sender;
 pub mod session_sign;

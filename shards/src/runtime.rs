@@ -1,5 +1,5 @@
-//! Wires one shard together on its executor: spawns the accept loop, the uplink, the
-//! keepalive sweeper and the tally reporter, runs the command loop (batching casts), and
+//! Wires one shard together on its executor: spawns the accept loop, the reactor that serves
+//! the open connections, the uplink, the keepalive sweeper and the tally reporter, runs the command loop (batching casts), and
 //! drains on shutdown.
 
 use std::rc::Rc;
@@ -63,6 +63,7 @@ pub async fn run(spec: ShardSpec) {
     let sweeper = glommio::spawn_local(sweeper(shard.clone()));
     let tallies = glommio::spawn_local(report_tallies(shard.clone()));
     let reaper = glommio::spawn_local(crate::sender::reaper(shard.sender.clone()));
+    let reactor = glommio::spawn_local(shard.clone().serve_connections());
 
     let mut grace = None;
     let mut next: Option<ShardCommand> = None;
@@ -108,7 +109,7 @@ pub async fn run(spec: ShardSpec) {
         }
     }
     shard.drain(grace.unwrap_or(Duration::ZERO)).await;
-    drop((sweeper, tallies, acceptor, tls_acceptor, reaper));
+    drop((sweeper, tallies, acceptor, tls_acceptor, reaper, reactor));
     // Let the uplink deliver what is queued (final poll tallies above all), bounded in time.
     shard.last_uplink();
     future::or(uplink, sleep(Duration::from_secs(2))).await;

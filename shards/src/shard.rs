@@ -3,15 +3,16 @@
 //! messages, fan-out, keepalive and drain.
 //!
 //! Every method takes the time it needs (`now`, in ticks) from its caller; only the tasks
-//! read the clock. The accept loop and handshake are in `accept`, the per-connection task in
-//! `driver`, the wiring of the tasks in `runtime`. They share the [`Shard`] through an `Rc`:
+//! read the clock. The accept loop and handshake are in `accept`, the task that serves every
+//! open connection from the shard's own io_uring in `serve` (with `crate::reactor`), the wiring of the tasks in
+//! `runtime`. They share the [`Shard`] through an `Rc`:
 //! no locks, one thread.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::task::{Poll, Waker};
 use std::time::Duration;
@@ -24,7 +25,7 @@ use protocol::{ServerMessage, ViewerMessage, MAX_COUNTER};
 
 use crate::clock::{ticks, Ticks};
 use crate::config::ShardConfig;
-use crate::conn::{Conn, Env, Link, State};
+use crate::conn::{Conn, Env, Link};
 use crate::frames;
 use crate::hls_window::Windows;
 use crate::logic::Core;
@@ -42,6 +43,7 @@ const SCRATCH_BYTES: usize = 64 * 1024;
 const FANOUT_CHUNK: usize = 256;
 
 mod delivery;
+mod serve;
 
 pub(crate) struct Shard {
     pub index: u16,
@@ -78,6 +80,8 @@ pub(crate) struct Shard {
     buffering: RefCell<Vec<ViewerRef>>,
     /// How segment bodies are sent (zero-copy or plain).
     pub sender: Rc<crate::sender::Sender>,
+    /// Watches and drives the open connections (`reactor`).
+    pub reactor: crate::reactor::Reactor,
 }
 
 impl Shard {
@@ -102,7 +106,10 @@ impl Shard {
             config.zerocopy_threshold,
             stats.clone(),
         ));
+        // glommio runs on io_uring: a kernel that gave the executor its rings gives this one.
+        let reactor = crate::reactor::Reactor::new().expect("io_uring for the shard's reactor");
         Shard {
+            reactor,
             sender,
             index: index as u16,
             config,
@@ -140,6 +147,7 @@ impl Shard {
             config: &self.config,
             now,
             close_ticks: ticks(self.config.close_timeout),
+            wakeups: &self.reactor.wakeups,
         }
     }
 
@@ -279,7 +287,7 @@ impl Shard {
             let mut conns = self.conns.borrow_mut();
             let entry = conns.vacant_entry();
             let conn = Rc::new(Conn::new(
-                entry.key() as Slot,
+                (entry.key() as Slot, self.reactor.next_serial()),
                 link,
                 self.config.limits,
                 profile,
@@ -289,6 +297,9 @@ impl Shard {
             conn
         };
         conn.pending.set(claim.is_some());
+        if self.reactor.watch(&conn).is_err() {
+            conn.abort(&self.env(now)); // joins and leaves at the reactor's next turn
+        }
         ShardStats::add(&self.stats.connections, 1);
         self.regroup(&conn);
         self.emit(ShardEvent::Joined {
@@ -298,37 +309,6 @@ impl Shard {
             claim,
         });
         conn
-    }
-
-    /// Takes a connection out of the table and every group, and tells the application core.
-    pub fn finish(&self, conn: &Conn) {
-        if conn.state.get() == State::Done {
-            return;
-        }
-        conn.state.set(State::Done);
-        self.core.borrow_mut().leave(conn.slot);
-        let removed = {
-            let mut conns = self.conns.borrow_mut();
-            let ours = conns
-                .get(conn.slot as usize)
-                .is_some_and(|c| std::ptr::eq(&**c, conn));
-            ours.then(|| conns.remove(conn.slot as usize))
-        };
-        if removed.is_some() {
-            ShardStats::sub(&self.stats.connections, 1);
-            self.open_total.fetch_sub(1, Ordering::Relaxed);
-            if let Some(limits) = self.config.addresses.as_ref().filter(|l| l.active()) {
-                limits.release(conn.profile.borrow().peer.ip());
-            }
-            self.emit(ShardEvent::Left {
-                at: conn.at(self.index),
-                votes: conn.votes.borrow_mut().take(),
-                reports: self.core.borrow_mut().take_reports(conn.slot),
-            });
-        }
-        if self.draining.get() && self.conns.borrow().is_empty() {
-            self.drained.notify();
-        }
     }
 
     fn conn(&self, at: ViewerRef) -> Option<Rc<Conn>> {
@@ -400,7 +380,7 @@ impl Shard {
                 }
                 Keepalive::Drop => {
                     ShardStats::add(&self.stats.closed_timeout, 1);
-                    conn.abort();
+                    conn.abort(&env);
                 }
             }
         }
@@ -463,7 +443,7 @@ impl Shard {
             ShardCommand::Admit { to, admission } => self.admit(to, admission, now),
             ShardCommand::Evict { to } => {
                 if let Some(conn) = self.conn(to) {
-                    conn.abort();
+                    conn.abort(&self.env(now));
                 }
             }
             ShardCommand::Audit { audit } => {
@@ -504,7 +484,7 @@ impl Shard {
         }
         let left: Vec<Rc<Conn>> = self.conns.borrow().iter().map(|(_, c)| c.clone()).collect();
         for conn in left {
-            conn.abort();
+            conn.abort(&env);
             self.finish(&conn);
         }
         tracing::info!(shard = self.index, closed = n, "shard drained");

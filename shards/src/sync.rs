@@ -70,6 +70,27 @@ impl Signal {
     }
 }
 
+/// The connections that asked their shard's reactor to drive them (by slot), and the signal
+/// that wakes the reactor. A connection appears at most once until it is driven (its
+/// `queued` flag); a slot may name a connection that ended meanwhile, which the reactor skips.
+#[derive(Default)]
+pub struct Wakeups {
+    slots: RefCell<Vec<u32>>,
+    pub signal: Signal,
+}
+
+impl Wakeups {
+    pub fn push(&self, slot: u32) {
+        self.slots.borrow_mut().push(slot);
+        self.signal.raise();
+    }
+
+    /// Moves every waiting slot into `into`.
+    pub fn take(&self, into: &mut Vec<u32>) {
+        into.append(&mut self.slots.borrow_mut());
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
