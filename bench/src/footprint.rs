@@ -4,8 +4,9 @@
 //! - **in process**, each piece built `--local-n` times under mimalloc (the server's
 //!   allocator) and weighed by the growth of this process's RSS: the shard's fixed structures
 //!   (their sizes, from `shards::footprint`), the heap of a profile made from the loadgen's
-//!   viewer mix, glommio's socket with one pending read, glommio's task, and one entry of the
-//!   application core's mirror (its maps included);
+//!   viewer mix, the shard reactor's armed poll on the socket (kernel memory: this shows it
+//!   costs user space nothing: an open viewer has no glommio task or socket object), and one
+//!   entry of the application core's mirror (its maps included);
 //! - **the real server**: a fresh `ovation` holding `--n` idle loadgen viewers, its RSS slope
 //!   from N/2 to N (the suite's idle scenario).
 //!
@@ -147,76 +148,45 @@ pub fn local_pieces(n: usize) -> anyhow::Result<Vec<Piece>> {
     });
     drop(mirror);
 
-    let (socket, task) = glommio_pieces(n)?;
     pieces.push(Piece {
-        name: "glommio socket state + one pending read (its Source)".into(),
-        bytes: socket,
-        counted: true,
-        how: "RSS growth",
-    });
-    pieces.push(Piece {
-        name: "glommio task (header, waker, 16-byte future)".into(),
-        bytes: task,
+        name: "shard reactor: the socket's armed multishot poll (kernel memory; user space)".into(),
+        bytes: reactor_piece(n)?,
         counted: true,
         how: "RSS growth",
     });
     Ok(pieces)
 }
 
-/// glommio's share: `n` accepted sockets each with one pending read, then `n` tasks.
-fn glommio_pieces(n: usize) -> anyhow::Result<(f64, f64)> {
-    let ex = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
-        .make()
-        .map_err(|e| anyhow::anyhow!("glommio executor: {e}"))?;
-    ex.run(async move {
-        use futures_lite::AsyncReadExt;
-        let listener = glommio::net::TcpListener::bind("127.0.0.1:0")
-            .map_err(|e| anyhow::anyhow!("bind: {e}"))?;
-        let addr = listener
-            .local_addr()
-            .map_err(|e| anyhow::anyhow!("addr: {e}"))?;
-        let mut clients = Vec::with_capacity(n);
-        let mut accepted = Vec::with_capacity(n);
-        let before = rss();
-        // Clients are std sockets (no glommio state), accepted one by one (the listen
-        // backlog is short).
-        for i in 0..n {
-            // Spread over source addresses: this machine's ephemeral ports are shared with
-            // every other benchmark's TIME_WAIT sockets.
-            let client = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
-            let source = std::net::SocketAddr::from(([127, 0, 1, 2 + (i % 250) as u8], 0));
-            client.bind(&source.into())?;
-            client.connect(&addr.into())?;
-            clients.push(client);
-            let s = listener
-                .accept()
-                .await
-                .map_err(|e| anyhow::anyhow!("accept: {e}"))?;
-            accepted.push(s);
-        }
-        let mut buf = [0u8; 16];
-        for s in accepted.iter_mut() {
-            // Registers the readiness poll an idle viewer waits in.
-            let _ = futures_lite::future::poll_once(s.read(&mut buf)).await;
-        }
-        let sockets = (rss() as f64 - before as f64) / n as f64;
-        let before = rss();
-        let mut tasks = Vec::with_capacity(n);
-        for _ in 0..n {
-            let pad = std::rc::Rc::new(0u64);
-            let other = pad.clone();
-            tasks.push(glommio::spawn_local(async move {
-                futures_lite::future::pending::<()>().await;
-                drop((pad, other));
-            }));
-        }
-        glommio::yield_if_needed().await;
-        let tasks_cost = (rss() as f64 - before as f64) / n as f64;
-        drop(tasks);
-        drop(accepted);
-        drop(clients);
-        Ok((sockets, tasks_cost))
-    })
+/// The reactor's share: `n` accepted sockets each watched by a multishot poll on one ring, as
+/// a shard watches its open viewers. The armed polls are kernel memory, so this process's
+/// RSS should not grow with them (the sockets' descriptors are preallocated here).
+fn reactor_piece(n: usize) -> anyhow::Result<f64> {
+    let mut poller = netstack::sys::poller::Poller::new(1024, 8192)?;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let addr = listener.local_addr()?;
+    let mut clients = Vec::with_capacity(n);
+    let mut accepted = Vec::with_capacity(n);
+    for i in 0..n {
+        // Spread over source addresses: this machine's ephemeral ports are shared with
+        // every other benchmark's TIME_WAIT sockets.
+        let client = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+        let source = std::net::SocketAddr::from(([127, 0, 1, 2 + (i % 250) as u8], 0));
+        client.bind(&source.into())?;
+        client.connect(&addr.into())?;
+        clients.push(client);
+        accepted.push(listener.accept()?.0);
+    }
+    use std::os::fd::AsRawFd;
+    let before = rss();
+    for (i, s) in accepted.iter().enumerate() {
+        poller.watch_read(s.as_raw_fd(), i as u64)?;
+    }
+    poller.submit()?;
+    let cost = (rss() as f64 - before as f64) / n as f64;
+    drop(poller);
+    drop(accepted);
+    drop(clients);
+    Ok(cost)
 }
 
 /// The real server's RSS per idle viewer, N/2 -> N, and its RSS before the viewers.
