@@ -43,8 +43,9 @@ pub struct Config {
     pub max_connections: usize,
     /// Listen backlog of each shard's listener.
     pub backlog: i32,
-    /// io_uring depth of each shard's rings. Every idle viewer has one readiness poll pending
-    /// in its shard's ring, and the kernel files pending polls in a hash table whose bucket
+    /// io_uring depth of each shard's glommio rings. Every idle HLS keep-alive connection has
+    /// one readiness poll pending there (control connections are watched from the shard's
+    /// own reactor ring), and the kernel files pending polls in a hash table whose bucket
     /// count grows with the ring (ilog2(cq entries) - 5 bits, at most 8). glommio cancels a
     /// preemption timer on most scheduling rounds, and each cancel walks one bucket: at
     /// glommio's default depth of 128 that is 8 buckets; 4096 gives the 256-bucket maximum for
