@@ -92,7 +92,6 @@ pub(crate) struct Conn {
     pub slot: Slot,
     /// Told apart from earlier connections in the same slot: the reactor's tokens carry it.
     pub serial: u32,
-    pub viewer: Cell<ViewerId>,
     /// The socket, closed on drop (the reactor stopped watching it in `Shard::finish`).
     fd: OwnedFd,
     decoder: RefCell<Decoder>,
@@ -111,14 +110,14 @@ pub(crate) struct Conn {
     rate: Cell<(u32, u32)>,
     pub profile: RefCell<Profile>,
     /// This viewer's current vote in each poll it voted in.
-    pub votes: RefCell<ViewerVotes>,
+    pub votes: Cell<ViewerVotes>,
     /// Waiting for the application core to answer its resume claim: no welcome yet, in no
     /// group, and its messages are refused.
     pub pending: Cell<bool>,
     /// The TLS session of a viewer on the TLS port: frames are encrypted into records as they
     /// are queued, received bytes decrypted before the decoder. `None` on the plain port, whose
     /// path is unchanged (one null check per send).
-    tls: RefCell<Option<Box<TlsSession>>>,
+    tls: Option<Box<RefCell<TlsSession>>>,
     /// Who the viewer's token says it is; `None` for an anonymous viewer.
     pub identity: Option<Box<Identity>>,
 }
@@ -146,7 +145,6 @@ impl Conn {
         Conn {
             slot,
             serial,
-            viewer: Cell::new(profile.viewer),
             fd: socket,
             decoder: RefCell::new(Decoder::new(limits)),
             out: RefCell::new(None),
@@ -157,9 +155,9 @@ impl Conn {
             ping_sent: Cell::new(0),
             rate: Cell::new((0, 0)),
             profile: RefCell::new(profile),
-            votes: RefCell::new(ViewerVotes::default()),
+            votes: Cell::new(ViewerVotes::default()),
             pending: Cell::new(false),
-            tls: RefCell::new(tls),
+            tls: tls.map(|session| Box::new(RefCell::new(*session))),
             identity,
         }
     }
@@ -169,12 +167,17 @@ impl Conn {
         ViewerRef {
             shard,
             slot: self.slot,
-            viewer: self.viewer.get(),
+            viewer: self.viewer(),
         }
     }
 
     pub fn is_open(&self) -> bool {
         self.state.get() == State::Open
+    }
+
+    /// The viewer's id (its profile's: a resume changes both at once).
+    pub fn viewer(&self) -> ViewerId {
+        self.profile.borrow().viewer
     }
 
     /// The socket's descriptor.
@@ -203,8 +206,8 @@ impl Conn {
             return;
         }
         ShardStats::add(&env.stats.frames_out, frames.len() as u64);
-        let mut tls = self.tls.borrow_mut();
-        if let Some(session) = tls.as_mut() {
+        if let Some(session) = &self.tls {
+            let mut tls = session.borrow_mut();
             // The shared plaintext is encrypted for this viewer alone. Records carry sequence
             // numbers, so the queue bound is checked before encrypting: nothing encrypted is
             // ever dropped.
@@ -216,7 +219,7 @@ impl Conn {
                 self.close(env, close_code::POLICY, "slow consumer: send queue full");
                 return;
             }
-            match crate::tls::seal(session, frames) {
+            match crate::tls::seal(&mut tls, frames) {
                 Ok(sealed) => {
                     drop(tls);
                     self.send_wire(env, &[sealed]);
@@ -228,7 +231,6 @@ impl Conn {
             }
             return;
         }
-        drop(tls);
         self.send_wire(env, frames);
     }
 
@@ -281,7 +283,7 @@ impl Conn {
             if out.bytes + frame.len() > env.config.send_queue_bytes {
                 drop(slot);
                 ShardStats::add(&env.stats.closed_slow, 1);
-                tracing::debug!(viewer = %self.viewer.get(), "slow consumer closed");
+                tracing::debug!(viewer = %self.viewer(), "slow consumer closed");
                 self.close(env, close_code::POLICY, "slow consumer: send queue full");
                 return;
             }
@@ -303,10 +305,10 @@ impl Conn {
         }
         let mut frame = Vec::with_capacity(4 + reason.len());
         ws::encode_close(code, reason, &mut frame);
-        let tls = self.tls.borrow_mut().as_mut().map(|session| {
+        let tls = self.tls.as_ref().map(|session| {
             // Queued records must all go out (each depends on the one before); then the close
             // frame and close_notify.
-            crate::tls::seal_close(session, &frame)
+            crate::tls::seal_close(&mut session.borrow_mut(), &frame)
         });
         if let Some(sealed) = tls {
             match sealed {
@@ -317,7 +319,7 @@ impl Conn {
         {
             let mut slot = self.out.borrow_mut();
             let out = slot.get_or_insert_with(Box::default);
-            let keep = if self.tls.borrow().is_some() {
+            let keep = if self.tls.is_some() {
                 out.frames.len()
             } else {
                 usize::from(out.head_written > 0)
@@ -401,7 +403,7 @@ impl Conn {
         if let Err(err) = result {
             if self.is_open() {
                 ShardStats::add(&env.stats.closed_protocol, 1);
-                tracing::debug!(viewer = %self.viewer.get(), %err, "protocol error");
+                tracing::debug!(viewer = %self.viewer(), %err, "protocol error");
                 self.close(env, err.close_code(), &err.to_string());
             }
         }
@@ -412,8 +414,8 @@ impl Conn {
     /// (a TLS error, or the peer's close_notify with nothing left to answer).
     fn on_records(&self, env: &Env<'_>, data: &[u8], on_message: OnMessage<'_>) -> ControlFlow<()> {
         let (mut plain, mut wire) = (Vec::new(), Vec::new());
-        let received = match self.tls.borrow_mut().as_mut() {
-            Some(session) => session.receive(data, &mut plain, &mut wire),
+        let received = match &self.tls {
+            Some(session) => session.borrow_mut().receive(data, &mut plain, &mut wire),
             None => return ControlFlow::Continue(()),
         };
         if !wire.is_empty() {
@@ -421,7 +423,7 @@ impl Conn {
         }
         match received {
             Err(err) => {
-                tracing::debug!(viewer = %self.viewer.get(), %err, "TLS error");
+                tracing::debug!(viewer = %self.viewer(), %err, "TLS error");
                 ShardStats::add(&env.stats.closed_protocol, 1);
                 ControlFlow::Break(())
             }
@@ -578,7 +580,7 @@ impl Conn {
                 // EOF or reset. Anything still queued cannot be acknowledged anyway.
                 Ok(0) | Err(_) => return Drive::Done,
                 Ok(n) => {
-                    if self.tls.borrow().is_some() {
+                    if self.tls.is_some() {
                         if self.on_records(env, &scratch[..n], on_message).is_break() {
                             return Drive::Done;
                         }

@@ -210,10 +210,14 @@ impl Shard {
             }
             ViewerMessage::Vote { poll, choice } => {
                 let counted = {
-                    let mut votes = conn.votes.borrow_mut();
+                    let mut votes = conn.votes.take();
                     let profile = conn.profile.borrow();
-                    let mut core = self.core.borrow_mut();
-                    core.vote(conn.slot, &mut votes, &profile, &poll, choice)
+                    let counted = self
+                        .core
+                        .borrow_mut()
+                        .vote(conn.slot, &mut votes, &profile, &poll, choice);
+                    conn.votes.set(votes);
+                    counted
                 };
                 let reply = match counted {
                     Ok((seq, choice)) if self.config.durable_votes => {
@@ -314,7 +318,7 @@ impl Shard {
     fn conn(&self, at: ViewerRef) -> Option<Rc<Conn>> {
         let conns = self.conns.borrow();
         let conn = conns.get(at.slot as usize)?;
-        (conn.viewer.get() == at.viewer).then(|| conn.clone())
+        (conn.viewer() == at.viewer).then(|| conn.clone())
     }
 
     /// The `welcome` of a viewer of this shard.
@@ -437,7 +441,9 @@ impl Shard {
             ShardCommand::DropPoll { seq } => {
                 self.core.borrow_mut().polls.retire(seq);
                 for (_, c) in self.conns.borrow().iter() {
-                    c.votes.borrow_mut().forget(seq);
+                    let mut votes = c.votes.take();
+                    votes.forget(seq);
+                    c.votes.set(votes);
                 }
             }
             ShardCommand::Admit { to, admission } => self.admit(to, admission, now),

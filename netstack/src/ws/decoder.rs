@@ -9,7 +9,10 @@ use super::*;
 ///
 /// Feed it whatever the socket returned; it delivers [`Event`]s in order. See [`Decoder::feed`].
 pub struct Decoder {
-    limits: Limits,
+    /// [`Limits`], as u32s (saturated): a decoder lives in every open connection, and no
+    /// limit near 4 GiB makes sense for one message.
+    max_frame: u32,
+    max_message: u32,
     /// Everything beyond a partial header: allocated only while a frame payload or a
     /// fragmented message is incomplete.
     partial: Option<Box<Partial>>,
@@ -295,8 +298,10 @@ type EventSink<'s> = dyn FnMut(Event<'_>) -> ControlFlow<()> + 's;
 impl Decoder {
     /// A decoder that enforces `limits`.
     pub fn new(limits: Limits) -> Self {
+        let clamp = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
         Self {
-            limits,
+            max_frame: clamp(limits.max_frame),
+            max_message: clamp(limits.max_message),
             partial: None,
             header: [0; MAX_HEADER_LEN],
             header_len: 0,
@@ -305,7 +310,10 @@ impl Decoder {
 
     /// The limits this decoder enforces.
     pub fn limits(&self) -> Limits {
-        self.limits
+        Limits {
+            max_frame: self.max_frame as usize,
+            max_message: self.max_message as usize,
+        }
     }
 
     /// Decodes as much of `input` as forms complete frames, unmasking in place, and calls
@@ -378,7 +386,7 @@ impl Decoder {
             let message_len = self.message_len();
             let header = if self.header_len == 0 {
                 let rest = &input[pos..];
-                match parse_header(rest, message_len, &self.limits)? {
+                match parse_header(rest, message_len, &self.limits())? {
                     Some(h) => {
                         pos += h.len;
                         h
@@ -396,7 +404,7 @@ impl Decoder {
                 let have = usize::from(self.header_len);
                 let take = (MAX_HEADER_LEN - have).min(input.len() - pos);
                 self.header[have..have + take].copy_from_slice(&input[pos..pos + take]);
-                match parse_header(&self.header[..have + take], message_len, &self.limits)? {
+                match parse_header(&self.header[..have + take], message_len, &self.limits())? {
                     Some(h) => {
                         // The stashed `have` bytes did not form a header, so h.len > have.
                         pos += h.len - have;
@@ -547,7 +555,7 @@ impl Decoder {
 impl std::fmt::Debug for Decoder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Decoder")
-            .field("limits", &self.limits)
+            .field("limits", &self.limits())
             .field("header_len", &self.header_len)
             .field("message_len", &self.message_len())
             .field("heap_bytes", &self.heap_bytes())

@@ -30,7 +30,6 @@ impl Shard {
             return;
         };
         let resumed = admission.restore.is_some();
-        conn.viewer.set(admission.viewer);
         {
             let mut p = conn.profile.borrow_mut();
             p.viewer = admission.viewer;
@@ -42,7 +41,7 @@ impl Shard {
                 if p.region.is_none() {
                     p.region = r.region;
                 }
-                *conn.votes.borrow_mut() = ViewerVotes::new(r.votes);
+                conn.votes.set(ViewerVotes::new(r.votes));
                 self.core.borrow_mut().restore_reports(conn.slot, r.reports);
             }
         }

@@ -106,7 +106,7 @@ impl Shard {
             }
             self.emit(ShardEvent::Left {
                 at: conn.at(self.index),
-                votes: conn.votes.borrow_mut().take(),
+                votes: conn.votes.take().take(),
                 reports: self.core.borrow_mut().take_reports(conn.slot),
             });
         }
