@@ -97,7 +97,7 @@ pub(crate) struct Conn {
     decoder: RefCell<Decoder>,
     /// `None` when nothing waits to be written (no heap while idle).
     out: RefCell<Option<Box<OutQueue>>>,
-    /// In the reactor's wake-up list (asked to be driven and not yet driven).
+    /// In the reactor's wake-up list, not yet driven.
     pub queued: Cell<bool>,
     /// The reactor watches the socket for room to write.
     pub write_watched: Cell<bool>,
@@ -111,8 +111,7 @@ pub(crate) struct Conn {
     pub profile: RefCell<Profile>,
     /// This viewer's current vote in each poll it voted in.
     pub votes: Cell<ViewerVotes>,
-    /// Waiting for the application core to answer its resume claim: no welcome yet, in no
-    /// group, and its messages are refused.
+    /// Waiting for the answer to its resume claim: no welcome, no group, messages refused.
     pub pending: Cell<bool>,
     /// The TLS session of a viewer on the TLS port: frames are encrypted into records as they
     /// are queued, received bytes decrypted before the decoder. `None` on the plain port, whose
@@ -175,12 +174,11 @@ impl Conn {
         self.state.get() == State::Open
     }
 
-    /// The viewer's id (its profile's: a resume changes both at once).
+    /// The viewer's id (its profile's, which a resume changes).
     pub fn viewer(&self) -> ViewerId {
         self.profile.borrow().viewer
     }
 
-    /// The socket's descriptor.
     pub fn fd(&self) -> RawFd {
         self.fd.as_raw_fd()
     }
