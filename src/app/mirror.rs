@@ -14,15 +14,42 @@
 use std::collections::{BTreeSet, HashMap};
 
 use shards::profile::{Profile, Sym, ViewerId};
-use shards::proto::{resume, GroupId, Restore, ViewerRef, Vote};
+use shards::proto::{resume, GroupId, Restore, Slot, ViewerRef, Vote};
 
-/// The application core's copy of one viewer.
+/// The application core's copy of one viewer: 112 bytes, boxed (see the size test). Its
+/// connection's viewer id is the profile's (`at.viewer == profile.viewer`, set together by
+/// the shard and by a resume), so it is not stored twice.
 #[derive(Debug, Clone)]
 pub struct Viewer {
-    pub at: ViewerRef,
+    shard: u16,
+    slot: Slot,
     /// The nonce of its resume token (0 for a token that is not a minted one).
     pub nonce: u64,
     pub profile: Profile,
+}
+
+impl Viewer {
+    fn new(at: ViewerRef, nonce: u64, profile: Profile) -> Viewer {
+        debug_assert_eq!(
+            at.viewer, profile.viewer,
+            "a profile names its connection's viewer"
+        );
+        Viewer {
+            shard: at.shard,
+            slot: at.slot,
+            nonce,
+            profile,
+        }
+    }
+
+    /// Its current connection.
+    pub fn at(&self) -> ViewerRef {
+        ViewerRef {
+            shard: self.shard,
+            slot: self.slot,
+            viewer: self.profile.viewer,
+        }
+    }
 }
 
 /// What a departed viewer keeps for a resume, packed: its token's nonce, the profile fields a
@@ -80,10 +107,10 @@ impl Departed {
                 put(kind as u8, v);
             }
         }
-        for t in &profile.tags {
+        for t in profile.tags() {
             put(KIND_TAG, t);
         }
-        if let Some(sub) = &profile.sub {
+        if let Some(sub) = profile.sub() {
             put(KIND_SUB, sub);
         }
         for (group, second) in reports {
@@ -265,7 +292,7 @@ impl Mirror {
 
     /// The viewer, if `at` is its current connection.
     pub fn at(&self, at: ViewerRef) -> Option<&Viewer> {
-        self.viewer(at.viewer).filter(|v| v.at == at)
+        self.viewer(at.viewer).filter(|v| v.at() == at)
     }
 
     /// Whether `token` is a viewer's here, present or departed (within the resume window).
@@ -346,7 +373,7 @@ impl Mirror {
     /// A viewer joined; returns the profile a replaced entry had (to uncount).
     pub fn join(&mut self, at: ViewerRef, resume: Box<str>, profile: Profile) -> Option<Profile> {
         let nonce = self.keep_token(at.viewer, resume);
-        let viewer = Box::new(Viewer { at, nonce, profile });
+        let viewer = Box::new(Viewer::new(at, nonce, profile));
         self.viewers
             .insert(at.viewer, viewer)
             .map(|old| old.profile)
@@ -354,7 +381,11 @@ impl Mirror {
 
     /// A profile snapshot; returns (old, new) when `at` is current.
     pub fn change(&mut self, at: ViewerRef, profile: Profile) -> Option<(Profile, Profile)> {
-        let v = self.viewers.get_mut(&at.viewer).filter(|v| v.at == at)?;
+        let v = self.viewers.get_mut(&at.viewer).filter(|v| v.at() == at)?;
+        debug_assert_eq!(
+            at.viewer, profile.viewer,
+            "a profile names its connection's viewer"
+        );
         let old = std::mem::replace(&mut v.profile, profile);
         Some((old, v.profile.clone()))
     }
@@ -366,9 +397,12 @@ impl Mirror {
         let x = self.resolve(token);
         let earned_by = x.and_then(|x| match self.departed.get(&x) {
             Some(d) => Some(d.sub().map(Box::<str>::from)),
-            None => self.viewers.get(&x).map(|v| v.profile.sub.clone()),
+            None => self
+                .viewers
+                .get(&x)
+                .map(|v| v.profile.sub().map(Box::<str>::from)),
         });
-        if earned_by.is_some_and(|sub| sub != profile.sub) {
+        if earned_by.is_some_and(|sub| sub.as_deref() != profile.sub()) {
             return Claim::New { profile };
         }
         match x {
@@ -381,7 +415,7 @@ impl Mirror {
                 None => Claim::New { profile },
             },
             Some(x) if self.viewers.contains_key(&x) && !self.awaiting.contains_key(&x) => {
-                let old = self.viewers[&x].at;
+                let old = self.viewers[&x].at();
                 self.awaiting.insert(x, (at, profile));
                 Claim::EvictFirst { old }
             }
@@ -484,7 +518,7 @@ impl Mirror {
 pub fn resumed_profile(mut profile: Profile, x: ViewerId, restore: &Restore) -> Profile {
     profile.viewer = x;
     profile.stream = restore.stream.clone();
-    profile.tags = restore.tags.clone();
+    profile.rare.set_tags(restore.tags.clone());
     profile.app_version = restore.app_version.clone().or(profile.app_version);
     profile.hardware = restore.hardware.clone().or(profile.hardware);
     if profile.region.is_none() {
@@ -520,7 +554,7 @@ mod tests {
         let d = Departed::new(77, &p, vec![(1, 0)], &reports, 1234);
         let r = d.restore();
         assert_eq!(r.reports, reports.to_vec());
-        assert_eq!(r.tags, p.tags, "the other fields parse around them");
+        assert_eq!(r.tags, p.tags(), "the other fields parse around them");
         assert_eq!(
             d.footprint(),
             Departed::new(77, &p, vec![(1, 0)], &[], 1234).footprint() + 20
@@ -540,7 +574,7 @@ mod tests {
             5,
         );
         p.stream = Some("final".into());
-        p.tags = vec!["vip".into(), "beta".into()];
+        p.rare.set_tags(vec!["vip".into(), "beta".into()]);
         p.app_version = Some("3.2.1".into());
         p
     }
@@ -568,7 +602,7 @@ mod tests {
         assert_eq!(r.region.as_deref(), Some("HU"));
         assert_eq!(r.app_version.as_deref(), Some("3.2.1"));
         assert_eq!(r.hardware, None);
-        assert_eq!(r.tags, p.tags);
+        assert_eq!(r.tags, p.tags());
         assert_eq!(r.votes, vec![(1, 2)]);
     }
 
@@ -586,6 +620,26 @@ mod tests {
         );
         assert!(std::mem::size_of::<Departed>() <= 56);
         assert!(bytes <= 256, "{bytes} B per departed viewer");
+    }
+
+    #[test]
+    fn a_mirror_entry_is_compact_and_shares_the_shards_strings() {
+        // Boxed (a map slot is 16 B): 112 B is one of the allocator's size classes.
+        assert_eq!(std::mem::size_of::<Viewer>(), 112);
+        assert_eq!(std::mem::size_of::<(ViewerId, Box<Viewer>)>(), 16);
+        let mut m = Mirror::default();
+        let p = profile(4);
+        m.join(at(4), "t4".into(), p.clone());
+        let v = m.viewer(ViewerId(4)).unwrap();
+        assert_eq!(v.at(), at(4));
+        assert_eq!(v.profile, p);
+        assert_eq!(
+            shards::profile::profile_hash(&v.profile),
+            shards::profile::profile_hash(&p)
+        );
+        assert_eq!(v.profile.tags(), [Box::from("vip"), Box::from("beta")]);
+        // A profile snapshot moves into the mirror: its tags stay the shard's allocation.
+        assert!(std::ptr::eq(v.profile.tags(), p.tags()));
     }
 
     #[test]
