@@ -148,6 +148,27 @@ async function playerHealthy(page, what, recovered = false) {
   }
 }
 
+// The one console error tolerated (Chromium's message, its location being the resource URL),
+// and only for a live playlist on the viewer origin.
+{
+  const msg503 = 'Failed to load resource: the server responded with a status of 503 (Service Unavailable)';
+  const msg404 = 'Failed to load resource: the server responded with a status of 404 (Not Found)';
+  const cases = [
+    [msg503, `${VIEWER}/hls/main/index.m3u8?session=1&exp=2&sig=3`, true],
+    [msg503, `${VIEWER}/hls/main/index.m3u8`, true],
+    [msg404, `${VIEWER}/hls/main/index.m3u8`, false],
+    [msg503, `${VIEWER}/hls/main/7.ts`, false],
+    [msg503, `${VIEWER}/hls/main/rec/1/index.m3u8`, false],
+    [msg503, `${API}/api/relay/main/index.m3u8`, false],
+    [msg503, `${VIEWER}/watch/main`, false],
+    [msg503, '', false],
+  ];
+  for (const [text, url, tolerated] of cases) {
+    if (playlistNotReady(text, url) !== tolerated) throw new Error(`check failed: 503 filter on ${text} at ${url}`);
+  }
+  check(true, 'console errors: only a live playlist\'s 503 on the viewer origin is tolerated');
+}
+
 const browser = await chromium.launch({
   executablePath: '/usr/bin/chromium',
   args: [
