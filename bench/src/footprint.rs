@@ -59,38 +59,56 @@ fn rss() -> u64 {
     procfs::read_rss(std::process::id()).unwrap_or(0)
 }
 
-/// RSS growth per item while `build` makes `n` of them (kept alive in a vector reserved
-/// beforehand, so the vector itself is not weighed).
-fn weigh<T>(n: usize, mut build: impl FnMut(usize) -> T) -> (f64, Vec<T>) {
-    let mut kept = Vec::with_capacity(n);
+/// RSS growth per item while `build` makes `n` of them (kept alive in a vector filled
+/// beforehand, so the vector itself is not weighed: a vector only reserved would have its
+/// pages touched, and counted, as the items go in).
+fn weigh<T>(n: usize, mut build: impl FnMut(usize) -> T) -> (f64, Vec<Option<T>>) {
+    let mut kept: Vec<Option<T>> = (0..n).map(|_| None).collect();
     let before = rss();
-    for i in 0..n {
-        kept.push(build(i));
+    for (i, slot) in kept.iter_mut().enumerate() {
+        *slot = Some(build(i));
     }
     let after = rss();
     ((after as f64 - before as f64) / n as f64, kept)
 }
 
-/// The handshake data of loadgen viewer `i` (its default mix and one stream).
-fn handshake_profile(i: usize) -> shards::profile::Profile {
+/// The handshake data of loadgen viewer `i` (its default mix and one stream), made before
+/// the weighing so that its temporaries are not counted as the profile's heap.
+struct Handshake {
+    viewer: loadgen::profile::Profile,
+    query: Vec<(String, String)>,
+    hello: Option<String>,
+}
+
+fn handshake(i: usize) -> Handshake {
     let mix = loadgen::plan::BehaviourMix::parse("idle:100").expect("a valid mix");
-    let p = loadgen::profile::Profile::for_viewer(1, i as u64, 1, &mix);
+    let viewer = loadgen::profile::Profile::for_viewer(1, i as u64, 1, &mix);
     let query = vec![
         ("stream".to_owned(), "s1".to_owned()),
-        ("region".to_owned(), p.region_code().to_owned()),
+        ("region".to_owned(), viewer.region_code().to_owned()),
     ];
+    let hello = viewer.hello();
+    Handshake {
+        viewer,
+        query,
+        hello,
+    }
+}
+
+/// The profile the shard makes for viewer `i` from its handshake and `hello`.
+fn handshake_profile(i: usize, h: &Handshake) -> shards::profile::Profile {
     let id = shards::profile::ViewerId::compose(0, 0, i as u32 + 1);
     let mut profile = shards::profile::Profile::from_handshake(
         id,
         "127.0.0.2:40000".parse().expect("an address"),
-        Some(p.user_agent()),
-        Some(p.accept_language()),
-        &query,
+        Some(h.viewer.user_agent()),
+        Some(h.viewer.accept_language()),
+        &h.query,
         1_700_000_000_000,
     );
-    if let Some(hello) = p.hello() {
-        if let Ok(protocol::ViewerMessage::Hello(h)) = protocol::parse_viewer_message(&hello) {
-            profile.apply_hello(&h);
+    if let Some(hello) = &h.hello {
+        if let Ok(protocol::ViewerMessage::Hello(m)) = protocol::parse_viewer_message(hello) {
+            profile.apply_hello(&m);
         }
     }
     profile
@@ -108,17 +126,19 @@ pub fn local_pieces(n: usize) -> anyhow::Result<Vec<Piece>> {
         });
     }
     // Profile heap: the strings and vectors of a handshake profile (inline part excluded).
-    let (heap, profiles) = weigh(n, handshake_profile);
+    let handshakes: Vec<Handshake> = (0..n).map(handshake).collect();
+    let (heap, weighed) = weigh(n, |i| handshake_profile(i, &handshakes[i]));
     pieces.push(Piece {
         name: "profile heap (strings, params) on the shard".into(),
         bytes: heap,
         counted: true,
         how: "RSS growth",
     });
-    drop(profiles);
 
     // The mirror entry: one join per viewer into the application core's mirror.
-    let profiles: Vec<_> = (0..n).map(handshake_profile).collect();
+    let profiles: Vec<_> = (0..n)
+        .map(|i| handshake_profile(i, &handshakes[i]))
+        .collect();
     // Tokens as shards mint them (the viewer's id and a nonce): the mirror keeps the nonce.
     let tokens: Vec<Box<str>> = profiles
         .iter()
@@ -146,7 +166,6 @@ pub fn local_pieces(n: usize) -> anyhow::Result<Vec<Piece>> {
         counted: true,
         how: "RSS growth",
     });
-    drop(mirror);
 
     pieces.push(Piece {
         name: "shard reactor: the socket's armed multishot poll (kernel memory; user space)".into(),
@@ -154,6 +173,8 @@ pub fn local_pieces(n: usize) -> anyhow::Result<Vec<Piece>> {
         counted: true,
         how: "RSS growth",
     });
+    // Freed only now: memory freed before a later piece would be reused by it, unweighed.
+    drop((mirror, weighed, handshakes));
     Ok(pieces)
 }
 

@@ -500,8 +500,8 @@ async fn handshake(shard: Rc<Shard>, mut stream: TcpStream, mut wire: Wire, mut 
         .as_ref()
         .and_then(|g| g.country(client.ip()));
     if let Some(id) = &identity {
-        profile.sub = Some(id.sub.clone());
-        profile.tags.extend(id.tags.iter().cloned());
+        profile.rare.set_sub(Some(id.sub.clone()));
+        profile.rare.add_tags(id.tags.iter().cloned());
     }
     let resume = shard.resume_token(viewer);
     // A viewer presenting a resume token waits for the application core before its welcome.

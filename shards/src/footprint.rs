@@ -46,12 +46,14 @@ pub fn shard_parts() -> Vec<Part> {
 /// Budgets of the per-viewer structures: a regression guard, since every byte here is
 /// multiplied by the number of connected viewers. Raise one deliberately, with a reason.
 /// Issue 18 took Conn from 592 to 464 bytes and Profile from 208 to 160 (interned strings,
-/// the send queue and the votes boxed only while in use), then Conn to 288: a bare
+/// the send queue and the votes boxed only while in use), then Profile to 96
+/// (`crate::compact`: packed peer address, the parameter list interned, tags and person
+/// behind one optional pointer, a two-byte country) and Conn to 224: that profile, a bare
 /// descriptor instead of glommio's stream (120 B), no waker, the decoder's limits as u32s,
 /// the TLS session's cell inside its box, the votes in a `Cell`, the viewer id read from
 /// the profile.
-pub const CONN_BUDGET: usize = 288;
-pub const PROFILE_BUDGET: usize = 160;
+pub const CONN_BUDGET: usize = 224;
+pub const PROFILE_BUDGET: usize = 96;
 
 #[cfg(test)]
 mod tests {

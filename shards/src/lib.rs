@@ -7,7 +7,8 @@
 //! [`proto`] over lock-free channels.
 //!
 //! - [`profile`]: viewer profiles, User-Agent classification, group predicates; [`sym`]: the
-//!   interned strings of their fields.
+//!   interned strings of their fields; [`compact`]: the packed peer address, query parameters
+//!   and rare fields that keep a profile at 96 bytes.
 //! - [`proxy`]: PROXY protocol v1/v2 and `X-Forwarded-For` from trusted balancers (pure);
 //!   [`geo`]: the country of an address (a MaxMind-format database).
 //! - [`bitset`]: the shard-local group membership bitmaps.
@@ -38,6 +39,7 @@
 mod accept;
 pub mod bitset;
 pub mod clock;
+pub mod compact;
 pub mod config;
 mod conn;
 pub mod footprint;

@@ -3,11 +3,16 @@
 //! A profile is created by the shard at the handshake from the initial operational data (peer
 //! address, User-Agent, Accept-Language, query parameters) and changes when the viewer sends a
 //! `hello` or watches a stream, or when the application core tags it. The shard owns the
-//! profile; the application core keeps a mirror fed by full snapshots.
+//! profile; the application core keeps a mirror fed by full snapshots. Its layout is compact
+//! ([`crate::compact`]): 96 bytes, nothing on the heap for an anonymous, untagged viewer.
 
 use std::net::SocketAddr;
+use std::num::NonZeroU16;
 
 use serde::{Deserialize, Serialize};
+
+/// The compact parts of a profile.
+pub use crate::compact::{Params, Peer, Rare};
 
 /// The interned strings of profile fields (one shared allocation per distinct value).
 pub use crate::sym::Sym;
@@ -141,32 +146,31 @@ pub fn sym_field(value: &str) -> Option<Sym> {
 }
 
 /// Everything the server knows about one viewer. The string fields a crowd shares (stream,
-/// region, language, app version, hardware, query parameters) are interned [`Sym`]s: one
-/// pointer each, no allocation of their own.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// region, language, app version, hardware, the list of query parameters) are interned
+/// [`Sym`]s: one pointer each, no allocation of their own. Tags and the person are in
+/// [`Rare`] (read with [`Profile::tags`] and [`Profile::sub`]).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Profile {
     pub viewer: ViewerId,
-    pub peer: SocketAddr,
+    pub peer: Peer,
     pub os: Os,
     pub browser: Browser,
     pub device: Device,
     pub language: Option<Sym>,
     pub region: Option<Sym>,
     /// ISO country code from the viewer's address (geolocation), if a database knows it.
-    /// Three bytes: it fits in the padding the enums above leave.
-    #[serde(default)]
+    /// Two bytes: it fits in the padding the enums and the peer leave.
     pub country: Option<CountryCode>,
     pub stream: Option<Sym>,
     pub app_version: Option<Sym>,
     pub hardware: Option<Sym>,
-    pub tags: Vec<Box<str>>,
-    /// Query parameters other than the ones above, in arrival order (no spare capacity).
-    pub params: Vec<(Sym, Sym)>,
+    /// Query parameters other than the ones above, in arrival order.
+    pub params: Params,
     /// Unix milliseconds of the handshake.
     pub connected_at_ms: u64,
-    /// The person, from a verified token (`sub`); `None` for an anonymous viewer.
-    #[serde(default)]
-    pub sub: Option<Box<str>>,
+    /// Tags and the person, from a verified token (`sub`); empty for an anonymous, untagged
+    /// viewer.
+    pub rare: Rare,
 }
 
 /// A hash of a whole profile with fixed keys, equal in every thread and process of one build:
@@ -192,7 +196,7 @@ impl Profile {
         let (os, browser, device) = classify_user_agent(user_agent.unwrap_or(""));
         let mut profile = Profile {
             viewer,
-            peer,
+            peer: Peer::from(peer),
             os,
             browser,
             device,
@@ -202,11 +206,11 @@ impl Profile {
             stream: None,
             app_version: None,
             hardware: None,
-            tags: Vec::new(),
-            params: Vec::new(),
+            params: Params::default(),
             connected_at_ms,
-            sub: None,
+            rare: Rare::default(),
         };
+        let mut params = Vec::new();
         for (key, value) in query {
             match key.as_str() {
                 "region" => profile.region = region(value),
@@ -214,16 +218,26 @@ impl Profile {
                 // validation at the application core; until then it is only a parameter.
                 "lang" | "language" => profile.language = primary_language(value),
                 "resume" => {}
-                _ if profile.params.len() < MAX_PARAMS => {
-                    if let (Some(k), Some(v)) = (sym_field(key), sym_field(value)) {
-                        profile.params.push((k, v));
+                _ if params.len() < MAX_PARAMS => {
+                    if let (Some(k), Some(v)) = (field(key), field(value)) {
+                        params.push((k, v));
                     }
                 }
                 _ => {}
             }
         }
-        profile.params.shrink_to_fit();
+        profile.params = Params::new(params.iter().map(|(k, v)| (&**k, &**v)));
         profile
+    }
+
+    /// The viewer's tags (from its token and the API), in order.
+    pub fn tags(&self) -> &[Box<str>] {
+        self.rare.tags()
+    }
+
+    /// The person, from a verified token (`sub`); `None` for an anonymous viewer.
+    pub fn sub(&self) -> Option<&str> {
+        self.rare.sub()
     }
 
     /// Applies a viewer's `hello`: each string present replaces its field (a blank one clears
@@ -272,31 +286,56 @@ impl Profile {
             Field::Stream => one(self.stream.as_deref()),
             Field::AppVersion => one(self.app_version.as_deref()),
             Field::Hardware => one(self.hardware.as_deref()),
-            Field::Tag => self.tags.iter().any(|t| one(Some(t))),
+            Field::Tag => self.tags().iter().any(|t| one(Some(t))),
         }
     }
 }
 
-/// A two-letter ISO 3166 country code, upper case.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// A two-letter ISO 3166 country code, upper case: its two letters in a `NonZeroU16`, so
+/// `Option<CountryCode>` is two bytes.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
-pub struct CountryCode([u8; 2]);
+pub struct CountryCode(NonZeroU16);
+
+/// Every pair of letters `AA`, `AB`, ... `ZZ`, in order: [`CountryCode::as_str`] borrows its
+/// text from here.
+static LETTER_PAIRS: [u8; 26 * 26 * 2] = {
+    let mut out = [0u8; 26 * 26 * 2];
+    let mut i = 0;
+    while i < 26 * 26 {
+        out[2 * i] = b'A' + (i / 26) as u8;
+        out[2 * i + 1] = b'A' + (i % 26) as u8;
+        i += 1;
+    }
+    out
+};
 
 impl CountryCode {
     /// Two ASCII letters, in any case.
     pub fn parse(code: &str) -> Option<CountryCode> {
         match code.as_bytes() {
-            &[a, b] if a.is_ascii_alphabetic() && b.is_ascii_alphabetic() => Some(CountryCode([
-                a.to_ascii_uppercase(),
-                b.to_ascii_uppercase(),
-            ])),
+            &[a, b] if a.is_ascii_alphabetic() && b.is_ascii_alphabetic() => {
+                let pair = [a.to_ascii_uppercase(), b.to_ascii_uppercase()];
+                NonZeroU16::new(u16::from_le_bytes(pair)).map(CountryCode)
+            }
             _ => None,
         }
     }
 
-    pub fn as_str(&self) -> &str {
-        // Two ASCII letters by construction.
-        std::str::from_utf8(&self.0).unwrap_or("")
+    pub fn as_str(&self) -> &'static str {
+        // Two upper-case ASCII letters by construction.
+        let [a, b] = self.0.get().to_le_bytes();
+        let i = 2 * (usize::from(a.wrapping_sub(b'A')) * 26 + usize::from(b.wrapping_sub(b'A')));
+        LETTER_PAIRS
+            .get(i..i + 2)
+            .and_then(|p| std::str::from_utf8(p).ok())
+            .unwrap_or("")
+    }
+}
+
+impl std::fmt::Debug for CountryCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self.as_str(), f)
     }
 }
 
@@ -481,11 +520,39 @@ mod tests {
         assert_eq!(p.language.as_deref(), Some("hu"));
         assert_eq!(p.stream, None, "stream is set by a validated watch");
         assert_eq!(
-            p.params,
-            vec![
-                ("stream".into(), "s1".into()),
-                ("team".into(), "red".into())
-            ]
+            p.params.iter().collect::<Vec<_>>(),
+            [("stream", "s1"), ("team", "red")]
+        );
+    }
+
+    #[test]
+    fn a_profile_is_96_bytes_and_anonymous_ones_own_no_heap() {
+        assert_eq!(std::mem::size_of::<Profile>(), 96);
+        assert_eq!(std::mem::size_of::<Option<CountryCode>>(), 2);
+        let a = profile(SAFARI_IPHONE, &[("stream", "s1"), ("region", "hu")]);
+        let b = profile(CHROME_WIN, &[("stream", "s1")]);
+        // The crowd's parameter list is one shared string; no tags or person: no box.
+        assert_eq!(a.params, b.params);
+        assert_eq!(a.rare, Rare::default());
+        assert_eq!(a.peer.to_string(), "127.0.0.1:5000");
+        assert_eq!(profile_hash(&a), profile_hash(&a.clone()));
+        assert_ne!(profile_hash(&a), profile_hash(&b));
+    }
+
+    #[test]
+    fn country_codes_are_two_letters_in_two_bytes() {
+        for (raw, code) in [("hu", "HU"), ("AZ", "AZ"), ("zA", "ZA"), ("aa", "AA")] {
+            let c = CountryCode::parse(raw).unwrap();
+            assert_eq!(c.as_str(), code);
+            assert_eq!(String::from(c), code);
+            assert_eq!(format!("{c:?}"), format!("{code:?}"));
+        }
+        for bad in ["", "H", "HUN", "H1", "é"] {
+            assert_eq!(CountryCode::parse(bad), None, "{bad:?}");
+        }
+        assert_eq!(
+            serde_json::to_string(&CountryCode::parse("de")).unwrap(),
+            "\"DE\""
         );
     }
 
@@ -505,7 +572,7 @@ mod tests {
         p.stream = Some("s1".into());
         assert!(Predicate::stream("s1").matches(&p));
         assert!(!pred(&[(Field::Tag, &["vip"])]).matches(&p));
-        p.tags.push("vip".into());
+        p.rare.add_tags(["vip".into()]);
         assert!(pred(&[(Field::Tag, &["vip", "x"])]).matches(&p));
     }
 

@@ -338,7 +338,7 @@ impl Shard {
             let mut p = conn.profile.borrow_mut();
             match update {
                 ProfileUpdate::Stream(stream) => p.stream = stream,
-                ProfileUpdate::Tags(tags) => p.tags = tags,
+                ProfileUpdate::Tags(tags) => p.rare.set_tags(tags),
             }
         }
         self.profile_changed(&conn);

@@ -513,7 +513,7 @@ fn viewer_json(v: &crate::app::Viewer) -> Value {
     let p = &v.profile;
     json!({
         "id": p.viewer.to_string(),
-        "shard": v.at.shard,
+        "shard": v.at().shard,
         "peer": p.peer.to_string(),
         "os": p.os.as_str(),
         "browser": p.browser.as_str(),
@@ -524,7 +524,7 @@ fn viewer_json(v: &crate::app::Viewer) -> Value {
         "stream": p.stream,
         "app_version": p.app_version,
         "hardware": p.hardware,
-        "tags": p.tags,
+        "tags": p.tags(),
         "params": p.params.iter().map(|(k, v)| json!([k, v])).collect::<Vec<_>>(),
         "connected_at_ms": p.connected_at_ms,
     })

@@ -65,14 +65,14 @@ impl Audits {
         let mut seen = 0usize;
         for (at, hash) in profiles {
             match mirror.viewer(at.viewer) {
-                Some(v) if v.at == *at && profile_hash(&v.profile) == *hash => seen += 1,
-                Some(v) if v.at == *at => {
+                Some(v) if v.at() == *at && profile_hash(&v.profile) == *hash => seen += 1,
+                Some(v) if v.at() == *at => {
                     mismatches.push(format!("{}: profile differs", at.viewer))
                 }
                 _ => mismatches.push(format!("{}: missing from the mirror", at.viewer)),
             }
         }
-        let mirrored = mirror.viewers().filter(|v| v.at.shard == shard).count();
+        let mirrored = mirror.viewers().filter(|v| v.at().shard == shard).count();
         if mirrored != profiles.len() {
             mismatches.push(format!(
                 "shard {shard}: owns {} viewers, the mirror has {mirrored}",

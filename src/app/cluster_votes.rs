@@ -33,11 +33,11 @@ impl App {
         let record = durable.records.entry(token.clone()).or_default();
         record.edge = edge;
         record.stream = p.stream.as_deref().map(str::to_owned);
-        record.tags = p.tags.iter().map(|t| t.to_string()).collect();
+        record.tags = p.tags().iter().map(|t| t.to_string()).collect();
         record.app_version = p.app_version.as_deref().map(str::to_owned);
         record.hardware = p.hardware.as_deref().map(str::to_owned);
         record.region = p.region.as_deref().map(str::to_owned);
-        record.sub = p.sub.as_deref().map(str::to_owned);
+        record.sub = p.sub().map(str::to_owned);
         record.votes.insert(poll.to_owned(), choice);
         let record = record.clone();
         self.store_vote(at, poll.to_owned(), choice, record_key(&token), &record);
@@ -182,7 +182,7 @@ impl App {
                 };
                 let record = value
                     .and_then(|v| serde_json::from_slice::<ViewerRecord>(&v).ok())
-                    .filter(|r| r.sub.as_deref() == claim.profile.sub.as_deref());
+                    .filter(|r| r.sub.as_deref() == claim.profile.sub());
                 match record {
                     Some(record) => self.resume_from_record(claim, record),
                     None => self.admit_new(claim.at, claim.resume, claim.profile),

@@ -172,7 +172,7 @@ mod tests {
         assert!(d.check(&p, 0).unwrap_err().contains("device"));
         let d = rules(json!({"entitlement": "premium"})).unwrap();
         assert!(d.check(&p, 0).unwrap_err().contains("entitlement"));
-        p.tags = vec!["premium".into()];
+        p.rare.set_tags(vec!["premium".into()]);
         assert_eq!(d.check(&p, 0), Ok(()));
         assert_eq!(
             rules(d.to_json()).unwrap(),

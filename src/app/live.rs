@@ -212,7 +212,7 @@ impl App {
             .mirror
             .viewers()
             .filter(|v| v.profile.stream.as_deref() == Some(id.as_str()))
-            .map(|v| v.at)
+            .map(|v| v.at())
             .collect();
         // Each keeps its viewing session, with a freshly signed URL.
         let now_ms = self.clock_ms;

@@ -7,7 +7,7 @@
 //! its own bitmaps.
 //!
 //! This module is composition and event dispatch; each concern has its own module and state:
-//! [`mirror`] (profiles, resume), [`groups`] (groups, cast backpressure), [`streams`],
+//! [`mirror`] (profiles, resume; its viewers in a [`by_viewer`] table), [`groups`] (groups, cast backpressure), [`streams`],
 //! [`polls`] (registry, lifecycle, merged counts), [`telemetry`] (sliding windows of the
 //! shards' per-group telemetry deltas), [`player_config`], [`remediation`] (pure rules) and
 //! [`remediation_apply`] (their effects), [`audits`], [`store`] (durable state, written
@@ -23,6 +23,7 @@
 pub mod ad_ops;
 pub mod ads;
 pub mod audits;
+pub mod by_viewer;
 pub mod distribution;
 pub mod downlink;
 pub mod edges;

@@ -187,9 +187,9 @@ impl App {
     pub fn set_tags(&self, viewer: ViewerId, tags: Vec<Box<str>>) -> Option<()> {
         let v = self.mirror.viewer(viewer)?;
         self.command(
-            v.at.shard,
+            v.at().shard,
             ShardCommand::Update {
-                to: v.at,
+                to: v.at(),
                 update: ProfileUpdate::Tags(tags),
             },
         );

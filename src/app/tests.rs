@@ -143,7 +143,7 @@ fn the_mirror_follows_joins_changes_leaves_and_passes_audits() {
     assert_eq!(h.app.viewer_count(), 2);
     assert_eq!(h.app.group("global").unwrap().size, 2);
     let mut changed = profile(2, UA_LINUX);
-    changed.tags = vec!["vip".into()];
+    changed.rare.set_tags(vec!["vip".into()]);
     h.event(
         ShardEvent::Changed {
             at: b,
@@ -152,8 +152,8 @@ fn the_mirror_follows_joins_changes_leaves_and_passes_audits() {
         1_000,
     );
     assert_eq!(
-        h.app.viewer(ViewerId(2)).unwrap().profile.tags,
-        changed.tags
+        h.app.viewer(ViewerId(2)).unwrap().profile.tags(),
+        changed.tags()
     );
     // A snapshot for a connection that is not current changes nothing.
     let stale = ShardEvent::Changed {
@@ -458,7 +458,7 @@ fn a_departed_viewer_claims_back_its_identity_and_votes() {
         .any(|c| matches!(c, ShardCommand::Send { frame, .. } if decode(frame)["type"] == "poll")));
     let v = h.app.viewer(ViewerId(7)).unwrap();
     assert_eq!(
-        v.at,
+        v.at(),
         ViewerRef {
             viewer: ViewerId(7),
             ..new
@@ -489,7 +489,7 @@ fn a_claim_while_the_old_connection_is_open_evicts_it_first() {
     let mut h = harness(2, Config::default());
     let old = at(0, 1, 7);
     let mut tagged = profile(7, UA_IOS);
-    tagged.tags = vec!["vip".into()];
+    tagged.rare.set_tags(vec!["vip".into()]);
     h.join(old, "tok7", tagged);
     h.drain();
     let new = at(1, 5, 80);
@@ -521,7 +521,7 @@ fn a_claim_while_the_old_connection_is_open_evicts_it_first() {
     let restore = admission.restore.as_ref().unwrap();
     assert_eq!(restore.votes, vec![(3, 0)]);
     assert_eq!(restore.tags, vec![Box::<str>::from("vip")]);
-    assert_eq!(h.app.viewer(ViewerId(7)).unwrap().at.shard, 1);
+    assert_eq!(h.app.viewer(ViewerId(7)).unwrap().at().shard, 1);
     assert_eq!(h.app.group("global").unwrap().size, 1);
 }
 

@@ -35,7 +35,7 @@ impl Shard {
             p.viewer = admission.viewer;
             if let Some(r) = admission.restore {
                 p.stream = r.stream;
-                p.tags = r.tags;
+                p.rare.set_tags(r.tags);
                 p.app_version = r.app_version.or(p.app_version.take());
                 p.hardware = r.hardware.or(p.hardware.take());
                 if p.region.is_none() {
