@@ -2,7 +2,7 @@
 //! server with `zerocopy = on` (threshold 1 byte, so every live segment body goes out with
 //! `IORING_OP_SEND_ZC`, and every recorded segment with `sendfile` from its file) and by one
 //! with `zerocopy = off`, and by one with `zerocopy = auto` (live segments with `sendfile`
-//! from sealed in-memory files); each serves every live and recorded segment byte for byte
+//! from unlinked files in its data directory); each serves every live and recorded segment byte for byte
 //! as recorded, and the shard counters show which path carried the bytes. A client vanishing
 //! while a recorded segment is being sent leaves no descriptor open in the server. Needs
 //! `ffmpeg` (Debian package; CI installs it).
@@ -11,6 +11,7 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::os::unix::fs::OpenOptionsExt;
 use std::process::Command;
 
 use common::media::*;
@@ -65,6 +66,10 @@ struct Served {
     recorded: Vec<Vec<u8>>,
     files: Vec<Vec<u8>>,
     stats: Value,
+    /// The server's descriptors of live segment files, after the fetches: unlinked files in
+    /// its data directory (`... (deleted)`) and memfds (`/memfd:...`).
+    unlinked: usize,
+    memfds: usize,
 }
 
 /// Publishes 4 s to `server` as stream `id`; the ended recording's entry.
@@ -120,11 +125,21 @@ fn serve_once(flags: &[&str]) -> Served {
         .map(|i| std::fs::read(dir.join(format!("{i}.ts"))).unwrap())
         .collect();
     let (_, stats) = server.api("GET", "/api/stats", None);
+    // The ended stream's window (and its segments' files) stays on the shards.
+    let fds = fd_targets(server.child.id());
+    let data_dir = server.data_dir.to_string_lossy().into_owned();
+    let unlinked = fds
+        .iter()
+        .filter(|t| t.starts_with(&data_dir) && t.ends_with(" (deleted)"))
+        .count();
+    let memfds = fds.iter().filter(|t| t.starts_with("/memfd:")).count();
     Served {
         live,
         recorded,
         files,
         stats,
+        unlinked,
+        memfds,
     }
 }
 
@@ -184,12 +199,31 @@ fn zero_copy_and_plain_sends_serve_byte_identical_segments() {
     );
 }
 
-/// `zerocopy = auto` (the default): live segments go out with `sendfile` from the sealed
-/// in-memory file the application core makes of each, recorded ones from their files; the
-/// same bytes as recorded, and no `SEND_ZC` at all.
+/// `zerocopy = auto` (the default): live segments go out with `sendfile` from the unlinked
+/// file the application core makes of each in the data directory (a memfd only where its
+/// file system lacks `O_TMPFILE`), recorded ones from their files; the same bytes as
+/// recorded, and no `SEND_ZC` at all.
 #[test]
-fn auto_sends_live_segments_from_sealed_memory_files() {
+fn auto_sends_live_segments_from_unlinked_files() {
     let auto = serve_once(&["--zerocopy", "auto", "--zerocopy-threshold-bytes", "1"]);
+    eprintln!(
+        "live segment files held: {} unlinked in the data directory, {} memfds",
+        auto.unlinked, auto.memfds
+    );
+    assert!(
+        auto.unlinked + auto.memfds > 0,
+        "the window's segments have files"
+    );
+    // The test's data directory is under the temp dir: a memfd here means O_TMPFILE failed.
+    let tmpfile = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_TMPFILE)
+        .open(std::env::temp_dir())
+        .is_ok();
+    if tmpfile {
+        assert_eq!(auto.memfds, 0, "O_TMPFILE works here: no memfd");
+    }
     assert!(auto.live == auto.files, "sendfile live bodies differ");
     assert!(
         auto.recorded == auto.files,

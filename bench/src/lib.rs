@@ -20,7 +20,8 @@
 //! - [`publish_delay`]: live HLS publish-to-playlist delay (binary `bench-publish-delay`).
 //! - [`quality`]: server CPU per telemetry report and per remediation evaluation
 //!   (binary `bench-quality`).
-//! - [`media_load`]: HLS to N players, ovation (zero-copy on/off) vs nginx (binary `bench-media`).
+//! - [`media_load`]: HLS to N players, ovation (`zerocopy` auto, on and off, and from its
+//!   recording) vs nginx (binary `bench-media`).
 #![forbid(unsafe_code)]
 
 pub mod churn;

@@ -1,7 +1,8 @@
-//! Media load: the same live stream served to N HLS players by ovation (zero-copy on, then
-//! off), by ovation from the recording it is making (segment files sent with `sendfile`) and
-//! by nginx (`sendfile on`, serving the very segment files ovation records), in one run: segments/s and bytes/s served, p50/p99 segment fetch time, server CPU seconds per GB
-//! served and server RSS.
+//! Media load: the same live stream served to N HLS players by ovation (`zerocopy = auto`,
+//! then `on`, then `off`), by ovation from the recording it is making (segment files sent
+//! with `sendfile`) and by nginx (`sendfile on`, serving the very segment files ovation
+//! records), in one run: segments/s and bytes/s served, p50/p99 segment fetch time, server
+//! CPU seconds per GB served and server RSS.
 //!
 //! A source file (720p, ~3 Mbit/s, a keyframe a second) is encoded once, then ffmpeg
 //! publishes it with `-re -c copy` (little CPU) to a fresh ovation over RTMP. Players are
@@ -29,7 +30,7 @@ const TOKEN: &str = "ovation-bench-token-0000";
 #[derive(Parser, Debug)]
 #[command(
     name = "bench-media",
-    about = "HLS to N players: ovation (zero-copy on/off) vs nginx"
+    about = "HLS to N players: ovation (zerocopy auto/on/off, recording) vs nginx"
 )]
 pub struct Args {
     /// Directory holding the `ovation` and `loadgen` binaries.

@@ -76,8 +76,8 @@ pub struct ShardConfig {
 /// The `zerocopy` setting.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ZeroCopy {
-    /// Live segments with `sendfile` from sealed in-memory files the application core makes;
-    /// a segment without one with zero-copy sends when the kernel offers them.
+    /// Live segments with `sendfile` from read-only files the application core makes (in the
+    /// data directory, else memfds); a segment without one with zero-copy sends when offered.
     Auto,
     /// Live segments with zero-copy sends (`IORING_OP_SEND_ZC`); a warning (and plain sends)
     /// when the kernel lacks them.

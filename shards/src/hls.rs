@@ -45,6 +45,8 @@ pub(crate) async fn serve<G>(
         max_body: 0,
         ..Limits::default()
     };
+    // Plain connections that may send files with `sendfile`: O_NONBLOCK set once, here.
+    let file_sends = wire.is_plain() && shard.sender.file_socket(&stream);
     let mut parser = RequestParser::new(limits);
     let idle = shard.config.hls_idle_timeout;
     let mut chunk = vec![0u8; READ_CHUNK];
@@ -103,7 +105,7 @@ pub(crate) async fn serve<G>(
                             .as_ref()
                             .is_some_and(|l| l.kind == crate::hls_files::FileKind::Segment);
                         // Plain connections send a segment from its file (`sendfile`).
-                        let open = wire.is_plain() && shard.sender.file_sends();
+                        let open = file_sends && shard.sender.file_sends();
                         let (head, body) =
                             crate::hls_files::answer(located, &req.method, keep_alive, open).await;
                         let ok = match body {
@@ -157,12 +159,12 @@ pub(crate) async fn serve<G>(
                         Body::Empty => (answer.head, None, None),
                     };
                     let ok = match (&body, wire.is_plain()) {
-                        // Plain: from the segment's sealed file with `sendfile` where it has
+                        // Plain: from the segment's read-only file with `sendfile` where it has
                         // one, else the head leaves with the body from the shared buffer.
                         (Some(body), true) => {
                             let sender = &shard.sender;
                             match file {
-                                Some(file) if sender.file_sends() => {
+                                Some(file) if file_sends && sender.file_sends() => {
                                     sender
                                         .write_segment_file(&mut stream, &head, body, &file, idle)
                                         .await

@@ -84,7 +84,7 @@ pub struct Answer {
 pub enum Body {
     Empty,
     Text(Vec<u8>),
-    /// A segment's shared bytes, and the same bytes in a sealed file when it has one.
+    /// A segment's shared bytes, and the same bytes in a read-only file when it has one.
     Segment(Arc<[u8]>, Option<Arc<File>>),
 }
 

@@ -234,8 +234,8 @@ pub enum MediaCommand {
     Segment {
         stream: Box<str>,
         segment: media::segmenter::Segment,
-        /// The same bytes in a sealed in-memory file (`netstack::sys::sealed_memfd`), made
-        /// once by the application core, for the `sendfile` path; `None` when zero-copy is
+        /// The same bytes in a read-only file (`netstack::sys::unlinked_file_in` in the data
+        /// directory, else `netstack::sys::sealed_memfd`), made once by the application core, for the `sendfile` path; `None` when zero-copy is
         /// not `auto` or the file could not be made.
         file: Option<Arc<std::fs::File>>,
     },

@@ -1,6 +1,6 @@
 //! The media sender: how a segment body leaves a shard. Live segments are shared `Arc`
-//! buffers, and with `zerocopy = auto` also sealed in-memory files made once by the
-//! application core: [`Sender::write_segment_file`] sends those with `sendfile(2)` (no copy
+//! buffers, and with `zerocopy = auto` also files made once by the application core (an
+//! unlinked file in the data directory, or a sealed memfd): [`Sender::write_segment_file`] sends those with `sendfile(2)` (no copy
 //! through user space, on loopback too). Without a file, a body at or above
 //! `zerocopy_threshold` goes out with `IORING_OP_SEND_ZC` from
 //! that buffer (no userspace copy, and none per viewer), through the shard's own
@@ -14,7 +14,7 @@
 //!
 //! Recorded segments are files: unless zero-copy is off, [`Sender::write_file`] hands them to
 //! the kernel with `sendfile(2)` (page cache to socket, no copy through user space) on the
-//! socket made non-blocking; when the socket is full, the next byte is read and written
+//! socket made non-blocking once per connection ([`Sender::file_socket`]); when the socket is full, the next byte is read and written
 //! through glommio's send (which waits for room), then `sendfile` resumes. Where `sendfile` is
 //! refused for the file (a file system without it), the shard falls back to reads and plain
 //! sends for good.
@@ -82,6 +82,25 @@ impl Sender {
     /// Whether recorded segments go out with `sendfile` ([`Sender::write_file`]).
     pub fn file_sends(&self) -> bool {
         self.files.get()
+    }
+
+    /// Readies a plain connection's socket for `sendfile` once, when the connection starts:
+    /// sets `O_NONBLOCK` (one `fcntl` per connection, not per response; glommio's own reads
+    /// and writes pass `MSG_DONTWAIT` and are unaffected). True when file sends are on and
+    /// the socket took the flag: only then may [`Sender::write_file`] and
+    /// [`Sender::write_segment_file`] be called for it (a blocking `sendfile` would stall
+    /// the shard).
+    pub fn file_socket(&self, stream: &TcpStream) -> bool {
+        if !self.files.get() {
+            return false;
+        }
+        match netstack::sys::set_nonblocking(stream.as_raw_fd()) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::debug!(error = %e, "a socket refused O_NONBLOCK: plain sends");
+                false
+            }
+        }
     }
 
     /// Sends whose buffers the kernel still holds.
@@ -175,13 +194,14 @@ impl Sender {
 enum Fallback<'a> {
     /// A recorded segment: read from its file.
     Disk(&'a OpenFile),
-    /// A live segment: its shared buffer holds the same bytes as its sealed file.
+    /// A live segment: its shared buffer holds the same bytes as its file.
     Memory(&'a [u8]),
 }
 
 impl Sender {
     /// Writes the body of a recorded segment from its open file (after its head was written):
-    /// exactly `file.len` bytes, with `sendfile` while the socket takes them. Each wait for
+    /// exactly `file.len` bytes, with `sendfile` while the socket takes them (a socket
+    /// [`Sender::file_socket`] readied). Each wait for
     /// room is bounded by `limit`. False when the connection cannot go on (the peer left, a
     /// wait timed out, or the file was cut short).
     pub async fn write_file(
@@ -195,9 +215,10 @@ impl Sender {
             .await
     }
 
-    /// Writes a live segment's `head` and body from `file`, the sealed in-memory file holding
-    /// the same bytes as `body` (`netstack::sys::sealed_memfd`): the head with `MSG_MORE`,
-    /// the body with `sendfile`, so no byte is copied through user space per viewer.
+    /// Writes a live segment's `head` and body from `file`, the read-only file holding the
+    /// same bytes as `body` (`netstack::sys::unlinked_file_in` or `sealed_memfd`): the head with `MSG_MORE`,
+    /// the body with `sendfile`, so no byte is copied through user space per viewer (a socket
+    /// [`Sender::file_socket`] readied).
     pub async fn write_segment_file(
         &self,
         stream: &mut TcpStream,
@@ -217,7 +238,7 @@ impl Sender {
     }
 
     /// Sends bytes `[0, len)` of the file `fd` with `sendfile` on the socket made
-    /// non-blocking; when the socket is full, the next byte goes through glommio's send, which
+    /// non-blocking by [`Sender::file_socket`]; when the socket is full, the next byte goes through glommio's send, which
     /// waits for room (bounded by `limit`), then `sendfile` resumes.
     async fn send_file(
         &self,
@@ -228,12 +249,6 @@ impl Sender {
         limit: Duration,
     ) -> bool {
         let sock = stream.as_raw_fd();
-        if self.files.get() {
-            if let Err(e) = netstack::sys::set_nonblocking(sock) {
-                tracing::debug!(error = %e, "a socket refused O_NONBLOCK: plain sends");
-                return self.write_plain(stream, &fallback, 0, len, limit).await;
-            }
-        }
         let mut off = 0u64;
         while off < len {
             if !self.files.get() {

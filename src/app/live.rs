@@ -277,10 +277,12 @@ impl App {
         });
     }
 
-    /// The segment's bytes in a sealed in-memory file, made once here and shared by every
-    /// shard, so plain viewers get it with `sendfile` (no copy through user space per viewer;
-    /// on loopback too, where the kernel copies `SEND_ZC` pages anyway). Only with
-    /// `zerocopy = auto`, for bodies at or above the zero-copy threshold.
+    /// The segment's bytes in a file made once here and shared by every shard, so plain
+    /// viewers get it with `sendfile` (no copy through user space per viewer; on loopback
+    /// too, where the kernel copies `SEND_ZC` pages anyway). Only with `zerocopy = auto`, for
+    /// bodies at or above the zero-copy threshold. An unlinked file in the data directory
+    /// where its file system allows (`sendfile` reads disk-file page cache in batches, a
+    /// memfd one shared-memory page at a time: see `docs/media.md`), else a sealed memfd.
     fn segment_file(&mut self, stream: &str, segment: &Segment) -> Option<Arc<std::fs::File>> {
         let auto = ZeroCopy::parse(&self.config.zerocopy) == Some(ZeroCopy::Auto);
         if !auto
@@ -288,6 +290,15 @@ impl App {
             || segment.data.len() < self.config.zerocopy_threshold_bytes.max(1)
         {
             return None;
+        }
+        if !self.live.disk_segment_files_failed {
+            match netstack::sys::unlinked_file_in(&self.config.data_dir, &segment.data) {
+                Ok(file) => return Some(Arc::new(file)),
+                Err(e) => {
+                    tracing::info!(error = %e, dir = %self.config.data_dir.display(), "unlinked segment files unavailable in the data directory: sealed in-memory files");
+                    self.live.disk_segment_files_failed = true;
+                }
+            }
         }
         let name = format!("ovation-{stream}-{}", segment.sequence);
         match netstack::sys::sealed_memfd(&name, &segment.data) {

@@ -63,4 +63,7 @@ pub struct Live {
     /// Sealed in-memory segment files could not be made (logged once; shards send from
     /// the shared buffers instead).
     pub(super) segment_files_failed: bool,
+    /// Unlinked segment files in the data directory could not be made (its file system
+    /// lacks `O_TMPFILE`; logged once): sealed in-memory files instead.
+    pub(super) disk_segment_files_failed: bool,
 }

@@ -1,4 +1,5 @@
-//! `bench-media`: HLS to N players from ovation (zero-copy on and off) and nginx (see
+//! `bench-media`: HLS to N players from ovation (`zerocopy` auto, on and off, and from its
+//! recording) and nginx (see
 //! `ovation_bench::media_load`).
 
 fn main() -> anyhow::Result<()> {
