@@ -46,6 +46,8 @@ pub struct Sender {
     files: Cell<bool>,
     /// `hls_bytes_zerocopy`, `hls_bytes_sendfile` and `hls_bytes_plain` are counted here.
     stats: Arc<ShardStats>,
+    /// Raised by a zero-copy send: the reaper sleeps until there is something to reap.
+    sent: crate::sync::Signal,
 }
 
 impl Sender {
@@ -71,6 +73,7 @@ impl Sender {
             threshold,
             files: Cell::new(mode != ZeroCopy::Off),
             stats,
+            sent: crate::sync::Signal::default(),
         }
     }
 
@@ -164,6 +167,7 @@ impl Sender {
                     .borrow_mut()
                     .as_mut()
                     .map(|zc| zc.send(fd, body, off));
+                self.sent.raise();
                 match sent {
                     Some(Ok(n)) if n > 0 => {
                         off += n;
@@ -344,19 +348,17 @@ fn unsupported(e: &std::io::Error) -> bool {
 }
 
 /// Reaps a shard's zero-copy notifications while any are outstanding (every millisecond),
-/// idling at a slow tick otherwise. Runs for the shard's life.
+/// and sleeps without a timer otherwise (until the next zero-copy send): an idle shard never
+/// wakes for it. Runs for the shard's life.
 pub async fn reaper(sender: Rc<Sender>) {
     if !sender.zero_copy() {
         return;
     }
     loop {
-        let busy = sender.in_flight() > 0;
-        sleep(if busy {
-            Duration::from_millis(1)
-        } else {
-            Duration::from_millis(50)
-        })
-        .await;
+        if sender.in_flight() == 0 {
+            sender.sent.wait().await;
+        }
+        sleep(Duration::from_millis(1)).await;
         sender.reap();
     }
 }
