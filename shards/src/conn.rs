@@ -17,15 +17,13 @@
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
-use std::ops::ControlFlow;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
 use netstack::tls::TlsSession;
-use netstack::ws::{self, close_code, Decoder, Event, OpCode};
-use protocol::{parse_viewer_message, ViewerMessage};
+use netstack::ws::{self, close_code, Decoder};
+use protocol::ViewerMessage;
 use smallvec::SmallVec;
 
-use crate::clock::TICKS_PER_SEC;
 use crate::config::ShardConfig;
 use crate::frames;
 use crate::identity::Identity;
@@ -34,6 +32,8 @@ use crate::profile::{Profile, ViewerId};
 use crate::proto::{Frame, Slot, ViewerRef};
 use crate::stats::ShardStats;
 use crate::sync::Wakeups;
+
+mod receive;
 
 /// What a connection needs from its shard for one call: counters, settings, and the time.
 pub(crate) struct Env<'a> {
@@ -113,12 +113,16 @@ pub(crate) struct Conn {
     pub votes: Cell<ViewerVotes>,
     /// Waiting for the answer to its resume claim: no welcome, no group, messages refused.
     pub pending: Cell<bool>,
-    /// The TLS session of a viewer on the TLS port: frames are encrypted into records as they
-    /// are queued, received bytes decrypted before the decoder. `None` on the plain port, whose
-    /// path is unchanged (one null check per send).
-    tls: Option<Box<RefCell<TlsSession>>>,
-    /// Who the viewer's token says it is; `None` for an anonymous viewer.
-    pub identity: Option<Box<Identity>>,
+    /// What only some viewers have, boxed together (`None`, 8 bytes, for an anonymous viewer
+    /// on the plain port): the TLS session on the TLS port (frames are encrypted into records
+    /// as they are queued, received bytes decrypted before the decoder), and who the viewer's
+    /// token says it is.
+    extra: Option<Box<Extra>>,
+}
+
+struct Extra {
+    tls: Option<RefCell<TlsSession>>,
+    identity: Option<Identity>,
 }
 
 /// What a handshake hands to its connection: the socket, the TLS session on the TLS port, and
@@ -156,8 +160,12 @@ impl Conn {
             profile: RefCell::new(profile),
             votes: Cell::new(ViewerVotes::default()),
             pending: Cell::new(false),
-            tls: tls.map(|session| Box::new(RefCell::new(*session))),
-            identity,
+            extra: (tls.is_some() || identity.is_some()).then(|| {
+                Box::new(Extra {
+                    tls: tls.map(|session| RefCell::new(*session)),
+                    identity: identity.map(|id| *id),
+                })
+            }),
         }
     }
 
@@ -172,6 +180,15 @@ impl Conn {
 
     pub fn is_open(&self) -> bool {
         self.state.get() == State::Open
+    }
+
+    /// Who the viewer's token says it is; `None` for an anonymous viewer.
+    pub fn identity(&self) -> Option<&Identity> {
+        self.extra.as_ref()?.identity.as_ref()
+    }
+
+    fn tls(&self) -> Option<&RefCell<TlsSession>> {
+        self.extra.as_ref()?.tls.as_ref()
     }
 
     /// The viewer's id (its profile's, which a resume changes).
@@ -204,7 +221,7 @@ impl Conn {
             return;
         }
         ShardStats::add(&env.stats.frames_out, frames.len() as u64);
-        if let Some(session) = &self.tls {
+        if let Some(session) = self.tls() {
             let mut tls = session.borrow_mut();
             // The shared plaintext is encrypted for this viewer alone. Records carry sequence
             // numbers, so the queue bound is checked before encrypting: nothing encrypted is
@@ -303,7 +320,7 @@ impl Conn {
         }
         let mut frame = Vec::with_capacity(4 + reason.len());
         ws::encode_close(code, reason, &mut frame);
-        let tls = self.tls.as_ref().map(|session| {
+        let tls = self.tls().map(|session| {
             // Queued records must all go out (each depends on the one before); then the close
             // frame and close_notify.
             crate::tls::seal_close(&mut session.borrow_mut(), &frame)
@@ -317,7 +334,7 @@ impl Conn {
         {
             let mut slot = self.out.borrow_mut();
             let out = slot.get_or_insert_with(Box::default);
-            let keep = if self.tls.is_some() {
+            let keep = if self.tls().is_some() {
                 out.frames.len()
             } else {
                 usize::from(out.head_written > 0)
@@ -389,140 +406,6 @@ impl Conn {
         Ok(true)
     }
 
-    /// Feeds received bytes to the decoder and hands every complete, parsed viewer message to
-    /// `on_message`.
-    pub fn on_bytes(&self, env: &Env<'_>, data: &mut [u8], on_message: OnMessage<'_>) {
-        self.last_rx.set(env.now);
-        self.ping_sent.set(0);
-        let result = {
-            let mut decoder = self.decoder.borrow_mut();
-            decoder.feed(data, &mut |event| self.on_event(env, event, on_message))
-        };
-        if let Err(err) = result {
-            if self.is_open() {
-                ShardStats::add(&env.stats.closed_protocol, 1);
-                tracing::debug!(viewer = %self.viewer(), %err, "protocol error");
-                self.close(env, err.close_code(), &err.to_string());
-            }
-        }
-    }
-
-    /// TLS records received: decrypts them, sends what the session has to say (alerts, key
-    /// updates) and feeds the plaintext to the decoder. `Break` when the connection is over
-    /// (a TLS error, or the peer's close_notify with nothing left to answer).
-    fn on_records(&self, env: &Env<'_>, data: &[u8], on_message: OnMessage<'_>) -> ControlFlow<()> {
-        let (mut plain, mut wire) = (Vec::new(), Vec::new());
-        let received = match &self.tls {
-            Some(session) => session.borrow_mut().receive(data, &mut plain, &mut wire),
-            None => return ControlFlow::Continue(()),
-        };
-        if !wire.is_empty() {
-            self.send_wire(env, &[Frame::from(wire)]);
-        }
-        match received {
-            Err(err) => {
-                tracing::debug!(viewer = %self.viewer(), %err, "TLS error");
-                ShardStats::add(&env.stats.closed_protocol, 1);
-                ControlFlow::Break(())
-            }
-            Ok(received) => {
-                if !plain.is_empty() {
-                    self.on_bytes(env, &mut plain, on_message);
-                }
-                if received.peer_closed {
-                    return ControlFlow::Break(());
-                }
-                ControlFlow::Continue(())
-            }
-        }
-    }
-
-    fn on_event(
-        &self,
-        env: &Env<'_>,
-        event: Event<'_>,
-        on_message: OnMessage<'_>,
-    ) -> ControlFlow<()> {
-        match event {
-            Event::Close(frame) => {
-                match self.state.get() {
-                    State::Open => {
-                        // Echo the peer's code (RFC 6455 5.5.1); no code means 1000.
-                        let code = frame.map_or(close_code::NORMAL, |f| f.code);
-                        self.close(env, code, "");
-                        self.mark_peer_closed();
-                    }
-                    State::Closing { .. } => self.mark_peer_closed(),
-                    State::Abort | State::Done => {}
-                }
-                return ControlFlow::Break(());
-            }
-            _ if !self.is_open() => {} // closing: data is read and dropped
-            Event::Ping(payload) => {
-                let mut frame = Vec::with_capacity(2 + payload.len());
-                ws::encode_frame(OpCode::Pong, payload, &mut frame);
-                self.send(env, &Frame::from(frame));
-            }
-            Event::Pong(_) => {}
-            Event::Text(text) => {
-                ShardStats::add(&env.stats.messages_in, 1);
-                if self.rate_limited(env) {
-                    self.send_error(env, "rate_limited", "too many messages; slow down");
-                } else {
-                    self.on_text(env, text, on_message);
-                }
-            }
-            Event::Binary(_) => {
-                ShardStats::add(&env.stats.messages_in, 1);
-                if self.rate_limited(env) {
-                    self.send_error(env, "rate_limited", "too many messages; slow down");
-                } else {
-                    self.send_error(env, "binary_not_supported", "messages are JSON text frames");
-                }
-            }
-        }
-        ControlFlow::Continue(())
-    }
-
-    fn mark_peer_closed(&self) {
-        if let State::Closing {
-            deadline,
-            write_shut,
-            ..
-        } = self.state.get()
-        {
-            self.state.set(State::Closing {
-                deadline,
-                peer_closed: true,
-                write_shut,
-            });
-        }
-    }
-
-    fn rate_limited(&self, env: &Env<'_>) -> bool {
-        let second = env.now / TICKS_PER_SEC;
-        let (at, count) = self.rate.get();
-        let count = if at == second { count + 1 } else { 1 };
-        self.rate.set((second, count));
-        count > env.config.max_messages_per_sec
-    }
-
-    /// One viewer text message: parsed here, refused here if it is not a message, handed on
-    /// otherwise.
-    fn on_text(&self, env: &Env<'_>, text: &str, on_message: OnMessage<'_>) {
-        if self.pending.get() {
-            return self.send_error(
-                env,
-                "resuming",
-                "wait for the welcome before sending messages",
-            );
-        }
-        match parse_viewer_message(text) {
-            Ok(message) => on_message(self, message),
-            Err(e) => self.send_error(env, e.code(), &e.to_string()),
-        }
-    }
-
     /// Does what the socket and the state allow now: writes what is queued, reads into
     /// `scratch` and decodes when `readable` (until the socket is drained or the read budget
     /// is spent), runs the close handshake and its deadlines' effects. Never waits: the
@@ -578,7 +461,7 @@ impl Conn {
                 // EOF or reset. Anything still queued cannot be acknowledged anyway.
                 Ok(0) | Err(_) => return Drive::Done,
                 Ok(n) => {
-                    if self.tls.is_some() {
+                    if self.tls().is_some() {
                         if self.on_records(env, &scratch[..n], on_message).is_break() {
                             return Drive::Done;
                         }

@@ -48,11 +48,12 @@ pub fn shard_parts() -> Vec<Part> {
 /// Issue 18 took Conn from 592 to 464 bytes and Profile from 208 to 160 (interned strings,
 /// the send queue and the votes boxed only while in use), then Profile to 96
 /// (`crate::compact`: packed peer address, the parameter list interned, tags and person
-/// behind one optional pointer, a two-byte country) and Conn to 224: that profile, a bare
-/// descriptor instead of glommio's stream (120 B), no waker, the decoder's limits as u32s,
-/// the TLS session's cell inside its box, the votes in a `Cell`, the viewer id read from
-/// the profile.
-pub const CONN_BUDGET: usize = 224;
+/// behind one optional pointer, a two-byte country) and Conn to 208: that profile, a bare
+/// descriptor instead of glommio's stream (120 B), no waker, the decoder's limits as u32s
+/// and a split header's bytes boxed, the TLS session and the identity in one optional box,
+/// the votes in a `Cell`, the viewer id read from the profile. 208 matters: in its `Rc`
+/// that is 224 B, one of mimalloc's size classes (the next is 256).
+pub const CONN_BUDGET: usize = 208;
 pub const PROFILE_BUDGET: usize = 96;
 
 #[cfg(test)]

@@ -167,7 +167,7 @@ impl Shard {
                 self.profile_changed(conn);
             }
             ViewerMessage::Ping => conn.send(&env, &frames::encode(&ServerMessage::Pong)),
-            ViewerMessage::Watch { stream } => match &conn.identity {
+            ViewerMessage::Watch { stream } => match conn.identity() {
                 Some(id) if !id.may_watch(&stream) => conn.send_error(
                     &env,
                     "stream_not_allowed",
@@ -180,12 +180,12 @@ impl Shard {
                     },
                 ),
             },
-            ViewerMessage::Vote { poll, choice } if conn.identity.is_some() => {
+            ViewerMessage::Vote { poll, choice } if conn.identity().is_some() => {
                 // One vote per person: checked here, counted at the application core by `sub`
                 // (which answers it once stored, when votes are durable).
                 let checked = self.core.borrow().check_vote(conn.slot, &poll, choice);
                 let durable = self.config.durable_votes;
-                let reply = match (checked, &conn.identity) {
+                let reply = match (checked, conn.identity()) {
                     (Ok((seq, choice)), Some(id)) => {
                         let sub = id.sub.clone();
                         self.request(conn, Request::person_vote(sub, seq, choice, durable));
@@ -365,7 +365,7 @@ impl Shard {
         let conns: Vec<Rc<Conn>> = self.conns.borrow().iter().map(|(_, c)| c.clone()).collect();
         let now_s = crate::clock::unix_ms() / 1000;
         for conn in conns {
-            if conn.identity.as_ref().is_some_and(|id| id.exp <= now_s) {
+            if conn.identity().is_some_and(|id| id.exp <= now_s) {
                 ShardStats::add(&self.stats.closed_token_expired, 1);
                 conn.close(&env, crate::identity::CLOSE_TOKEN_EXPIRED, "token expired");
             }

@@ -16,10 +16,15 @@ pub struct Decoder {
     /// Everything beyond a partial header: allocated only while a frame payload or a
     /// fragmented message is incomplete.
     partial: Option<Box<Partial>>,
-    /// Bytes of a frame header that has not fully arrived.
-    header: [u8; MAX_HEADER_LEN],
-    /// How many bytes of `header` are valid.
-    header_len: u8,
+    /// A frame header that has not fully arrived (rare: boxed, so an idle decoder holds two
+    /// null pointers and its limits).
+    stash: Option<Box<Stash>>,
+}
+
+/// The bytes so far of a frame header split across reads.
+struct Stash {
+    bytes: [u8; MAX_HEADER_LEN],
+    len: u8,
 }
 
 /// Decoder state that only exists between a frame's header and the end of its message.
@@ -303,8 +308,7 @@ impl Decoder {
             max_frame: clamp(limits.max_frame),
             max_message: clamp(limits.max_message),
             partial: None,
-            header: [0; MAX_HEADER_LEN],
-            header_len: 0,
+            stash: None,
         }
     }
 
@@ -335,23 +339,28 @@ impl Decoder {
         let result = self.feed_inner(input, on_event);
         if result.is_err() {
             self.partial = None;
-            self.header_len = 0;
+            self.stash = None;
         }
         result
     }
 
     /// True when no partial frame or message is held (the connection can be idle with zero heap).
     pub fn is_idle(&self) -> bool {
-        self.header_len == 0 && self.partial.is_none()
+        self.stash.is_none() && self.partial.is_none()
     }
 
     /// Heap bytes currently held (capacity of internal buffers, plus their holder).
     pub fn heap_bytes(&self) -> usize {
-        self.partial.as_ref().map_or(0, |p| {
-            std::mem::size_of::<Partial>()
-                + p.control.capacity()
-                + p.message.as_ref().map_or(0, Message::capacity)
-        })
+        let stash = self
+            .stash
+            .as_ref()
+            .map_or(0, |_| std::mem::size_of::<Stash>());
+        stash
+            + self.partial.as_ref().map_or(0, |p| {
+                std::mem::size_of::<Partial>()
+                    + p.control.capacity()
+                    + p.message.as_ref().map_or(0, Message::capacity)
+            })
     }
 
     fn message_len(&self) -> Option<usize> {
@@ -384,37 +393,47 @@ impl Decoder {
 
             // The next frame header, possibly completing one stashed by an earlier call.
             let message_len = self.message_len();
-            let header = if self.header_len == 0 {
-                let rest = &input[pos..];
-                match parse_header(rest, message_len, &self.limits())? {
-                    Some(h) => {
-                        pos += h.len;
-                        h
-                    }
-                    None => {
-                        // A header is at most MAX_HEADER_LEN bytes, so `rest` is shorter.
-                        let n = rest.len().min(MAX_HEADER_LEN);
-                        self.header[..n].copy_from_slice(&rest[..n]);
-                        self.header_len = n as u8;
-                        pos += n;
-                        continue;
+            let limits = self.limits();
+            let header = match self.stash.as_mut() {
+                None => {
+                    let rest = &input[pos..];
+                    match parse_header(rest, message_len, &limits)? {
+                        Some(h) => {
+                            pos += h.len;
+                            h
+                        }
+                        None => {
+                            // A header is at most MAX_HEADER_LEN bytes, so `rest` is shorter.
+                            let n = rest.len().min(MAX_HEADER_LEN);
+                            if n > 0 {
+                                let mut stash = Box::new(Stash {
+                                    bytes: [0; MAX_HEADER_LEN],
+                                    len: n as u8,
+                                });
+                                stash.bytes[..n].copy_from_slice(&rest[..n]);
+                                self.stash = Some(stash);
+                            }
+                            pos += n;
+                            continue;
+                        }
                     }
                 }
-            } else {
-                let have = usize::from(self.header_len);
-                let take = (MAX_HEADER_LEN - have).min(input.len() - pos);
-                self.header[have..have + take].copy_from_slice(&input[pos..pos + take]);
-                match parse_header(&self.header[..have + take], message_len, &self.limits())? {
-                    Some(h) => {
-                        // The stashed `have` bytes did not form a header, so h.len > have.
-                        pos += h.len - have;
-                        self.header_len = 0;
-                        h
-                    }
-                    None => {
-                        self.header_len = (have + take) as u8;
-                        pos += take;
-                        continue;
+                Some(stash) => {
+                    let have = usize::from(stash.len);
+                    let take = (MAX_HEADER_LEN - have).min(input.len() - pos);
+                    stash.bytes[have..have + take].copy_from_slice(&input[pos..pos + take]);
+                    match parse_header(&stash.bytes[..have + take], message_len, &limits)? {
+                        Some(h) => {
+                            // The stashed `have` bytes did not form a header, so h.len > have.
+                            pos += h.len - have;
+                            self.stash = None;
+                            h
+                        }
+                        None => {
+                            stash.len = (have + take) as u8;
+                            pos += take;
+                            continue;
+                        }
                     }
                 }
             };
@@ -556,7 +575,7 @@ impl std::fmt::Debug for Decoder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Decoder")
             .field("limits", &self.limits())
-            .field("header_len", &self.header_len)
+            .field("header_stashed", &self.stash.as_ref().map_or(0, |s| s.len))
             .field("message_len", &self.message_len())
             .field("heap_bytes", &self.heap_bytes())
             .finish()
