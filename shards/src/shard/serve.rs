@@ -131,9 +131,11 @@ impl Shard {
             return self.drive_conn(&conn, false, again);
         }
         if !event.armed && conn.state.get() != State::Done {
-            // The kernel ended the multishot watch (it may, e.g. under memory pressure):
-            // arm it again. The socket is read below, so nothing is missed meanwhile.
-            if self.reactor.watch(&conn).is_err() {
+            // The kernel ended the multishot watch. After a readiness event (it may end one,
+            // e.g. under memory pressure) arm it again: the socket is read below, so nothing
+            // is missed meanwhile. After an error the socket cannot be watched: drop it
+            // rather than re-arm a watch that fails again at once.
+            if event.result < 0 || self.reactor.watch(&conn).is_err() {
                 conn.abort(&self.env(self.now()));
             }
         }
