@@ -604,11 +604,12 @@ fn decoder_holds_no_heap_between_messages() {
     assert!(dec.is_idle());
     assert_eq!(dec.heap_bytes(), 0);
 
-    // A partial header lives inline: not idle, but no heap.
+    // A partial header is kept in a small box of its own (rare, so an idle decoder keeps
+    // no inline room for it): not idle, a header's worth of heap.
     let frame = client(OpCode::Binary, true, &[1; 1000]);
     dec.feed(&mut frame[..3].to_vec(), &mut sink).unwrap();
     assert!(!dec.is_idle());
-    assert_eq!(dec.heap_bytes(), 0);
+    assert!((1..=16).contains(&dec.heap_bytes()), "{}", dec.heap_bytes());
     // Part of the payload: buffered.
     dec.feed(&mut frame[3..500].to_vec(), &mut sink).unwrap();
     assert!(!dec.is_idle());
