@@ -114,9 +114,9 @@ fn serve_once(flags: &[&str]) -> Served {
         body
     };
     let live: Vec<String> = (0..n).map(|i| format!("/hls/z/{i}.ts")).collect();
-    let live = get_all(server.viewer, &live).into_iter().map(ok).collect();
+    let live: Vec<Vec<u8>> = get_all(server.viewer, &live).into_iter().map(ok).collect();
     let from_rec: Vec<String> = (0..n).map(|i| format!("/hls/z/rec/{id}/{i}.ts")).collect();
-    let recorded = get_all(server.viewer, &from_rec)
+    let recorded: Vec<Vec<u8>> = get_all(server.viewer, &from_rec)
         .into_iter()
         .map(ok)
         .collect();
@@ -124,7 +124,21 @@ fn serve_once(flags: &[&str]) -> Served {
     let files = (0..n)
         .map(|i| std::fs::read(dir.join(format!("{i}.ts"))).unwrap())
         .collect();
-    let (_, stats) = server.api("GET", "/api/stats", None);
+    // A shard counts a body's bytes once its last send returned, which may be a moment after
+    // the client read them: wait (bounded) until every byte served is counted.
+    let served: u64 = total(&live) + total(&recorded);
+    let stats = wait_for("every body byte counted", || {
+        let (_, stats) = server.api("GET", "/api/stats", None);
+        let counted: u64 = [
+            "hls_bytes_zerocopy",
+            "hls_bytes_sendfile",
+            "hls_bytes_plain",
+        ]
+        .iter()
+        .map(|name| counter(&stats, name))
+        .sum();
+        (counted >= served).then_some(stats)
+    });
     // The ended stream's window (and its segments' files) stays on the shards.
     let fds = fd_targets(server.child.id());
     let data_dir = server.data_dir.to_string_lossy().into_owned();

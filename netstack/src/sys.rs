@@ -334,6 +334,69 @@ pub fn file_len(fd: RawFd) -> io::Result<u64> {
     u64::try_from(st.st_size).map_err(|_| io::Error::from(io::ErrorKind::InvalidData))
 }
 
+/// Opens `path` read-only only if the kernel can resolve it from its caches without waiting
+/// for a disk (`openat2(2)` with `RESOLVE_CACHED`, Linux 5.12): `Ok(None)` when it cannot
+/// (`EAGAIN`), or where the kernel lacks `openat2` (`ENOSYS`), for the caller to open
+/// asynchronously instead. One plain syscall, so a just-written file opens without the
+/// io_uring round trip and the `statx` on a kernel worker thread that glommio's
+/// `BufferedFile::open` adds to every open.
+pub fn open_cached(path: &std::path::Path) -> io::Result<Option<OwnedFd>> {
+    use std::os::unix::ffi::OsStrExt as _;
+    let path = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    /// The kernel's `struct open_how` (libc's is non-exhaustive, so it cannot be built).
+    #[repr(C)]
+    struct OpenHow {
+        flags: u64,
+        mode: u64,
+        resolve: u64,
+    }
+    let how = OpenHow {
+        flags: (libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NOCTTY) as u64,
+        mode: 0,
+        resolve: libc::RESOLVE_CACHED,
+    };
+    // SAFETY: `path` is a NUL-terminated string and `how` a valid `struct open_how`, both
+    // alive for the call; their size is passed as the kernel's ABI requires. The kernel
+    // only reads them.
+    let res = syscall_retry!(unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            libc::AT_FDCWD,
+            path.as_ptr(),
+            &how as *const OpenHow,
+            std::mem::size_of::<OpenHow>(),
+        )
+    });
+    match res {
+        // SAFETY: openat2 returned a new descriptor that nothing else owns.
+        Ok(fd) => Ok(Some(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })),
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EAGAIN | libc::ENOSYS)) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Reads into `buf` from `offset` of the open file `fd` only from the page cache
+/// (`preadv2(2)` with `RWF_NOWAIT`): `Ok(None)` when that would wait for a disk (`EAGAIN`)
+/// or the file system cannot promise not to (`EOPNOTSUPP`), for the caller to read
+/// asynchronously instead; `Ok(Some(0))` at the end of the file.
+pub fn pread_nowait(fd: RawFd, buf: &mut [u8], offset: u64) -> io::Result<Option<usize>> {
+    let iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    let offset =
+        libc::off_t::try_from(offset).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: `iov` names `buf`, valid writable memory of `buf.len()` bytes for the call;
+    // the kernel writes at most that many. A stale `fd` yields EBADF as an error.
+    let res = syscall_retry!(unsafe { libc::preadv2(fd, &iov, 1, offset, libc::RWF_NOWAIT) });
+    match res {
+        Ok(n) => Ok(Some(n as usize)),
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EAGAIN | libc::EOPNOTSUPP)) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// `shutdown(fd, SHUT_WR)`: sends FIN after the queued bytes, so a close frame is not cut off
 /// by a reset when unread input is pending at `close(2)`.
 pub fn shutdown_write(fd: RawFd) -> io::Result<()> {
@@ -569,6 +632,61 @@ mod tests {
         }
         drop(client);
         assert!(reader.join().unwrap() == data, "bytes differ");
+    }
+
+    #[test]
+    fn open_cached_opens_a_cached_file_and_reports_a_missing_one() {
+        let path = std::env::temp_dir().join(format!(
+            "ovation-sys-open-cached-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        std::fs::write(&path, [5u8; 4321]).unwrap();
+        // Just written, so its name is in the dentry cache: opened at once.
+        let fd = open_cached(&path).unwrap().expect("a cached lookup");
+        assert_eq!(file_len(fd.as_raw_fd()).unwrap(), 4321);
+        std::fs::remove_file(&path).unwrap();
+        // A missing name: not found, or (no negative entry cached) left to the async path.
+        match open_cached(&path) {
+            Ok(None) => {}
+            Err(e) => assert_eq!(e.kind(), io::ErrorKind::NotFound, "{e}"),
+            Ok(Some(_)) => panic!("a removed file opened"),
+        }
+        let nul = open_cached(std::path::Path::new("a\0b")).unwrap_err();
+        assert_eq!(nul.kind(), io::ErrorKind::InvalidInput, "{nul}");
+    }
+
+    #[test]
+    fn pread_nowait_reads_cached_pages_from_an_offset() {
+        let data: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
+        // A disk file system's file (the build's own, as recordings are), just written, so
+        // its pages are cached: read at once. (tmpfs and memfds refuse RWF_NOWAIT.)
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(format!(
+            "../target/ovation-sys-pread-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        std::fs::write(&path, &data).unwrap();
+        let file = std::fs::File::open(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        let mut buf = [0u8; 100];
+        assert_eq!(
+            pread_nowait(file.as_raw_fd(), &mut buf, 5_000).unwrap(),
+            Some(100)
+        );
+        assert_eq!(&buf[..], &data[5_000..5_100]);
+        assert_eq!(
+            pread_nowait(file.as_raw_fd(), &mut buf, 9_950).unwrap(),
+            Some(50)
+        );
+        assert_eq!(
+            pread_nowait(file.as_raw_fd(), &mut buf, 10_000).unwrap(),
+            Some(0)
+        );
+        assert!(
+            pread_nowait(-1, &mut buf, 0).is_err(),
+            "a bad descriptor is an error"
+        );
     }
 
     #[test]

@@ -1,10 +1,14 @@
 //! One HLS connection on the viewer port: HTTP/1.1 keep-alive on netstack's request parser,
 //! answered from the shard's windows (`hls_window`), or for recordings from their files
 //! (`hls_files`), or for the viewer page and its assets from the `web` crate. Pipelined
-//! requests are answered in order; a segment is written from its shared buffer. The connection holds a seat of
+//! requests are answered in order; a segment is written from its shared buffer or file. A
+//! plain connection waits for its next request on the shard's reactor ([`Watched`]), a TLS
+//! one reads through its session on glommio. The connection holds a seat of
 //! `max_connections` (the guard it is given) until it ends, and closes after
 //! `hls_idle_timeout` without a request, after a request error, or when the client asks.
 
+use std::io::ErrorKind;
+use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
 
 use futures_lite::{future, AsyncWriteExt};
@@ -13,6 +17,7 @@ use glommio::timer::sleep;
 use netstack::http::server::{Limits, RequestParser, Step};
 
 use crate::hls_window::Body;
+use crate::reactor::TaskWatch;
 use crate::shard::Shard;
 use crate::stats::ShardStats;
 use crate::tls::Wire;
@@ -50,6 +55,13 @@ pub(crate) async fn serve<G>(
     let mut parser = RequestParser::new(limits);
     let idle = shard.config.hls_idle_timeout;
     let mut chunk = vec![0u8; READ_CHUNK];
+    // Plain connections wait for their next request on the shard's reactor (TLS ones read
+    // through their session, on glommio).
+    let watched = if wire.is_plain() {
+        Watched::new(&shard, stream.as_raw_fd())
+    } else {
+        None
+    };
     loop {
         // Answer every request already buffered, then read.
         loop {
@@ -127,7 +139,7 @@ pub(crate) async fn serve<G>(
                                     crate::sender::write_head(&mut stream, &head, idle).await
                                         && shard.sender.write_file(&mut stream, &file, idle).await
                                 };
-                                file.close().await;
+                                drop(file);
                                 ok
                             }
                         };
@@ -185,14 +197,19 @@ pub(crate) async fn serve<G>(
                 }
             }
         }
-        let read = future::or(
-            async { wire.read(&mut stream, &mut chunk).await.ok() },
-            async {
-                sleep(idle).await;
-                None
-            },
-        )
-        .await;
+        let read = match &watched {
+            Some(watched) => watched.read(&mut chunk).await,
+            None => {
+                future::or(
+                    async { wire.read(&mut stream, &mut chunk).await.ok() },
+                    async {
+                        sleep(idle).await;
+                        None
+                    },
+                )
+                .await
+            }
+        };
         match read {
             Some(n) if n > 0 => buf.extend_from_slice(&chunk[..n]),
             _ => return,
@@ -220,4 +237,59 @@ async fn write(
         },
     )
     .await
+}
+
+/// A plain connection's socket watched by the shard's reactor: the next request is read with
+/// a direct `recv` after the reactor reports input, so a keep-alive request costs no glommio
+/// poll and no timer; the shard's sweeper ends the wait after `hls_idle_timeout` without a
+/// request (`Reactor::expire`). Dropped (the watch given back) before the socket closes.
+struct Watched {
+    shard: Rc<Shard>,
+    watch: Option<TaskWatch>,
+    fd: RawFd,
+}
+
+impl Watched {
+    /// `None` when the reactor cannot take the socket (the connection then reads on glommio).
+    fn new(shard: &Rc<Shard>, fd: RawFd) -> Option<Watched> {
+        match shard.reactor.register(fd, shard.now()) {
+            Ok(watch) => Some(Watched {
+                shard: shard.clone(),
+                watch: Some(watch),
+                fd,
+            }),
+            Err(e) => {
+                tracing::debug!(error = %e, "HLS connection not watched by the reactor");
+                None
+            }
+        }
+    }
+
+    /// Reads the next bytes: `None` at the end of the stream, on an error, or once the
+    /// connection was idle past the limit.
+    async fn read(&self, buf: &mut [u8]) -> Option<usize> {
+        let watch = self.watch.as_ref()?;
+        let reactor = &self.shard.reactor;
+        // The idle time runs from here: the previous answer has gone out.
+        reactor.touch(watch, self.shard.now());
+        loop {
+            match netstack::sys::recv_nonblocking(self.fd, buf) {
+                Ok(0) => return None,
+                Ok(n) => return Some(n),
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    reactor.readable(watch).await.ok()?;
+                }
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(_) => return None,
+            }
+        }
+    }
+}
+
+impl Drop for Watched {
+    fn drop(&mut self) {
+        if let Some(watch) = self.watch.take() {
+            self.shard.reactor.deregister(watch);
+        }
+    }
 }

@@ -4,13 +4,15 @@
 //!
 //! [`locate`] is pure: it maps a request path to a file, refusing any name that is not a
 //! plain token (no `..`, no `/`, no leading dot), so a request can never leave the
-//! recordings directory. [`answer`] opens the file on the shard's executor with glommio's
-//! asynchronous file I/O (io_uring), never blocking the shard: a segment's body stays in its
+//! recordings directory. [`answer`] opens the file on the shard without blocking it (one
+//! `openat2` when the name is in the kernel's caches, else glommio's asynchronous open on
+//! io_uring) and reads with glommio's file I/O: a segment's body stays in its
 //! open file for the sender's `sendfile` path ([`Body::File`]) when the connection can take
 //! it; otherwise (`zerocopy = off`, TLS, playlists) the file is read ([`read`]) and written.
 
 use glommio::io::BufferedFile;
 use std::io::Write as _;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 
 use crate::hls_window::PREFIX;
@@ -118,69 +120,99 @@ pub enum ReadError {
     Io(std::io::Error),
 }
 
-/// An open recorded file and its size when opened (the bytes a response promises).
+/// An open recorded file and its size when opened (the bytes a response promises). Closed
+/// (one `close`, no await) when dropped.
 pub struct OpenFile {
-    pub file: BufferedFile,
+    fd: OwnedFd,
     pub len: u64,
 }
 
 impl OpenFile {
-    /// Opens `path` (asynchronously, on the calling executor's ring) and reads its size
-    /// (`fstat`).
+    /// Opens `path` and reads its size (`fstat`). A name the kernel resolves from its caches
+    /// (a recording being written or recently served) opens with one `openat2` on the
+    /// shard; any other is opened asynchronously on the executor's ring, so a cold lookup
+    /// never blocks the shard. Either way no `statx` goes to a kernel worker thread.
     pub async fn open(path: &Path) -> Result<OpenFile, ReadError> {
-        let file = BufferedFile::open(path).await.map_err(|e| {
-            let e = std::io::Error::from(e);
+        let not_found = |e: std::io::Error| {
             if e.kind() == std::io::ErrorKind::NotFound {
                 ReadError::NotFound
             } else {
                 ReadError::Io(e)
             }
-        })?;
-        // `fstat` on the open descriptor: glommio's `file_size` is an io_uring `statx`, which
-        // the kernel always runs on a worker thread (a context switch per request).
-        let len = match netstack::sys::file_len(std::os::fd::AsRawFd::as_raw_fd(&file)) {
-            Ok(len) if len <= MAX_FILE => Ok(len),
+        };
+        let fd = match netstack::sys::open_cached(path).map_err(not_found)? {
+            Some(fd) => fd,
+            None => {
+                let file = BufferedFile::open(path)
+                    .await
+                    .map_err(|e| not_found(e.into()))?;
+                let fd = netstack::sys::dup_cloexec(file.as_raw_fd()).map_err(ReadError::Io);
+                let _ = file.close().await;
+                fd?
+            }
+        };
+        match netstack::sys::file_len(fd.as_raw_fd()) {
+            Ok(len) if len <= MAX_FILE => Ok(OpenFile { fd, len }),
             Ok(_) => Err(ReadError::TooLarge),
             Err(e) => Err(ReadError::Io(e)),
-        };
-        match len {
-            Ok(len) => Ok(OpenFile { file, len }),
-            Err(e) => {
-                let _ = file.close().await;
-                Err(e)
-            }
         }
     }
 
-    /// Reads `want` bytes from `offset` (fewer at the end of the file; empty past it).
+    /// The open descriptor (for `sendfile`).
+    pub fn fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+
+    /// Reads `want` bytes from `offset` (fewer at the end of the file; empty past it): from
+    /// the page cache at once where the pages are there (`preadv2` with `RWF_NOWAIT`), the
+    /// rest asynchronously on the executor's ring.
     pub async fn read_at(&self, offset: u64, want: usize) -> Result<Vec<u8>, ReadError> {
-        let mut out = Vec::with_capacity(want);
-        while out.len() < want {
-            let got = self
-                .file
-                .read_at(offset + out.len() as u64, want - out.len())
-                .await
-                .map_err(|e| ReadError::Io(e.into()))?;
-            if got.is_empty() {
-                break;
+        let mut out = vec![0u8; want];
+        let mut got = 0;
+        while got < want {
+            let at = offset + got as u64;
+            match netstack::sys::pread_nowait(self.fd(), &mut out[got..], at) {
+                Ok(Some(0)) => break,
+                Ok(Some(n)) => got += n,
+                Ok(None) => {
+                    got += self.read_async(at, &mut out[got..]).await?;
+                    break;
+                }
+                Err(e) => return Err(ReadError::Io(e)),
             }
-            out.extend_from_slice(&got);
         }
+        out.truncate(got);
         Ok(out)
     }
 
-    /// Closes the file (asynchronously).
-    pub async fn close(self) {
-        let _ = self.file.close().await;
+    /// Fills `into` from `offset` (fewer bytes at the end of the file) through glommio's
+    /// file I/O, for pages that are not cached.
+    async fn read_async(&self, offset: u64, into: &mut [u8]) -> Result<usize, ReadError> {
+        let dup = netstack::sys::dup_cloexec(self.fd()).map_err(ReadError::Io)?;
+        let file: BufferedFile = netstack::sys::from_owned_fd(dup);
+        let mut got = 0;
+        let result = loop {
+            if got == into.len() {
+                break Ok(got);
+            }
+            match file.read_at(offset + got as u64, into.len() - got).await {
+                Ok(chunk) if chunk.is_empty() => break Ok(got),
+                Ok(chunk) => {
+                    into[got..got + chunk.len()].copy_from_slice(&chunk);
+                    got += chunk.len();
+                }
+                Err(e) => break Err(ReadError::Io(e.into())),
+            }
+        };
+        let _ = file.close().await;
+        result
     }
 }
 
 /// Reads a whole recorded file (asynchronously, on the calling executor's ring).
 pub async fn read(path: &Path) -> Result<Vec<u8>, ReadError> {
     let file = OpenFile::open(path).await?;
-    let result = file.read_at(0, file.len as usize).await;
-    file.close().await;
-    result
+    file.read_at(0, file.len as usize).await
 }
 
 /// The body of an answer for a recorded file.
@@ -223,16 +255,12 @@ pub async fn answer(
     };
     let ok = |len: u64| head(200, Some(located.kind), len as usize, keep_alive);
     if method == "HEAD" {
-        let len = opened.len;
-        opened.close().await;
-        return (ok(len), Body::Bytes(Vec::new()));
+        return (ok(opened.len), Body::Bytes(Vec::new()));
     }
     if open_segments && located.kind == FileKind::Segment {
         return (ok(opened.len), Body::File(opened));
     }
-    let data = opened.read_at(0, opened.len as usize).await;
-    opened.close().await;
-    match data {
+    match opened.read_at(0, opened.len as usize).await {
         Ok(data) => (ok(data.len() as u64), Body::Bytes(data)),
         Err(e) => {
             tracing::warn!(error = %e, "serving a recorded file");

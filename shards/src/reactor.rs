@@ -11,6 +11,11 @@
 //! Connections that need driving for another reason (a send found the socket full, a close,
 //! an abort) ask through [`Wakeups`].
 //!
+//! Plain HLS keep-alive connections keep their task, but wait for their next request here
+//! too ([`Reactor::register`]): a multishot poll armed once per connection wakes the task,
+//! which reads with a direct `recv`. So a request costs no glommio poll, no cancellation and
+//! no timer; the shard's sweeper ends connections idle past a limit ([`Reactor::expire`]).
+//!
 //! The task waits for the ring through glommio: the ring's descriptor is readable while
 //! completions wait, and glommio's stream type arms a readiness poll on its descriptor when it
 //! is made, so a stream made from a duplicate of the ring's descriptor completes a read (with
@@ -21,8 +26,9 @@
 use std::cell::{Cell, RefCell};
 use std::future::poll_fn;
 use std::io;
+use std::os::fd::RawFd;
 use std::pin::Pin;
-use std::task::Poll;
+use std::task::{Context, Poll, Waker};
 
 use futures_lite::AsyncRead;
 use glommio::net::TcpStream;
@@ -40,12 +46,36 @@ const CQ_ENTRIES: u32 = 8192;
 pub(crate) const BATCH: usize = 512;
 /// The token bit of a write watch (the serial keeps it clear).
 const WRITE: u64 = 1 << 63;
+/// The token bit of a task's watch ([`Reactor::register`]; the serial keeps it clear).
+const TASK: u64 = 1 << 62;
 
 /// The ring and the wake-ups of one shard's open connections.
 pub(crate) struct Reactor {
     poller: RefCell<Poller>,
     pub wakeups: Wakeups,
     serial: Cell<u32>,
+    tasks: RefCell<slab::Slab<Waiter>>,
+}
+
+/// A task waiting for input on a socket the reactor watches (a plain HLS connection).
+struct Waiter {
+    fd: RawFd,
+    serial: u32,
+    waker: Option<Waker>,
+    /// Input arrived (or the peer hung up) since the task last looked.
+    readable: bool,
+    /// The socket can no longer be watched: the task's next wait fails.
+    failed: bool,
+    /// The tick of the task's last request ([`Reactor::touch`]), for [`Reactor::expire`].
+    last: u32,
+    /// Idle past the limit: the task's next wait fails.
+    expired: bool,
+}
+
+/// A socket the reactor watches for a task; give it back with [`Reactor::deregister`].
+pub(crate) struct TaskWatch {
+    index: u32,
+    serial: u32,
 }
 
 impl Reactor {
@@ -54,12 +84,13 @@ impl Reactor {
             poller: RefCell::new(Poller::new(SQ_ENTRIES, CQ_ENTRIES)?),
             wakeups: Wakeups::default(),
             serial: Cell::new(0),
+            tasks: RefCell::new(slab::Slab::new()),
         })
     }
 
-    /// The serial of the next connection (31 bits, wrapping).
+    /// The serial of the next connection or task watch (30 bits, wrapping).
     pub fn next_serial(&self) -> u32 {
-        let serial = self.serial.get().wrapping_add(1) & 0x7fff_ffff;
+        let serial = self.serial.get().wrapping_add(1) & 0x3fff_ffff;
         self.serial.set(serial);
         serial
     }
@@ -106,6 +137,130 @@ impl Reactor {
     pub fn reap(&self, out: &mut Vec<Event>) -> bool {
         self.poller.borrow_mut().reap(out, BATCH)
     }
+}
+
+impl Reactor {
+    /// Watches `fd` for input on behalf of the calling task, from tick `now`, until
+    /// [`Reactor::deregister`]. The socket must outlive the watch.
+    pub fn register(&self, fd: RawFd, now: u32) -> io::Result<TaskWatch> {
+        let serial = self.next_serial();
+        let index = self.tasks.borrow_mut().insert(Waiter {
+            fd,
+            serial,
+            waker: None,
+            readable: false,
+            failed: false,
+            last: now,
+            expired: false,
+        });
+        let watch = TaskWatch {
+            index: index as u32,
+            serial,
+        };
+        if let Err(e) = self.poller.borrow_mut().watch_read(fd, task_token(&watch)) {
+            self.tasks.borrow_mut().remove(index);
+            return Err(e);
+        }
+        self.wakeups.signal.raise(); // the reactor's task submits it at its next turn
+        Ok(watch)
+    }
+
+    /// Stops watching a task's socket (before the socket closes).
+    pub fn deregister(&self, watch: TaskWatch) {
+        self.tasks.borrow_mut().try_remove(watch.index as usize);
+        if let Err(e) = self.poller.borrow_mut().unwatch(task_token(&watch)) {
+            tracing::warn!(error = %e, "could not stop watching a socket");
+        }
+        self.wakeups.signal.raise();
+    }
+
+    /// Ready once input arrived since the last ready (input that arrived before the watch
+    /// was armed counts: the kernel reports it at arming); an error once the watch failed or
+    /// the task was idle past the limit of [`Reactor::expire`].
+    pub fn poll_readable(&self, watch: &TaskWatch, cx: &Context<'_>) -> Poll<io::Result<()>> {
+        let mut tasks = self.tasks.borrow_mut();
+        let Some(w) = tasks.get_mut(watch.index as usize) else {
+            return Poll::Ready(Err(io::Error::other("no such watch")));
+        };
+        if w.failed {
+            return Poll::Ready(Err(io::Error::other("the socket's watch failed")));
+        }
+        if w.expired {
+            return Poll::Ready(Err(io::ErrorKind::TimedOut.into()));
+        }
+        if w.readable {
+            w.readable = false;
+            return Poll::Ready(Ok(()));
+        }
+        if !w
+            .waker
+            .as_ref()
+            .is_some_and(|old| old.will_wake(cx.waker()))
+        {
+            w.waker = Some(cx.waker().clone());
+        }
+        Poll::Pending
+    }
+
+    /// Waits for input (see [`Reactor::poll_readable`]).
+    pub async fn readable(&self, watch: &TaskWatch) -> io::Result<()> {
+        poll_fn(|cx| self.poll_readable(watch, cx)).await
+    }
+
+    /// The task was active at tick `now` (its idle time starts again).
+    pub fn touch(&self, watch: &TaskWatch, now: u32) {
+        if let Some(w) = self.tasks.borrow_mut().get_mut(watch.index as usize) {
+            w.last = now;
+        }
+    }
+
+    /// Fails the next wait of every task idle for more than `limit` ticks at tick `now`, and
+    /// wakes those waiting.
+    pub fn expire(&self, now: u32, limit: u32) {
+        let mut wake = Vec::new();
+        for (_, w) in self.tasks.borrow_mut().iter_mut() {
+            if !w.expired && now.saturating_sub(w.last) > limit {
+                w.expired = true;
+                wake.extend(w.waker.take());
+            }
+        }
+        wake.into_iter().for_each(Waker::wake);
+    }
+
+    /// Handles a completion if it belongs to a task's watch (false: a connection's).
+    pub fn on_task_event(&self, event: &Event) -> bool {
+        if event.token & TASK == 0 {
+            return false;
+        }
+        let (index, serial) = (event.token as u32, ((event.token & !TASK) >> 32) as u32);
+        let waker = {
+            let mut tasks = self.tasks.borrow_mut();
+            let Some(w) = tasks.get_mut(index as usize).filter(|w| w.serial == serial) else {
+                return true; // a watch given back meanwhile
+            };
+            w.readable = true;
+            if !event.armed {
+                // The kernel ended the multishot watch: arm it again after a readiness event;
+                // after an error the socket cannot be watched, and the task hears so.
+                let rearmed = event.result >= 0
+                    && self
+                        .poller
+                        .borrow_mut()
+                        .watch_read(w.fd, event.token)
+                        .is_ok();
+                w.failed |= !rearmed;
+            }
+            w.waker.take()
+        };
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+        true
+    }
+}
+
+fn task_token(watch: &TaskWatch) -> u64 {
+    TASK | (u64::from(watch.serial) << 32) | u64::from(watch.index)
 }
 
 /// What a completion's token names: the connection's slot and serial, and whether it is the

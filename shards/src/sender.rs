@@ -214,7 +214,7 @@ impl Sender {
         file: &OpenFile,
         limit: Duration,
     ) -> bool {
-        let fd = file.file.as_raw_fd();
+        let fd = file.fd();
         self.send_file(stream, fd, file.len, Fallback::Disk(file), limit)
             .await
     }

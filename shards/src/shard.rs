@@ -520,9 +520,12 @@ pub(crate) async fn sweeper(shard: Rc<Shard>) {
     let c = &shard.config;
     let tick = c.ping_interval.min(c.pong_timeout).min(c.close_timeout) / 4;
     let tick = tick.clamp(Duration::from_millis(100), Duration::from_secs(1));
+    let hls_idle = ticks(c.hls_idle_timeout);
     loop {
         sleep(tick).await;
-        shard.sweep(shard.now());
+        let now = shard.now();
+        shard.sweep(now);
+        shard.reactor.expire(now, hls_idle);
     }
 }
 

@@ -122,6 +122,9 @@ impl Shard {
 
     /// One completion of the ring.
     fn on_socket(&self, event: Event, again: &mut Vec<Slot>) {
+        if self.reactor.on_task_event(&event) {
+            return; // a plain HLS connection's task was woken
+        }
         let (slot, serial, write) = from_token(event.token);
         let Some(conn) = self.conn_at(slot).filter(|c| c.serial == serial) else {
             return; // an earlier connection of this slot
