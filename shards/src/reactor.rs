@@ -302,6 +302,88 @@ mod tests {
     use std::os::fd::AsRawFd;
     use std::time::Duration;
 
+    /// A waker that counts its wakes.
+    struct Count(std::sync::atomic::AtomicUsize);
+    impl std::task::Wake for Count {
+        fn wake(self: std::sync::Arc<Self>) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    /// Reaps (bounded) until the ring has a completion, and hands each to the reactor.
+    fn reap_some(reactor: &Reactor) -> Vec<Event> {
+        let mut out = Vec::new();
+        for _ in 0..2000 {
+            reactor.submit().unwrap();
+            reactor.reap(&mut out);
+            if !out.is_empty() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        for e in &out {
+            assert!(reactor.on_task_event(e), "a task's token: {e:?}");
+        }
+        out
+    }
+
+    #[test]
+    fn a_task_watch_wakes_on_input_expires_when_idle_and_ignores_late_completions() {
+        let reactor = Reactor::new().unwrap();
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut a = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (b, _) = l.accept().unwrap();
+        let count = std::sync::Arc::new(Count(std::sync::atomic::AtomicUsize::new(0)));
+        let waker = Waker::from(count.clone());
+        let cx = Context::from_waker(&waker);
+        let watch = reactor.register(b.as_raw_fd(), 10).unwrap();
+        reactor.submit().unwrap();
+        // Nothing arrived: the task waits.
+        assert!(reactor.poll_readable(&watch, &cx).is_pending());
+        // Input wakes it once, and it is ready once.
+        a.write_all(b"GET /").unwrap();
+        assert!(!reap_some(&reactor).is_empty());
+        assert_eq!(count.0.load(std::sync::atomic::Ordering::Relaxed), 1);
+        assert!(matches!(
+            reactor.poll_readable(&watch, &cx),
+            Poll::Ready(Ok(()))
+        ));
+        assert!(reactor.poll_readable(&watch, &cx).is_pending());
+        // The multishot watch stays armed: more input, another wake-up.
+        a.write_all(b" HTTP/1.1").unwrap();
+        reap_some(&reactor);
+        assert!(matches!(
+            reactor.poll_readable(&watch, &cx),
+            Poll::Ready(Ok(()))
+        ));
+        // Touched at tick 20, limit 5: not idle at 25, idle at 26 (and woken to hear it).
+        reactor.touch(&watch, 20);
+        assert!(reactor.poll_readable(&watch, &cx).is_pending());
+        reactor.expire(25, 5);
+        assert!(reactor.poll_readable(&watch, &cx).is_pending());
+        reactor.expire(26, 5);
+        assert_eq!(count.0.load(std::sync::atomic::Ordering::Relaxed), 3);
+        match reactor.poll_readable(&watch, &cx) {
+            Poll::Ready(Err(e)) => assert_eq!(e.kind(), io::ErrorKind::TimedOut),
+            other => panic!("{other:?}"),
+        }
+        // Given back: a completion still under its token is ignored, and a new watch in the
+        // same slot is not woken by it.
+        let old = task_token(&watch);
+        reactor.deregister(watch);
+        let again = reactor.register(b.as_raw_fd(), 30).unwrap();
+        assert_ne!(task_token(&again), old, "a new serial");
+        let late = Event {
+            token: old,
+            result: 1, // POLLIN
+            armed: true,
+        };
+        assert!(reactor.on_task_event(&late));
+        assert!(reactor.poll_readable(&again, &cx).is_pending());
+        reactor.deregister(again);
+        reactor.submit().unwrap();
+    }
+
     #[test]
     fn the_doorbell_rings_when_the_ring_has_completions() {
         glommio::LocalExecutorBuilder::default()
