@@ -7,6 +7,7 @@
 //! `max_connections` (the guard it is given) until it ends, and closes after
 //! `hls_idle_timeout` without a request, after a request error, or when the client asks.
 
+use std::cell::Cell;
 use std::io::ErrorKind;
 use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
@@ -247,6 +248,8 @@ struct Watched {
     shard: Rc<Shard>,
     watch: Option<TaskWatch>,
     fd: RawFd,
+    /// The last `recv` emptied the socket.
+    drained: Cell<bool>,
 }
 
 impl Watched {
@@ -257,6 +260,7 @@ impl Watched {
                 shard: shard.clone(),
                 watch: Some(watch),
                 fd,
+                drained: Cell::new(false),
             }),
             Err(e) => {
                 tracing::debug!(error = %e, "HLS connection not watched by the reactor");
@@ -272,10 +276,20 @@ impl Watched {
         let reactor = &self.shard.reactor;
         // The idle time runs from here: the previous answer has gone out.
         reactor.touch(watch, self.shard.now());
+        // The last read drained the socket: anything newer raises the watch, so wait for it
+        // first instead of a `recv` that would find nothing (a player asks again only after
+        // its answer arrived).
+        if self.drained.get() {
+            reactor.readable(watch).await.ok()?;
+        }
         loop {
             match netstack::sys::recv_nonblocking(self.fd, buf) {
                 Ok(0) => return None,
-                Ok(n) => return Some(n),
+                Ok(n) => {
+                    // A full buffer may have left bytes behind, which no new event reports.
+                    self.drained.set(n < buf.len());
+                    return Some(n);
+                }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {
                     reactor.readable(watch).await.ok()?;
                 }
