@@ -262,10 +262,21 @@ fn a_rebroadcast_is_watched_as_live_with_a_poll_and_holds_the_stream() {
     );
     assert_eq!(status, 404, "{body}");
 
+    let before = server.api("GET", "/api/stats", None).1;
     let (status, body) = server.api("POST", path, Some(&json!({ "recording": rec_id })));
     assert_eq!(status, 202, "{body}");
-    // The audience hears it exactly as for a publisher: live, then an endpoint.
-    let live = next_of_type(&mut viewer, "stream");
+    // The audience hears it exactly as for a publisher: live, then an endpoint. (This wait
+    // failed once in CI with nothing but pings for 120 s; should it again, the server's state
+    // is printed: whether the cast reached a shard's channel, and the groups.)
+    let live = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        next_of_type(&mut viewer, "stream")
+    }))
+    .unwrap_or_else(|e| {
+        let after = server.api("GET", "/api/stats", None).1;
+        let stream = server.api("GET", "/api/streams/rb", None).1;
+        eprintln!("stats before the rebroadcast: {before}\nstats now: {after}\nstream: {stream}");
+        std::panic::resume_unwind(e)
+    });
     assert_eq!(live["state"], "live", "{live}");
     let endpoint = next_of_type(&mut viewer, "endpoint");
     let url = endpoint["url"].as_str().unwrap().to_owned();

@@ -75,6 +75,7 @@ pub async fn run(spec: ShardSpec) {
                 None => break,
             },
         };
+        ShardStats::add(&shard.stats.commands, 1);
         match command {
             ShardCommand::Cast { group, frame } => {
                 // Casts to the same group already queued behind this one go out together:
@@ -86,10 +87,12 @@ pub async fn run(spec: ShardSpec) {
                 while frames.len() < CAST_BATCH && bytes < CAST_BATCH_BYTES {
                     match future::poll_once(commands.recv()).await {
                         Some(Some(ShardCommand::Cast { group: g, frame })) if g == group => {
+                            ShardStats::add(&shard.stats.commands, 1);
                             bytes += frame.len();
                             frames.push(frame);
                         }
                         Some(Some(other)) => {
+                            // Counted when it is taken from `next`.
                             next = Some(other);
                             break;
                         }

@@ -76,6 +76,8 @@ counters!(
     /// Segment body bytes (live or recorded) sent with plain sends (below the threshold,
     /// zero-copy off or unavailable, or a full socket).
     hls_bytes_plain,
+    /// Commands taken from the application core's channel.
+    commands,
 );
 
 impl ShardStats {

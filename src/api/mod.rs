@@ -288,10 +288,18 @@ pub fn handle(app: &RefCell<App>, token: &str, req: &Request) -> Response {
 
 fn stats(app: &App) -> Response {
     let snapshots = app.shard_snapshots();
+    let queued = app.commands_queued();
     let shards: Vec<_> = snapshots
         .iter()
         .enumerate()
-        .map(|(i, s)| json!({"shard": i, "connections": s.connections, "counters": s}))
+        .map(|(i, s)| {
+            json!({
+                "shard": i,
+                "connections": s.connections,
+                "commands_queued": queued.get(i).copied().unwrap_or(0),
+                "counters": s,
+            })
+        })
         .collect();
     let connections: u64 = snapshots.iter().map(|s| s.connections).sum();
     let groups: Vec<Value> = app

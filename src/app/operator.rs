@@ -100,6 +100,11 @@ impl App {
         self.shard_stats.iter().map(|s| s.snapshot()).collect()
     }
 
+    /// Commands waiting in each shard's downlink queue (not yet in its channel).
+    pub fn commands_queued(&self) -> Vec<usize> {
+        self.downlinks.iter().map(|d| d.len()).collect()
+    }
+
     pub fn resume_stats(&self) -> ResumeStats {
         ResumeStats {
             departed: self.mirror.departed_count(),
