@@ -17,6 +17,8 @@
 //!   socket).
 //! - [`file_len`]: a recorded segment's size from its open descriptor (`fstat`).
 //! - [`shutdown_write`]: half-close after a close frame.
+//! - [`accept`]: non-blocking `accept4(2)` with the peer's address, so a shard drains its
+//!   listener's backlog in one go.
 //! - [`from_owned_fd`]: hands an owned descriptor to a runtime type that only offers
 //!   `FromRawFd` (glommio's listener and stream types).
 //! - [`current_cpu`], [`pin_current_thread`]: for tests and tools that check steering.
@@ -59,6 +61,9 @@ macro_rules! syscall_retry {
         }
     };
 }
+
+// After the macros, which it uses.
+pub mod accept;
 
 /// `SO_ATTACH_REUSEPORT_CBPF` from `asm-generic/socket.h` (libc exports it for Android only).
 #[cfg(not(any(target_arch = "mips", target_arch = "mips64", target_arch = "sparc64")))]

@@ -23,11 +23,12 @@
 //! - [`clock`]: the only place shard code reads the time; [`frames`]: server messages (from
 //!   the `protocol` crate) into WebSocket frames.
 //! - The runtime, in dependency order (no two modules import each other; a test checks):
-//!   `runtime` (the shard's tasks and command loop) -> `accept` (accept loop, handshake,
-//!   descriptor seats) -> `shard` (the shard's state and command handling; `shard::serve`
+//!   `runtime` (the shard's tasks and command loop) -> `accept` (accept loop, descriptor
+//!   seats, the inline answer of a plain upgrade) -> `handshake` (reading and checking the
+//!   first request, the 101 and welcome, the join; the handshake task) -> `shard` (the shard's state and command handling; `shard::serve`
 //!   serves every open connection from the shard's own io_uring, `reactor`) -> `logic` (pure groups, polls, votes) and `conn` (one viewer's socket,
 //!   decoding and parsing into `protocol::ViewerMessage`); `tls` (the upgrade through TLS,
-//!   and sealing shared frames into one viewer's records) sits beside `conn`. `accept` also
+//!   and sealing shared frames into one viewer's records) sits beside `conn`. `handshake` also
 //!   hands a plain `GET` under `/hls/` to `hls` (one HLS keep-alive connection), which answers
 //!   from the shard's [`hls_window`]s (pure: each stream's live window and the HTTP answers;
 //!   [`hls_cache`] keeps each window's rendered playlist until the window changes), per
@@ -45,6 +46,7 @@ mod conn;
 pub mod footprint;
 pub mod frames;
 pub mod geo;
+mod handshake;
 mod hls;
 pub mod hls_ads;
 pub mod hls_cache;

@@ -16,6 +16,11 @@
 //! which reads with a direct `recv`. So a request costs no glommio poll, no cancellation and
 //! no timer; the shard's sweeper ends connections idle past a limit ([`Reactor::expire`]).
 //!
+//! The shard's listeners are watched on the same ring ([`Reactor::watch_listener`]): one
+//! multishot poll per listener, whose completions raise the accept loop's [`Signal`]; the
+//! loop then drains the backlog with non-blocking `accept4` calls, so a burst of connects
+//! costs one wake-up and no io_uring accept per connection.
+//!
 //! The task waits for the ring through glommio: the ring's descriptor is readable while
 //! completions wait, and glommio's stream type arms a readiness poll on its descriptor when it
 //! is made, so a stream made from a duplicate of the ring's descriptor completes a read (with
@@ -28,6 +33,7 @@ use std::future::poll_fn;
 use std::io;
 use std::os::fd::RawFd;
 use std::pin::Pin;
+use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 
 use futures_lite::AsyncRead;
@@ -36,7 +42,7 @@ use netstack::sys::poller::{Event, Poller};
 
 use crate::conn::Conn;
 use crate::proto::Slot;
-use crate::sync::Wakeups;
+use crate::sync::{Signal, Wakeups};
 
 /// Submission entries of a shard's ring: a burst of joins beyond this is submitted in steps.
 const SQ_ENTRIES: u32 = 1024;
@@ -48,6 +54,14 @@ pub(crate) const BATCH: usize = 512;
 const WRITE: u64 = 1 << 63;
 /// The token bit of a task's watch ([`Reactor::register`]; the serial keeps it clear).
 const TASK: u64 = 1 << 62;
+/// The token of the first listener watch; listener `i` has `LISTENER + i`. Both high bits
+/// are set, which no connection's or task's token has (`on_listener` is asked first).
+const LISTENER: u64 = u64::MAX - 16;
+/// Most listeners one shard watches (plain and TLS need two).
+const MAX_LISTENERS: usize = 8;
+
+/// A watched listener: its descriptor, its accept loop's signal, and whether its watch failed.
+type Listener = (RawFd, Rc<Signal>, bool);
 
 /// The ring and the wake-ups of one shard's open connections.
 pub(crate) struct Reactor {
@@ -55,6 +69,9 @@ pub(crate) struct Reactor {
     pub wakeups: Wakeups,
     serial: Cell<u32>,
     tasks: RefCell<slab::Slab<Waiter>>,
+    /// The watched listeners by token offset: descriptor, the accept loop's signal, and
+    /// whether the watch failed (the accept loop arms it again).
+    listeners: RefCell<Vec<Option<Listener>>>,
 }
 
 /// A task waiting for input on a socket the reactor watches (a plain HLS connection).
@@ -85,6 +102,7 @@ impl Reactor {
             wakeups: Wakeups::default(),
             serial: Cell::new(0),
             tasks: RefCell::new(slab::Slab::new()),
+            listeners: RefCell::new(Vec::new()),
         })
     }
 
@@ -122,6 +140,84 @@ impl Reactor {
 }
 
 impl Reactor {
+    /// Watches the listening socket `fd` for waiting connections until
+    /// [`Reactor::unwatch_listener`] with the returned token: `ready` is raised whenever one
+    /// arrives (and once at the start if some wait already).
+    pub fn watch_listener(&self, fd: RawFd, ready: Rc<Signal>) -> io::Result<u64> {
+        let mut listeners = self.listeners.borrow_mut();
+        let index = match listeners.iter().position(Option::is_none) {
+            Some(i) => i,
+            None if listeners.len() < MAX_LISTENERS => {
+                listeners.push(None);
+                listeners.len() - 1
+            }
+            None => return Err(io::Error::other("too many listeners on one shard")),
+        };
+        let token = LISTENER + index as u64;
+        self.poller.borrow_mut().watch_read(fd, token)?;
+        listeners[index] = Some((fd, ready, false));
+        self.wakeups.signal.raise(); // the task submits it at its next turn
+        Ok(token)
+    }
+
+    /// Stops watching a listener (before its descriptor is closed: the armed poll would keep
+    /// the socket listening). Submits at once, as the serving task may be gone.
+    pub fn unwatch_listener(&self, token: u64) {
+        if let Some(entry) = self
+            .listeners
+            .borrow_mut()
+            .get_mut((token - LISTENER) as usize)
+        {
+            *entry = None;
+        }
+        let mut poller = self.poller.borrow_mut();
+        if let Err(e) = poller.unwatch(token).and_then(|()| poller.submit()) {
+            tracing::warn!(error = %e, "could not stop watching a listener");
+        }
+    }
+
+    /// Handles a completion if it is a listener's: raises its accept loop's signal and arms
+    /// the watch again if the kernel ended it. False for a connection's completion.
+    pub fn on_listener(&self, event: &Event) -> bool {
+        if !(LISTENER..LISTENER + MAX_LISTENERS as u64).contains(&event.token) {
+            return false;
+        }
+        let mut listeners = self.listeners.borrow_mut();
+        let Some(Some((fd, ready, lost))) = listeners.get_mut((event.token - LISTENER) as usize)
+        else {
+            return true; // unwatched meanwhile
+        };
+        ready.raise();
+        if !event.armed {
+            if event.result < 0 {
+                // Failed: arming again at once could fail again at once. The accept loop
+                // does it once it has drained the backlog (`rewatch_listener`).
+                *lost = true;
+            } else if let Err(e) = self.poller.borrow_mut().watch_read(*fd, event.token) {
+                // Ended by the kernel after a readiness event: armed again, so the next
+                // arrival is seen (the accept loop drains what came meanwhile).
+                tracing::warn!(error = %e, "could not watch a listener again");
+                *lost = true;
+            }
+        }
+        true
+    }
+
+    /// Arms a listener's watch again if it failed; true when it had (the caller should back
+    /// off briefly, as the failure may repeat).
+    pub fn rewatch_listener(&self, token: u64) -> bool {
+        let mut listeners = self.listeners.borrow_mut();
+        let Some(Some((fd, _, lost))) = listeners.get_mut((token - LISTENER) as usize) else {
+            return false;
+        };
+        if !*lost {
+            return false;
+        }
+        *lost = self.poller.borrow_mut().watch_read(*fd, token).is_err();
+        self.wakeups.signal.raise();
+        true
+    }
+
     /// Watches a connection's socket once for room to write.
     pub fn watch_write(&self, conn: &Conn) -> io::Result<()> {
         let token = token(conn) | WRITE;

@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use futures_lite::future;
 use glommio::channels::shared_channel::{SharedReceiver, SharedSender};
-use glommio::net::TcpListener;
 use glommio::timer::sleep;
 
 use crate::accept::accept_loop;
@@ -48,7 +47,7 @@ pub async fn run(spec: ShardSpec) {
         spec.stats,
         spec.open_total,
     ));
-    let listener: TcpListener = netstack::sys::from_owned_fd(spec.listener);
+    let listener = std::os::fd::OwnedFd::from(spec.listener);
     let events = spec.events.connect().await;
     let commands = spec.commands.connect().await;
 
@@ -57,8 +56,7 @@ pub async fn run(spec: ShardSpec) {
     let uplink = glommio::spawn_local(uplink(shard.clone(), events));
     let acceptor = glommio::spawn_local(accept_loop(shard.clone(), listener, None));
     let tls_acceptor = spec.tls.map(|(listener, config)| {
-        let listener: TcpListener = netstack::sys::from_owned_fd(listener);
-        glommio::spawn_local(accept_loop(shard.clone(), listener, Some(config)))
+        glommio::spawn_local(accept_loop(shard.clone(), listener.into(), Some(config)))
     });
     let sweeper = glommio::spawn_local(sweeper(shard.clone()));
     let tallies = glommio::spawn_local(report_tallies(shard.clone()));

@@ -18,6 +18,11 @@ pub struct Notify {
 }
 
 impl Notify {
+    /// Whether `notify` was called.
+    pub fn fired(&self) -> bool {
+        self.fired.get()
+    }
+
     pub fn notify(&self) {
         self.fired.set(true);
         for w in self.wakers.take() {

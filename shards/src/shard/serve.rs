@@ -122,6 +122,9 @@ impl Shard {
 
     /// One completion of the ring.
     fn on_socket(&self, event: Event, again: &mut Vec<Slot>) {
+        if self.reactor.on_listener(&event) {
+            return; // a listener's: its accept loop was signalled
+        }
         if self.reactor.on_task_event(&event) {
             return; // a plain HLS connection's task was woken
         }
