@@ -119,8 +119,11 @@ pub(crate) async fn accept_loop(
 ) {
     let ready = Rc::new(Signal::default());
     let watch = loop {
-        let watched = netstack::sys::set_nonblocking(listener.as_raw_fd())
-            .and_then(|()| shard.reactor.watch_listener(listener.as_raw_fd(), ready.clone()));
+        let watched = netstack::sys::set_nonblocking(listener.as_raw_fd()).and_then(|()| {
+            shard
+                .reactor
+                .watch_listener(listener.as_raw_fd(), ready.clone())
+        });
         match watched {
             Ok(token) => break Watch(&shard, token),
             Err(e) => {

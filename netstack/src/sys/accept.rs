@@ -60,7 +60,10 @@ mod tests {
             match accept_nonblocking(l.as_raw_fd()) {
                 Ok(a) => accepted.push(a),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    assert!(std::time::Instant::now() < deadline, "connections never came");
+                    assert!(
+                        std::time::Instant::now() < deadline,
+                        "connections never came"
+                    );
                     std::thread::yield_now();
                 }
                 Err(e) => panic!("{e}"),
@@ -79,7 +82,10 @@ mod tests {
             .find(|c| Some(c.local_addr().unwrap()) == peer)
             .unwrap();
         let mut byte = [0u8; 1];
-        assert_eq!(server.read(&mut byte).unwrap_err().kind(), io::ErrorKind::WouldBlock);
+        assert_eq!(
+            server.read(&mut byte).unwrap_err().kind(),
+            io::ErrorKind::WouldBlock
+        );
         client.write_all(b"x").unwrap();
         server.write_all(b"y").unwrap();
         client.read_exact(&mut byte).unwrap();
