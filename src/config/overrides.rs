@@ -34,8 +34,8 @@ pub struct Overrides {
     /// Listen backlog per shard [default: 4096].
     #[arg(long, value_name = "N")]
     pub backlog: Option<i32>,
-    /// io_uring depth of each shard's rings (more buckets for the pending polls of idle
-    /// viewers) [default: 4096].
+    /// io_uring depth of each executor's glommio rings (more buckets for pending polls: TLS
+    /// HLS players, handshakes in progress) [default: 512].
     #[arg(long, value_name = "N")]
     pub ring_depth: Option<usize>,
     /// Time allowed for the upgrade request, in ms [default: 10000].
