@@ -303,10 +303,12 @@ impl Reactor {
         poll_fn(|cx| self.poll_readable(watch, cx)).await
     }
 
-    /// The task was active at tick `now` (its idle time starts again).
+    /// The task was active at tick `now` (its idle time starts again, and an expiry that
+    /// came while it was busy elsewhere, e.g. writing a long answer, is forgotten).
     pub fn touch(&self, watch: &TaskWatch, now: u32) {
         if let Some(w) = self.tasks.borrow_mut().get_mut(watch.index as usize) {
             w.last = now;
+            w.expired = false;
         }
     }
 
@@ -463,6 +465,9 @@ mod tests {
             Poll::Ready(Err(e)) => assert_eq!(e.kind(), io::ErrorKind::TimedOut),
             other => panic!("{other:?}"),
         }
+        // Expired while busy (not waiting), then active again: waits as usual.
+        reactor.touch(&watch, 27);
+        assert!(reactor.poll_readable(&watch, &cx).is_pending());
         // Given back: a completion still under its token is ignored, and a new watch in the
         // same slot is not woken by it.
         let old = task_token(&watch);
