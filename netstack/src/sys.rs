@@ -664,10 +664,12 @@ mod tests {
     #[test]
     fn pread_nowait_reads_cached_pages_from_an_offset() {
         let data: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
-        // A disk file system's file (the build's own, as recordings are), just written, so
-        // its pages are cached: read at once. (tmpfs and memfds refuse RWF_NOWAIT.)
+        // A file on the checkout's disk file system (as recordings are on the data
+        // directory's), just written, so its pages are cached: read at once. (The system's
+        // temporary directory may be tmpfs, and tmpfs and memfds refuse RWF_NOWAIT.) Removed
+        // at once; the open descriptor keeps it readable.
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(format!(
-            "../target/ovation-sys-pread-{}-{:?}",
+            ".ovation-sys-pread-{}-{:?}",
             std::process::id(),
             std::thread::current().id()
         ));
