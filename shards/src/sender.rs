@@ -14,7 +14,7 @@
 //!
 //! Recorded segments are files: unless zero-copy is off, [`Sender::write_file`] hands them to
 //! the kernel with `sendfile(2)` (page cache to socket, no copy through user space) on the
-//! socket made non-blocking once per connection ([`Sender::file_socket`]); when the socket is full, the next byte is read and written
+//! socket checked non-blocking once per connection ([`Sender::file_socket`]); when the socket is full, the next byte is read and written
 //! through glommio's send (which waits for room), then `sendfile` resumes. Where `sendfile` is
 //! refused for the file (a file system without it), the shard falls back to reads and plain
 //! sends for good.
@@ -88,11 +88,12 @@ impl Sender {
     }
 
     /// Readies a plain connection's socket for `sendfile` once, when the connection starts:
-    /// sets `O_NONBLOCK` (one `fcntl` per connection, not per response; glommio's own reads
-    /// and writes pass `MSG_DONTWAIT` and are unaffected). True when file sends are on and
-    /// the socket took the flag: only then may [`Sender::write_file`] and
-    /// [`Sender::write_segment_file`] be called for it (a blocking `sendfile` would stall
-    /// the shard).
+    /// makes sure it is `O_NONBLOCK`. Sockets from the shard's accept loop already are
+    /// (`accept4` with `SOCK_NONBLOCK`), so this is one `F_GETFL` per connection, not per
+    /// response; glommio's own reads and writes pass `MSG_DONTWAIT` and are unaffected. True
+    /// when file sends are on and the socket is non-blocking: only then may
+    /// [`Sender::write_file`] and [`Sender::write_segment_file`] be called for it (a
+    /// blocking `sendfile` would stall the shard).
     pub fn file_socket(&self, stream: &TcpStream) -> bool {
         if !self.files.get() {
             return false;
