@@ -1,25 +1,47 @@
 //! The application core's side of one shard's command channel.
 //!
 //! Handlers run synchronously inside a borrow of the application state, so they cannot await a
-//! full channel. They push into this local queue; one task per shard moves the queue into the
-//! lock-free channel, awaiting when the shard is behind. Order per shard is kept.
+//! full channel. A command pushed while nothing waits goes straight into the lock-free channel
+//! (`try_send`), so the shard is woken before the handler's caller (an API answer, say) does
+//! anything else. Otherwise it waits in this local queue, which one task per shard moves into
+//! the channel, awaiting when the shard is behind. Order per shard is kept: nothing passes a
+//! queued command or the one the task is sending.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::future::poll_fn;
+use std::rc::Rc;
 use std::task::{Poll, Waker};
 
 use glommio::channels::shared_channel::ConnectedSender;
+use glommio::{GlommioError, ResourceType};
 use shards::proto::ShardCommand;
 
 #[derive(Default)]
 pub struct Downlink {
     queue: RefCell<VecDeque<ShardCommand>>,
     waker: RefCell<Option<Waker>>,
+    /// The channel, once the task has connected it.
+    channel: RefCell<Option<Rc<ConnectedSender<ShardCommand>>>>,
+    /// The task holds a command it is sending (the channel was full).
+    sending: Cell<bool>,
 }
 
 impl Downlink {
     pub fn push(&self, command: ShardCommand) {
+        // `Shutdown` always takes the queue: the task ends after sending it.
+        let direct = !matches!(command, ShardCommand::Shutdown { .. })
+            && !self.sending.get()
+            && self.queue.borrow().is_empty();
+        let command = match self.channel.borrow().as_ref().filter(|_| direct) {
+            Some(channel) => match channel.try_send(command) {
+                Ok(()) => return,
+                Err(GlommioError::WouldBlock(ResourceType::Channel(c))) => c,
+                // The shard is gone (its task ends the same way): nothing reads this.
+                Err(_) => return,
+            },
+            None => command,
+        };
         self.queue.borrow_mut().push_back(command);
         if let Some(w) = self.waker.borrow_mut().take() {
             w.wake();
@@ -42,6 +64,9 @@ impl Downlink {
 
     /// Moves queued commands into the channel until the shard hangs up.
     pub async fn run(&self, sender: ConnectedSender<ShardCommand>) {
+        let sender = Rc::new(sender);
+        *self.channel.borrow_mut() = Some(sender.clone());
+        let _unset = Unset(self);
         loop {
             let next = poll_fn(|cx| match self.queue.borrow_mut().pop_front() {
                 Some(c) => Poll::Ready(c),
@@ -52,9 +77,22 @@ impl Downlink {
             })
             .await;
             let last = matches!(next, ShardCommand::Shutdown { .. });
-            if sender.send(next).await.is_err() || last {
+            self.sending.set(true);
+            let sent = sender.send(next).await;
+            self.sending.set(false);
+            if sent.is_err() || last {
                 return;
             }
         }
+    }
+}
+
+/// Forgets the channel when the task ends (or is dropped): later commands stay queued.
+struct Unset<'a>(&'a Downlink);
+
+impl Drop for Unset<'_> {
+    fn drop(&mut self) {
+        self.0.sending.set(false);
+        *self.0.channel.borrow_mut() = None;
     }
 }
