@@ -94,6 +94,8 @@ fn predicate_group_reaches_exactly_its_members() {
         viewer(&server, ANDROID, "?region=HU"),
         viewer(&server, WINDOWS, ""),
     ];
+    // The core's mirror learns of joins from the shards a moment after the welcomes.
+    server.wait_stats("5 viewers", |s| s["viewers"] == 5);
     let (status, g) = server.api(
         "POST",
         "/api/groups",

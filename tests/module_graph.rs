@@ -59,6 +59,7 @@ const IMPL_EXTENSIONS: &[(&str, &str)] = &[
     ("ovation", "app::remediation_apply"),
     ("shards", "shard::delivery"),
     ("shards", "shard::serve"),
+    ("shards", "shard::uplink"),
     ("shards", "conn::receive"),
     ("ovation", "app::recording_runner"),
     ("ovation", "app::rebroadcast"),

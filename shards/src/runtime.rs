@@ -14,7 +14,7 @@ use glommio::timer::sleep;
 use crate::accept::accept_loop;
 use crate::config::ShardConfig;
 use crate::proto::{ShardCommand, ShardEvent};
-use crate::shard::{report_tallies, sweeper, uplink, Shard};
+use crate::shard::{report_tallies, sweeper, Shard};
 use crate::stats::ShardStats;
 
 /// Most queued casts written to each member together, and their byte bound.
@@ -53,7 +53,7 @@ pub async fn run(spec: ShardSpec) {
 
     // Held, not detached: dropping a glommio task handle cancels the task, so these end with
     // `run` and the uplink's channel end is dropped, which tells the application core.
-    let uplink = glommio::spawn_local(uplink(shard.clone(), events));
+    let uplink = glommio::spawn_local(shard.clone().uplink(events));
     let acceptor = glommio::spawn_local(accept_loop(shard.clone(), listener, None));
     let tls_acceptor = spec.tls.map(|(listener, config)| {
         glommio::spawn_local(accept_loop(shard.clone(), listener.into(), Some(config)))

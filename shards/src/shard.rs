@@ -10,15 +10,13 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
-use std::future::poll_fn;
 use std::rc::Rc;
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
-use std::task::{Poll, Waker};
+use std::task::Waker;
 use std::time::Duration;
 
 use futures_lite::future;
-use glommio::channels::shared_channel::ConnectedSender;
 use glommio::timer::sleep;
 use netstack::ws::{self, close_code, OpCode};
 use protocol::{ServerMessage, ViewerMessage, MAX_COUNTER};
@@ -44,6 +42,7 @@ const FANOUT_CHUNK: usize = 256;
 
 mod delivery;
 mod serve;
+mod uplink;
 
 pub(crate) struct Shard {
     pub index: u16,
@@ -58,6 +57,8 @@ pub(crate) struct Shard {
     conns: RefCell<slab::Slab<Rc<Conn>>>,
     core: RefCell<Core>,
     outbox: RefCell<VecDeque<ShardEvent>>,
+    /// The outbox holds an event the application core should see at once ([`urgent`]).
+    outbox_urgent: Cell<bool>,
     uplink_waker: RefCell<Option<Waker>>,
     /// Set at the end of a drain: the uplink sends what is queued, then ends.
     uplink_last: Cell<bool>,
@@ -120,6 +121,7 @@ impl Shard {
             conns: RefCell::new(slab::Slab::new()),
             core: RefCell::new(Core::with_closed_polls(closed_polls)),
             outbox: RefCell::new(VecDeque::new()),
+            outbox_urgent: Cell::new(false),
             uplink_waker: RefCell::new(None),
             uplink_last: Cell::new(false),
             next_viewer: Cell::new(1),
@@ -152,6 +154,9 @@ impl Shard {
     }
 
     fn emit(&self, event: ShardEvent) {
+        if Shard::urgent(&event) {
+            self.outbox_urgent.set(true);
+        }
         self.outbox.borrow_mut().push_back(event);
         if let Some(w) = self.uplink_waker.borrow_mut().take() {
             w.wake();
@@ -563,27 +568,6 @@ pub(crate) async fn report_tallies(shard: Rc<Shard>) {
                 breakdown,
                 closed: false,
             });
-        }
-    }
-}
-
-/// Sends the shard's events to the application core, in order.
-pub(crate) async fn uplink(shard: Rc<Shard>, events: ConnectedSender<ShardEvent>) {
-    loop {
-        let next = poll_fn(|cx| match shard.outbox.borrow_mut().pop_front() {
-            Some(e) => Poll::Ready(Some(e)),
-            None if shard.uplink_last.get() => Poll::Ready(None),
-            None => {
-                *shard.uplink_waker.borrow_mut() = Some(cx.waker().clone());
-                Poll::Pending
-            }
-        })
-        .await;
-        let Some(next) = next else {
-            return; // drained: everything queued (final tallies, Left events) went up
-        };
-        if events.send(next).await.is_err() {
-            return; // the application core is gone: the process is stopping
         }
     }
 }
