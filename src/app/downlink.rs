@@ -96,3 +96,96 @@ impl Drop for Unset<'_> {
         *self.0.channel.borrow_mut() = None;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use glommio::channels::shared_channel;
+    use glommio::LocalExecutorBuilder;
+    use shards::proto::GroupId;
+    use std::sync::Arc;
+
+    fn cast(n: u32) -> ShardCommand {
+        ShardCommand::Cast {
+            group: GroupId(n),
+            frame: Arc::from(&[][..]),
+        }
+    }
+
+    /// Pushes 200 commands in bursts through a channel of 4, some straight in, some through the
+    /// queue while the shard side is slow, and a `Shutdown` last: they arrive in order, and
+    /// the task ends after the `Shutdown`.
+    #[test]
+    fn commands_arrive_in_order_whichever_way_they_go() {
+        const N: u32 = 200;
+        let (tx, rx) = shared_channel::new_bounded::<ShardCommand>(4);
+        // The shard side reads nothing until the first burst of 10 is pushed: 4 of it fill
+        // the channel, the rest must queue.
+        let go = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let go_shard = go.clone();
+        let shard = LocalExecutorBuilder::default()
+            .name("downlink-shard")
+            .spawn(move || async move {
+                let rx = rx.connect().await;
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+                while !go_shard.load(std::sync::atomic::Ordering::Acquire) {
+                    assert!(
+                        std::time::Instant::now() < deadline,
+                        "the core never pushed"
+                    );
+                    glommio::timer::sleep(std::time::Duration::from_millis(1)).await;
+                }
+                let mut got = Vec::new();
+                while let Some(command) = rx.recv().await {
+                    match command {
+                        ShardCommand::Cast { group, .. } => got.push(group.0),
+                        ShardCommand::Shutdown { .. } => break,
+                        _ => {}
+                    }
+                    if got.len() % 7 == 0 {
+                        // Fall behind now and then so the core's side has to queue.
+                        glommio::timer::sleep(std::time::Duration::from_millis(1)).await;
+                    }
+                }
+                got
+            })
+            .unwrap();
+        let core = LocalExecutorBuilder::default()
+            .name("downlink-core")
+            .spawn(move || async move {
+                let downlink = Rc::new(Downlink::default());
+                let tx = tx.connect().await;
+                let task = {
+                    let downlink = downlink.clone();
+                    glommio::spawn_local(async move { downlink.run(tx).await })
+                };
+                futures_lite::future::yield_now().await; // the task connects the channel
+                let mut direct = 0;
+                for n in 0..N {
+                    let before = downlink.len();
+                    downlink.push(cast(n));
+                    if downlink.len() == before && before == 0 {
+                        direct += 1;
+                    }
+                    if n == 9 {
+                        go.store(true, std::sync::atomic::Ordering::Release);
+                    }
+                    if n % 10 == 9 {
+                        glommio::timer::sleep(std::time::Duration::from_micros(300)).await;
+                    }
+                }
+                downlink.push(ShardCommand::Shutdown {
+                    grace: std::time::Duration::ZERO,
+                });
+                task.await;
+                assert!(downlink.channel.borrow().is_none(), "the channel is let go");
+                direct
+            })
+            .unwrap();
+        let direct = core.join().unwrap();
+        let got = shard.join().unwrap();
+        assert_eq!(got, (0..N).collect::<Vec<_>>());
+        assert!(direct > 0, "some commands went straight into the channel");
+        assert!(direct < N, "some commands waited in the queue");
+    }
+}
