@@ -2,9 +2,11 @@
 //! each new connection (seats, per-address limits, refusals), and the inline answer of a
 //! plain WebSocket upgrade whose request is already there.
 //!
-//! Accepting: the listener is non-blocking and watched by the shard's reactor (one multishot
-//! poll on its ring); each wake-up drains the backlog with `accept4`, which also gives the
-//! peer's address. A plain connection is then read at once (`recv` with `MSG_DONTWAIT`): when
+//! Accepting: the listener is non-blocking and watched by the shard's reactor (a one-shot poll
+//! on its ring, armed whenever the loop waits); each wake-up drains the backlog with
+//! `accept4`, which also gives the peer's address. While connects stream in, the loop leaves
+//! the poll unarmed and drains every [`ACCEPT_GATHER`] instead, so a storm costs one wake-up
+//! per millisecond rather than one per connect. A plain connection is then read at once (`recv` with `MSG_DONTWAIT`): when
 //! its whole upgrade request is there (the usual case: the request follows the connect
 //! within the same round trip) it is checked and answered inline, the 101 and the welcome
 //! sent with one non-blocking `send`, and the socket joins the shard's reactor. No task, no
@@ -51,6 +53,9 @@ use crate::tls::Wire;
 pub const REFUSALS_PER_SHARD: usize = 8;
 /// At most one log line per this interval for each kind of accept trouble.
 const LOG_EVERY: Duration = Duration::from_secs(10);
+/// How long connects that stream in wait in the backlog to be taken together (see
+/// `accept_loop`): at most this much more to a handshake during a storm, none otherwise.
+const ACCEPT_GATHER: Duration = Duration::from_millis(1);
 /// Linux `EMFILE` and `ENFILE`: the process's or the system's descriptors are used up.
 const EMFILE: i32 = 24;
 const ENFILE: i32 = 23;
@@ -134,6 +139,11 @@ pub(crate) async fn accept_loop(
     };
     let mut throttles = Throttles::default();
     let mut spare = Spare::open();
+    // Connections accepted since the backlog was last empty, and whether the loop gathers.
+    let mut accepted = 0usize;
+    let mut gathering = false;
+    // When the loop last began to wait for the listener's poll.
+    let mut waited = Instant::now();
     loop {
         if shard.stop_accepting.fired() {
             return;
@@ -141,6 +151,7 @@ pub(crate) async fn accept_loop(
         match netstack::sys::accept::accept_nonblocking(listener.as_raw_fd()) {
             Ok((socket, peer)) => {
                 ShardStats::add(&shard.stats.accepted, 1);
+                accepted += 1;
                 if let Some(peer) = peer {
                     admit(&shard, socket, peer, &tls, &mut throttles);
                 }
@@ -148,10 +159,35 @@ pub(crate) async fn accept_loop(
                 glommio::yield_if_needed().await;
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                if shard.reactor.rewatch_listener(watch.1) {
+                // Connects streaming in (this drain found some, and the poll had fired within
+                // ACCEPT_GATHER, or the loop was gathering already): leave the poll unarmed
+                // and let them gather in the backlog for ACCEPT_GATHER, so a stream of
+                // connects costs a wake-up per period instead of one each. A lone connect
+                // after a quiet spell is taken at once; a period that brings none ends it.
+                gathering = accepted > 0 && (gathering || waited.elapsed() < ACCEPT_GATHER);
+                accepted = 0;
+                if gathering {
+                    let stop = future::or(
+                        async {
+                            sleep(ACCEPT_GATHER).await;
+                            false
+                        },
+                        async {
+                            shard.stop_accepting.wait().await;
+                            true
+                        },
+                    )
+                    .await;
+                    if stop {
+                        return;
+                    }
+                    continue;
+                }
+                if !shard.reactor.arm_listener(watch.1) {
                     sleep(Duration::from_millis(10)).await;
                     continue;
                 }
+                waited = Instant::now();
                 let stop = future::or(
                     async {
                         ready.wait().await;

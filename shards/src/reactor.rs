@@ -16,10 +16,12 @@
 //! which reads with a direct `recv`. So a request costs no glommio poll, no cancellation and
 //! no timer; the shard's sweeper ends connections idle past a limit ([`Reactor::expire`]).
 //!
-//! The shard's listeners are watched on the same ring ([`Reactor::watch_listener`]): one
-//! multishot poll per listener, whose completions raise the accept loop's [`Signal`]; the
-//! loop then drains the backlog with non-blocking `accept4` calls, so a burst of connects
-//! costs one wake-up and no io_uring accept per connection.
+//! The shard's listeners are watched on the same ring ([`Reactor::watch_listener`]): a one-shot
+//! poll per listener, armed by its accept loop whenever it waits ([`Reactor::arm_listener`]),
+//! whose completion raises the loop's [`Signal`]; the loop then drains the backlog with
+//! non-blocking `accept4` calls, so a burst of connects costs one wake-up and no io_uring
+//! accept per connection. One-shot, so that while connects stream in the loop can leave the
+//! poll unarmed and let them gather in the backlog (see `crate::accept`).
 //!
 //! The task waits for the ring through glommio: the ring's descriptor is readable while
 //! completions wait, and glommio's stream type arms a readiness poll on its descriptor when it
@@ -60,7 +62,7 @@ const LISTENER: u64 = u64::MAX - 16;
 /// Most listeners one shard watches (plain and TLS need two).
 const MAX_LISTENERS: usize = 8;
 
-/// A watched listener: its descriptor, its accept loop's signal, and whether its watch failed.
+/// A watched listener: its descriptor, its accept loop's signal, and whether a poll is armed.
 type Listener = (RawFd, Rc<Signal>, bool);
 
 /// The ring and the wake-ups of one shard's open connections.
@@ -70,7 +72,7 @@ pub(crate) struct Reactor {
     serial: Cell<u32>,
     tasks: RefCell<slab::Slab<Waiter>>,
     /// The watched listeners by token offset: descriptor, the accept loop's signal, and
-    /// whether the watch failed (the accept loop arms it again).
+    /// whether a poll is armed (the accept loop arms the next one).
     listeners: RefCell<Vec<Option<Listener>>>,
 }
 
@@ -141,8 +143,8 @@ impl Reactor {
 
 impl Reactor {
     /// Watches the listening socket `fd` for waiting connections until
-    /// [`Reactor::unwatch_listener`] with the returned token: `ready` is raised whenever one
-    /// arrives (and once at the start if some wait already).
+    /// [`Reactor::unwatch_listener`] with the returned token: `ready` is raised once when one
+    /// is there (at once if some wait already); [`Reactor::arm_listener`] asks for the next.
     pub fn watch_listener(&self, fd: RawFd, ready: Rc<Signal>) -> io::Result<u64> {
         let mut listeners = self.listeners.borrow_mut();
         let index = match listeners.iter().position(Option::is_none) {
@@ -154,13 +156,13 @@ impl Reactor {
             None => return Err(io::Error::other("too many listeners on one shard")),
         };
         let token = LISTENER + index as u64;
-        self.poller.borrow_mut().watch_read(fd, token)?;
-        listeners[index] = Some((fd, ready, false));
+        self.poller.borrow_mut().watch_read_once(fd, token)?;
+        listeners[index] = Some((fd, ready, true));
         self.wakeups.signal.raise(); // the task submits it at its next turn
         Ok(token)
     }
 
-    /// Stops watching a listener (before its descriptor is closed: the armed poll would keep
+    /// Stops watching a listener (before its descriptor is closed: an armed poll would keep
     /// the socket listening). Submits at once, as the serving task may be gone.
     pub fn unwatch_listener(&self, token: u64) {
         if let Some(entry) = self
@@ -176,46 +178,36 @@ impl Reactor {
         }
     }
 
-    /// Handles a completion if it is a listener's: raises its accept loop's signal and arms
-    /// the watch again if the kernel ended it. False for a connection's completion.
+    /// Handles a completion if it is a listener's: raises its accept loop's signal (the
+    /// one-shot poll is spent; the loop arms the next). False for a connection's completion.
     pub fn on_listener(&self, event: &Event) -> bool {
         if !(LISTENER..LISTENER + MAX_LISTENERS as u64).contains(&event.token) {
             return false;
         }
         let mut listeners = self.listeners.borrow_mut();
-        let Some(Some((fd, ready, lost))) = listeners.get_mut((event.token - LISTENER) as usize)
-        else {
-            return true; // unwatched meanwhile
-        };
-        ready.raise();
-        if !event.armed {
-            if event.result < 0 {
-                // Failed: arming again at once could fail again at once. The accept loop
-                // does it once it has drained the backlog (`rewatch_listener`).
-                *lost = true;
-            } else if let Err(e) = self.poller.borrow_mut().watch_read(*fd, event.token) {
-                // Ended by the kernel after a readiness event: armed again, so the next
-                // arrival is seen (the accept loop drains what came meanwhile).
-                tracing::warn!(error = %e, "could not watch a listener again");
-                *lost = true;
-            }
+        if let Some(Some((_, ready, armed))) = listeners.get_mut((event.token - LISTENER) as usize)
+        {
+            // A failed poll raises the signal too: the loop's `accept4` then says what is
+            // wrong, and it backs off before arming again.
+            *armed = false;
+            ready.raise();
         }
-        true
+        true // or unwatched meanwhile
     }
 
-    /// Arms a listener's watch again if it failed; true when it had (the caller should back
-    /// off briefly, as the failure may repeat).
-    pub fn rewatch_listener(&self, token: u64) -> bool {
+    /// Arms a listener's poll unless one is armed; false when arming failed (the caller
+    /// should back off briefly, as the failure may repeat).
+    pub fn arm_listener(&self, token: u64) -> bool {
         let mut listeners = self.listeners.borrow_mut();
-        let Some(Some((fd, _, lost))) = listeners.get_mut((token - LISTENER) as usize) else {
-            return false;
+        let Some(Some((fd, _, armed))) = listeners.get_mut((token - LISTENER) as usize) else {
+            return true; // not watched: nothing to arm
         };
-        if !*lost {
-            return false;
+        if *armed {
+            return true;
         }
-        *lost = self.poller.borrow_mut().watch_read(*fd, token).is_err();
-        self.wakeups.signal.raise();
-        true
+        *armed = self.poller.borrow_mut().watch_read_once(*fd, token).is_ok();
+        self.wakeups.signal.raise(); // the task submits it at its next turn
+        *armed
     }
 
     /// Watches a connection's socket once for room to write.

@@ -83,6 +83,16 @@ impl Poller {
         self.push(entry)
     }
 
+    /// Watches `fd` once for input (or an error, or a hang-up): one completion, then nothing
+    /// until armed again. A socket already readable completes at once.
+    pub fn watch_read_once(&mut self, fd: RawFd, token: u64) -> io::Result<()> {
+        let mask = (libc::POLLIN | libc::POLLRDHUP) as u32;
+        let entry = opcode::PollAdd::new(types::Fd(fd), mask)
+            .build()
+            .user_data(token);
+        self.push(entry)
+    }
+
     /// Watches `fd` once for room to write (or an error, or a hang-up).
     pub fn watch_write(&mut self, fd: RawFd, token: u64) -> io::Result<()> {
         let entry = opcode::PollAdd::new(types::Fd(fd), libc::POLLOUT as u32)
@@ -259,6 +269,32 @@ mod tests {
         let mut out = Vec::new();
         p.reap(&mut out, usize::MAX);
         assert!(out.iter().all(|e| !e.armed), "{out:?}");
+    }
+
+    #[test]
+    fn a_one_shot_read_watch_fires_once_and_at_once_when_armed_on_waiting_input() {
+        let mut p = Poller::new(8, 16).unwrap();
+        let (mut a, b) = pair();
+        p.watch_read_once(b.as_raw_fd(), 5).unwrap();
+        a.write_all(b"x").unwrap();
+        let ev = events(&mut p, 1);
+        assert_eq!(ev[0].token, 5);
+        assert!(ev[0].result & libc::POLLIN as i32 != 0);
+        assert!(!ev[0].armed, "one-shot");
+        // Spent: more input reports nothing until it is armed again.
+        a.write_all(b"y").unwrap();
+        let (sent, waited) = (Instant::now(), Duration::from_millis(50));
+        let mut out = Vec::new();
+        while sent.elapsed() < waited {
+            p.submit().unwrap();
+            p.reap(&mut out, usize::MAX);
+        }
+        assert!(out.is_empty(), "nothing after the one shot: {out:?}");
+        // Armed again while the bytes still wait: it completes at once.
+        p.watch_read_once(b.as_raw_fd(), 6).unwrap();
+        let ev = events(&mut p, 1);
+        assert_eq!(ev[0].token, 6);
+        assert!(!ev[0].armed);
     }
 
     #[test]
