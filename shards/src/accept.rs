@@ -6,11 +6,12 @@
 //! on its ring, armed whenever the loop waits); each wake-up drains the backlog with
 //! `accept4`, which also gives the peer's address. While connects stream in, the loop leaves
 //! the poll unarmed and drains every [`ACCEPT_GATHER`] instead, so a storm costs one wake-up
-//! per millisecond rather than one per connect. A plain connection is then read at once (`recv` with `MSG_DONTWAIT`): when
-//! its whole upgrade request is there (the usual case: the request follows the connect
-//! within the same round trip) it is checked and answered inline, the 101 and the welcome
-//! sent with one non-blocking `send`, and the socket joins the shard's reactor. No task, no
-//! runtime socket, no timer and no duplicate descriptor. Every other connection (the request
+//! per millisecond rather than one per connect. A plain connection is then read at once
+//! (`recv` with `MSG_DONTWAIT`): when its whole upgrade request is there (the usual case: the
+//! request follows the connect within the same round trip) it is checked and answered
+//! inline, the 101 and the welcome sent with one non-blocking `send`, and the socket joins
+//! the shard's reactor. No task, no runtime socket, no timer and no duplicate descriptor.
+//! Every other connection (the request
 //! not all there yet, TLS, HLS and the viewer page, refusals, a 101 the socket could not take
 //! at once) goes to a handshake task with a glommio stream (`crate::handshake`), which keeps
 //! the handshake timeout.

@@ -62,8 +62,20 @@ const LISTENER: u64 = u64::MAX - 16;
 /// Most listeners one shard watches (plain and TLS need two).
 const MAX_LISTENERS: usize = 8;
 
-/// A watched listener: its descriptor, its accept loop's signal, and whether a poll is armed.
-type Listener = (RawFd, Rc<Signal>, bool);
+/// A watched listener: its descriptor, its accept loop's signal, and its poll's state.
+type Listener = (RawFd, Rc<Signal>, Arm);
+
+/// The state of a listener's one-shot poll.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Arm {
+    /// Armed: its completion will raise the signal.
+    Armed,
+    /// Spent by a readiness completion: the accept loop arms the next.
+    Spent,
+    /// Ended by an error: the accept loop backs off once before arming again, as arming at
+    /// once could fail again at once.
+    Failed,
+}
 
 /// The ring and the wake-ups of one shard's open connections.
 pub(crate) struct Reactor {
@@ -71,8 +83,8 @@ pub(crate) struct Reactor {
     pub wakeups: Wakeups,
     serial: Cell<u32>,
     tasks: RefCell<slab::Slab<Waiter>>,
-    /// The watched listeners by token offset: descriptor, the accept loop's signal, and
-    /// whether a poll is armed (the accept loop arms the next one).
+    /// The watched listeners by token offset: descriptor, the accept loop's signal, and the
+    /// state of its one-shot poll (the accept loop arms the next one).
     listeners: RefCell<Vec<Option<Listener>>>,
 }
 
@@ -157,7 +169,7 @@ impl Reactor {
         };
         let token = LISTENER + index as u64;
         self.poller.borrow_mut().watch_read_once(fd, token)?;
-        listeners[index] = Some((fd, ready, true));
+        listeners[index] = Some((fd, ready, Arm::Armed));
         self.wakeups.signal.raise(); // the task submits it at its next turn
         Ok(token)
     }
@@ -185,29 +197,47 @@ impl Reactor {
             return false;
         }
         let mut listeners = self.listeners.borrow_mut();
-        if let Some(Some((_, ready, armed))) = listeners.get_mut((event.token - LISTENER) as usize)
-        {
-            // A failed poll raises the signal too: the loop's `accept4` then says what is
-            // wrong, and it backs off before arming again.
-            *armed = false;
+        if let Some(Some((_, ready, arm))) = listeners.get_mut((event.token - LISTENER) as usize) {
+            // A failed poll raises the signal too: the loop drains what is there, then
+            // backs off before arming again (`arm_listener`).
+            *arm = if event.result < 0 {
+                Arm::Failed
+            } else {
+                Arm::Spent
+            };
             ready.raise();
         }
         true // or unwatched meanwhile
     }
 
-    /// Arms a listener's poll unless one is armed; false when arming failed (the caller
-    /// should back off briefly, as the failure may repeat).
+    /// Arms a listener's poll unless one is armed; false when the last one failed or this
+    /// arming did (the caller should back off briefly, as the failure may repeat, and ask
+    /// again).
     pub fn arm_listener(&self, token: u64) -> bool {
         let mut listeners = self.listeners.borrow_mut();
-        let Some(Some((fd, _, armed))) = listeners.get_mut((token - LISTENER) as usize) else {
+        let Some(Some((fd, _, arm))) = listeners.get_mut((token - LISTENER) as usize) else {
             return true; // not watched: nothing to arm
         };
-        if *armed {
-            return true;
+        match *arm {
+            Arm::Armed => true,
+            Arm::Failed => {
+                *arm = Arm::Spent; // armed at the next ask, after the back-off
+                false
+            }
+            Arm::Spent => {
+                if self
+                    .poller
+                    .borrow_mut()
+                    .watch_read_once(*fd, token)
+                    .is_err()
+                {
+                    return false;
+                }
+                *arm = Arm::Armed;
+                self.wakeups.signal.raise(); // the task submits it at its next turn
+                true
+            }
         }
-        *armed = self.poller.borrow_mut().watch_read_once(*fd, token).is_ok();
-        self.wakeups.signal.raise(); // the task submits it at its next turn
-        *armed
     }
 
     /// Watches a connection's socket once for room to write.
@@ -415,6 +445,61 @@ mod tests {
             assert!(reactor.on_task_event(e), "a task's token: {e:?}");
         }
         out
+    }
+
+    /// Reaps (bounded) until the ring has a completion.
+    fn reap_listener(reactor: &Reactor) -> Vec<Event> {
+        let mut out = Vec::new();
+        for _ in 0..2000 {
+            reactor.submit().unwrap();
+            reactor.reap(&mut out);
+            if !out.is_empty() {
+                return out;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        panic!("no completion came");
+    }
+
+    #[test]
+    fn a_listener_poll_fires_once_and_backs_off_after_a_failure() {
+        let reactor = Reactor::new().unwrap();
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.set_nonblocking(true).unwrap();
+        let ready = Rc::new(Signal::default());
+        let token = reactor
+            .watch_listener(l.as_raw_fd(), ready.clone())
+            .unwrap();
+        assert!(reactor.arm_listener(token), "armed already: nothing to do");
+        let _a = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let events = reap_listener(&reactor);
+        assert!(events.iter().all(|e| reactor.on_listener(e)));
+        assert!(future::block_on(future::poll_once(ready.wait())).is_some());
+        // Spent: a second connect reports nothing until the loop arms the poll again.
+        let _b = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        reactor.submit().unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        let mut out = Vec::new();
+        reactor.reap(&mut out);
+        assert!(out.is_empty(), "one-shot: {out:?}");
+        // Armed again with connections waiting, it completes at once.
+        assert!(reactor.arm_listener(token));
+        let events = reap_listener(&reactor);
+        assert!(events.iter().all(|e| reactor.on_listener(e)));
+        // A failed poll: the next ask says "back off", the one after arms again.
+        let failed = Event {
+            token,
+            result: -22, // EINVAL
+            armed: false,
+        };
+        assert!(reactor.on_listener(&failed));
+        assert!(
+            !reactor.arm_listener(token),
+            "back off once after a failure"
+        );
+        assert!(reactor.arm_listener(token), "then armed");
+        reactor.unwatch_listener(token);
+        assert!(reactor.arm_listener(token), "unwatched: nothing to arm");
     }
 
     #[test]
