@@ -57,7 +57,8 @@ pub(crate) struct Shard {
     conns: RefCell<slab::Slab<Rc<Conn>>>,
     core: RefCell<Core>,
     outbox: RefCell<VecDeque<ShardEvent>>,
-    /// The outbox holds an event the application core should see at once ([`urgent`]).
+    /// The outbox holds an event the application core should see at once
+    /// ([`Shard::urgent`]).
     outbox_urgent: Cell<bool>,
     uplink_waker: RefCell<Option<Waker>>,
     /// Set at the end of a drain: the uplink sends what is queued, then ends.
