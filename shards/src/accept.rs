@@ -168,18 +168,7 @@ pub(crate) async fn accept_loop(
                 gathering = accepted > 0 && (gathering || waited.elapsed() < ACCEPT_GATHER);
                 accepted = 0;
                 if gathering {
-                    let stop = future::or(
-                        async {
-                            sleep(ACCEPT_GATHER).await;
-                            false
-                        },
-                        async {
-                            shard.stop_accepting.wait().await;
-                            true
-                        },
-                    )
-                    .await;
-                    if stop {
+                    if until_stopped(&shard, sleep(ACCEPT_GATHER)).await {
                         return;
                     }
                     continue;
@@ -189,18 +178,7 @@ pub(crate) async fn accept_loop(
                     continue;
                 }
                 waited = Instant::now();
-                let stop = future::or(
-                    async {
-                        ready.wait().await;
-                        false
-                    },
-                    async {
-                        shard.stop_accepting.wait().await;
-                        true
-                    },
-                )
-                .await;
-                if stop {
+                if until_stopped(&shard, ready.wait()).await {
                     return;
                 }
             }
@@ -218,6 +196,21 @@ pub(crate) async fn accept_loop(
             }
         }
     }
+}
+
+/// Waits for `what`, or until the shard stops accepting: true when it stopped.
+async fn until_stopped(shard: &Shard, what: impl std::future::Future<Output = ()>) -> bool {
+    future::or(
+        async {
+            what.await;
+            false
+        },
+        async {
+            shard.stop_accepting.wait().await;
+            true
+        },
+    )
+    .await
 }
 
 /// Takes a seat (or a refusal place) for a new connection and starts its handshake.
