@@ -225,6 +225,7 @@ pub fn server_slope(args: &Args) -> anyhow::Result<(f64, f64, f64)> {
         latency_count: 1,
         latency_interval: Duration::from_millis(250),
         poll_choices: 2,
+        loadgen_processes: None,
         server_start_timeout: Duration::from_secs(20),
         stop_grace: Duration::from_secs(10),
     };

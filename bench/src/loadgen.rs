@@ -111,6 +111,8 @@ pub struct Run {
     pub publish: Option<(u64, Duration)>,
     /// Poll storm on this stream with this many choices.
     pub poll: Option<(String, u32)>,
+    /// Worker processes; `None` leaves the loadgen's default (one per 18,000 connections).
+    pub processes: Option<u32>,
 }
 
 impl Run {
@@ -138,6 +140,9 @@ impl Run {
             json.display().to_string(),
             "--quiet".into(),
         ];
+        if let Some(p) = self.processes {
+            a.extend(["--processes".into(), p.to_string()]);
+        }
         if let Some((count, interval)) = self.publish {
             a.extend([
                 "--publish-count".into(),
@@ -243,6 +248,7 @@ mod tests {
             duration_max: Duration::from_secs(60),
             publish: Some((20, Duration::from_millis(10))),
             poll: Some(("bench-poll".into(), 4)),
+            processes: Some(2),
         };
         let a = run.args(Path::new("/tmp/x.json")).join(" ");
         assert!(
@@ -257,6 +263,7 @@ mod tests {
             "--json /tmp/x.json --quiet",
             "--publish-count 20 --publish-interval-ms 10",
             "--poll --poll-stream bench-poll --poll-choices 4",
+            "--processes 2",
         ] {
             assert!(a.contains(part), "{part:?} missing from {a}");
         }

@@ -374,6 +374,7 @@ impl Scenario {
             duration_max,
             publish,
             poll: (self == Scenario::Poll).then(|| (POLL_STREAM.to_owned(), s.poll_choices)),
+            processes: s.loadgen_processes,
         }
     }
 }
@@ -411,6 +412,8 @@ pub struct Settings {
     pub latency_count: u64,
     pub latency_interval: Duration,
     pub poll_choices: u32,
+    /// Loadgen worker processes; `None` for the loadgen's default.
+    pub loadgen_processes: Option<u32>,
     pub server_start_timeout: Duration,
     pub stop_grace: Duration,
 }
@@ -823,6 +826,7 @@ mod tests {
             latency_count: 5,
             latency_interval: Duration::from_millis(250),
             poll_choices: 4,
+            loadgen_processes: None,
             server_start_timeout: Duration::from_secs(1),
             stop_grace: Duration::from_secs(1),
         }

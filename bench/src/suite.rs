@@ -85,6 +85,11 @@ pub struct Cli {
     /// Choices of the poll storm's poll.
     #[arg(long, default_value_t = 4)]
     pub poll_choices: u32,
+    /// Loadgen worker processes for every scenario and server [default: the loadgen's, one
+    /// per 18,000 connections]. On loopback a connection's packets are handled on the CPU its
+    /// client runs on, so one process puts the whole storm on whichever CPU it is on.
+    #[arg(long)]
+    pub loadgen_processes: Option<u32>,
     /// Repository root (bench/peers is found under it).
     #[arg(long, default_value = ".")]
     pub root: PathBuf,
@@ -209,6 +214,7 @@ fn plan(cli: &Cli) -> anyhow::Result<Plan> {
             latency_count: cli.latency_count,
             latency_interval: Duration::from_millis(cli.latency_interval_ms),
             poll_choices: cli.poll_choices,
+            loadgen_processes: cli.loadgen_processes,
             server_start_timeout: Duration::from_secs(20),
             stop_grace: Duration::from_secs(10),
         },
