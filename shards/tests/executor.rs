@@ -1,0 +1,152 @@
+//! The two behaviours of glommio that ovation's patched copy (`vendor/glommio`, see its
+//! `OVATION.md`) changes, checked through glommio's public API:
+//!
+//! - a sleeping executor is woken by another thread's send: the sleeper raises its flag and
+//!   issues a SeqCst fence instead of the process-wide `membarrier`, and the sender fences
+//!   before it reads the flag. A lost wake-up leaves an executor asleep, so the ping-pong
+//!   below would stop; every wait is bounded, so it fails instead of hanging.
+//! - timers: a preemption timer still pending is kept across scheduling rounds when it fires
+//!   no later than the timer that is needed. Every timer must still fire, never early, in
+//!   the order of its deadline, however the rounds before it armed the ring.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use glommio::channels::shared_channel;
+use glommio::timer::sleep;
+use glommio::{LocalExecutorBuilder, Placement};
+
+/// Bound on every wait for a test's threads: far beyond what the work needs, there only so a
+/// lost wake-up fails the test instead of hanging it.
+const BOUND: Duration = Duration::from_secs(120);
+
+/// Runs `f` on a new glommio executor thread and returns its result, or panics after BOUND.
+fn on_executor<T, F, Fut>(name: &str, f: F) -> mpsc::Receiver<T>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = T> + 'static,
+{
+    let (tx, rx) = mpsc::channel();
+    LocalExecutorBuilder::new(Placement::Unbound)
+        .name(name)
+        .spawn(move || async move {
+            let _ = tx.send(f().await);
+        })
+        .expect("spawn executor");
+    rx
+}
+
+#[test]
+fn cross_thread_sends_wake_a_sleeping_executor_every_time() {
+    const ROUNDS: u64 = 20_000;
+    let (ping_tx, ping_rx) = shared_channel::new_bounded::<u64>(1);
+    let (pong_tx, pong_rx) = shared_channel::new_bounded::<u64>(1);
+    let echo = on_executor("echo", move || async move {
+        let rx = ping_rx.connect().await;
+        let tx = pong_tx.connect().await;
+        let mut n = 0;
+        while let Some(v) = rx.recv().await {
+            tx.send(v + 1).await.expect("pong");
+            n += 1;
+        }
+        n
+    });
+    let driver = on_executor("driver", move || async move {
+        let tx = ping_tx.connect().await;
+        let rx = pong_rx.connect().await;
+        for i in 0..ROUNDS {
+            tx.send(i).await.expect("ping");
+            // Each side waits for the other with nothing else to do, so it goes to sleep
+            // between most messages: every round trip is two sleeps and two wake-ups.
+            assert_eq!(rx.recv().await, Some(i + 1));
+        }
+        ROUNDS
+    });
+    assert_eq!(driver.recv_timeout(BOUND).expect("driver finished"), ROUNDS);
+    assert_eq!(echo.recv_timeout(BOUND).expect("echo finished"), ROUNDS);
+}
+
+#[test]
+fn a_thread_that_is_not_an_executor_wakes_one_too() {
+    // Wakers called from a plain thread take glommio's foreign-wake path (the same path the
+    // cluster bus's tokio thread uses to reach the application core).
+    const ROUNDS: u64 = 5_000;
+    let (to_ex, from_thread) = flume::bounded::<u64>(4);
+    let (to_thread, from_ex) = flume::bounded::<u64>(4);
+    let echo = on_executor("echo", move || async move {
+        let mut n = 0;
+        while let Ok(v) = from_thread.recv_async().await {
+            to_thread
+                .send_async(v * 2)
+                .await
+                .expect("send to the thread");
+            n += 1;
+        }
+        n
+    });
+    let mut sum = 0;
+    for i in 1..=ROUNDS {
+        to_ex.send(i).expect("send to the executor");
+        if i % 7 == 0 {
+            // Let the executor run dry and go to sleep now and then.
+            thread::sleep(Duration::from_micros(100));
+        }
+        sum += from_ex.recv_timeout(BOUND).expect("echo from the executor");
+    }
+    drop(to_ex);
+    assert_eq!(sum, ROUNDS * (ROUNDS + 1));
+    assert_eq!(echo.recv_timeout(BOUND).expect("echo finished"), ROUNDS);
+}
+
+#[test]
+fn timers_fire_in_deadline_order_and_never_early_whatever_armed_the_ring() {
+    let done = on_executor("timers", || async {
+        // Rounds that arm the preemption timer: busy tasks that yield.
+        let busy = glommio::spawn_local(async {
+            let until = Instant::now() + Duration::from_millis(30);
+            while Instant::now() < until {
+                glommio::yield_if_needed().await;
+                futures_lite::future::yield_now().await;
+            }
+        });
+        // Timers of mixed lengths started together, some shorter than the executor's
+        // preemption timer (100 ms by default) and some longer.
+        let lengths_ms = [150u64, 3, 40, 1, 120, 7, 2, 60, 15, 110];
+        let start = Instant::now();
+        let woke_order = Rc::new(RefCell::new(Vec::new()));
+        let mut tasks = Vec::new();
+        for ms in lengths_ms {
+            let woke_order = woke_order.clone();
+            tasks.push(glommio::spawn_local(async move {
+                sleep(Duration::from_millis(ms)).await;
+                let woke = start.elapsed();
+                assert!(
+                    woke >= Duration::from_millis(ms),
+                    "a {ms} ms timer fired after {woke:?}"
+                );
+                woke_order.borrow_mut().push(ms);
+            }));
+        }
+        busy.await;
+        for t in tasks {
+            t.await;
+        }
+        let order = woke_order.take();
+        // Then sleeps one after another on an otherwise idle executor: each one goes to
+        // sleep with the previous round's timer still armed or just fired.
+        for ms in [5u64, 1, 20, 2, 1, 50, 3] {
+            let t = Instant::now();
+            sleep(Duration::from_millis(ms)).await;
+            assert!(t.elapsed() >= Duration::from_millis(ms));
+        }
+        order
+    });
+    let order = done.recv_timeout(BOUND).expect("timers finished");
+    let mut sorted = order.clone();
+    sorted.sort_unstable();
+    assert_eq!(order, sorted, "timers woke out of deadline order");
+}
