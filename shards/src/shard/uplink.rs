@@ -46,11 +46,11 @@ impl Shard {
     /// has sent the last ones (`last_uplink`) or the core is gone.
     ///
     /// Each send into an idle application core's channel wakes its executor: a whole
-    /// scheduling round (with glommio's `membarrier`) for one event. In a connect storm that
-    /// was a round per join, and the core's thread took a sixth of the server's CPU. So events
-    /// that only keep the core's mirror and counts current go at once when the last send is
-    /// [`Shard::UPLINK_GATHER`] old (a lone join is seen at once), and otherwise wait until it
-    /// is (or for [`Shard::UPLINK_BATCH`] of them, an urgent one, or the end), then all go
+    /// scheduling round for one event. In a connect storm that was a round per join, and the
+    /// core's thread took a sixth of the server's CPU. So events that only keep the core's
+    /// mirror and counts current go at once when the last send is [`Shard::UPLINK_GATHER`]
+    /// old (a lone join is seen at once), and otherwise wait until it is (or for
+    /// [`Shard::UPLINK_BATCH`] of them, an urgent one, or the end), then all go
     /// together: in a storm, one wake-up per shard per `UPLINK_GATHER`. Group membership is
     /// the shard's own, so the wait delays no delivery; the core's counts lag by at most that.
     pub(crate) async fn uplink(self: Rc<Self>, events: ConnectedSender<ShardEvent>) {
