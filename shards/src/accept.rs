@@ -11,10 +11,9 @@
 //! request follows the connect within the same round trip) it is checked and answered
 //! inline, the 101 and the welcome sent with one non-blocking `send`, and the socket joins
 //! the shard's reactor. No task, no runtime socket, no timer and no duplicate descriptor.
-//! Every other connection (the request
-//! not all there yet, TLS, HLS and the viewer page, refusals, a 101 the socket could not take
-//! at once) goes to a handshake task with a glommio stream (`crate::handshake`), which keeps
-//! the handshake timeout.
+//! Every other connection (the request not all there yet, TLS, HLS and the viewer page,
+//! refusals, a 101 the socket could not take at once) goes to a handshake task with a glommio
+//! stream (`crate::handshake`), which keeps the handshake timeout.
 //!
 //! Descriptors: every viewer socket (handshaking or open) holds a seat counted against
 //! `max_connections` over all shards, taken at accept. A socket accepted over the cap is
