@@ -20,6 +20,7 @@ use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 
 use media::playlist::{Entry, MediaPlaylist};
+use shards::hls_file_cache::Changes;
 
 /// Name of a recording's playlist.
 pub const PLAYLIST: &str = "index.m3u8";
@@ -52,18 +53,21 @@ pub struct Recorder {
     failed: Arc<AtomicU64>,
     /// Jobs handed to the thread since start: the last one's number is its ticket.
     sent: AtomicU64,
-    /// Jobs the thread has finished (done or failed), in order.
-    done: Arc<AtomicU64>,
+    /// Jobs the thread has finished (done or failed), in order: also what the shards'
+    /// caches of recorded files watch, so it moves only after a job's files are in place.
+    done: Changes,
 }
 
 impl Recorder {
-    /// Starts the writer for recordings under `root` (`<data_dir>/recordings`).
-    pub fn start(root: PathBuf, target_secs: u64) -> io::Result<Recorder> {
+    /// Starts the writer for recordings under `root` (`<data_dir>/recordings`), counting
+    /// finished jobs in `done` (the shards' [`Changes`]).
+    pub fn start(root: PathBuf, target_secs: u64, done: Changes) -> io::Result<Recorder> {
         fs::create_dir_all(&root)?;
         let (tx, rx) = mpsc::channel();
         let queued = Arc::new(AtomicU64::new(0));
         let failed = Arc::new(AtomicU64::new(0));
-        let done = Arc::new(AtomicU64::new(0));
+        // Tickets count from the jobs already counted (the count is shared, not fresh).
+        let sent = AtomicU64::new(done.count());
         let thread = {
             let (queued, failed, done) = (queued.clone(), failed.clone(), done.clone());
             std::thread::Builder::new()
@@ -76,7 +80,7 @@ impl Recorder {
             thread: Some(thread),
             queued,
             failed,
-            sent: AtomicU64::new(0),
+            sent,
             done,
         })
     }
@@ -102,14 +106,14 @@ impl Recorder {
             self.queued.fetch_sub(1, Ordering::Relaxed);
             self.failed.fetch_add(1, Ordering::Relaxed);
             // The thread is gone: count the job as finished so no one waits for it.
-            self.done.fetch_add(1, Ordering::Release);
+            self.done.bump();
         }
         ticket
     }
 
     /// Whether the job with `ticket` (and every job before it) has been carried out.
     pub fn finished(&self, ticket: u64) -> bool {
-        self.done.load(Ordering::Acquire) >= ticket
+        self.done.count() >= ticket
     }
 
     /// Jobs queued and not yet done.
@@ -142,7 +146,7 @@ fn write_loop(
     target_secs: u64,
     queued: &AtomicU64,
     failed: &AtomicU64,
-    done: &AtomicU64,
+    done: &Changes,
 ) {
     let mut open: HashMap<PathBuf, Vec<Entry>> = HashMap::new();
     while let Ok(job) = rx.recv() {
@@ -151,7 +155,7 @@ fn write_loop(
             tracing::error!(error = %e, "recording write failed");
         }
         queued.fetch_sub(1, Ordering::Relaxed);
-        done.fetch_add(1, Ordering::Release);
+        done.bump();
     }
 }
 
@@ -323,7 +327,7 @@ mod tests {
     #[test]
     fn segments_then_playlist_then_endlist_and_delete() {
         let root = tmp("write");
-        let mut rec = Recorder::start(root.clone(), 2).unwrap();
+        let mut rec = Recorder::start(root.clone(), 2, Changes::default()).unwrap();
         let dir = rec.dir("s", "r1");
         for i in 0..3 {
             rec.send(seg(&dir, i, 188 * (i as usize + 1)));
@@ -345,7 +349,7 @@ mod tests {
         assert_eq!(entries[1].duration_ms, 2001);
         assert_eq!(fs::read(dir.join("1.ts")).unwrap().len(), 376);
 
-        let mut rec = Recorder::start(root.clone(), 2).unwrap();
+        let mut rec = Recorder::start(root.clone(), 2, Changes::default()).unwrap();
         rec.send(Job::Delete { dir: dir.clone() });
         rec.close();
         assert!(!dir.exists());
@@ -355,7 +359,7 @@ mod tests {
     #[test]
     fn an_interrupted_recording_is_closed_at_its_last_listed_segment() {
         let root = tmp("crash");
-        let mut rec = Recorder::start(root.clone(), 2).unwrap();
+        let mut rec = Recorder::start(root.clone(), 2, Changes::default()).unwrap();
         let dir = rec.dir("s", "r2");
         rec.send(seg(&dir, 0, 188));
         rec.send(seg(&dir, 1, 376));

@@ -254,6 +254,7 @@ impl Server {
             None => Placement::Unbound,
         };
         let app_config = config.clone();
+        let recordings_changes = shard_config.recordings_changes.clone();
         let token = api_token.clone();
         let app_load = load.clone();
         let app = LocalExecutorBuilder::new(placement)
@@ -276,6 +277,7 @@ impl Server {
                     token,
                     shutdown,
                     app_load,
+                    recordings_changes,
                 )
             })
             .map_err(|e| anyhow::anyhow!("starting the application core: {e}"))?;
@@ -334,6 +336,7 @@ async fn app_core(
     api_token: String,
     shutdown: StdUnixStream,
     load: Arc<cluster::agent::LoadSource>,
+    recordings_changes: shards::hls_file_cache::Changes,
 ) {
     let Listeners {
         api: api_listener,
@@ -357,7 +360,8 @@ async fn app_core(
     }
     if config.record {
         let root = config.data_dir.join("recordings");
-        match crate::recorder::Recorder::start(root, config.hls_segment_ms.div_ceil(1000)) {
+        let target_secs = config.hls_segment_ms.div_ceil(1000);
+        match crate::recorder::Recorder::start(root, target_secs, recordings_changes) {
             Ok(r) => app.borrow_mut().set_recorder(r),
             Err(e) => {
                 tracing::error!(error = %e, "recording is off: the recordings directory could not be opened")

@@ -97,6 +97,18 @@ fn playlist_of(rec: &Value) -> (String, String) {
     (url, text)
 }
 
+/// Recorded files opened by every shard so far (`hls_files_opened`).
+fn files_opened(server: &Server) -> u64 {
+    let (status, stats) = server.api("GET", "/api/stats", None);
+    assert_eq!(status, 200, "{stats}");
+    stats["shards"]
+        .as_array()
+        .expect("shards")
+        .iter()
+        .map(|s| s["counters"]["hls_files_opened"].as_u64().expect("counter"))
+        .sum()
+}
+
 #[test]
 fn a_publish_is_recorded_listed_played_back_and_deleted() {
     let server = Server::start(&["--shards", "2", "--hls-segment-ms", "1000"]);
@@ -134,11 +146,30 @@ fn a_publish_is_recorded_listed_played_back_and_deleted() {
     assert_eq!(http_get(&url.replace("index.m3u8", "99.ts")).0, 404);
     assert_eq!(http_get(&url.replace(id, "..")).0, 404);
 
+    // Each shard opens a file once and answers from its cache while the recordings are
+    // unchanged, for at most a second per opening: 20 requests open it at most twice per
+    // shard per second they took (plus one).
+    let opened_before = files_opened(&server);
+    let started = std::time::Instant::now();
+    for _ in 0..20 {
+        let (status, again) = http_get(&url.replace("index.m3u8", "0.ts"));
+        assert_eq!((status, again == on_disk), (200, true));
+    }
+    let secs = started.elapsed().as_secs() + 1;
+    let opened = files_opened(&server) - opened_before;
+    assert!(
+        opened <= 2 * secs,
+        "20 requests for one segment opened it {opened} times in {secs} s (2 shards)"
+    );
+
     let path = format!("/api/streams/rec/recordings/{id}");
     let (status, body) = server.api("DELETE", &path, None);
     assert_eq!((status, &body["deleted"]), (200, &json!(id)), "{body}");
     assert_eq!(server.api("DELETE", &path, None).0, 404);
     assert!(recordings(&server, "rec").is_empty());
+    // Cached a moment ago, gone now: the DELETE waited for the writer, whose count empties
+    // the shards' caches.
+    assert_eq!(http_get(&url.replace("index.m3u8", "0.ts")).0, 404);
     assert_eq!(http_get(&url).0, 404);
     wait_for("the files to go", || (!dir.exists()).then_some(()));
 }

@@ -287,7 +287,8 @@ fn server_socket_inode(server_port: u16, client_port: u16) -> Option<String> {
 /// A client asks for a recorded segment many times over (pipelined) and never reads, so the
 /// server is stuck part way through a `sendfile`d body, holding the connection's socket and
 /// the segment's file; then the client vanishes (a reset: it leaves unread data). Both
-/// descriptors are closed in the server, and it goes on serving.
+/// descriptors are closed in the server (the file once the shard's cache of recorded files
+/// lets it go, within about a second), and it goes on serving.
 #[test]
 fn a_client_vanishing_mid_sendfile_leaks_no_descriptor() {
     let server = start(&["--zerocopy", "on"]);

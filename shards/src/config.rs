@@ -56,6 +56,9 @@ pub struct ShardConfig {
     /// Where recordings are (`<data_dir>/recordings`), served at `/hls/{stream}/rec/...`;
     /// None: recordings are not served.
     pub recordings_dir: Option<std::path::PathBuf>,
+    /// The recorder's count of finished jobs: a shard's cache of recorded files empties
+    /// itself when it moves (`hls_file_cache`).
+    pub recordings_changes: crate::hls_file_cache::Changes,
     /// Whether segment bodies go out with zero-copy sends (`IORING_OP_SEND_ZC`).
     pub zerocopy: ZeroCopy,
     /// Bodies at least this large use zero-copy sends; smaller ones plain sends.
@@ -123,6 +126,7 @@ impl Default for ShardConfig {
             trusted_proxies: std::sync::Arc::new([]),
             geo: None,
             recordings_dir: None,
+            recordings_changes: Default::default(),
             zerocopy: ZeroCopy::Auto,
             zerocopy_threshold: 10 * 1024,
             session_key: None,

@@ -112,17 +112,21 @@ pub(crate) async fn serve<G>(
                         .config
                         .recordings_dir
                         .as_deref()
-                        .and_then(|root| crate::hls_files::locate(root, &req.path));
-                    if let Some(located) = recorded {
-                        let segment = located
-                            .as_ref()
-                            .is_some_and(|l| l.kind == crate::hls_files::FileKind::Segment);
-                        // Plain connections send a segment from its file (`sendfile`).
-                        let open = file_sends && shard.sender.file_sends();
+                        .and_then(|root| Some((root, crate::hls_files::locate(&req.path)?)));
+                    if let Some((root, located)) = recorded {
+                        use crate::hls_files::{answer, Ask, Body, FileKind};
+                        let segment = located.is_some_and(|l| l.kind == FileKind::Segment);
+                        let ask = Ask {
+                            method: &req.method,
+                            keep_alive,
+                            // Plain connections send a segment from its file (`sendfile`).
+                            open_segments: file_sends && shard.sender.file_sends(),
+                            now: shard.now(),
+                        };
                         let (head, body) =
-                            crate::hls_files::answer(located, &req.method, keep_alive, open).await;
+                            answer(&shard.files, &shard.stats, root, located, ask).await;
                         let ok = match body {
-                            crate::hls_files::Body::Bytes(body) => {
+                            Body::Bytes(body) => {
                                 let ok = write(&mut stream, &mut wire, &head, &body, idle).await;
                                 if ok && segment {
                                     ShardStats::add(
@@ -132,7 +136,10 @@ pub(crate) async fn serve<G>(
                                 }
                                 ok
                             }
-                            crate::hls_files::Body::File(file) => {
+                            Body::Shared(body) => {
+                                write(&mut stream, &mut wire, &head, &body, idle).await
+                            }
+                            Body::File(file) => {
                                 // An empty file: no body follows to push a corked head.
                                 let ok = if file.len == 0 {
                                     write(&mut stream, &mut wire, &head, &[], idle).await

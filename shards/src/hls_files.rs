@@ -4,17 +4,21 @@
 //!
 //! [`locate`] is pure: it maps a request path to a file, refusing any name that is not a
 //! plain token (no `..`, no `/`, no leading dot), so a request can never leave the
-//! recordings directory. [`answer`] opens the file on the shard without blocking it (one
-//! `openat2` when the name is in the kernel's caches, else glommio's asynchronous open on
-//! io_uring) and reads with glommio's file I/O: a segment's body stays in its
-//! open file for the sender's `sendfile` path ([`Body::File`]) when the connection can take
-//! it; otherwise (`zerocopy = off`, TLS, playlists) the file is read ([`read`]) and written.
+//! recordings directory. [`answer`] serves the file from the shard's cache of recorded files
+//! (`hls_file_cache`), or opens it on the shard without blocking it (one `openat2` when the
+//! name is in the kernel's caches, else glommio's asynchronous open on io_uring) and reads
+//! with glommio's file I/O: a segment's body stays in its open file for the sender's
+//! `sendfile` path ([`Body::File`]) when the connection can take it; otherwise
+//! (`zerocopy = off`, TLS) the file is read ([`read`]) and written. A playlist is read once
+//! and its bytes cached ([`Body::Shared`]).
 
 use glommio::io::BufferedFile;
 use std::io::Write as _;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
+use crate::hls_file_cache::{Cached, FileCache};
 use crate::hls_window::PREFIX;
 
 /// Largest recorded file served (a segment is far smaller; anything larger is refused).
@@ -27,16 +31,27 @@ pub enum FileKind {
     Segment,
 }
 
-/// A request for a recorded file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Located {
-    pub path: PathBuf,
+/// A request for a recorded file: the names it gives, checked, and what the file is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Located<'a> {
+    /// The request path (the cache's key).
+    pub request: &'a str,
+    stream: &'a str,
+    recording: &'a str,
+    file: &'a str,
     pub kind: FileKind,
+}
+
+impl Located<'_> {
+    /// The file's path under the recordings directory `root`.
+    pub fn path(&self, root: &Path) -> PathBuf {
+        root.join(self.stream).join(self.recording).join(self.file)
+    }
 }
 
 /// Whether `path` is a request for a recording (`/hls/{stream}/rec/...`); `Some(None)` when
 /// it is, but names no file that can exist.
-pub fn locate(root: &Path, path: &str) -> Option<Option<Located>> {
+pub fn locate(path: &str) -> Option<Option<Located<'_>>> {
     let rest = path.strip_prefix(PREFIX)?;
     let mut parts = rest.split('/');
     let (stream, rec_word) = (parts.next()?, parts.next()?);
@@ -60,7 +75,10 @@ pub fn locate(root: &Path, path: &str) -> Option<Option<Located>> {
         }
     };
     Some(Some(Located {
-        path: root.join(stream).join(id).join(file),
+        request: path,
+        stream,
+        recording: id,
+        file,
         kind,
     }))
 }
@@ -217,21 +235,37 @@ pub async fn read(path: &Path) -> Result<Vec<u8>, ReadError> {
 
 /// The body of an answer for a recorded file.
 pub enum Body {
-    /// Bytes in memory: a playlist, a message, a segment read for the plain path, or nothing
-    /// (HEAD).
+    /// Bytes in memory: a message, a segment read for the plain path, or nothing (HEAD).
     Bytes(Vec<u8>),
-    /// A segment's open file, for the sender's file-backed path (`sendfile`).
-    File(OpenFile),
+    /// A playlist's bytes, shared with the shard's cache.
+    Shared(Rc<[u8]>),
+    /// A segment's open file (shared with the shard's cache), for the sender's file-backed
+    /// path (`sendfile`).
+    File(Rc<OpenFile>),
 }
 
-/// The answer (head, body) to `method` on a recorded file (`None`: a recording path that
-/// names no file). With `open_segments`, a segment's body is its open file, not its bytes.
+/// How a recorded file is asked for.
+#[derive(Debug, Clone, Copy)]
+pub struct Ask<'a> {
+    pub method: &'a str,
+    pub keep_alive: bool,
+    /// Whether a segment's body may be its open file ([`Body::File`]) rather than its bytes.
+    pub open_segments: bool,
+    /// The shard clock (ticks), for the cache's age bound.
+    pub now: u32,
+}
+
+/// The answer (head, body) to `ask` for recorded file `located` under `root` (`None`: a
+/// recording path that names no file): from `cache` where it holds the file, else opened
+/// (and read, for a playlist) and cached.
 pub async fn answer(
-    located: Option<Located>,
-    method: &str,
-    keep_alive: bool,
-    open_segments: bool,
+    cache: &FileCache<OpenFile>,
+    stats: &crate::stats::ShardStats,
+    root: &Path,
+    located: Option<Located<'_>>,
+    ask: Ask<'_>,
 ) -> (Vec<u8>, Body) {
+    let keep_alive = ask.keep_alive;
     let error = |status: u16, message: &str| {
         let body = format!("{message}\n").into_bytes();
         (
@@ -239,32 +273,65 @@ pub async fn answer(
             Body::Bytes(body),
         )
     };
-    if method != "GET" && method != "HEAD" {
+    if ask.method != "GET" && ask.method != "HEAD" {
         return error(405, "only GET and HEAD are served for recordings");
     }
     let Some(located) = located else {
         return error(404, "no such recorded file");
     };
-    let opened = match OpenFile::open(&located.path).await {
-        Ok(file) => file,
-        Err(ReadError::NotFound) => return error(404, "no such recorded file"),
-        Err(e) => {
-            tracing::warn!(error = %e, "serving a recorded file");
-            return error(500, "the recorded file could not be read");
+    // Read before the file is opened: a change after it keeps the file out of the cache.
+    let generation = cache.generation();
+    let cached = match cache.get(located.request, ask.now) {
+        Some(cached) => cached,
+        None => {
+            crate::stats::ShardStats::add(&stats.hls_files_opened, 1);
+            let opened = match OpenFile::open(&located.path(root)).await {
+                Ok(file) => file,
+                Err(ReadError::NotFound) => return error(404, "no such recorded file"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "serving a recorded file");
+                    return error(500, "the recorded file could not be read");
+                }
+            };
+            let cached = match located.kind {
+                FileKind::Segment => Cached::Segment(Rc::new(opened)),
+                FileKind::Playlist => match opened.read_at(0, opened.len as usize).await {
+                    Ok(data) => Cached::Playlist(data.into()),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "serving a recorded playlist");
+                        return error(500, "the recorded file could not be read");
+                    }
+                },
+            };
+            cache.insert(located.request, cached.clone(), generation, ask.now);
+            cached
         }
     };
     let ok = |len: u64| head(200, Some(located.kind), len as usize, keep_alive);
-    if method == "HEAD" {
-        return (ok(opened.len), Body::Bytes(Vec::new()));
-    }
-    if open_segments && located.kind == FileKind::Segment {
-        return (ok(opened.len), Body::File(opened));
-    }
-    match opened.read_at(0, opened.len as usize).await {
-        Ok(data) => (ok(data.len() as u64), Body::Bytes(data)),
-        Err(e) => {
-            tracing::warn!(error = %e, "serving a recorded file");
-            error(500, "the recorded file could not be read")
+    let head_only = ask.method == "HEAD";
+    match cached {
+        Cached::Playlist(bytes) => {
+            let head = ok(bytes.len() as u64);
+            if head_only {
+                (head, Body::Bytes(Vec::new()))
+            } else {
+                (head, Body::Shared(bytes))
+            }
+        }
+        Cached::Segment(file) => {
+            if head_only {
+                return (ok(file.len), Body::Bytes(Vec::new()));
+            }
+            if ask.open_segments {
+                return (ok(file.len), Body::File(file));
+            }
+            match file.read_at(0, file.len as usize).await {
+                Ok(data) => (ok(data.len() as u64), Body::Bytes(data)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "serving a recorded file");
+                    error(500, "the recorded file could not be read")
+                }
+            }
         }
     }
 }
@@ -276,19 +343,14 @@ mod tests {
     #[test]
     fn locate_maps_recording_paths_and_refuses_escapes() {
         let root = Path::new("/data/recordings");
-        assert_eq!(locate(root, "/hls/s/index.m3u8"), None, "live playlist");
-        assert_eq!(locate(root, "/hls/s/3.ts"), None, "live segment");
+        assert_eq!(locate("/hls/s/index.m3u8"), None, "live playlist");
+        assert_eq!(locate("/hls/s/3.ts"), None, "live segment");
+        let playlist = locate("/hls/s/rec/r1/index.m3u8").flatten().unwrap();
+        assert_eq!(playlist.kind, FileKind::Playlist);
+        assert_eq!(playlist.path(root), root.join("s/r1/index.m3u8"));
+        assert_eq!(playlist.request, "/hls/s/rec/r1/index.m3u8");
         assert_eq!(
-            locate(root, "/hls/s/rec/r1/index.m3u8"),
-            Some(Some(Located {
-                path: root.join("s/r1/index.m3u8"),
-                kind: FileKind::Playlist
-            }))
-        );
-        assert_eq!(
-            locate(root, "/hls/s/rec/r1/12.ts")
-                .flatten()
-                .map(|l| l.kind),
+            locate("/hls/s/rec/r1/12.ts").flatten().map(|l| l.kind),
             Some(FileKind::Segment)
         );
         for bad in [
@@ -302,7 +364,7 @@ mod tests {
             "/hls/s/rec/r1/1.ts/x",
             "/hls/s/rec/r%2f1/1.ts",
         ] {
-            assert_eq!(locate(root, bad), Some(None), "{bad}");
+            assert_eq!(locate(bad), Some(None), "{bad}");
         }
     }
 

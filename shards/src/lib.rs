@@ -50,6 +50,7 @@ mod handshake;
 mod hls;
 pub mod hls_ads;
 pub mod hls_cache;
+pub mod hls_file_cache;
 pub mod hls_files;
 pub mod hls_session;
 pub mod hls_window;

@@ -82,6 +82,8 @@ pub(crate) struct Shard {
     buffering: RefCell<Vec<ViewerRef>>,
     /// How segment bodies are sent (zero-copy or plain).
     pub sender: Rc<crate::sender::Sender>,
+    /// Recorded files this shard served lately (open segments, playlists' bytes).
+    pub files: crate::hls_file_cache::FileCache<crate::hls_files::OpenFile>,
     /// Watches and drives the open connections (`reactor`).
     pub reactor: crate::reactor::Reactor,
 }
@@ -113,6 +115,7 @@ impl Shard {
         Shard {
             reactor,
             sender,
+            files: crate::hls_file_cache::FileCache::new(config.recordings_changes.clone()),
             index: index as u16,
             config,
             stats,
@@ -532,6 +535,7 @@ pub(crate) async fn sweeper(shard: Rc<Shard>) {
         let now = shard.now();
         shard.sweep(now);
         shard.reactor.expire(now, hls_idle);
+        shard.files.sweep(now);
     }
 }
 

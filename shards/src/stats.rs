@@ -76,6 +76,9 @@ counters!(
     /// Segment body bytes (live or recorded) sent with plain sends (below the threshold,
     /// zero-copy off or unavailable, or a full socket).
     hls_bytes_plain,
+    /// Recorded files (segments, playlists) opened to answer a request: a request answered
+    /// from the shard's cache of recorded files opens nothing.
+    hls_files_opened,
     /// Commands taken from the application core's channel.
     commands,
 );

@@ -62,7 +62,7 @@ fn num(x: f64) -> String {
 /// Per-shard counters: one family per counter, a `shard` label per sample.
 fn shard_families(out: &mut String, shards: &[StatsSnapshot]) {
     type Get = fn(&StatsSnapshot) -> u64;
-    let simple: [(&str, &str, &str, Get); 12] = [
+    let simple: [(&str, &str, &str, Get); 13] = [
         (
             "ovation_connections",
             "gauge",
@@ -128,6 +128,12 @@ fn shard_families(out: &mut String, shards: &[StatsSnapshot]) {
             "counter",
             "Segment body bytes sent with plain sends.",
             |s| s.hls_bytes_plain,
+        ),
+        (
+            "ovation_hls_files_opened_total",
+            "counter",
+            "Recorded files opened to answer requests (not answered from a shard's cache).",
+            |s| s.hls_files_opened,
         ),
         (
             "ovation_closed_token_expired_total",

@@ -538,13 +538,13 @@ impl Config {
             pong_timeout: Duration::from_secs(self.pong_timeout_s),
             close_timeout: Duration::from_millis(self.close_timeout_ms),
             max_messages_per_sec: self.max_messages_per_sec,
-            // Shards report tallies twice per results interval, so a push never waits for
-            // more than half an interval of shard-side coalescing.
+            // Tallies twice per results interval: a push waits at most half an interval.
             tally_interval: Duration::from_millis((self.results_interval_ms / 2).max(10)),
             // The application core sets it from its persisted boot counter.
             id_epoch: 0,
-            // The server sets it from the store.
+            // Set by the server from the store; counted by the recorder the server starts.
             closed_polls: Default::default(),
+            recordings_changes: Default::default(),
             hls_window: self.hls_window,
             hls_target_secs: self.hls_segment_ms.div_ceil(1000),
             hls_idle_timeout: Duration::from_millis(self.hls_idle_timeout_ms),

@@ -1,0 +1,253 @@
+//! A shard's cache of recorded files: a segment's open descriptor with its size, and a
+//! playlist's bytes, keyed by request path. A player reloads the same playlist and fetches the
+//! same new segment as every other player of the broadcast, so without it each request costs
+//! an `openat2`, an `fstat`, a `close` (and for a playlist a read) for the same few files.
+//!
+//! A cached file is served while the recordings directory is unchanged and for at most
+//! [`MAX_AGE_TICKS`]. The recorder counts every job it finishes ([`Changes`]: a segment
+//! written and listed, a playlist ended, a recording deleted or pruned); any change empties
+//! the cache, so a deleted recording is never served from a descriptor kept open, a playlist
+//! replaced by a rename is read again, and a segment opened while it was still being written
+//! is reopened once it is complete. A file opened while the directory changed is served but
+//! not cached. Files changed behind the server's back (by hand) are seen within the age
+//! bound. Errors are never cached: a segment not written yet soon will be.
+//!
+//! Single-threaded (one per shard), pure apart from the shared counter: the caller passes
+//! the shard clock. Generic over the open file type (`hls_files::OpenFile` on a shard).
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// How many times the recordings directory has changed: the recorder (on the application
+/// core's side) counts every job it finishes, after its files are in place; the shards'
+/// caches of recorded files ([`FileCache`]) read it before opening a file and empty
+/// themselves when it moves. Written about once per recorded segment, read per request.
+#[derive(Clone, Debug, Default)]
+pub struct Changes(Arc<AtomicU64>);
+
+impl Changes {
+    /// The count (`Acquire`: the files of every counted job are visible after it).
+    pub fn count(&self) -> u64 {
+        self.0.load(Ordering::Acquire)
+    }
+
+    /// Counts one finished job (`Release`: after its files are written, renamed or removed).
+    pub fn bump(&self) {
+        self.0.fetch_add(1, Ordering::Release);
+    }
+}
+
+/// Files kept per shard (descriptors for segments). A broadcast's hot set is a few files:
+/// its playlist and newest segments. Past this the oldest entry is dropped.
+pub const CAPACITY: usize = 256;
+
+/// Longest a file is served from the cache without being opened again, in shard ticks
+/// (100 ms): one second.
+pub const MAX_AGE_TICKS: u32 = 10;
+
+/// A cached recorded file.
+pub enum Cached<F> {
+    /// A segment's open file (served with `sendfile`, or read for TLS).
+    Segment(Rc<F>),
+    /// A playlist's bytes.
+    Playlist(Rc<[u8]>),
+}
+
+impl<F> Clone for Cached<F> {
+    fn clone(&self) -> Self {
+        match self {
+            Cached::Segment(f) => Cached::Segment(f.clone()),
+            Cached::Playlist(b) => Cached::Playlist(b.clone()),
+        }
+    }
+}
+
+struct Entry<F> {
+    cached: Cached<F>,
+    /// Shard tick when the file was opened.
+    opened: u32,
+}
+
+/// One shard's cache of recorded files.
+pub struct FileCache<F> {
+    changes: Changes,
+    state: RefCell<State<F>>,
+}
+
+struct State<F> {
+    /// The recorder's count the entries were opened at.
+    generation: u64,
+    entries: HashMap<Box<str>, Entry<F>>,
+}
+
+impl<F> FileCache<F> {
+    /// An empty cache, emptied whenever `changes` moves.
+    pub fn new(changes: Changes) -> FileCache<F> {
+        let generation = changes.count();
+        FileCache {
+            changes,
+            state: RefCell::new(State {
+                generation,
+                entries: HashMap::new(),
+            }),
+        }
+    }
+
+    /// The cached file for request `path`, if the directory is unchanged since it was
+    /// opened and it is younger than [`MAX_AGE_TICKS`] at `now`.
+    pub fn get(&self, path: &str, now: u32) -> Option<Cached<F>> {
+        let mut state = self.state.borrow_mut();
+        self.check(&mut state);
+        let entry = state.entries.get(path)?;
+        if now.wrapping_sub(entry.opened) >= MAX_AGE_TICKS {
+            state.entries.remove(path);
+            return None;
+        }
+        Some(entry.cached.clone())
+    }
+
+    /// The recorder's count now: read it before opening a file, and hand it to
+    /// [`FileCache::insert`] with the file.
+    pub fn generation(&self) -> u64 {
+        self.changes.count()
+    }
+
+    /// Caches `cached` for request `path`, opened at `now` after [`FileCache::generation`]
+    /// returned `generation`; not cached if the directory changed since.
+    pub fn insert(&self, path: &str, cached: Cached<F>, generation: u64, now: u32) {
+        let mut state = self.state.borrow_mut();
+        self.check(&mut state);
+        if generation != state.generation {
+            return;
+        }
+        if state.entries.len() >= CAPACITY && !state.entries.contains_key(path) {
+            state
+                .entries
+                .retain(|_, e| now.wrapping_sub(e.opened) < MAX_AGE_TICKS);
+            if state.entries.len() >= CAPACITY {
+                let oldest = state
+                    .entries
+                    .iter()
+                    .max_by_key(|(_, e)| now.wrapping_sub(e.opened))
+                    .map(|(k, _)| k.clone());
+                if let Some(k) = oldest {
+                    state.entries.remove(&k);
+                }
+            }
+        }
+        state.entries.insert(
+            path.into(),
+            Entry {
+                cached,
+                opened: now,
+            },
+        );
+    }
+
+    /// Drops what can no longer be served (the directory changed, or too old), so a file
+    /// nobody asks for again is not held open: the shard's sweeper calls it every tick.
+    pub fn sweep(&self, now: u32) {
+        let mut state = self.state.borrow_mut();
+        self.check(&mut state);
+        state
+            .entries
+            .retain(|_, e| now.wrapping_sub(e.opened) < MAX_AGE_TICKS);
+    }
+
+    /// Files cached.
+    pub fn len(&self) -> usize {
+        self.state.borrow().entries.len()
+    }
+
+    /// Whether nothing is cached.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Empties the cache if the recorder's count moved.
+    fn check(&self, state: &mut State<F>) {
+        let now = self.changes.count();
+        if now != state.generation {
+            state.entries.clear();
+            state.generation = now;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn playlist(text: &str) -> Cached<()> {
+        Cached::Playlist(text.as_bytes().into())
+    }
+
+    fn text(c: Option<Cached<()>>) -> Option<String> {
+        match c? {
+            Cached::Playlist(b) => Some(String::from_utf8(b.to_vec()).unwrap()),
+            Cached::Segment(_) => None,
+        }
+    }
+
+    #[test]
+    fn entries_live_until_the_directory_changes_or_they_age() {
+        let changes = Changes::default();
+        let cache = FileCache::<()>::new(changes.clone());
+        let g = cache.generation();
+        cache.insert("/hls/s/rec/r/index.m3u8", playlist("one"), g, 100);
+        assert_eq!(
+            text(cache.get("/hls/s/rec/r/index.m3u8", 105)).as_deref(),
+            Some("one")
+        );
+        assert!(cache.get("/hls/s/rec/r/other.m3u8", 105).is_none());
+        // Aged out.
+        assert!(cache.get("/hls/s/rec/r/index.m3u8", 110).is_none());
+        assert!(cache.is_empty());
+        // A change empties the cache.
+        cache.insert("/a", playlist("a"), cache.generation(), 200);
+        changes.bump();
+        assert!(cache.get("/a", 200).is_none());
+        assert!(cache.is_empty());
+    }
+
+    #[test]
+    fn a_file_opened_across_a_change_is_not_cached() {
+        let changes = Changes::default();
+        let cache = FileCache::<()>::new(changes.clone());
+        let g = cache.generation();
+        // The recorder finished a job between the read of the count and the open.
+        changes.bump();
+        cache.insert("/a", playlist("stale"), g, 1);
+        assert!(cache.get("/a", 1).is_none());
+        cache.insert("/a", playlist("fresh"), cache.generation(), 1);
+        assert_eq!(text(cache.get("/a", 1)).as_deref(), Some("fresh"));
+    }
+
+    #[test]
+    fn the_sweep_drops_stale_entries_and_the_size_is_bounded() {
+        let changes = Changes::default();
+        let cache = FileCache::<()>::new(changes.clone());
+        let g = cache.generation();
+        cache.insert("/f0", playlist("x"), g, 0);
+        for i in 1..=CAPACITY {
+            cache.insert(&format!("/f{i}"), playlist("x"), g, 1);
+        }
+        assert_eq!(cache.len(), CAPACITY);
+        assert!(cache.get("/f0", 2).is_none(), "the oldest made room");
+        assert!(cache.get(&format!("/f{CAPACITY}"), 2).is_some());
+        cache.sweep(MAX_AGE_TICKS);
+        assert_eq!(cache.len(), CAPACITY, "nothing aged out yet");
+        cache.sweep(1 + MAX_AGE_TICKS);
+        assert!(cache.is_empty(), "all aged out");
+        cache.insert("/a", playlist("a"), g, 20);
+        changes.bump();
+        cache.sweep(20);
+        assert!(
+            cache.is_empty(),
+            "a change empties the cache on the next sweep"
+        );
+    }
+}
