@@ -10,7 +10,8 @@
 //! replaced by a rename is read again, and a segment opened while it was still being written
 //! is reopened once it is complete. A file opened while the directory changed is served but
 //! not cached. Files changed behind the server's back (by hand) are seen within the age
-//! bound. Errors are never cached: a segment not written yet soon will be.
+//! bound. Errors are never cached: a segment not written yet soon will be. A shard keeps at
+//! most [`CAPACITY`] files and [`MAX_PLAYLIST_BYTES`] of playlists, dropping the oldest.
 //!
 //! Single-threaded (one per shard), pure apart from the shared counter: the caller passes
 //! the shard clock. Generic over the open file type (`hls_files::OpenFile` on a shard).
@@ -48,12 +49,27 @@ pub const CAPACITY: usize = 256;
 /// (100 ms): one second.
 pub const MAX_AGE_TICKS: u32 = 10;
 
+/// Bytes of playlists kept per shard. A recording's playlist grows with it (about 25 bytes a
+/// segment, so some 900 KB for ten hours of 1 s segments); past this the oldest entries are
+/// dropped, and a playlist larger than this alone is served without being kept.
+pub const MAX_PLAYLIST_BYTES: usize = 8 * 1024 * 1024;
+
 /// A cached recorded file.
 pub enum Cached<F> {
     /// A segment's open file (served with `sendfile`, or read for TLS).
     Segment(Rc<F>),
     /// A playlist's bytes.
     Playlist(Rc<[u8]>),
+}
+
+impl<F> Cached<F> {
+    /// Bytes the entry holds in memory (a segment's are in the page cache, not here).
+    fn bytes(&self) -> usize {
+        match self {
+            Cached::Segment(_) => 0,
+            Cached::Playlist(b) => b.len(),
+        }
+    }
 }
 
 impl<F> Clone for Cached<F> {
@@ -81,6 +97,46 @@ struct State<F> {
     /// The recorder's count the entries were opened at.
     generation: u64,
     entries: HashMap<Box<str>, Entry<F>>,
+    /// Playlist bytes held by `entries`.
+    bytes: usize,
+}
+
+impl<F> State<F> {
+    fn remove(&mut self, path: &str) {
+        if let Some(e) = self.entries.remove(path) {
+            self.bytes -= e.cached.bytes();
+        }
+    }
+
+    /// Drops the entries older than [`MAX_AGE_TICKS`] at `now`.
+    fn expire(&mut self, now: u32) {
+        let mut freed = 0;
+        self.entries.retain(|_, e| {
+            let keep = now.wrapping_sub(e.opened) < MAX_AGE_TICKS;
+            if !keep {
+                freed += e.cached.bytes();
+            }
+            keep
+        });
+        self.bytes -= freed;
+    }
+
+    /// Drops the oldest entry at `now`.
+    fn evict_oldest(&mut self, now: u32) {
+        let oldest = self
+            .entries
+            .iter()
+            .max_by_key(|(_, e)| now.wrapping_sub(e.opened))
+            .map(|(k, _)| k.clone());
+        if let Some(k) = oldest {
+            self.remove(&k);
+        }
+    }
+
+    fn clear(&mut self) {
+        self.entries.clear();
+        self.bytes = 0;
+    }
 }
 
 impl<F> FileCache<F> {
@@ -92,6 +148,7 @@ impl<F> FileCache<F> {
             state: RefCell::new(State {
                 generation,
                 entries: HashMap::new(),
+                bytes: 0,
             }),
         }
     }
@@ -103,7 +160,7 @@ impl<F> FileCache<F> {
         self.check(&mut state);
         let entry = state.entries.get(path)?;
         if now.wrapping_sub(entry.opened) >= MAX_AGE_TICKS {
-            state.entries.remove(path);
+            state.remove(path);
             return None;
         }
         Some(entry.cached.clone())
@@ -116,28 +173,25 @@ impl<F> FileCache<F> {
     }
 
     /// Caches `cached` for request `path`, opened at `now` after [`FileCache::generation`]
-    /// returned `generation`; not cached if the directory changed since.
+    /// returned `generation`; not cached if the directory changed since, or if it is a
+    /// playlist larger than [`MAX_PLAYLIST_BYTES`].
     pub fn insert(&self, path: &str, cached: Cached<F>, generation: u64, now: u32) {
         let mut state = self.state.borrow_mut();
         self.check(&mut state);
-        if generation != state.generation {
+        let size = cached.bytes();
+        if generation != state.generation || size > MAX_PLAYLIST_BYTES {
             return;
         }
-        if state.entries.len() >= CAPACITY && !state.entries.contains_key(path) {
-            state
-                .entries
-                .retain(|_, e| now.wrapping_sub(e.opened) < MAX_AGE_TICKS);
-            if state.entries.len() >= CAPACITY {
-                let oldest = state
-                    .entries
-                    .iter()
-                    .max_by_key(|(_, e)| now.wrapping_sub(e.opened))
-                    .map(|(k, _)| k.clone());
-                if let Some(k) = oldest {
-                    state.entries.remove(&k);
-                }
-            }
+        state.remove(path);
+        if state.entries.len() >= CAPACITY || state.bytes + size > MAX_PLAYLIST_BYTES {
+            state.expire(now);
         }
+        while !state.entries.is_empty()
+            && (state.entries.len() >= CAPACITY || state.bytes + size > MAX_PLAYLIST_BYTES)
+        {
+            state.evict_oldest(now);
+        }
+        state.bytes += size;
         state.entries.insert(
             path.into(),
             Entry {
@@ -152,9 +206,7 @@ impl<F> FileCache<F> {
     pub fn sweep(&self, now: u32) {
         let mut state = self.state.borrow_mut();
         self.check(&mut state);
-        state
-            .entries
-            .retain(|_, e| now.wrapping_sub(e.opened) < MAX_AGE_TICKS);
+        state.expire(now);
     }
 
     /// Files cached.
@@ -171,7 +223,7 @@ impl<F> FileCache<F> {
     fn check(&self, state: &mut State<F>) {
         let now = self.changes.count();
         if now != state.generation {
-            state.entries.clear();
+            state.clear();
             state.generation = now;
         }
     }
@@ -224,6 +276,32 @@ mod tests {
         assert!(cache.get("/a", 1).is_none());
         cache.insert("/a", playlist("fresh"), cache.generation(), 1);
         assert_eq!(text(cache.get("/a", 1)).as_deref(), Some("fresh"));
+    }
+
+    #[test]
+    fn playlist_bytes_are_bounded() {
+        let cache = FileCache::<()>::new(Changes::default());
+        let g = cache.generation();
+        let big = "x".repeat(MAX_PLAYLIST_BYTES / 3);
+        for i in 0..3 {
+            cache.insert(&format!("/p{i}"), playlist(&big), g, i);
+        }
+        assert_eq!(cache.len(), 3);
+        // A fourth third does not fit: the oldest makes room.
+        cache.insert("/p3", playlist(&big), g, 3);
+        assert_eq!(cache.len(), 3);
+        assert!(cache.get("/p0", 3).is_none() && cache.get("/p3", 3).is_some());
+        // Replacing an entry does not count it twice.
+        cache.insert("/p3", playlist(&big), g, 4);
+        assert_eq!(cache.len(), 3);
+        assert!(cache.get("/p1", 4).is_some());
+        // Larger than the budget alone: served, never kept.
+        cache.insert("/huge", playlist(&"x".repeat(MAX_PLAYLIST_BYTES + 1)), g, 4);
+        assert!(cache.get("/huge", 4).is_none());
+        assert_eq!(cache.len(), 3);
+        cache.sweep(4 + MAX_AGE_TICKS);
+        assert!(cache.is_empty());
+        assert_eq!(cache.state.borrow().bytes, 0, "every byte accounted for");
     }
 
     #[test]
