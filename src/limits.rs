@@ -156,7 +156,8 @@ pub fn parse_kernel_version(text: &str) -> Option<(u32, u32)> {
 /// Descriptors kept out of the viewers' reach under an open-file limit of `nofile`:
 /// `max(64, 2% of nofile)`. They hold the listeners, io_uring rings and eventfds (about 25
 /// for two shards), the operator API's connections, the shards' 503 answers (8 per shard at
-/// most) and spare descriptors (1 per shard), the store and the logs.
+/// most), spare descriptors (1 per shard) and recorded segments kept open (16 per shard at
+/// most, `shards::hls_file_cache`), the store and the logs.
 pub fn fd_reserve(nofile: u64) -> u64 {
     FD_RESERVE_MIN.max(nofile.saturating_mul(FD_RESERVE_PERCENT).div_ceil(100))
 }

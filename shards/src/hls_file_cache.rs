@@ -11,7 +11,8 @@
 //! is reopened once it is complete. A file opened while the directory changed is served but
 //! not cached. Files changed behind the server's back (by hand) are seen within the age
 //! bound. Errors are never cached: a segment not written yet soon will be. A shard keeps at
-//! most [`CAPACITY`] files and [`MAX_PLAYLIST_BYTES`] of playlists, dropping the oldest.
+//! most [`CAPACITY`] files, [`MAX_PLAYLIST_BYTES`] of playlists and [`MAX_OPEN_SEGMENTS`]
+//! open segments, dropping the oldest.
 //!
 //! Single-threaded (one per shard), pure apart from the shared counter: the caller passes
 //! the shard clock. Generic over the open file type (`hls_files::OpenFile` on a shard).
@@ -41,9 +42,13 @@ impl Changes {
     }
 }
 
-/// Files kept per shard (descriptors for segments). A broadcast's hot set is a few files:
-/// its playlist and newest segments. Past this the oldest entry is dropped.
+/// Files kept per shard (playlists and segments). A broadcast's hot set is a few files: its
+/// playlist and newest segments. Past this the oldest entry is dropped.
 pub const CAPACITY: usize = 256;
+
+/// Segments kept open per shard: descriptors, taken from the room `src/limits.rs` keeps
+/// beside the viewers' seats. Past this the oldest segment is dropped.
+pub const MAX_OPEN_SEGMENTS: usize = 16;
 
 /// Longest a file is served from the cache without being opened again, in shard ticks
 /// (100 ms): one second.
@@ -69,6 +74,11 @@ impl<F> Cached<F> {
             Cached::Segment(_) => 0,
             Cached::Playlist(b) => b.len(),
         }
+    }
+
+    /// Descriptors the entry holds open.
+    fn descriptors(&self) -> usize {
+        usize::from(matches!(self, Cached::Segment(_)))
     }
 }
 
@@ -99,33 +109,39 @@ struct State<F> {
     entries: HashMap<Box<str>, Entry<F>>,
     /// Playlist bytes held by `entries`.
     bytes: usize,
+    /// Segment descriptors held by `entries`.
+    descriptors: usize,
 }
 
 impl<F> State<F> {
     fn remove(&mut self, path: &str) {
         if let Some(e) = self.entries.remove(path) {
             self.bytes -= e.cached.bytes();
+            self.descriptors -= e.cached.descriptors();
         }
     }
 
     /// Drops the entries older than [`MAX_AGE_TICKS`] at `now`.
     fn expire(&mut self, now: u32) {
-        let mut freed = 0;
+        let (mut bytes, mut descriptors) = (0, 0);
         self.entries.retain(|_, e| {
             let keep = now.wrapping_sub(e.opened) < MAX_AGE_TICKS;
             if !keep {
-                freed += e.cached.bytes();
+                bytes += e.cached.bytes();
+                descriptors += e.cached.descriptors();
             }
             keep
         });
-        self.bytes -= freed;
+        self.bytes -= bytes;
+        self.descriptors -= descriptors;
     }
 
-    /// Drops the oldest entry at `now`.
-    fn evict_oldest(&mut self, now: u32) {
+    /// Drops the oldest entry at `now` (the oldest segment, with `segments_only`).
+    fn evict_oldest(&mut self, now: u32, segments_only: bool) {
         let oldest = self
             .entries
             .iter()
+            .filter(|(_, e)| !segments_only || e.cached.descriptors() > 0)
             .max_by_key(|(_, e)| now.wrapping_sub(e.opened))
             .map(|(k, _)| k.clone());
         if let Some(k) = oldest {
@@ -133,9 +149,19 @@ impl<F> State<F> {
         }
     }
 
+    /// Whether an entry of `bytes` and `descriptors` fits: (entries and bytes fit, the
+    /// descriptors fit).
+    fn room(&self, bytes: usize, descriptors: usize) -> (bool, bool) {
+        (
+            self.entries.len() < CAPACITY && self.bytes + bytes <= MAX_PLAYLIST_BYTES,
+            self.descriptors + descriptors <= MAX_OPEN_SEGMENTS,
+        )
+    }
+
     fn clear(&mut self) {
         self.entries.clear();
         self.bytes = 0;
+        self.descriptors = 0;
     }
 }
 
@@ -149,6 +175,7 @@ impl<F> FileCache<F> {
                 generation,
                 entries: HashMap::new(),
                 bytes: 0,
+                descriptors: 0,
             }),
         }
     }
@@ -178,20 +205,22 @@ impl<F> FileCache<F> {
     pub fn insert(&self, path: &str, cached: Cached<F>, generation: u64, now: u32) {
         let mut state = self.state.borrow_mut();
         self.check(&mut state);
-        let size = cached.bytes();
+        let (size, descriptors) = (cached.bytes(), cached.descriptors());
         if generation != state.generation || size > MAX_PLAYLIST_BYTES {
             return;
         }
         state.remove(path);
-        if state.entries.len() >= CAPACITY || state.bytes + size > MAX_PLAYLIST_BYTES {
+        if state.room(size, descriptors) != (true, true) {
             state.expire(now);
         }
-        while !state.entries.is_empty()
-            && (state.entries.len() >= CAPACITY || state.bytes + size > MAX_PLAYLIST_BYTES)
-        {
-            state.evict_oldest(now);
+        while !state.entries.is_empty() {
+            match state.room(size, descriptors) {
+                (true, true) => break,
+                (fits, _) => state.evict_oldest(now, fits),
+            }
         }
         state.bytes += size;
+        state.descriptors += descriptors;
         state.entries.insert(
             path.into(),
             Entry {
@@ -276,6 +305,37 @@ mod tests {
         assert!(cache.get("/a", 1).is_none());
         cache.insert("/a", playlist("fresh"), cache.generation(), 1);
         assert_eq!(text(cache.get("/a", 1)).as_deref(), Some("fresh"));
+    }
+
+    #[test]
+    fn open_segments_are_bounded_and_evicted_oldest_first() {
+        let cache = FileCache::<()>::new(Changes::default());
+        let g = cache.generation();
+        cache.insert("/list", playlist("x"), g, 0);
+        for i in 0..MAX_OPEN_SEGMENTS + 4 {
+            cache.insert(
+                &format!("/{i}.ts"),
+                Cached::Segment(Rc::new(())),
+                g,
+                1 + i as u32 / 8,
+            );
+        }
+        let state = cache.state.borrow();
+        assert_eq!(state.descriptors, MAX_OPEN_SEGMENTS);
+        drop(state);
+        // The playlist, older than every segment, stays: only segments made room.
+        assert!(cache.get("/list", 3).is_some());
+        assert_eq!(cache.len(), MAX_OPEN_SEGMENTS + 1);
+        assert!(cache
+            .get(&format!("/{}.ts", MAX_OPEN_SEGMENTS + 3), 3)
+            .is_some());
+        cache.sweep(100);
+        let state = cache.state.borrow();
+        assert_eq!(
+            (state.descriptors, state.bytes),
+            (0, 0),
+            "all accounted for"
+        );
     }
 
     #[test]
