@@ -136,16 +136,21 @@ impl<F> State<F> {
         self.descriptors -= descriptors;
     }
 
-    /// Drops the oldest entry at `now` (the oldest segment, with `segments_only`).
-    fn evict_oldest(&mut self, now: u32, segments_only: bool) {
+    /// Drops the oldest entry at `now` (the oldest segment, with `segments_only`); false
+    /// when there was none.
+    fn evict_oldest(&mut self, now: u32, segments_only: bool) -> bool {
         let oldest = self
             .entries
             .iter()
             .filter(|(_, e)| !segments_only || e.cached.descriptors() > 0)
             .max_by_key(|(_, e)| now.wrapping_sub(e.opened))
             .map(|(k, _)| k.clone());
-        if let Some(k) = oldest {
-            self.remove(&k);
+        match oldest {
+            Some(k) => {
+                self.remove(&k);
+                true
+            }
+            None => false,
         }
     }
 
@@ -213,10 +218,14 @@ impl<F> FileCache<F> {
         if state.room(size, descriptors) != (true, true) {
             state.expire(now);
         }
-        while !state.entries.is_empty() {
-            match state.room(size, descriptors) {
+        // Each turn drops an entry, so this ends; the counts make room before the map is empty.
+        loop {
+            let evicted = match state.room(size, descriptors) {
                 (true, true) => break,
                 (fits, _) => state.evict_oldest(now, fits),
+            };
+            if !evicted {
+                return;
             }
         }
         state.bytes += size;
