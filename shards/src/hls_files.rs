@@ -279,11 +279,11 @@ pub async fn answer(
     let Some(located) = located else {
         return error(404, "no such recorded file");
     };
-    // Read before the file is opened: a change after it keeps the file out of the cache.
-    let generation = cache.generation();
     let cached = match cache.get(located.request, ask.now) {
         Some(cached) => cached,
         None => {
+            // Read before the file is opened: a change after it keeps the file out of the cache.
+            let generation = cache.generation();
             crate::stats::ShardStats::add(&stats.hls_files_opened, 1);
             let opened = match OpenFile::open(&located.path(root)).await {
                 Ok(file) => file,
