@@ -301,8 +301,24 @@ fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> anyhow::Result<T
     }
 }
 
+/// Fails at once, before minutes of ovation phases, when a program the run needs is missing.
+fn require(program: &str, version_flag: &str, package: &str) -> anyhow::Result<()> {
+    let found = Command::new(program)
+        .arg(version_flag)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok();
+    if !found {
+        bail!("`{program}` is not on PATH (Debian: apt-get install {package})");
+    }
+    Ok(())
+}
+
 pub fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    require("ffmpeg", "-version", "ffmpeg")?;
+    require("nginx", "-v", "nginx")?;
     let tmp = std::env::temp_dir().join(format!("ovation-bench-media-{}", std::process::id()));
     std::fs::create_dir_all(&tmp)?;
     let file = source(&tmp, 3 * args.secs + 30)?;
