@@ -154,8 +154,8 @@ pub fn parse_kernel_version(text: &str) -> Option<(u32, u32)> {
 }
 
 /// Descriptors kept out of the viewers' reach under an open-file limit of `nofile`:
-/// `max(64, 2% of nofile)`. They hold the listeners, io_uring rings and eventfds (about 25
-/// for two shards), the operator API's connections, the shards' 503 answers (8 per shard at
+/// `max(64, 2% of nofile)`. They hold the listeners (and each shard's duplicate of its
+/// neighbour's, for accept stealing), io_uring rings and eventfds (about 27 for two shards), the operator API's connections, the shards' 503 answers (8 per shard at
 /// most), spare descriptors (1 per shard) and recorded segments kept open (16 per shard at
 /// most, `shards::hls_file_cache`), the store and the logs.
 pub fn fd_reserve(nofile: u64) -> u64 {

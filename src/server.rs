@@ -224,7 +224,11 @@ impl Server {
         let mut downlinks: Vec<SharedSender<ShardCommand>> = Vec::new();
         let mut threads = Vec::new();
 
-        for (index, listener) in listeners.into_iter().enumerate() {
+        let stealing = shards::accept_neighbours(&listeners, config.accept_stealing)
+            .context("duplicating a listener for its neighbour shard")?;
+        for (index, (listener, (drained, neighbour))) in
+            listeners.into_iter().zip(stealing).enumerate()
+        {
             let (ev_tx, ev_rx) = shared_channel::new_bounded(EVENT_CHANNEL);
             let (cmd_tx, cmd_rx) = shared_channel::new_bounded(COMMAND_CHANNEL);
             uplinks.push(ev_rx);
@@ -238,6 +242,9 @@ impl Server {
                 commands: cmd_rx,
                 open_total: open_total.clone(),
                 tls: tls_listeners[index].take().zip(tls_config.clone()),
+                drained,
+                neighbour,
+                sched_batch: config.shard_sched_batch,
             };
             let handle = LocalExecutorBuilder::new(Placement::Fixed(shard_cpus[index]))
                 .name(&format!("shard-{index}"))

@@ -360,3 +360,94 @@ fn two_shards_both_serve_connections() {
         .collect();
     assert_eq!(per_shard, vec![seen[0] as u64, seen[1] as u64], "{stats}");
 }
+
+/// Scheduling policy (`/proc/PID/task/TID/stat` field 41: 0 normal, 3 `SCHED_BATCH`) of each
+/// thread of `pid`, by thread name.
+fn thread_policies(pid: u32) -> Vec<(String, u32)> {
+    let mut out = Vec::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return out;
+    };
+    for task in tasks.flatten() {
+        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
+            continue; // the thread ended meanwhile
+        };
+        // The name is in parentheses and may hold spaces; the fields after it start at 3.
+        let Some((head, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let name = head.split_once('(').map_or("", |(_, n)| n).to_owned();
+        if let Some(policy) = rest.split_whitespace().nth(41 - 3) {
+            out.push((name, policy.parse().expect("policy field")));
+        }
+    }
+    out
+}
+
+/// Shard threads run under `SCHED_BATCH` by default and under the normal policy with
+/// `--shard-sched-batch false`; the application core's thread is never changed.
+#[test]
+fn shard_threads_run_under_sched_batch_unless_told_not_to() {
+    const SCHED_BATCH: u32 = 3;
+    let server = Server::start(&["--shards", "2"]);
+    // Each shard sets its policy when its thread starts, which may be just after the ready
+    // line: wait (bounded) for both.
+    let deadline = std::time::Instant::now() + WAIT;
+    let batch_shards = loop {
+        let policies = thread_policies(server.child.id());
+        let batch: std::collections::BTreeSet<String> = policies
+            .iter()
+            .filter(|(name, policy)| name.starts_with("shard-") && *policy == SCHED_BATCH)
+            .map(|(name, _)| name.clone())
+            .collect();
+        if batch.len() == 2 || std::time::Instant::now() > deadline {
+            for (name, policy) in &policies {
+                assert!(
+                    !name.starts_with("app-core") || *policy != SCHED_BATCH,
+                    "the application core stays normal: {policies:?}"
+                );
+            }
+            break batch;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert_eq!(
+        batch_shards.into_iter().collect::<Vec<_>>(),
+        ["shard-0-1", "shard-1-2"].map(String::from),
+        "both shard executors under SCHED_BATCH"
+    );
+    // Viewers are served as before.
+    let (_ws, welcome) = connect(&server.url(""), None);
+    assert_eq!(welcome["type"], "welcome");
+
+    // Hashing (not steering) spreads the viewers over both shards. Once both have answered
+    // one, their threads have run the code that would set the policy.
+    let normal = Server::start(&[
+        "--shards",
+        "2",
+        "--shard-sched-batch",
+        "false",
+        "--cpu-steering",
+        "false",
+    ]);
+    let mut seen = [false; 2];
+    let mut keep = Vec::new();
+    for _ in 0..64 {
+        let (ws, welcome) = connect(&normal.url(""), None);
+        seen[welcome["shard"].as_u64().unwrap() as usize] = true;
+        keep.push(ws);
+        if seen == [true, true] {
+            break;
+        }
+    }
+    assert_eq!(seen, [true, true], "both shards answered");
+    let policies = thread_policies(normal.child.id());
+    assert!(
+        policies.iter().any(|(name, _)| name.starts_with("shard-")),
+        "{policies:?}"
+    );
+    assert!(
+        policies.iter().all(|(_, policy)| *policy != SCHED_BATCH),
+        "no thread under SCHED_BATCH: {policies:?}"
+    );
+}

@@ -436,6 +436,23 @@ pub fn pin_current_thread(cpu: usize) -> io::Result<()> {
     .map(drop)
 }
 
+/// Puts the calling thread under `SCHED_BATCH` (`sched_setscheduler(0, ...)`): it keeps its
+/// fair share of its CPU, but its wake-ups no longer preempt the task running there, so work
+/// that arrives while another task has the CPU is taken in one batch when that task's slice
+/// ends. On a CPU the thread has to itself nothing changes.
+pub fn batch_schedule_current_thread() -> io::Result<()> {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: pid 0 names the calling thread; the kernel reads one `sched_param` through the
+    // pointer, which points at a live local for the whole call.
+    syscall!(unsafe { libc::sched_setscheduler(0, libc::SCHED_BATCH, &param) }).map(drop)
+}
+
+/// Whether the calling thread runs under `SCHED_BATCH`.
+pub fn current_thread_is_batch() -> bool {
+    // SAFETY: pid 0 names the calling thread; sched_getscheduler only reads its policy.
+    syscall!(unsafe { libc::sched_getscheduler(0) }).is_ok_and(|p| p == libc::SCHED_BATCH)
+}
+
 /// The CPU the calling thread runs on, or `None` where `sched_getcpu` fails.
 pub fn current_cpu() -> Option<usize> {
     // SAFETY: sched_getcpu takes no arguments and only reads the calling thread's state.
@@ -446,6 +463,20 @@ pub fn current_cpu() -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn batch_scheduling_applies_to_the_calling_thread_only() {
+        let before = current_thread_is_batch();
+        std::thread::spawn(|| {
+            batch_schedule_current_thread().expect("SCHED_BATCH needs no privilege");
+            assert!(current_thread_is_batch());
+            // A thread started afterwards inherits the policy; the test's own thread is untouched.
+            assert!(std::thread::spawn(current_thread_is_batch).join().unwrap());
+        })
+        .join()
+        .unwrap();
+        assert_eq!(current_thread_is_batch(), before);
+    }
 
     #[test]
     fn steering_program_maps_cpus_to_indexes() {

@@ -15,6 +15,11 @@
 //! refusals, a 101 the socket could not take at once) goes to a handshake task with a glommio
 //! stream (`crate::handshake`), which keeps the handshake timeout.
 //!
+//! Stealing: each shard also watches the next shard's plain listener ([`steal_loop`]) and
+//! takes the connects that wait there while that shard has not tried its backlog for
+//! [`STEAL_AFTER`] (its CPU held by another task, or a long round), so a starved shard's
+//! connects are served on the next CPU instead of waiting for it.
+//!
 //! Descriptors: every viewer socket (handshaking or open) holds a seat counted against
 //! `max_connections` over all shards, taken at accept. A socket accepted over the cap is
 //! still answered (HTTP 503 `server is full`) while this shard has fewer than
@@ -30,8 +35,8 @@ use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::rc::Rc;
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use futures_lite::{future, AsyncWriteExt};
@@ -56,6 +61,10 @@ const LOG_EVERY: Duration = Duration::from_secs(10);
 /// How long connects that stream in wait in the backlog to be taken together (see
 /// `accept_loop`): at most this much more to a handshake during a storm, none otherwise.
 const ACCEPT_GATHER: Duration = Duration::from_millis(1);
+/// How long connects may wait in a shard's backlog while the shard does not look at it before
+/// its neighbour takes them (see [`steal_loop`]). A shard that keeps up looks at least every
+/// [`ACCEPT_GATHER`] during a storm.
+const STEAL_AFTER: Duration = Duration::from_millis(2);
 /// Linux `EMFILE` and `ENFILE`: the process's or the system's descriptors are used up.
 const EMFILE: i32 = 24;
 const ENFILE: i32 = 23;
@@ -106,6 +115,59 @@ struct Throttles {
     dropped: Throttle,
 }
 
+/// When a shard last tried to accept from its own listener, read by the neighbour that may
+/// take the connections waiting there ([`steal_loop`]): microseconds on one process clock.
+#[derive(Debug, Default)]
+pub struct Drained(AtomicU64);
+
+impl Drained {
+    fn mark(&self) {
+        self.0.store(clock_us(), Ordering::Relaxed);
+    }
+
+    /// Time since the shard last tried its backlog.
+    fn age(&self) -> Duration {
+        Duration::from_micros(clock_us().saturating_sub(self.0.load(Ordering::Relaxed)))
+    }
+}
+
+/// Microseconds since the first call in this process.
+fn clock_us() -> u64 {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    u64::try_from(EPOCH.get_or_init(Instant::now).elapsed().as_micros()).unwrap_or(u64::MAX)
+}
+
+/// A neighbour shard's plain listener (a duplicate descriptor of the same socket) and the
+/// record of when that shard last tried it.
+pub struct Neighbour {
+    pub listener: OwnedFd,
+    pub drained: Arc<Drained>,
+}
+
+/// For each shard of `listeners` (one per shard, in shard order): the record of when it last
+/// tried its backlog, and (with `stealing` and more than one shard) its neighbour, the next
+/// shard, whose waiting connections it may take.
+pub fn accept_neighbours(
+    listeners: &[std::net::TcpListener],
+    stealing: bool,
+) -> io::Result<Vec<(Arc<Drained>, Option<Neighbour>)>> {
+    let drained: Vec<Arc<Drained>> = listeners.iter().map(|_| Arc::default()).collect();
+    let mut out = Vec::with_capacity(listeners.len());
+    for index in 0..listeners.len() {
+        let next = (index + 1) % listeners.len();
+        let neighbour = if stealing && listeners.len() > 1 {
+            Some(Neighbour {
+                listener: listeners[next].try_clone()?.into(),
+                drained: drained[next].clone(),
+            })
+        } else {
+            None
+        };
+        out.push((drained[index].clone(), neighbour));
+    }
+    Ok(out)
+}
+
 /// Stops the reactor's watch of a listener when its accept loop ends (or is dropped).
 struct Watch<'a>(&'a Shard, u64);
 
@@ -121,6 +183,7 @@ pub(crate) async fn accept_loop(
     shard: Rc<Shard>,
     listener: OwnedFd,
     tls: Option<Arc<ServerConfig>>,
+    drained: Option<Arc<Drained>>,
 ) {
     let ready = Rc::new(Signal::default());
     let watch = loop {
@@ -147,6 +210,9 @@ pub(crate) async fn accept_loop(
     loop {
         if shard.stop_accepting.fired() {
             return;
+        }
+        if let Some(drained) = &drained {
+            drained.mark();
         }
         match netstack::sys::accept::accept_nonblocking(listener.as_raw_fd()) {
             Ok((socket, peer)) => {
@@ -192,6 +258,71 @@ pub(crate) async fn accept_loop(
                     continue;
                 }
                 sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+}
+
+/// Takes the connections that wait in a neighbour shard's backlog while that shard does not
+/// look at it: a shard pinned to a CPU that another task holds (under `SCHED_BATCH` it waits
+/// for that task's slice to end) or busy with a long round. The listener is watched like the
+/// shard's own; when a connect is waiting, the loop lets [`STEAL_AFTER`] pass, and takes the
+/// backlog only if the neighbour has not tried it meanwhile. A neighbour that keeps up costs
+/// one wake-up per [`STEAL_AFTER`] at most, and no connection moves. A connection taken here
+/// is this shard's from then on, as if its packets had come in on this shard's CPU.
+pub(crate) async fn steal_loop(shard: Rc<Shard>, neighbour: Neighbour) {
+    let fd = neighbour.listener.as_raw_fd();
+    let ready = Rc::new(Signal::default());
+    let watch = match netstack::sys::set_nonblocking(fd)
+        .and_then(|()| shard.reactor.watch_listener(fd, ready.clone()))
+    {
+        Ok(token) => Watch(&shard, token),
+        Err(e) => {
+            tracing::warn!(shard = shard.index, error = %e, "cannot watch the neighbour's listener; not taking its connections");
+            return;
+        }
+    };
+    let mut throttles = Throttles::default();
+    loop {
+        if !shard.reactor.arm_listener(watch.1) {
+            if until_stopped(&shard, sleep(Duration::from_millis(10))).await {
+                return;
+            }
+            continue;
+        }
+        if until_stopped(&shard, ready.wait()).await {
+            return;
+        }
+        // Connects wait in the neighbour's backlog. Take them while the neighbour leaves them.
+        loop {
+            if until_stopped(&shard, sleep(STEAL_AFTER)).await {
+                return;
+            }
+            if neighbour.drained.age() < STEAL_AFTER {
+                break;
+            }
+            let mut took = 0usize;
+            loop {
+                match netstack::sys::accept::accept_nonblocking(fd) {
+                    Ok((socket, peer)) => {
+                        ShardStats::add(&shard.stats.accepted, 1);
+                        ShardStats::add(&shard.stats.accepted_from_neighbour, 1);
+                        took += 1;
+                        if let Some(peer) = peer {
+                            admit(&shard, socket, peer, &None, &mut throttles);
+                        }
+                        glommio::yield_if_needed().await;
+                    }
+                    Err(e) => {
+                        if e.kind() != io::ErrorKind::WouldBlock && throttles.failed.ready() {
+                            tracing::warn!(shard = shard.index, error = %e, "accept from the neighbour's listener failed");
+                        }
+                        break;
+                    }
+                }
+            }
+            if took == 0 {
+                break;
             }
         }
     }

@@ -11,7 +11,7 @@ use futures_lite::future;
 use glommio::channels::shared_channel::{SharedReceiver, SharedSender};
 use glommio::timer::sleep;
 
-use crate::accept::accept_loop;
+use crate::accept::{accept_loop, steal_loop, Drained, Neighbour};
 use crate::config::ShardConfig;
 use crate::proto::{ShardCommand, ShardEvent};
 use crate::shard::{report_tallies, sweeper, Shard};
@@ -37,10 +37,24 @@ pub struct ShardSpec {
     /// This shard's listener of the TLS reuseport group, when TLS is configured, and the
     /// server configuration its handshakes use (its certificate resolver reloads).
     pub tls: Option<(std::net::TcpListener, Arc<netstack::tls::ServerConfig>)>,
+    /// When this shard last tried its plain listener, for the neighbour that may take its
+    /// waiting connections.
+    pub drained: Arc<Drained>,
+    /// The neighbour shard whose waiting connections this one takes when that shard leaves
+    /// them (none with one shard, or with `accept_stealing` off).
+    pub neighbour: Option<Neighbour>,
+    /// Run the shard's thread under `SCHED_BATCH` (`shard_sched_batch`).
+    pub sched_batch: bool,
 }
 
 /// Runs a shard until the application core tells it to shut down (or goes away).
 pub async fn run(spec: ShardSpec) {
+    // Set here, on the executor's own thread, before any task runs.
+    if spec.sched_batch {
+        if let Err(e) = netstack::sys::batch_schedule_current_thread() {
+            tracing::warn!(shard = spec.index, error = %e, "cannot set SCHED_BATCH");
+        }
+    }
     let shard = Rc::new(Shard::new(
         spec.index,
         spec.config,
@@ -54,10 +68,23 @@ pub async fn run(spec: ShardSpec) {
     // Held, not detached: dropping a glommio task handle cancels the task, so these end with
     // `run` and the uplink's channel end is dropped, which tells the application core.
     let uplink = glommio::spawn_local(shard.clone().uplink(events));
-    let acceptor = glommio::spawn_local(accept_loop(shard.clone(), listener, None));
+    let acceptor = glommio::spawn_local(accept_loop(
+        shard.clone(),
+        listener,
+        None,
+        Some(spec.drained),
+    ));
     let tls_acceptor = spec.tls.map(|(listener, config)| {
-        glommio::spawn_local(accept_loop(shard.clone(), listener.into(), Some(config)))
+        glommio::spawn_local(accept_loop(
+            shard.clone(),
+            listener.into(),
+            Some(config),
+            None,
+        ))
     });
+    let stealer = spec
+        .neighbour
+        .map(|neighbour| glommio::spawn_local(steal_loop(shard.clone(), neighbour)));
     let sweeper = glommio::spawn_local(sweeper(shard.clone()));
     let tallies = glommio::spawn_local(report_tallies(shard.clone()));
     let reaper = glommio::spawn_local(crate::sender::reaper(shard.sender.clone()));
@@ -110,7 +137,15 @@ pub async fn run(spec: ShardSpec) {
         }
     }
     shard.drain(grace.unwrap_or(Duration::ZERO)).await;
-    drop((sweeper, tallies, acceptor, tls_acceptor, reaper, reactor));
+    drop((
+        sweeper,
+        tallies,
+        acceptor,
+        tls_acceptor,
+        stealer,
+        reaper,
+        reactor,
+    ));
     // Let the uplink deliver what is queued (final poll tallies above all), bounded in time.
     shard.last_uplink();
     future::or(uplink, sleep(Duration::from_secs(2))).await;

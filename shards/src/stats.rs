@@ -30,6 +30,8 @@ counters!(
     connections,
     /// TCP connections accepted.
     accepted,
+    /// Of those, taken from a neighbour shard's backlog while that shard left them waiting.
+    accepted_from_neighbour,
     /// Upgrade requests refused with an HTTP error status.
     handshake_rejected,
     /// Sockets closed at once, unanswered: accepted over `max_connections` while this shard's

@@ -62,7 +62,7 @@ fn num(x: f64) -> String {
 /// Per-shard counters: one family per counter, a `shard` label per sample.
 fn shard_families(out: &mut String, shards: &[StatsSnapshot]) {
     type Get = fn(&StatsSnapshot) -> u64;
-    let simple: [(&str, &str, &str, Get); 13] = [
+    let simple: [(&str, &str, &str, Get); 14] = [
         (
             "ovation_connections",
             "gauge",
@@ -74,6 +74,12 @@ fn shard_families(out: &mut String, shards: &[StatsSnapshot]) {
             "counter",
             "TCP connections accepted.",
             |s| s.accepted,
+        ),
+        (
+            "ovation_accepted_from_neighbour_total",
+            "counter",
+            "Of those, taken from a neighbour shard's backlog that shard left waiting.",
+            |s| s.accepted_from_neighbour,
         ),
         (
             "ovation_messages_in_total",

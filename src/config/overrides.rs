@@ -27,6 +27,13 @@ pub struct Overrides {
     /// Steer connections to the shard on the CPU that received their packets [default: true].
     #[arg(long, value_name = "BOOL")]
     pub cpu_steering: Option<bool>,
+    /// Run shard threads under SCHED_BATCH (their wake-ups do not preempt other tasks on
+    /// their CPUs) [default: true].
+    #[arg(long, value_name = "BOOL")]
+    pub shard_sched_batch: Option<bool>,
+    /// Let a shard take the connections its neighbour leaves waiting for 2 ms [default: true].
+    #[arg(long, value_name = "BOOL")]
+    pub accept_stealing: Option<bool>,
     /// Most viewer connections over all shards [default: the open-file limit less
     /// max(64, 2%)].
     #[arg(long, value_name = "N")]
