@@ -102,10 +102,12 @@ fn connections_a_starved_shard_leaves_waiting_are_taken_by_its_neighbour() {
         eprintln!("skipped: needs 2 CPUs");
         return;
     }
-    let server = Server::start(&["--shards", "2"]);
+    // SCHED_BATCH (asked for here) tells when shard 0's executor has started; see below.
+    let server = Server::start(&["--shards", "2", "--shard-sched-batch", "true"]);
     assert!(server.steering, "CPU steering is on by default");
     // Shard 0's executor puts itself under SCHED_BATCH when it starts, which may be just
-    // after the ready line: wait (bounded) for that, so SCHED_IDLE is not overwritten.
+    // after the ready line: wait (bounded) for that, so SCHED_IDLE is not overwritten, and
+    // the test's starvation holds with either setting of `shard_sched_batch`.
     let deadline = Instant::now() + WAIT;
     let shard0 = loop {
         let shard0 = threads(server.child.id(), "shard-0");

@@ -39,6 +39,8 @@ pub struct Config {
     pub cpu_steering: bool,
     /// Run shard threads under `SCHED_BATCH`: a shard's wake-up does not preempt another
     /// task on its CPU, so it takes what arrived in one batch when that task's slice ends.
+    /// Off by default: where shards share cores it raises connect-storm throughput and
+    /// lowers fan-out CPU, but costs HLS serving CPU (`bench/RESULTS.md`, seventh round).
     pub shard_sched_batch: bool,
     /// Let a shard take the connections waiting in its neighbour's backlog when that shard
     /// has not looked at it for 2 ms (it is starved of its CPU or busy with a long round).
@@ -231,7 +233,7 @@ impl Default for Config {
             viewer_path: shard.path,
             shards: 0,
             cpu_steering: true,
-            shard_sched_batch: true,
+            shard_sched_batch: false,
             accept_stealing: true,
             max_connections: usize::try_from(crate::limits::default_max_connections())
                 .unwrap_or(usize::MAX),

@@ -28,7 +28,7 @@ pub struct Overrides {
     #[arg(long, value_name = "BOOL")]
     pub cpu_steering: Option<bool>,
     /// Run shard threads under SCHED_BATCH (their wake-ups do not preempt other tasks on
-    /// their CPUs) [default: true].
+    /// their CPUs) [default: false].
     #[arg(long, value_name = "BOOL")]
     pub shard_sched_batch: Option<bool>,
     /// Let a shard take the connections its neighbour leaves waiting for 2 ms [default: true].
