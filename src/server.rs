@@ -226,9 +226,7 @@ impl Server {
 
         let stealing = shards::accept_neighbours(&listeners, config.accept_stealing)
             .context("duplicating a listener for its neighbour shard")?;
-        for (index, (listener, (drained, neighbour))) in
-            listeners.into_iter().zip(stealing).enumerate()
-        {
+        for (index, (listener, stealing)) in listeners.into_iter().zip(stealing).enumerate() {
             let (ev_tx, ev_rx) = shared_channel::new_bounded(EVENT_CHANNEL);
             let (cmd_tx, cmd_rx) = shared_channel::new_bounded(COMMAND_CHANNEL);
             uplinks.push(ev_rx);
@@ -242,8 +240,7 @@ impl Server {
                 commands: cmd_rx,
                 open_total: open_total.clone(),
                 tls: tls_listeners[index].take().zip(tls_config.clone()),
-                drained,
-                neighbour,
+                stealing,
                 sched_batch: config.shard_sched_batch,
             };
             let handle = LocalExecutorBuilder::new(Placement::Fixed(shard_cpus[index]))

@@ -57,43 +57,8 @@ impl Drop for Hog {
     }
 }
 
-const SCHED_BATCH: u32 = 3;
 /// Connections made while shard 0 is starved.
 const CONNECTS: u64 = 16;
-
-/// The threads of process `pid` whose name starts with `prefix`: (thread id, the CPUs it
-/// may run on as `/proc` lists them, its scheduling policy).
-fn threads(pid: u32, prefix: &str) -> Vec<(String, String, u32)> {
-    let mut out = Vec::new();
-    for task in std::fs::read_dir(format!("/proc/{pid}/task"))
-        .expect("tasks")
-        .flatten()
-    {
-        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
-        if !comm.starts_with(prefix) {
-            continue;
-        }
-        let status = std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
-        let cpus = status
-            .lines()
-            .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
-            .unwrap_or_default()
-            .trim()
-            .to_owned();
-        // The policy is field 41 of `stat`; the fields after the parenthesised name start at 3.
-        let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
-        let policy = stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().nth(41 - 3)?.parse().ok())
-            .unwrap_or(0);
-        out.push((
-            task.file_name().to_string_lossy().into_owned(),
-            cpus,
-            policy,
-        ));
-    }
-    out
-}
 
 #[test]
 fn connections_a_starved_shard_leaves_waiting_are_taken_by_its_neighbour() {
@@ -110,8 +75,11 @@ fn connections_a_starved_shard_leaves_waiting_are_taken_by_its_neighbour() {
     // the test's starvation holds with either setting of `shard_sched_batch`.
     let deadline = Instant::now() + WAIT;
     let shard0 = loop {
-        let shard0 = threads(server.child.id(), "shard-0");
-        if shard0.iter().any(|(_, _, policy)| *policy == SCHED_BATCH) {
+        let shard0: Vec<ThreadInfo> = threads_of(server.child.id())
+            .into_iter()
+            .filter(|t| t.name.starts_with("shard-0"))
+            .collect();
+        if shard0.iter().any(|t| t.policy == SCHED_BATCH) {
             break shard0;
         }
         assert!(
@@ -120,8 +88,11 @@ fn connections_a_starved_shard_leaves_waiting_are_taken_by_its_neighbour() {
         );
         std::thread::sleep(Duration::from_millis(10));
     };
-    let cpu: usize = shard0[0].1.parse().expect("shard 0 is pinned to one CPU");
-    for (tid, _, _) in &shard0 {
+    let cpu: usize = shard0[0]
+        .cpus
+        .parse()
+        .expect("shard 0 is pinned to one CPU");
+    for ThreadInfo { tid, .. } in &shard0 {
         let idle = Command::new("chrt").args(["-i", "-p", "0", tid]).status();
         assert!(idle.is_ok_and(|s| s.success()), "chrt -i on thread {tid}");
     }

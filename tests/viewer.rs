@@ -363,34 +363,18 @@ fn two_shards_both_serve_connections() {
     assert_eq!(per_shard, vec![seen[0] as u64, seen[1] as u64], "{stats}");
 }
 
-/// Scheduling policy (`/proc/PID/task/TID/stat` field 41: 0 normal, 3 `SCHED_BATCH`) of each
-/// thread of `pid`, by thread name.
+/// Name and scheduling policy of each thread of `pid`.
 fn thread_policies(pid: u32) -> Vec<(String, u32)> {
-    let mut out = Vec::new();
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return out;
-    };
-    for task in tasks.flatten() {
-        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
-            continue; // the thread ended meanwhile
-        };
-        // The name is in parentheses and may hold spaces; the fields after it start at 3.
-        let Some((head, rest)) = stat.rsplit_once(')') else {
-            continue;
-        };
-        let name = head.split_once('(').map_or("", |(_, n)| n).to_owned();
-        if let Some(policy) = rest.split_whitespace().nth(41 - 3) {
-            out.push((name, policy.parse().expect("policy field")));
-        }
-    }
-    out
+    threads_of(pid)
+        .into_iter()
+        .map(|t| (t.name, t.policy))
+        .collect()
 }
 
 /// Shard threads run under `SCHED_BATCH` with `--shard-sched-batch true` and under the normal
 /// policy by default; the application core's thread is never changed.
 #[test]
 fn shard_threads_run_under_sched_batch_when_asked() {
-    const SCHED_BATCH: u32 = 3;
     let server = Server::start(&["--shards", "2", "--shard-sched-batch", "true"]);
     // Each shard sets its policy when its thread starts, which may be just after the ready
     // line: wait (bounded) for both.

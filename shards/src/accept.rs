@@ -36,7 +36,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_lite::{future, AsyncWriteExt};
@@ -116,25 +116,20 @@ struct Throttles {
 }
 
 /// When a shard last tried to accept from its own listener, read by the neighbour that may
-/// take the connections waiting there ([`steal_loop`]): microseconds on one process clock.
+/// take the connections waiting there ([`steal_loop`]): [`crate::clock::process_us`].
 #[derive(Debug, Default)]
 pub struct Drained(AtomicU64);
 
 impl Drained {
     fn mark(&self) {
-        self.0.store(clock_us(), Ordering::Relaxed);
+        self.0.store(crate::clock::process_us(), Ordering::Relaxed);
     }
 
     /// Time since the shard last tried its backlog.
     fn age(&self) -> Duration {
-        Duration::from_micros(clock_us().saturating_sub(self.0.load(Ordering::Relaxed)))
+        let since = crate::clock::process_us().saturating_sub(self.0.load(Ordering::Relaxed));
+        Duration::from_micros(since)
     }
-}
-
-/// Microseconds since the first call in this process.
-fn clock_us() -> u64 {
-    static EPOCH: OnceLock<Instant> = OnceLock::new();
-    u64::try_from(EPOCH.get_or_init(Instant::now).elapsed().as_micros()).unwrap_or(u64::MAX)
 }
 
 /// A neighbour shard's plain listener (a duplicate descriptor of the same socket) and the
@@ -144,26 +139,30 @@ pub struct Neighbour {
     pub drained: Arc<Drained>,
 }
 
-/// For each shard of `listeners` (one per shard, in shard order): the record of when it last
-/// tried its backlog, and (with `stealing` and more than one shard) its neighbour, the next
-/// shard, whose waiting connections it may take.
+/// A shard's part in accept stealing: the record of when it last tried its own backlog (for
+/// the shard that may take from it) and the neighbour it may take from.
+pub type Stealing = (Arc<Drained>, Neighbour);
+
+/// For each shard of `listeners` (one per shard, in shard order), with `stealing` and more
+/// than one shard: the record of when it last tried its backlog, and its neighbour (the next
+/// shard), whose waiting connections it may take. Otherwise nothing for any shard: with no
+/// one to read it, no shard keeps the record.
 pub fn accept_neighbours(
     listeners: &[std::net::TcpListener],
     stealing: bool,
-) -> io::Result<Vec<(Arc<Drained>, Option<Neighbour>)>> {
+) -> io::Result<Vec<Option<Stealing>>> {
+    if !stealing || listeners.len() < 2 {
+        return Ok(listeners.iter().map(|_| None).collect());
+    }
     let drained: Vec<Arc<Drained>> = listeners.iter().map(|_| Arc::default()).collect();
     let mut out = Vec::with_capacity(listeners.len());
     for index in 0..listeners.len() {
         let next = (index + 1) % listeners.len();
-        let neighbour = if stealing && listeners.len() > 1 {
-            Some(Neighbour {
-                listener: listeners[next].try_clone()?.into(),
-                drained: drained[next].clone(),
-            })
-        } else {
-            None
+        let neighbour = Neighbour {
+            listener: listeners[next].try_clone()?.into(),
+            drained: drained[next].clone(),
         };
-        out.push((drained[index].clone(), neighbour));
+        out.push(Some((drained[index].clone(), neighbour)));
     }
     Ok(out)
 }

@@ -1,6 +1,7 @@
 //! The shard's clocks: the only place shard code reads the time. Logic takes the time as a
 //! parameter (`now` in ticks, `unix_ms` at a handshake), so it can be driven in memory.
 
+use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// The shard clock counts ticks of 100 ms from the shard's start.
@@ -16,6 +17,13 @@ pub fn unix_ms() -> u64 {
 /// Seconds since the Unix epoch, as telemetry stamps its reports (saturating in 2106).
 pub fn unix_s() -> u32 {
     (unix_ms() / 1000).min(u32::MAX as u64) as u32
+}
+
+/// Monotonic microseconds since the first call in this process: one clock every shard reads
+/// the same, for the few values shards compare with each other (accept stealing).
+pub fn process_us() -> u64 {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    u64::try_from(EPOCH.get_or_init(Instant::now).elapsed().as_micros()).unwrap_or(u64::MAX)
 }
 
 /// A monotonic clock in shard ticks, counted from its creation.

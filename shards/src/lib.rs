@@ -72,7 +72,7 @@ pub mod sync;
 pub mod telemetry;
 mod tls;
 
-pub use accept::{accept_neighbours, Drained, Neighbour, REFUSALS_PER_SHARD};
+pub use accept::{accept_neighbours, Drained, Neighbour, Stealing, REFUSALS_PER_SHARD};
 pub use config::ShardConfig;
 pub use runtime::{run, ShardSpec};
 pub use stats::{ShardStats, StatsSnapshot};

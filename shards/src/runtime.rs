@@ -11,7 +11,7 @@ use futures_lite::future;
 use glommio::channels::shared_channel::{SharedReceiver, SharedSender};
 use glommio::timer::sleep;
 
-use crate::accept::{accept_loop, steal_loop, Drained, Neighbour};
+use crate::accept::{accept_loop, steal_loop, Stealing};
 use crate::config::ShardConfig;
 use crate::proto::{ShardCommand, ShardEvent};
 use crate::shard::{report_tallies, sweeper, Shard};
@@ -37,12 +37,10 @@ pub struct ShardSpec {
     /// This shard's listener of the TLS reuseport group, when TLS is configured, and the
     /// server configuration its handshakes use (its certificate resolver reloads).
     pub tls: Option<(std::net::TcpListener, Arc<netstack::tls::ServerConfig>)>,
-    /// When this shard last tried its plain listener, for the neighbour that may take its
-    /// waiting connections.
-    pub drained: Arc<Drained>,
-    /// The neighbour shard whose waiting connections this one takes when that shard leaves
-    /// them (none with one shard, or with `accept_stealing` off).
-    pub neighbour: Option<Neighbour>,
+    /// With accept stealing (`accept_stealing`, more than one shard): when this shard last
+    /// tried its plain listener, for the shard that may take its waiting connections, and the
+    /// neighbour whose waiting connections this one takes when that shard leaves them.
+    pub stealing: Option<Stealing>,
     /// Run the shard's thread under `SCHED_BATCH` (`shard_sched_batch`).
     pub sched_batch: bool,
 }
@@ -68,12 +66,8 @@ pub async fn run(spec: ShardSpec) {
     // Held, not detached: dropping a glommio task handle cancels the task, so these end with
     // `run` and the uplink's channel end is dropped, which tells the application core.
     let uplink = glommio::spawn_local(shard.clone().uplink(events));
-    let acceptor = glommio::spawn_local(accept_loop(
-        shard.clone(),
-        listener,
-        None,
-        Some(spec.drained),
-    ));
+    let (drained, neighbour) = spec.stealing.unzip();
+    let acceptor = glommio::spawn_local(accept_loop(shard.clone(), listener, None, drained));
     let tls_acceptor = spec.tls.map(|(listener, config)| {
         glommio::spawn_local(accept_loop(
             shard.clone(),
@@ -82,9 +76,8 @@ pub async fn run(spec: ShardSpec) {
             None,
         ))
     });
-    let stealer = spec
-        .neighbour
-        .map(|neighbour| glommio::spawn_local(steal_loop(shard.clone(), neighbour)));
+    let stealer =
+        neighbour.map(|neighbour| glommio::spawn_local(steal_loop(shard.clone(), neighbour)));
     let sweeper = glommio::spawn_local(sweeper(shard.clone()));
     let tallies = glommio::spawn_local(report_tallies(shard.clone()));
     let reaper = glommio::spawn_local(crate::sender::reaper(shard.sender.clone()));

@@ -127,6 +127,55 @@ impl Server {
     }
 }
 
+/// Linux scheduling policy numbers as `/proc` shows them.
+pub const SCHED_BATCH: u32 = 3;
+
+/// One thread of a process, as `/proc/PID/task/TID` shows it.
+#[derive(Debug, Clone)]
+pub struct ThreadInfo {
+    pub tid: String,
+    pub name: String,
+    /// Scheduling policy (`stat` field 41: 0 normal, [`SCHED_BATCH`], 5 `SCHED_IDLE`).
+    pub policy: u32,
+    /// The CPUs it may run on (`Cpus_allowed_list`, e.g. `0` or `0-3`).
+    pub cpus: String,
+}
+
+/// The threads of process `pid` (a thread that ends while they are read is left out).
+pub fn threads_of(pid: u32) -> Vec<ThreadInfo> {
+    let mut out = Vec::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return out;
+    };
+    for task in tasks.flatten() {
+        let (Ok(stat), Ok(status)) = (
+            std::fs::read_to_string(task.path().join("stat")),
+            std::fs::read_to_string(task.path().join("status")),
+        ) else {
+            continue;
+        };
+        // The name is in parentheses and may hold spaces; the fields after it start at 3.
+        let Some((head, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let Some(policy) = rest.split_whitespace().nth(41 - 3) else {
+            continue;
+        };
+        out.push(ThreadInfo {
+            tid: task.file_name().to_string_lossy().into_owned(),
+            name: head.split_once('(').map_or("", |(_, n)| n).to_owned(),
+            policy: policy.parse().expect("policy field"),
+            cpus: status
+                .lines()
+                .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+                .unwrap_or_default()
+                .trim()
+                .to_owned(),
+        });
+    }
+    out
+}
+
 /// The `ovation ready ...` line a started server prints first on stdout (waited for, bounded);
 /// the rest of stdout is drained so the server never blocks on it.
 pub fn ready_line(child: &mut Child) -> String {
