@@ -124,7 +124,7 @@ fn serve(o: &Overrides) -> anyhow::Result<()> {
         rtmp = %server.rtmp_addr,
         shards = server.shards,
         cpu_steering = server.steering,
-        shard_sched_batch = config.shard_sched_batch,
+        shard_sched = %config.shard_sched,
         "ovation serving"
     );
     // One machine-readable line on stdout for scripts and tests.

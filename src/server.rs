@@ -241,7 +241,8 @@ impl Server {
                 open_total: open_total.clone(),
                 tls: tls_listeners[index].take().zip(tls_config.clone()),
                 stealing,
-                sched_batch: config.shard_sched_batch,
+                sched: shards::ShardSched::parse(&config.shard_sched)
+                    .unwrap_or(shards::ShardSched::Storms),
             };
             let handle = LocalExecutorBuilder::new(Placement::Fixed(shard_cpus[index]))
                 .name(&format!("shard-{index}"))

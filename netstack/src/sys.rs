@@ -436,15 +436,22 @@ pub fn pin_current_thread(cpu: usize) -> io::Result<()> {
     .map(drop)
 }
 
-/// Puts the calling thread under `SCHED_BATCH` (`sched_setscheduler(0, ...)`): it keeps its
-/// fair share of its CPU, but its wake-ups no longer preempt the task running there, so work
-/// that arrives while another task has the CPU is taken in one batch when that task's slice
-/// ends. On a CPU the thread has to itself nothing changes.
-pub fn batch_schedule_current_thread() -> io::Result<()> {
+/// Puts the calling thread under `SCHED_BATCH` (`batch`) or under the normal policy
+/// (`SCHED_OTHER`) with `sched_setscheduler(0, ...)`; its nice value is kept, and neither
+/// needs a privilege. Under `SCHED_BATCH` a thread keeps its fair share of its CPU, but its
+/// wake-ups no longer preempt the task running there, so work that arrives while another
+/// task has the CPU is taken in one batch when that task's slice ends. On a CPU the thread
+/// has to itself nothing changes.
+pub fn set_current_thread_batch(batch: bool) -> io::Result<()> {
+    let policy = if batch {
+        libc::SCHED_BATCH
+    } else {
+        libc::SCHED_OTHER
+    };
     let param = libc::sched_param { sched_priority: 0 };
     // SAFETY: pid 0 names the calling thread; the kernel reads one `sched_param` through the
     // pointer, which points at a live local for the whole call.
-    syscall!(unsafe { libc::sched_setscheduler(0, libc::SCHED_BATCH, &param) }).map(drop)
+    syscall!(unsafe { libc::sched_setscheduler(0, policy, &param) }).map(drop)
 }
 
 /// Whether the calling thread runs under `SCHED_BATCH`.
@@ -468,10 +475,12 @@ mod tests {
     fn batch_scheduling_applies_to_the_calling_thread_only() {
         let before = current_thread_is_batch();
         std::thread::spawn(|| {
-            batch_schedule_current_thread().expect("SCHED_BATCH needs no privilege");
+            set_current_thread_batch(true).expect("SCHED_BATCH needs no privilege");
             assert!(current_thread_is_batch());
             // A thread started afterwards inherits the policy; the test's own thread is untouched.
             assert!(std::thread::spawn(current_thread_is_batch).join().unwrap());
+            set_current_thread_batch(false).expect("SCHED_OTHER needs no privilege");
+            assert!(!current_thread_is_batch());
         })
         .join()
         .unwrap();

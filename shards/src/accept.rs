@@ -15,6 +15,13 @@
 //! refusals, a 101 the socket could not take at once) goes to a handshake task with a glommio
 //! stream (`crate::handshake`), which keeps the handshake timeout.
 //!
+//! Storm scheduling (`shard_sched = "storms"`, the default): the plain accept loop puts its
+//! shard's thread under `SCHED_BATCH` while a connect storm lasts ([`crate::storm`]), so a
+//! shard woken by the storm's connects waits for the task on its CPU (often the client) to
+//! finish its slice instead of preempting it, and takes more in each round; the thread goes
+//! back under `SCHED_OTHER` 500 ms after the storm, so segment and cast wake-ups keep
+//! preempting as before.
+//!
 //! Stealing: each shard also watches the next shard's plain listener ([`steal_loop`]) and
 //! takes the connects that wait there while that shard has not tried its backlog for
 //! [`STEAL_AFTER`] (its CPU held by another task, or a long round), so a starved shard's
@@ -50,6 +57,7 @@ use crate::limits::Admit;
 use crate::proxy;
 use crate::shard::Shard;
 use crate::stats::ShardStats;
+use crate::storm::StormSched;
 use crate::sync::Signal;
 use crate::tls::Wire;
 
@@ -183,6 +191,7 @@ pub(crate) async fn accept_loop(
     listener: OwnedFd,
     tls: Option<Arc<ServerConfig>>,
     drained: Option<Arc<Drained>>,
+    storms: bool,
 ) {
     let ready = Rc::new(Signal::default());
     let watch = loop {
@@ -206,6 +215,7 @@ pub(crate) async fn accept_loop(
     let mut gathering = false;
     // When the loop last began to wait for the listener's poll.
     let mut waited = Instant::now();
+    let mut storm = StormSched::new(storms, shard.index);
     loop {
         if shard.stop_accepting.fired() {
             return;
@@ -230,6 +240,9 @@ pub(crate) async fn accept_loop(
                 // connects costs a wake-up per period instead of one each. A lone connect
                 // after a quiet spell is taken at once; a period that brings none ends it.
                 gathering = accepted > 0 && (gathering || waited.elapsed() < ACCEPT_GATHER);
+                if accepted > 0 {
+                    storm.connects(gathering);
+                }
                 accepted = 0;
                 if gathering {
                     if until_stopped(&shard, sleep(ACCEPT_GATHER)).await {
@@ -242,8 +255,28 @@ pub(crate) async fn accept_loop(
                     continue;
                 }
                 waited = Instant::now();
-                if until_stopped(&shard, ready.wait()).await {
-                    return;
+                let quiet = storm.lingers();
+                let woken = async {
+                    ready.wait().await;
+                    true
+                };
+                let storm_over = async {
+                    match quiet {
+                        Some(left) => sleep(left).await,
+                        None => future::pending().await,
+                    }
+                    false
+                };
+                match until_stopped_with(&shard, future::or(woken, storm_over)).await {
+                    None => return,
+                    Some(true) => {}
+                    // No connect for STORM_LINGER: the storm is over. The poll stays armed.
+                    Some(false) => {
+                        storm.over();
+                        if until_stopped(&shard, ready.wait()).await {
+                            return;
+                        }
+                    }
                 }
             }
             Err(e) => {
@@ -329,16 +362,18 @@ pub(crate) async fn steal_loop(shard: Rc<Shard>, neighbour: Neighbour) {
 
 /// Waits for `what`, or until the shard stops accepting: true when it stopped.
 async fn until_stopped(shard: &Shard, what: impl std::future::Future<Output = ()>) -> bool {
-    future::or(
-        async {
-            what.await;
-            false
-        },
-        async {
-            shard.stop_accepting.wait().await;
-            true
-        },
-    )
+    until_stopped_with(shard, what).await.is_none()
+}
+
+/// Waits for `what`, or until the shard stops accepting: `None` when it stopped.
+async fn until_stopped_with<T>(
+    shard: &Shard,
+    what: impl std::future::Future<Output = T>,
+) -> Option<T> {
+    future::or(async { Some(what.await) }, async {
+        shard.stop_accepting.wait().await;
+        None
+    })
     .await
 }
 

@@ -101,6 +101,30 @@ impl ZeroCopy {
     }
 }
 
+/// The `shard_sched` setting: the scheduling policy of the shard threads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ShardSched {
+    /// `SCHED_OTHER` throughout: a shard's wake-up may preempt the task on its CPU.
+    Normal,
+    /// `SCHED_BATCH` while the shard takes a connect storm (its accept loop gathers) and
+    /// until 500 ms after the storm's last connect; `SCHED_OTHER` otherwise.
+    Storms,
+    /// `SCHED_BATCH` throughout: a shard's wake-up never preempts the task on its CPU.
+    Batch,
+}
+
+impl ShardSched {
+    /// Parses `normal`, `storms` or `batch`.
+    pub fn parse(text: &str) -> Option<ShardSched> {
+        match text {
+            "normal" => Some(ShardSched::Normal),
+            "storms" => Some(ShardSched::Storms),
+            "batch" => Some(ShardSched::Batch),
+            _ => None,
+        }
+    }
+}
+
 impl Default for ShardConfig {
     fn default() -> Self {
         ShardConfig {

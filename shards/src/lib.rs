@@ -24,7 +24,8 @@
 //!   the `protocol` crate) into WebSocket frames.
 //! - The runtime, in dependency order (no two modules import each other; a test checks):
 //!   `runtime` (the shard's tasks and command loop) -> `accept` (accept loop, descriptor
-//!   seats, the inline answer of a plain upgrade) -> `handshake` (reading and checking the
+//!   seats, the inline answer of a plain upgrade; `storm` switches its thread's scheduling
+//!   policy for connect storms) -> `handshake` (reading and checking the
 //!   first request, the 101 and welcome, the join; the handshake task) -> `shard` (the shard's state and command handling; `shard::serve`
 //!   serves every open connection from the shard's own io_uring, `reactor`) -> `logic` (pure groups, polls, votes) and `conn` (one viewer's socket,
 //!   decoding and parsing into `protocol::ViewerMessage`); `tls` (the upgrade through TLS,
@@ -67,12 +68,13 @@ pub mod sender;
 pub mod session_sign;
 mod shard;
 pub mod stats;
+mod storm;
 pub mod sym;
 pub mod sync;
 pub mod telemetry;
 mod tls;
 
 pub use accept::{accept_neighbours, Drained, Neighbour, Stealing, REFUSALS_PER_SHARD};
-pub use config::ShardConfig;
+pub use config::{ShardConfig, ShardSched};
 pub use runtime::{run, ShardSpec};
 pub use stats::{ShardStats, StatsSnapshot};

@@ -12,7 +12,7 @@ use glommio::channels::shared_channel::{SharedReceiver, SharedSender};
 use glommio::timer::sleep;
 
 use crate::accept::{accept_loop, steal_loop, Stealing};
-use crate::config::ShardConfig;
+use crate::config::{ShardConfig, ShardSched};
 use crate::proto::{ShardCommand, ShardEvent};
 use crate::shard::{report_tallies, sweeper, Shard};
 use crate::stats::ShardStats;
@@ -41,15 +41,15 @@ pub struct ShardSpec {
     /// tried its plain listener, for the shard that may take its waiting connections, and the
     /// neighbour whose waiting connections this one takes when that shard leaves them.
     pub stealing: Option<Stealing>,
-    /// Run the shard's thread under `SCHED_BATCH` (`shard_sched_batch`).
-    pub sched_batch: bool,
+    /// The scheduling policy of the shard's thread (`shard_sched`).
+    pub sched: ShardSched,
 }
 
 /// Runs a shard until the application core tells it to shut down (or goes away).
 pub async fn run(spec: ShardSpec) {
     // Set here, on the executor's own thread, before any task runs.
-    if spec.sched_batch {
-        if let Err(e) = netstack::sys::batch_schedule_current_thread() {
+    if spec.sched == ShardSched::Batch {
+        if let Err(e) = netstack::sys::set_current_thread_batch(true) {
             tracing::warn!(shard = spec.index, error = %e, "cannot set SCHED_BATCH");
         }
     }
@@ -67,13 +67,17 @@ pub async fn run(spec: ShardSpec) {
     // `run` and the uplink's channel end is dropped, which tells the application core.
     let uplink = glommio::spawn_local(shard.clone().uplink(events));
     let (drained, neighbour) = spec.stealing.unzip();
-    let acceptor = glommio::spawn_local(accept_loop(shard.clone(), listener, None, drained));
+    let storms = spec.sched == ShardSched::Storms;
+    let acceptor =
+        glommio::spawn_local(accept_loop(shard.clone(), listener, None, drained, storms));
     let tls_acceptor = spec.tls.map(|(listener, config)| {
         glommio::spawn_local(accept_loop(
             shard.clone(),
             listener.into(),
             Some(config),
             None,
+            // TLS storms are bound by the handshakes' CPU; the plain loop alone switches.
+            false,
         ))
     });
     let stealer =

@@ -37,11 +37,12 @@ pub struct Config {
     pub shards: usize,
     /// Steer each connection to the shard on the CPU that received its packets.
     pub cpu_steering: bool,
-    /// Run shard threads under `SCHED_BATCH`: a shard's wake-up does not preempt another
-    /// task on its CPU, so it takes what arrived in one batch when that task's slice ends.
-    /// Off by default: where shards share cores it raises connect-storm throughput and
-    /// lowers fan-out CPU, but costs HLS serving CPU (`bench/RESULTS.md`, seventh round).
-    pub shard_sched_batch: bool,
+    /// Scheduling policy of the shard threads: `storms` (the default) runs a shard under
+    /// `SCHED_BATCH` while it takes a connect storm and 500 ms beyond, so its wake-ups wait
+    /// for the task on its CPU (often the clients, where shards share cores) instead of
+    /// preempting it; `batch` always (it cost HLS serving CPU, `bench/RESULTS.md`, seventh
+    /// round); `normal` never.
+    pub shard_sched: String,
     /// Let a shard take the connections waiting in its neighbour's backlog when that shard
     /// has not looked at it for 2 ms (it is starved of its CPU or busy with a long round).
     pub accept_stealing: bool,
@@ -233,7 +234,7 @@ impl Default for Config {
             viewer_path: shard.path,
             shards: 0,
             cpu_steering: true,
-            shard_sched_batch: false,
+            shard_sched: "storms".into(),
             accept_stealing: true,
             max_connections: usize::try_from(crate::limits::default_max_connections())
                 .unwrap_or(usize::MAX),
@@ -330,7 +331,7 @@ impl Config {
             viewer_path,
             shards,
             cpu_steering,
-            shard_sched_batch,
+            shard_sched,
             accept_stealing,
             max_connections,
             backlog,
@@ -498,6 +499,12 @@ impl Config {
             ],
             &self.cdns,
         )?;
+        if shards::ShardSched::parse(&self.shard_sched).is_none() {
+            bail!(
+                "shard_sched must be normal, storms or batch: {:?}",
+                self.shard_sched
+            );
+        }
         if ZeroCopy::parse(&self.zerocopy).is_none() {
             bail!("zerocopy must be auto, on or off: {:?}", self.zerocopy);
         }

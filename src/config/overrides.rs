@@ -27,10 +27,10 @@ pub struct Overrides {
     /// Steer connections to the shard on the CPU that received their packets [default: true].
     #[arg(long, value_name = "BOOL")]
     pub cpu_steering: Option<bool>,
-    /// Run shard threads under SCHED_BATCH (their wake-ups do not preempt other tasks on
-    /// their CPUs) [default: false].
-    #[arg(long, value_name = "BOOL")]
-    pub shard_sched_batch: Option<bool>,
+    /// Shard threads' policy: storms (SCHED_BATCH during connect storms: their wake-ups do
+    /// not preempt other tasks on their CPUs), batch (always) or normal [default: storms].
+    #[arg(long, value_name = "POLICY")]
+    pub shard_sched: Option<String>,
     /// Let a shard take the connections its neighbour leaves waiting for 2 ms [default: true].
     #[arg(long, value_name = "BOOL")]
     pub accept_stealing: Option<bool>,
