@@ -72,8 +72,10 @@ mod tests {
 
     #[test]
     fn a_storm_batches_the_thread_until_it_is_over() {
-        // On a thread of its own: the policy is per thread.
+        // On a thread of its own: the policy is per thread (and inherited, so it starts from
+        // the normal policy whatever the test runner's).
         std::thread::spawn(|| {
+            netstack::sys::set_current_thread_batch(false).expect("SCHED_OTHER");
             let mut storm = StormSched::new(true, 0);
             // Connects that do not gather (a lone connect after a quiet spell) start nothing.
             storm.connects(false);
@@ -96,6 +98,7 @@ mod tests {
     #[test]
     fn a_disabled_storm_never_touches_the_policy() {
         std::thread::spawn(|| {
+            netstack::sys::set_current_thread_batch(false).expect("SCHED_OTHER");
             let mut storm = StormSched::new(false, 0);
             storm.connects(true);
             assert_eq!(storm.lingers(), None);
