@@ -70,12 +70,21 @@ impl StormSched {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_storm_batches_the_thread_until_it_is_over() {
-        // On a thread of its own: the policy is per thread (and inherited, so it starts from
-        // the normal policy whatever the test runner's).
+    /// Runs `body` on a thread of its own, which starts from the normal policy: the policy is
+    /// per thread, and inherited, so neither the test runner's policy nor the test's change
+    /// leaks across.
+    fn on_a_normal_thread(body: impl FnOnce() + Send + 'static) {
         std::thread::spawn(|| {
             netstack::sys::set_current_thread_batch(false).expect("SCHED_OTHER");
+            body();
+        })
+        .join()
+        .unwrap();
+    }
+
+    #[test]
+    fn a_storm_batches_the_thread_until_it_is_over() {
+        on_a_normal_thread(|| {
             let mut storm = StormSched::new(true, 0);
             // Connects that do not gather (a lone connect after a quiet spell) start nothing.
             storm.connects(false);
@@ -90,21 +99,16 @@ mod tests {
             storm.over();
             assert_eq!(storm.lingers(), None);
             assert!(!netstack::sys::current_thread_is_batch());
-        })
-        .join()
-        .unwrap();
+        });
     }
 
     #[test]
     fn a_disabled_storm_never_touches_the_policy() {
-        std::thread::spawn(|| {
-            netstack::sys::set_current_thread_batch(false).expect("SCHED_OTHER");
+        on_a_normal_thread(|| {
             let mut storm = StormSched::new(false, 0);
             storm.connects(true);
             assert_eq!(storm.lingers(), None);
             assert!(!netstack::sys::current_thread_is_batch());
-        })
-        .join()
-        .unwrap();
+        });
     }
 }
