@@ -108,6 +108,7 @@ fn main() {
     bitmaps(&mut t);
     votes(&mut t);
     vote_path(&mut t);
+    api_cast(&mut t);
     println!("| benchmark | ns/call | ns/item | throughput |");
     println!("| --- | ---: | ---: | ---: |");
     for row in &t.rows {
@@ -343,6 +344,70 @@ fn vote_path(t: &mut Table) {
             black_box(&polls);
         },
     );
+}
+
+/// The application core's whole handling of one `POST /api/groups/global/messages` on a
+/// two-shard core: parse the request, check the token, route, validate the body, encode the
+/// frame and queue it for both shards, write the answer. Warm (back to back), and once after
+/// each 5 ms sleep, as on an idle server where every cast finds its code and data out of the
+/// caches: the cold row is what one cast on an idle server pays for this part of its path.
+fn api_cast(t: &mut Table) {
+    use ovation::app::downlink::Downlink;
+    use std::cell::RefCell;
+    use std::rc::Rc;
+    use std::sync::Arc;
+    const WARM: &str = "API group-cast handling, warm (parse, route, encode, queue, answer)";
+    const COLD: &str = "API group-cast handling, once per 5 ms (cold caches), p50";
+    if !t.wants(WARM) && !t.wants(COLD) {
+        return;
+    }
+    const TOKEN: &str = "bench-token-0123456789abcdef";
+    let downlinks: Vec<Rc<Downlink>> = (0..2).map(|_| Rc::default()).collect();
+    let config = Arc::new(ovation::config::Config::default());
+    let stats = (0..2).map(|_| Arc::default()).collect();
+    let app = RefCell::new(ovation::app::App::new(
+        config,
+        stats,
+        downlinks.clone(),
+        ovation::app::unix_ms(),
+    ));
+    let body = r#"{"payload":{"seq":1,"mark":"m1z"}}"#;
+    let raw = format!(
+        "POST /api/groups/global/messages HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let mut out = Vec::with_capacity(512);
+    let mut one = || {
+        let mut parser = netstack::http::server::RequestParser::new(Default::default());
+        let Ok((netstack::http::server::Step::Request(req), _)) = parser.next(raw.as_bytes())
+        else {
+            panic!("the request did not parse");
+        };
+        let response = ovation::api::handle(&app, TOKEN, &req);
+        assert_eq!(response.status, 202, "the cast was refused");
+        out.clear();
+        response.write(&mut out, true);
+        for d in &downlinks {
+            black_box(d.take_all());
+        }
+    };
+    t.bench(WARM, 1, 0, &mut one);
+    if t.wants(COLD) {
+        let mut ns: Vec<f64> = (0..200)
+            .map(|_| {
+                std::thread::sleep(Duration::from_millis(5));
+                let started = Instant::now();
+                one();
+                started.elapsed().as_nanos() as f64
+            })
+            .collect();
+        ns.sort_by(f64::total_cmp);
+        let p50 = ns[ns.len() / 2];
+        let row = format!("| {COLD} | {} | {p50:.2} | |", ns_text(p50));
+        eprintln!("{row}");
+        t.rows.push(row);
+    }
 }
 
 /// The application core's merge of one shard's tally into the poll's counts.

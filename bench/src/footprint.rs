@@ -22,6 +22,7 @@ use clap::Parser;
 use crate::procfs;
 use crate::scenario::{self, Scenario, Settings};
 use crate::server::{Paths, ServerKind};
+use crate::wake_floor::{Floor, Relay};
 
 #[derive(Parser, Debug)]
 #[command(name = "bench-footprint", about = "Where an idle viewer's bytes go")]
@@ -258,7 +259,9 @@ fn read_until(tcp: &mut std::net::TcpStream, needle: &[u8]) -> std::io::Result<V
 
 /// Microseconds from writing `POST /api/groups/global/messages` (one keep-alive API
 /// connection) to the frame's arrival at one idle viewer, `casts` times, on a fresh server.
-pub fn cast_latency(args: &Args) -> anyhow::Result<Vec<f64>> {
+/// After each cast, one round of the wake-up [`Relay`] (its shard stand-in on each CPU in
+/// turn), so both see the machine in the same state.
+pub fn cast_latency(args: &Args) -> anyhow::Result<(Vec<f64>, Floor)> {
     use std::io::Write;
     use std::time::Instant;
     let paths = Paths {
@@ -282,6 +285,8 @@ pub fn cast_latency(args: &Args) -> anyhow::Result<Vec<f64>> {
     api.set_nodelay(true)?;
     api.set_read_timeout(timeout)?;
     let mut micros = Vec::with_capacity(args.casts);
+    let mut relay = Relay::start()?;
+    let mut floor = Floor::new(relay.cpus());
     for i in 0..args.casts {
         let body = format!("{{\"payload\":{{\"seq\":{i},\"mark\":\"m{i}z\"}}}}");
         let request = format!(
@@ -298,17 +303,46 @@ pub fn cast_latency(args: &Args) -> anyhow::Result<Vec<f64>> {
         // The API's answer (sent once the cast is written), before the next request.
         read_until(&mut api, b"\r\n\r\n")?;
         std::thread::sleep(Duration::from_millis(5));
+        let cpu = i % relay.cpus();
+        let us = relay
+            .round(cpu)
+            .ok_or_else(|| anyhow::anyhow!("a wake-up relay thread ended"))?;
+        floor.add(cpu, us);
+        std::thread::sleep(Duration::from_millis(5));
     }
     let _ = server.stop(Duration::from_secs(10));
-    Ok(micros)
+    Ok((micros, floor))
+}
+
+/// The wake-up floor beside the cast: what the same three wake-ups cost with no work.
+fn write_floor(out: &mut impl Write, cast_p50_ms: f64, floor: &Floor) -> std::io::Result<()> {
+    let Some(pooled) = floor.pooled_p50() else {
+        return Ok(());
+    };
+    let per_cpu: Vec<String> = floor
+        .by_cpu
+        .iter()
+        .enumerate()
+        .filter_map(|(cpu, v)| Some(format!("CPU {cpu} {:.3}", Floor::p50(v)? / 1000.0)))
+        .collect();
+    writeln!(
+        out,
+        "The same three wake-ups with no work (client -> unpinned thread -> thread pinned to a \
+         CPU -> client), one round after each cast: p50 {:.3} ms ({}); the cast's p50 is \
+         {:.2}x this floor, {:.3} ms above it.",
+        pooled / 1000.0,
+        per_cpu.join(", "),
+        cast_p50_ms * 1000.0 / pooled,
+        cast_p50_ms - pooled / 1000.0
+    )
 }
 
 pub fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let casts = if args.casts > 0 && !args.no_server {
-        let mut us = cast_latency(&args)?;
+        let (mut us, floor) = cast_latency(&args)?;
         us.sort_by(f64::total_cmp);
-        Some(us)
+        Some((us, floor))
     } else {
         None
     };
@@ -353,7 +387,7 @@ pub fn main() -> anyhow::Result<()> {
             "| server RSS before any viewer, MiB | {before_mib:.1} | RSS |"
         )?;
     }
-    if let Some(us) = casts.filter(|u| !u.is_empty()) {
+    if let Some((us, floor)) = casts.filter(|(u, _)| !u.is_empty()) {
         let at = |q: f64| us[((us.len() - 1) as f64 * q).round() as usize] / 1000.0;
         writeln!(
             out,
@@ -364,6 +398,7 @@ pub fn main() -> anyhow::Result<()> {
             at(0.9),
             at(0.99)
         )?;
+        write_floor(&mut out, at(0.5), &floor)?;
     }
     Ok(())
 }

@@ -15,7 +15,9 @@
 //! - [`http`]: a blocking HTTP/1.1 client for the operator APIs (stats, poll probe).
 //! - [`procfs`]: parsing of `/proc` files (RSS, socket memory, machine facts).
 //! - [`stats`]: medians and maxima over repeats.
-//! - [`footprint`]: where an idle viewer's bytes go (binary `bench-footprint`).
+//! - [`footprint`]: where an idle viewer's bytes go, and one API group-cast's latency (binary
+//!   `bench-footprint`).
+//! - [`wake_floor`]: the same wake-ups as that group-cast with no work, timed beside it.
 //! - [`churn`]: server memory under connect-and-leave churn (binary `bench-churn`).
 //! - [`publish_delay`]: live HLS publish-to-playlist delay (binary `bench-publish-delay`).
 //! - [`quality`]: server CPU per telemetry report and per remediation evaluation
@@ -37,3 +39,4 @@ pub mod scenario;
 pub mod server;
 pub mod stats;
 pub mod suite;
+pub mod wake_floor;
