@@ -3,14 +3,20 @@
 //! An API group-cast to an idle viewer wakes three sleeping threads in turn: the application
 //! core (by its API socket), the viewer's shard (by its channel), and the client (by its
 //! socket). On an idle machine each wake-up may have to bring a halted CPU back, and what that
-//! costs belongs to the machine, not to the server: on this nested VM a wake-up that crosses to
-//! an idle CPU costs about 0.1 ms, and the same wake-up on the waker's CPU about 0.01 ms.
+//! costs belongs to the machine, not to the server: on the 2-core VM of `bench/RESULTS.md` a
+//! wake-up that crosses to an idle CPU took about 0.09 ms, and one on the waker's CPU about
+//! 0.02 ms (`bench/cast-hops`).
 //!
 //! [`Relay`] passes a token through the same three wake-ups with no work at all, over the same
 //! kinds of link: the caller (the client) writes one byte on a loopback TCP socket read by an
 //! unpinned thread (the core), which wakes a thread pinned to one CPU (the shard) through a
-//! channel, which writes the byte back to the caller on a second loopback TCP socket. Its round trip is the floor a cast's latency stands
-//! on at that moment, so `bench-footprint` runs one round after each cast and prints both.
+//! channel, which writes the byte back to the caller on a second loopback TCP socket. Its
+//! round trip is the floor a cast's latency stands on at that moment, so `bench-footprint`
+//! runs one round after each cast and prints both.
+//!
+//! The shard stand-ins are pinned to CPUs 0 to N-1, N being the available parallelism: the
+//! server's shards on a machine whose online CPUs are those. A stand-in that cannot be pinned
+//! (a narrower cpuset) runs unpinned.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -43,7 +49,8 @@ impl Relay {
     /// Starts the core stand-in (unpinned, like the application core) and one shard stand-in
     /// pinned to each CPU (like the shards).
     pub fn start() -> std::io::Result<Relay> {
-        let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+        // The token is one byte: at most 256 stand-ins.
+        let cpus = std::thread::available_parallelism().map_or(1, |n| usize::from(n).min(256));
         let (to_core, mut core_in) = tcp_pair()?;
         let (back, delivery) = tcp_pair()?;
         back.set_read_timeout(Some(Duration::from_secs(5)))?;
@@ -168,7 +175,7 @@ mod tests {
         }
         assert_eq!(floor.by_cpu.iter().map(Vec::len).sum::<usize>(), 20);
         assert!(floor.pooled_p50().is_some());
-        // Dropping joins both threads: a relay that did not end would hang here.
+        // Dropping joins every relay thread: a relay that did not end would hang here.
         drop(relay);
     }
 
