@@ -261,7 +261,7 @@ fn read_until(tcp: &mut std::net::TcpStream, needle: &[u8]) -> std::io::Result<V
 /// connection) to the frame's arrival at one idle viewer, `casts` times, on a fresh server.
 /// After each cast, one round of the wake-up [`Relay`] (its shard stand-in on each CPU in
 /// turn), so both see the machine in the same state.
-pub fn cast_latency(args: &Args) -> anyhow::Result<(Vec<f64>, Floor)> {
+pub fn cast_latency(args: &Args) -> anyhow::Result<(Vec<f64>, Floor, Vec<RoleCpu>)> {
     use std::io::Write;
     use std::time::Instant;
     let paths = Paths {
@@ -287,6 +287,7 @@ pub fn cast_latency(args: &Args) -> anyhow::Result<(Vec<f64>, Floor)> {
     let mut micros = Vec::with_capacity(args.casts);
     let mut relay = Relay::start()?;
     let mut floor = Floor::new(relay.cpus());
+    let sched_before = procfs::read_thread_sched(server.pid)?;
     for i in 0..args.casts {
         let body = format!("{{\"payload\":{{\"seq\":{i},\"mark\":\"m{i}z\"}}}}");
         let request = format!(
@@ -310,8 +311,55 @@ pub fn cast_latency(args: &Args) -> anyhow::Result<(Vec<f64>, Floor)> {
         floor.add(cpu, us);
         std::thread::sleep(Duration::from_millis(5));
     }
+    let sched_after = procfs::read_thread_sched(server.pid)?;
     let _ = server.stop(Duration::from_secs(10));
-    Ok((micros, floor))
+    let roles = role_cpu(&sched_before, &sched_after, micros.len());
+    Ok((micros, floor, roles))
+}
+
+/// The server's threads over the casts, by role, per cast.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RoleCpu {
+    pub role: &'static str,
+    /// CPU time on the role's threads, microseconds per cast.
+    pub cpu_us: f64,
+    /// Times the role's threads were put on a CPU, per cast.
+    pub runs: f64,
+}
+
+/// Sums each thread's growth between two readings into its role (`app-core-*` is the
+/// application core, `shard-*` the shards), divided by `casts`. Threads absent from the first
+/// reading count from zero.
+pub fn role_cpu(
+    before: &[(u32, procfs::ThreadSched)],
+    after: &[(u32, procfs::ThreadSched)],
+    casts: usize,
+) -> Vec<RoleCpu> {
+    const ROLES: [&str; 3] = ["application core", "shards", "other threads"];
+    let mut sums = [(0u64, 0u64); 3];
+    for (tid, now) in after {
+        let was = before.iter().find(|(t, _)| t == tid).map(|(_, s)| s);
+        let (run, slices) = was.map_or((0, 0), |w| (w.run_ns, w.slices));
+        let i = if now.name.starts_with("app-core") {
+            0
+        } else if now.name.starts_with("shard-") {
+            1
+        } else {
+            2
+        };
+        sums[i].0 += now.run_ns.saturating_sub(run);
+        sums[i].1 += now.slices.saturating_sub(slices);
+    }
+    let n = casts.max(1) as f64;
+    ROLES
+        .iter()
+        .zip(sums)
+        .map(|(role, (run, slices))| RoleCpu {
+            role,
+            cpu_us: run as f64 / 1000.0 / n,
+            runs: slices as f64 / n,
+        })
+        .collect()
 }
 
 /// The wake-up floor beside the cast: what the same three wake-ups cost with no work.
@@ -340,9 +388,9 @@ fn write_floor(out: &mut impl Write, cast_p50_ms: f64, floor: &Floor) -> std::io
 pub fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let casts = if args.casts > 0 && !args.no_server {
-        let (mut us, floor) = cast_latency(&args)?;
+        let (mut us, floor, roles) = cast_latency(&args)?;
         us.sort_by(f64::total_cmp);
-        Some((us, floor))
+        Some((us, floor, roles))
     } else {
         None
     };
@@ -387,7 +435,7 @@ pub fn main() -> anyhow::Result<()> {
             "| server RSS before any viewer, MiB | {before_mib:.1} | RSS |"
         )?;
     }
-    if let Some((us, floor)) = casts.filter(|(u, _)| !u.is_empty()) {
+    if let Some((us, floor, roles)) = casts.filter(|(u, _, _)| !u.is_empty()) {
         let at = |q: f64| us[((us.len() - 1) as f64 * q).round() as usize] / 1000.0;
         writeln!(
             out,
@@ -399,6 +447,61 @@ pub fn main() -> anyhow::Result<()> {
             at(0.99)
         )?;
         write_floor(&mut out, at(0.5), &floor)?;
+        let roles: Vec<String> = roles
+            .iter()
+            .map(|r| format!("{} {:.0} us on {:.1} runs", r.role, r.cpu_us, r.runs))
+            .collect();
+        writeln!(
+            out,
+            "Server CPU per cast (each thread's schedstat over the casts; a run is one time a \
+             thread was put on a CPU; the relay rounds and 10 ms of sleep per cast are in the \
+             same span): {}.",
+            roles.join(", ")
+        )?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use procfs::ThreadSched;
+
+    fn t(tid: u32, name: &str, run_ns: u64, slices: u64) -> (u32, ThreadSched) {
+        let name = name.to_owned();
+        (
+            tid,
+            ThreadSched {
+                name,
+                run_ns,
+                slices,
+            },
+        )
+    }
+
+    #[test]
+    fn role_cpu_sums_each_threads_growth_into_its_role() {
+        let before = [
+            t(1, "ovation", 5_000, 3),
+            t(2, "shard-0-1", 1_000_000, 10),
+            t(3, "shard-1-2", 2_000_000, 20),
+            t(4, "app-core-3", 3_000_000, 30),
+        ];
+        let after = [
+            t(1, "ovation", 5_000, 3),
+            t(2, "shard-0-1", 1_600_000, 30),
+            t(3, "shard-1-2", 2_400_000, 40),
+            t(4, "app-core-3", 4_000_000, 70),
+            // Started during the casts: counted from zero.
+            t(9, "blocking-1", 200_000, 2),
+        ];
+        let roles = role_cpu(&before, &after, 10);
+        let get = |role: &str| roles.iter().find(|r| r.role == role).unwrap();
+        assert_eq!(get("application core").cpu_us, 100.0);
+        assert_eq!(get("application core").runs, 4.0);
+        assert_eq!(get("shards").cpu_us, 100.0);
+        assert_eq!(get("shards").runs, 4.0);
+        assert_eq!(get("other threads").cpu_us, 20.0);
+        assert_eq!(get("other threads").runs, 0.2);
+    }
 }

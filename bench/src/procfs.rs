@@ -164,6 +164,56 @@ fn clock_ticks_per_second() -> f64 {
     100.0
 }
 
+/// One thread's scheduler counters, from `/proc/PID/task/TID/schedstat` (`run_ns wait_ns
+/// slices`): time on a CPU, and how many times it was put on one (about one per wake-up for a
+/// thread that sleeps between events).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ThreadSched {
+    pub name: String,
+    pub run_ns: u64,
+    pub slices: u64,
+}
+
+/// `(run_ns, slices)` from the text of a `schedstat` file.
+pub fn parse_schedstat(text: &str) -> Option<(u64, u64)> {
+    let mut f = text.split_whitespace();
+    let run = f.next()?.parse().ok()?;
+    let _wait: u64 = f.next()?.parse().ok()?;
+    let slices = f.next()?.parse().ok()?;
+    Some((run, slices))
+}
+
+/// [`ThreadSched`] of every thread of process `pid`, keyed by thread id. Threads that end
+/// while this reads are skipped.
+pub fn read_thread_sched(pid: u32) -> io::Result<Vec<(u32, ThreadSched)>> {
+    let mut out = Vec::new();
+    for entry in fs::read_dir(format!("/proc/{pid}/task"))? {
+        let entry = entry?;
+        let Some(tid) = entry.file_name().to_str().and_then(|t| t.parse().ok()) else {
+            continue;
+        };
+        let dir = entry.path();
+        let (Ok(name), Ok(stat)) = (
+            fs::read_to_string(dir.join("comm")),
+            fs::read_to_string(dir.join("schedstat")),
+        ) else {
+            continue;
+        };
+        if let Some((run_ns, slices)) = parse_schedstat(&stat) {
+            let name = name.trim().to_owned();
+            out.push((
+                tid,
+                ThreadSched {
+                    name,
+                    run_ns,
+                    slices,
+                },
+            ));
+        }
+    }
+    Ok(out)
+}
+
 /// The 1-minute load average, the first field of `/proc/loadavg`.
 pub fn parse_loadavg(text: &str) -> Option<f64> {
     text.split_whitespace().next()?.parse().ok()
@@ -210,6 +260,15 @@ mod tests {
     use super::*;
 
     const STATUS: &str = "Name:\tovation\nUmask:\t0022\nState:\tS (sleeping)\nVmPeak:\t  812344 kB\nVmRSS:\t   23480 kB\nRssAnon:\t    9120 kB\nThreads:\t5\n";
+
+    #[test]
+    fn schedstat_fields() {
+        assert_eq!(parse_schedstat("1520331 20410 17\n"), Some((1_520_331, 17)));
+        assert_eq!(parse_schedstat("1520331 20410\n"), None);
+        assert_eq!(parse_schedstat("x 1 2\n"), None);
+        let me = read_thread_sched(std::process::id()).expect("own threads");
+        assert!(me.iter().any(|(_, t)| t.run_ns > 0), "{me:?}");
+    }
 
     #[test]
     fn rss_from_status() {
