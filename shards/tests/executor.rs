@@ -7,6 +7,10 @@
 //!   below would stop; every wait is bounded, so they fail instead of hanging. (They also
 //!   caught the third change's bug: with timers kept, a round preempted before it ran
 //!   anything parked with tasks queued, and the first ping-pong stalled.)
+//! - a receiver wakes a sleeping sender only when the sender may be waiting for room (the
+//!   channel was full): upstream woke it on every message taken, for nothing. A sender that
+//!   waits for room must still be woken every time, and one that sleeps for its own reasons
+//!   must not be woken by each message it sent.
 //! - timers: a timer still pending is kept across scheduling rounds when it fires no later
 //!   than the timer that is needed. Every timer must still fire, never early, in the order
 //!   of its deadline, however the rounds before it armed the ring.
@@ -156,4 +160,81 @@ fn timers_fire_in_deadline_order_and_never_early_whatever_armed_the_ring() {
     sorted.sort_unstable();
     let ms = |v: &[(Instant, u64)]| v.iter().map(|&(_, ms)| ms).collect::<Vec<_>>();
     assert_eq!(ms(&order), ms(&sorted), "timers woke out of deadline order");
+}
+
+#[test]
+fn a_sender_waiting_for_room_is_woken_every_time() {
+    // A small channel the receiver drains in spurts, sleeping between them: the sender fills
+    // it and goes to sleep waiting for room over and over. A lost wake-up leaves it asleep.
+    const ITEMS: u64 = 100_000;
+    for capacity in [2, 8, 64] {
+        let (tx, rx) = shared_channel::new_bounded::<u64>(capacity);
+        let sender = on_executor("full-sender", move || async move {
+            let tx = tx.connect().await;
+            for i in 0..ITEMS {
+                tx.send(i).await.expect("send");
+            }
+        });
+        let receiver = on_executor("slow-receiver", move || async move {
+            let rx = rx.connect().await;
+            let mut expect = 0;
+            while let Some(v) = rx.recv().await {
+                assert_eq!(v, expect, "in order, none lost");
+                expect += 1;
+                if expect % 97 == 0 {
+                    sleep(Duration::from_micros(50)).await;
+                }
+            }
+            expect
+        });
+        sender.recv_timeout(BOUND).expect("sender finished");
+        let got = receiver.recv_timeout(BOUND).expect("receiver finished");
+        assert_eq!(got, ITEMS, "capacity {capacity}");
+    }
+}
+
+/// `voluntary_ctxt_switches` of the calling thread: each time it blocked, which for an
+/// executor is each time it went to sleep.
+fn own_sleeps() -> u64 {
+    let status = std::fs::read_to_string("/proc/thread-self/status").expect("status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("voluntary_ctxt_switches")
+}
+
+#[test]
+fn taking_a_message_does_not_wake_a_sender_that_sleeps_for_its_own_reasons() {
+    // The application core sends one command and goes to sleep; the shard takes it. Upstream
+    // the take woke the core again for nothing: two sleeps per message instead of one.
+    const ROUNDS: u64 = 400;
+    let (tx, rx) = shared_channel::new_bounded::<u64>(64);
+    let receiver = on_executor("taker", move || async move {
+        let rx = rx.connect().await;
+        let mut n = 0;
+        while rx.recv().await.is_some() {
+            n += 1;
+        }
+        n
+    });
+    let sender = on_executor("sleepy-sender", move || async move {
+        let tx = tx.connect().await;
+        let before = own_sleeps();
+        for i in 0..ROUNDS {
+            tx.try_send(i).expect("room");
+            sleep(Duration::from_millis(1)).await;
+        }
+        own_sleeps() - before
+    });
+    let sleeps = sender.recv_timeout(BOUND).expect("sender finished");
+    assert_eq!(
+        receiver.recv_timeout(BOUND).expect("receiver finished"),
+        ROUNDS
+    );
+    // One sleep per round for its timer; a wake-up per message taken would make it two.
+    assert!(
+        sleeps < ROUNDS * 3 / 2,
+        "{sleeps} sleeps over {ROUNDS} one-millisecond timers"
+    );
 }

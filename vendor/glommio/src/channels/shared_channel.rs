@@ -420,7 +420,19 @@ impl<T: Send + Sized> ConnectedReceiver<T> {
                 }
             }
             res => {
-                self.notifier.notify(false);
+                // ovation patch: wake the producer only when it may be waiting for room. It
+                // waits only after it found the buffer full, and only this receiver pops, so
+                // then the buffer holds at least `capacity - 1` items after this pop (more if
+                // the producer has pushed again since). The fence orders this pop before the
+                // read of the producer's tail, as the producer's own fence orders its flag
+                // before its read of the free space (`Reactor::wait`): either it sees this
+                // pop's room and does not sleep, or this read sees its last push. Upstream
+                // notified on every pop, so each message woke a producer that had gone to
+                // sleep after sending it, for nothing.
+                std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+                if self.state.buffer.size() + 1 >= self.state.buffer.capacity() {
+                    self.notifier.notify(false);
+                }
                 Poll::Ready(res)
             }
         }
