@@ -1323,7 +1323,13 @@ impl LocalExecutor {
     fn run_task_queues(&self) -> bool {
         let mut ran = false;
         loop {
-            self.reactor.sys.install_eventfd();
+            // ovation patch: after a wake-up by the eventfd, its read is armed again once the
+            // first task queue has run, not before: arming is an `io_uring_enter` of its own,
+            // and it stood between every cross-executor wake-up and the task it woke. Every
+            // way out of this function arms it, so the executor never parks without it.
+            if ran {
+                self.reactor.sys.install_eventfd();
+            }
             if self.need_preempt() {
                 // ovation patch: a completion that arrived since the last poll stops this
                 // before it runs anything. Report the waiting task queues as run, so the
@@ -1335,11 +1341,13 @@ impl LocalExecutor {
                 break;
             }
             if !self.run_one_task_queue() {
+                self.reactor.sys.install_eventfd();
                 return false;
             } else {
                 ran = true;
             }
         }
+        self.reactor.sys.install_eventfd();
         ran
     }
 
