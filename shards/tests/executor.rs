@@ -16,6 +16,9 @@
 //!   that waits. Both must still leave it asleep between messages, woken by every one: the
 //!   ping-pongs hang on a lost wake-up, and the sleepy sender's count of sleeps falls to
 //!   nothing if the executor spins.
+//! - the main ring posts a completion that arrives while its thread runs at the thread's
+//!   next entry into the kernel (`IORING_SETUP_COOP_TASKRUN`), where upstream interrupted
+//!   the thread's CPU. An executor that never sleeps must still see every read complete.
 //! - timers: a timer still pending is kept across scheduling rounds when it fires no later
 //!   than the timer that is needed. Every timer must still fire, never early, in the order
 //!   of its deadline, however the rounds before it armed the ring.
@@ -244,4 +247,61 @@ fn taking_a_message_does_not_wake_a_sender_that_sleeps_for_its_own_reasons() {
         (ROUNDS / 2..ROUNDS * 3 / 2).contains(&sleeps),
         "{sleeps} sleeps over {ROUNDS} one-millisecond timers"
     );
+}
+
+#[test]
+fn socket_reads_complete_while_the_executor_never_sleeps() {
+    // The main ring posts a completion that arrives while its thread runs at the thread's
+    // next entry into the kernel, not by an interrupt (glommio change 7). Here a task that
+    // always yields keeps the executor from ever sleeping, so every read's completion arrives
+    // while it runs; an echo that lost one would stall, and the peer's bounded read fails.
+    use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
+    use std::cell::Cell;
+    use std::io::{Read, Write};
+
+    const ROUNDS: u64 = 2_000;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (tx, rx) = mpsc::channel();
+    LocalExecutorBuilder::new(Placement::Unbound)
+        .name("busy-echo")
+        .preempt_timer(Duration::from_millis(1))
+        .spawn(move || async move {
+            let done = Rc::new(Cell::new(false));
+            let spinning = done.clone();
+            let spinner = glommio::spawn_local(async move {
+                let mut yields = 0u64;
+                while !spinning.get() {
+                    future::yield_now().await;
+                    yields += 1;
+                }
+                yields
+            });
+            let mut stream = glommio::net::TcpStream::connect(addr)
+                .await
+                .expect("connect");
+            let mut buf = [0u8; 8];
+            let mut echoed = 0u64;
+            while stream.read_exact(&mut buf).await.is_ok() {
+                stream.write_all(&buf).await.expect("echo");
+                echoed += 1;
+            }
+            done.set(true);
+            let _ = tx.send((echoed, spinner.await));
+        })
+        .expect("spawn executor");
+
+    let (mut peer, _) = listener.accept().expect("accept");
+    peer.set_read_timeout(Some(BOUND)).expect("timeout");
+    let mut back = [0u8; 8];
+    for i in 0..ROUNDS {
+        peer.write_all(&i.to_le_bytes()).expect("send");
+        peer.read_exact(&mut back).expect("echo within the bound");
+        assert_eq!(u64::from_le_bytes(back), i);
+    }
+    drop(peer);
+    let (echoed, yields) = rx.recv_timeout(BOUND).expect("executor finished");
+    assert_eq!(echoed, ROUNDS);
+    // The executor really stayed busy: its spinner ran between the reads.
+    assert!(yields >= ROUNDS, "{yields} yields over {ROUNDS} reads");
 }

@@ -92,6 +92,12 @@ bitflags::bitflags! {
         const CQSIZE    = 1 << 3;
         const CLAMP     = 1 << 4;
         const ATTACH_WQ = 1 << 5;
+        // ovation patch: a completion that arrives while the ring's thread runs is posted
+        // at that thread's next entry into the kernel, not by an interrupt (Linux 5.19).
+        const COOP_TASKRUN = 1 << 8;
+        // ovation patch: with `COOP_TASKRUN`, the kernel sets `IORING_SQ_TASKRUN` in the SQ
+        // ring's flags while such completions wait (Linux 5.19).
+        const TASKRUN_FLAG = 1 << 9;
     }
 }
 
@@ -277,6 +283,39 @@ impl IoUring {
 
     pub fn raw(&self) -> &uring_sys::io_uring {
         &self.ring
+    }
+
+    /// ovation patch: whether completions wait as task work to be posted
+    /// (`IORING_SQ_TASKRUN`; only set on rings made with `COOP_TASKRUN | TASKRUN_FLAG`).
+    pub fn task_work_pending(&self) -> bool {
+        // SAFETY: `kflags` points into the SQ ring, mapped for as long as `self` lives; the
+        // kernel writes it concurrently, so it is read as an atomic.
+        let flags = unsafe {
+            (*(self.ring.sq.kflags as *const std::sync::atomic::AtomicU32))
+                .load(std::sync::atomic::Ordering::Acquire)
+        };
+        flags & uring_sys::IORING_SQ_TASKRUN != 0
+    }
+
+    /// ovation patch: posts the completions that wait as task work, without waiting.
+    pub fn flush_task_work(&mut self) -> io::Result<()> {
+        // SAFETY: a plain `io_uring_enter` on this ring's descriptor that submits nothing
+        // and waits for nothing; no pointer is passed.
+        let ret = unsafe {
+            uring_sys::syscalls::io_uring_enter(
+                self.ring.ring_fd,
+                0,
+                0,
+                uring_sys::IORING_ENTER_GETEVENTS,
+                ptr::null(),
+            )
+        };
+        // A raw system call: -1 and `errno` on failure.
+        if ret < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(())
+        }
     }
 
     pub unsafe fn raw_mut(&mut self) -> &mut uring_sys::io_uring {

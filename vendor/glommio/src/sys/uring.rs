@@ -655,6 +655,9 @@ pub(crate) trait UringCommon {
     fn may_rush(&self) -> bool {
         true
     }
+    /// ovation patch: posts completions that wait as task work (see
+    /// [`SleepableRing::new`]); a no-op on rings that post them at once.
+    fn flush_task_work(&mut self) {}
 
     fn consume_sqe_queue(
         &mut self,
@@ -742,6 +745,7 @@ pub(crate) trait UringCommon {
             .or_else(Reactor::busy_ok)
             .or_else(Reactor::again_ok)
             .or_else(Reactor::intr_ok)?;
+        self.flush_task_work();
         self.consume_completion_queue(woke);
         Ok(())
     }
@@ -896,15 +900,36 @@ struct SleepableRing {
 }
 
 impl SleepableRing {
+    /// ovation patch: with `cooperative`, completions that arrive while this thread runs
+    /// are posted at its next entry into the kernel (`IORING_SETUP_COOP_TASKRUN`), where
+    /// upstream's ring interrupts the thread's CPU for each (an IPI, a VM exit under a
+    /// hypervisor). A sleeping thread is still woken at once. [`UringCommon::poll`] enters
+    /// the kernel to post them when the ring says some wait (`IORING_SETUP_TASKRUN_FLAG`),
+    /// and any other system call posts them on its way out. Kernels before 5.19 refuse the
+    /// flags; the ring is then made as upstream makes it.
     fn new(
         size: usize,
         name: &'static str,
+        cooperative: bool,
         allocator: Rc<UringBufferAllocator>,
         source_map: Rc<RefCell<SourceMap>>,
     ) -> io::Result<Self> {
         assert!(*IO_URING_RECENT_ENOUGH);
+        let ring = if cooperative {
+            iou::IoUring::new_with_flags(
+                size as _,
+                iou::SetupFlags::COOP_TASKRUN | iou::SetupFlags::TASKRUN_FLAG,
+                iou::SetupFeatures::empty(),
+            )
+            .or_else(|e| match e.raw_os_error() {
+                Some(libc::EINVAL) => iou::IoUring::new(size as _),
+                _ => Err(e),
+            })?
+        } else {
+            iou::IoUring::new(size as _)?
+        };
         Ok(SleepableRing {
-            ring: iou::IoUring::new(size as _)?,
+            ring,
             size,
             submission_queue: UringQueueState::with_capacity(size * 4),
             name,
@@ -1127,6 +1152,13 @@ impl UringCommon for SleepableRing {
         false
     }
 
+    fn flush_task_work(&mut self) {
+        // An error leaves the completions to the next system call, as without the flag.
+        if self.ring.task_work_pending() {
+            let _ = self.ring.flush_task_work();
+        }
+    }
+
     fn needs_kernel_enter(&self) -> bool {
         // We only need to enter the kernel to submit SQEs, not to collect CQEs (the
         // kernel posts the CQEs asynchronously for us)
@@ -1309,10 +1341,16 @@ impl Reactor {
         let registry = vec![allocator.as_bytes()];
 
         let main_ring =
-            SleepableRing::new(ring_depth, "main", allocator.clone(), source_map.clone())?;
+            SleepableRing::new(ring_depth, "main", true, allocator.clone(), source_map.clone())?;
         let poll_ring = PollRing::new(ring_depth, allocator.clone(), source_map.clone())?;
         let mut latency_ring =
-            SleepableRing::new(ring_depth, "latency", allocator.clone(), source_map.clone())?;
+            SleepableRing::new(
+            ring_depth,
+            "latency",
+            false,
+            allocator.clone(),
+            source_map.clone(),
+        )?;
 
         match main_ring.registrar().register_buffers_by_ref(&registry) {
             Err(x) => warn!("Error: registering buffers in the main ring. Skipping{x:#?}"),
@@ -2201,7 +2239,7 @@ mod tests {
     fn sqe_link_chain() {
         let allocator = Rc::new(UringBufferAllocator::new(65536));
         let source_map = Rc::new(RefCell::new(SourceMap::default()));
-        let mut ring = SleepableRing::new(4, "main", allocator, source_map).unwrap();
+        let mut ring = SleepableRing::new(4, "main", true, allocator, source_map).unwrap();
         let q = ring.submission_queue();
         let mut queue = q.borrow_mut();
 
@@ -2235,7 +2273,7 @@ mod tests {
     fn unterminated_sqe_link_chain() {
         let allocator = Rc::new(UringBufferAllocator::new(65536));
         let source_map = Rc::new(RefCell::new(SourceMap::default()));
-        let mut ring = SleepableRing::new(2, "main", allocator, source_map).unwrap();
+        let mut ring = SleepableRing::new(2, "main", true, allocator, source_map).unwrap();
         let q = ring.submission_queue();
         let mut queue = q.borrow_mut();
 
@@ -2255,7 +2293,7 @@ mod tests {
     fn sqe_link_chain_overflow() {
         let allocator = Rc::new(UringBufferAllocator::new(65536));
         let source_map = Rc::new(RefCell::new(SourceMap::default()));
-        let mut ring = SleepableRing::new(2, "main", allocator, source_map).unwrap();
+        let mut ring = SleepableRing::new(2, "main", true, allocator, source_map).unwrap();
         let q = ring.submission_queue();
         let mut queue = q.borrow_mut();
 
