@@ -1,5 +1,5 @@
-//! Reading `/proc`: a server's resident memory, the kernel's TCP socket memory, and the
-//! machine facts printed in the table header. Parsing is pure (`parse_*` take the file's
+//! Reading `/proc`: a server's resident memory, the kernel's TCP socket memory, the machine's
+//! rescheduling IPIs, and the machine facts printed in the table header. Parsing is pure (`parse_*` take the file's
 //! text) so it is tested on captured samples; the `read_*` wrappers only add the file access.
 
 use std::fs;
@@ -158,6 +158,37 @@ pub fn read_cpu_seconds(pid: u32) -> io::Result<f64> {
     Ok(ticks as f64 / clock_ticks_per_second())
 }
 
+/// Rescheduling IPIs the kernel has sent, summed over CPUs: the line of `/proc/interrupts`
+/// described as "Rescheduling interrupts" (`RES:` on x86, `IPI0:` on arm64). The kernel
+/// sends one to wake a thread on another CPU and to interrupt a running thread for work such
+/// as an io_uring completion, so it counts cross-CPU traffic that CPU time alone hides.
+pub fn parse_rescheduling_ipis(interrupts: &str) -> Option<u64> {
+    let line = interrupts
+        .lines()
+        .find(|l| l.trim_end().ends_with("Rescheduling interrupts"))?;
+    let (_, counts) = line.split_once(':')?;
+    let mut total = 0u64;
+    for word in counts.split_whitespace() {
+        match word.parse::<u64>() {
+            Ok(n) => total = total.checked_add(n)?,
+            // The description follows the per-CPU counts.
+            Err(_) => break,
+        }
+    }
+    Some(total)
+}
+
+/// The machine's rescheduling IPIs so far (see [`parse_rescheduling_ipis`]).
+pub fn read_rescheduling_ipis() -> io::Result<u64> {
+    let text = fs::read_to_string("/proc/interrupts")?;
+    parse_rescheduling_ipis(&text).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            "no rescheduling line in /proc/interrupts",
+        )
+    })
+}
+
 /// `sysconf(_SC_CLK_TCK)`: 100 on every Linux architecture that ovation targets (the kernel
 /// exports `USER_HZ` = 100 to user space on x86 and arm64).
 fn clock_ticks_per_second() -> f64 {
@@ -257,6 +288,23 @@ pub fn read_machine() -> Machine {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn rescheduling_ipis_sum_the_cpus_of_their_line() {
+        let x86 = "            CPU0       CPU1       \n   0:         35          0   IO-APIC   2-edge      timer\n\
+                   NMI:          0          0   Non-maskable interrupts\n\
+                   RES:   12994111    6355926   Rescheduling interrupts\n\
+                   CAL:   16288942   18991760   Function call interrupts\n";
+        assert_eq!(parse_rescheduling_ipis(x86), Some(12_994_111 + 6_355_926));
+        let arm = "           CPU0       CPU1\nIPI0:        10         32       Rescheduling interrupts\n\
+                   IPI1:         5          7       Function call interrupts\n";
+        assert_eq!(parse_rescheduling_ipis(arm), Some(42));
+        assert_eq!(
+            parse_rescheduling_ipis("CAL: 1 2 Function call interrupts\n"),
+            None
+        );
+    }
+
     use super::*;
 
     const STATUS: &str = "Name:\tovation\nUmask:\t0022\nState:\tS (sleeping)\nVmPeak:\t  812344 kB\nVmRSS:\t   23480 kB\nRssAnon:\t    9120 kB\nThreads:\t5\n";

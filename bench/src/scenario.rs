@@ -68,6 +68,12 @@ const CONNECT_METRICS: &[Metric] = &[
         Unit::Seconds,
         Better::Lower,
     ),
+    Metric::new(
+        "resched_ipis",
+        "rescheduling IPIs, whole machine (load generator included)",
+        Unit::Count,
+        Better::Lower,
+    ),
 ];
 
 const IDLE_METRICS: &[Metric] = &[
@@ -151,6 +157,12 @@ const FANOUT_METRICS: &[Metric] = &[
         "server_cpu_s",
         "server CPU time, s",
         Unit::Seconds,
+        Better::Lower,
+    ),
+    Metric::new(
+        "resched_ipis",
+        "rescheduling IPIs, whole machine (load generator included)",
+        Unit::Count,
         Better::Lower,
     ),
 ];
@@ -430,6 +442,7 @@ pub fn run_once(paths: &Paths, kind: ServerKind, scenario: Scenario, s: &Setting
     let sock_before = procfs::read_sockstat();
     let slab_before = procfs::read_socket_slab_bytes();
     let cpu_before = procfs::read_cpu_seconds(pid);
+    let ipis_before = procfs::read_rescheduling_ipis();
 
     let run = scenario.loadgen_run(s, server.viewer, server.api);
     let json_path = report_path(kind, scenario);
@@ -543,6 +556,12 @@ pub fn run_once(paths: &Paths, kind: ServerKind, scenario: Scenario, s: &Setting
         if let Ok(after) = procfs::read_cpu_seconds(pid) {
             result.set("server_cpu_s", after - before);
         }
+    }
+    let lists_ipis = scenario.metrics().iter().any(|m| m.key == "resched_ipis");
+    if let (true, Ok(before), Ok(after)) =
+        (lists_ipis, ipis_before, procfs::read_rescheduling_ipis())
+    {
+        result.set("resched_ipis", after.saturating_sub(before) as f64);
     }
     let stopped = server.stop(s.stop_grace);
     if let Some(p) = stopped.problem(s.stop_grace) {

@@ -10,9 +10,17 @@
 //! syscall per connection.
 //!
 //! The ring's own descriptor is readable while completions wait in it ([`Poller::fd`]), so
-//! the caller's event loop can wait on it beside everything else. The ring is created
-//! without `IORING_SETUP_COOP_TASKRUN`, so completions are posted while the owning thread
-//! sleeps elsewhere (in its runtime's ring) and wake it.
+//! the caller's event loop can wait on it beside everything else.
+//!
+//! The ring is created with `IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG` (Linux
+//! 5.19; older kernels get a plain ring). Without it, a socket that becomes readable while
+//! the owning thread runs (another CPU's send) interrupts that thread's CPU with an IPI so
+//! the thread posts the completion at once: in a connect storm that was nearly every
+//! rescheduling IPI of the machine. With it, the thread posts the completion at its next
+//! entry into the kernel. A thread asleep anywhere (in its runtime's ring, waiting on this
+//! ring's descriptor) is still woken at once, and posts it on the way. When the flag says
+//! completions wait, [`Poller::reap`] reports more and [`Poller::submit`] enters the kernel
+//! to post them.
 //!
 //! Ordering makes descriptor reuse safe: a poll holds a reference to its file, not to the
 //! number, and [`Poller::unwatch`] removes by token. If a socket is closed and its number
@@ -51,7 +59,17 @@ impl Poller {
     /// A ring with `sq` submission and `cq` completion entries. Completions beyond `cq` are
     /// kept by the kernel (`IORING_FEAT_NODROP`) and flushed by [`Poller::reap`].
     pub fn new(sq: u32, cq: u32) -> io::Result<Poller> {
-        let ring = IoUring::builder().setup_cqsize(cq.max(sq)).build(sq)?;
+        let ring = match IoUring::builder()
+            .setup_cqsize(cq.max(sq))
+            .setup_coop_taskrun()
+            .setup_taskrun_flag()
+            .build(sq)
+        {
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                IoUring::builder().setup_cqsize(cq.max(sq)).build(sq)?
+            }
+            ring => ring?,
+        };
         if !ring.params().is_feature_nodrop() {
             return Err(io::Error::new(
                 io::ErrorKind::Unsupported,
@@ -128,10 +146,13 @@ impl Poller {
     }
 
     /// Hands every queued entry to the kernel (one `io_uring_enter`; none when nothing is
-    /// queued and no completion waits in the kernel's overflow list).
+    /// queued and no completion waits in the kernel, in its overflow list or to be posted).
     pub fn submit(&mut self) -> io::Result<()> {
-        let overflow = self.ring.submission().cq_overflow();
-        if self.queued == 0 && !overflow {
+        let waiting = {
+            let sq = self.ring.submission();
+            sq.cq_overflow() || sq.taskrun()
+        };
+        if self.queued == 0 && !waiting {
             return Ok(());
         }
         loop {
@@ -148,7 +169,8 @@ impl Poller {
     }
 
     /// Moves up to `max` completions into `out`; true when more may wait (the queue was
-    /// not emptied, or the kernel holds overflowed completions: call again after a submit).
+    /// not emptied, or the kernel holds overflowed completions or ones not yet posted: call
+    /// again after a submit).
     pub fn reap(&mut self, out: &mut Vec<Event>, max: usize) -> bool {
         let mut cq = self.ring.completion();
         let mut taken = 0;
@@ -168,7 +190,8 @@ impl Poller {
         }
         let left = !cq.is_empty();
         drop(cq);
-        left || self.ring.submission().cq_overflow()
+        let sq = self.ring.submission();
+        left || sq.cq_overflow() || sq.taskrun()
     }
 }
 
