@@ -24,13 +24,11 @@ fn kb_field(text: &str, key: &str) -> Option<u64> {
 
 /// Resident set size of process `pid`, in bytes.
 pub fn read_rss(pid: u32) -> io::Result<u64> {
-    let status = fs::read_to_string(format!("/proc/{pid}/status"))?;
-    parse_vm_rss(&status).ok_or_else(|| {
-        io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("no VmRSS line in /proc/{pid}/status"),
-        )
-    })
+    read_parsed(
+        &format!("/proc/{pid}/status"),
+        parse_vm_rss,
+        "no VmRSS line",
+    )
 }
 
 /// The `TCP:` line of `/proc/net/sockstat`.
@@ -69,13 +67,11 @@ pub fn parse_sockstat(text: &str) -> Option<TcpSockstat> {
 }
 
 pub fn read_sockstat() -> io::Result<TcpSockstat> {
-    let text = fs::read_to_string("/proc/net/sockstat")?;
-    parse_sockstat(&text).ok_or_else(|| {
-        io::Error::new(
-            io::ErrorKind::InvalidData,
-            "no complete TCP: line in /proc/net/sockstat",
-        )
-    })
+    read_parsed(
+        "/proc/net/sockstat",
+        parse_sockstat,
+        "no complete TCP: line",
+    )
 }
 
 /// Bytes per page, the unit of `mem` in `/proc/net/sockstat`.
@@ -126,13 +122,11 @@ pub fn parse_socket_slab_bytes(slabinfo: &str) -> Option<u64> {
 
 /// [`parse_socket_slab_bytes`] of `/proc/slabinfo` (readable by root only).
 pub fn read_socket_slab_bytes() -> io::Result<u64> {
-    let text = fs::read_to_string("/proc/slabinfo")?;
-    parse_socket_slab_bytes(&text).ok_or_else(|| {
-        io::Error::new(
-            io::ErrorKind::InvalidData,
-            "/proc/slabinfo has an unknown format or no socket caches",
-        )
-    })
+    read_parsed(
+        "/proc/slabinfo",
+        parse_socket_slab_bytes,
+        "an unknown format or no socket caches",
+    )
 }
 
 /// Total user plus system CPU time of process `pid`, in clock ticks (fields 14 and 15 of
@@ -148,13 +142,11 @@ pub fn parse_stat_cpu_ticks(stat: &str) -> Option<u64> {
 
 /// CPU seconds (user + system) that process `pid` has used so far.
 pub fn read_cpu_seconds(pid: u32) -> io::Result<f64> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    let ticks = parse_stat_cpu_ticks(&stat).ok_or_else(|| {
-        io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("unreadable /proc/{pid}/stat"),
-        )
-    })?;
+    let ticks = read_parsed(
+        &format!("/proc/{pid}/stat"),
+        parse_stat_cpu_ticks,
+        "no CPU time fields",
+    )?;
     Ok(ticks as f64 / clock_ticks_per_second())
 }
 
@@ -180,13 +172,19 @@ pub fn parse_rescheduling_ipis(interrupts: &str) -> Option<u64> {
 
 /// The machine's rescheduling IPIs so far (see [`parse_rescheduling_ipis`]).
 pub fn read_rescheduling_ipis() -> io::Result<u64> {
-    let text = fs::read_to_string("/proc/interrupts")?;
-    parse_rescheduling_ipis(&text).ok_or_else(|| {
-        io::Error::new(
-            io::ErrorKind::InvalidData,
-            "no rescheduling line in /proc/interrupts",
-        )
-    })
+    read_parsed(
+        "/proc/interrupts",
+        parse_rescheduling_ipis,
+        "no rescheduling line",
+    )
+}
+
+/// Reads `path` and parses it with `parse`; `InvalidData` naming the file and `what` went
+/// wrong when `parse` finds nothing.
+fn read_parsed<T>(path: &str, parse: impl FnOnce(&str) -> Option<T>, what: &str) -> io::Result<T> {
+    let text = fs::read_to_string(path)?;
+    parse(&text)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("{path}: {what}")))
 }
 
 /// `sysconf(_SC_CLK_TCK)`: 100 on every Linux architecture that ovation targets (the kernel
