@@ -1,6 +1,7 @@
-//! Reading `/proc`: a server's resident memory, the kernel's TCP socket memory, the machine's
-//! rescheduling IPIs, and the machine facts printed in the table header. Parsing is pure (`parse_*` take the file's
-//! text) so it is tested on captured samples; the `read_*` wrappers only add the file access.
+//! Reading `/proc`: a server's resident memory and threads, the kernel's TCP socket memory,
+//! the machine's rescheduling IPIs, and the machine facts printed in the table header.
+//! Parsing is pure (`parse_*` take the file's text) so it is tested on captured samples; the
+//! `read_*` wrappers only add the file access.
 
 use std::fs;
 use std::io;
@@ -286,6 +287,7 @@ pub fn read_machine() -> Machine {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
 
     #[test]
     fn rescheduling_ipis_sum_the_cpus_of_their_line() {
@@ -302,8 +304,6 @@ mod tests {
             None
         );
     }
-
-    use super::*;
 
     const STATUS: &str = "Name:\tovation\nUmask:\t0022\nState:\tS (sleeping)\nVmPeak:\t  812344 kB\nVmRSS:\t   23480 kB\nRssAnon:\t    9120 kB\nThreads:\t5\n";
 

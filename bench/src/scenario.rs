@@ -442,7 +442,8 @@ pub fn run_once(paths: &Paths, kind: ServerKind, scenario: Scenario, s: &Setting
     let sock_before = procfs::read_sockstat();
     let slab_before = procfs::read_socket_slab_bytes();
     let cpu_before = procfs::read_cpu_seconds(pid);
-    let ipis_before = procfs::read_rescheduling_ipis();
+    let lists_ipis = scenario.metrics().iter().any(|m| m.key == "resched_ipis");
+    let ipis_before = lists_ipis.then(procfs::read_rescheduling_ipis);
 
     let run = scenario.loadgen_run(s, server.viewer, server.api);
     let json_path = report_path(kind, scenario);
@@ -557,10 +558,7 @@ pub fn run_once(paths: &Paths, kind: ServerKind, scenario: Scenario, s: &Setting
             result.set("server_cpu_s", after - before);
         }
     }
-    let lists_ipis = scenario.metrics().iter().any(|m| m.key == "resched_ipis");
-    if let (true, Ok(before), Ok(after)) =
-        (lists_ipis, ipis_before, procfs::read_rescheduling_ipis())
-    {
+    if let (Some(Ok(before)), Ok(after)) = (ipis_before, procfs::read_rescheduling_ipis()) {
         result.set("resched_ipis", after.saturating_sub(before) as f64);
     }
     let stopped = server.stop(s.stop_grace);
