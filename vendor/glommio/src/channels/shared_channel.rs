@@ -188,6 +188,14 @@ impl<T: 'static + Send + Sized> SharedSender<T> {
 }
 
 impl<T: Send + Sized> ConnectedSender<T> {
+    /// ovation patch: whether the receiving executor was asleep (parked, or about to park)
+    /// when last seen. A hint only: the receiver may wake or fall asleep right after. A
+    /// sender that sends a message the receiver has no other use for than waking up (a
+    /// heads-up that more is coming) sends it only when this is true.
+    pub fn peer_asleep(&self) -> bool {
+        self.notifier.is_sleeping()
+    }
+
     /// Sends data into this channel.
     ///
     /// It returns a [`GlommioError::Closed`] if the receiver is destroyed.

@@ -305,6 +305,12 @@ impl SleepNotifier {
         self.id
     }
 
+    /// ovation patch: the flag the executor raises before it sleeps and a notification (or
+    /// its own wake-up) lowers.
+    pub(crate) fn is_sleeping(&self) -> bool {
+        self.should_notify.load(Ordering::Relaxed)
+    }
+
     pub(crate) fn notify(&self, force: bool) {
         // ovation patch: pairs with the fence the sleeper issues after raising the flag
         // (`Reactor::wait`), so either it sees what was sent before this call or this call
