@@ -221,7 +221,8 @@ impl Server {
         }
         let stats: Vec<Arc<ShardStats>> = (0..shards).map(|_| Arc::default()).collect();
         let mut uplinks: Vec<SharedReceiver<ShardEvent>> = Vec::new();
-        let mut downlinks: Vec<SharedSender<ShardCommand>> = Vec::new();
+        // Each shard's command channel, with the CPU its thread is pinned to.
+        let mut downlinks: Vec<(SharedSender<ShardCommand>, usize)> = Vec::new();
         let mut threads = Vec::new();
 
         let stealing = shards::accept_neighbours(&listeners, config.accept_stealing)
@@ -230,7 +231,7 @@ impl Server {
             let (ev_tx, ev_rx) = shared_channel::new_bounded(EVENT_CHANNEL);
             let (cmd_tx, cmd_rx) = shared_channel::new_bounded(COMMAND_CHANNEL);
             uplinks.push(ev_rx);
-            downlinks.push(cmd_tx);
+            downlinks.push((cmd_tx, shard_cpus[index]));
             let spec = ShardSpec {
                 index,
                 listener,
@@ -336,7 +337,7 @@ async fn app_core(
     (store, restored): (Store, Restored),
     stats: Vec<Arc<ShardStats>>,
     uplinks: Vec<SharedReceiver<ShardEvent>>,
-    downlinks: Vec<SharedSender<ShardCommand>>,
+    downlinks: Vec<(SharedSender<ShardCommand>, usize)>,
     listeners: Listeners,
     api_token: String,
     shutdown: StdUnixStream,
@@ -385,7 +386,7 @@ async fn app_core(
     cluster_tasks.extend(watchdog());
 
     let mut links = Vec::new();
-    for (i, (up, down)) in uplinks.into_iter().zip(downlinks).enumerate() {
+    for (i, (up, (down, cpu))) in uplinks.into_iter().zip(downlinks).enumerate() {
         let app = app.clone();
         let local = locals[i].clone();
         links.push(glommio::spawn_local(async move {
@@ -395,7 +396,7 @@ async fn app_core(
                     app.borrow_mut().on_event(event, unix_ms());
                 }
             };
-            futures_lite::future::zip(pump, local.run(down)).await;
+            futures_lite::future::zip(pump, local.run(down, Some(cpu))).await;
         }));
     }
 

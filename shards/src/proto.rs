@@ -218,6 +218,10 @@ pub enum ShardCommand {
     Audit { audit: u64 },
     /// Stop accepting, close every viewer with 1001, and return within `grace`.
     Shutdown { grace: Duration },
+    /// A heads-up: a command is likely on its way (the application core has begun to read an
+    /// operator's request). The shard polls its channel instead of sleeping until the next
+    /// command comes or a short hold passes, so waking its thread overlaps the core's work.
+    HeadsUp,
     /// The state of a stream's HLS window, which every shard keeps and serves.
     Media(MediaCommand),
 }

@@ -477,7 +477,7 @@ impl Shard {
             }
             // The runtime batches casts and ends its loop on shutdown.
             ShardCommand::Cast { .. } => {}
-            ShardCommand::Shutdown { .. } => {}
+            ShardCommand::Shutdown { .. } | ShardCommand::HeadsUp => {}
             ShardCommand::Media(m) => self.hls.borrow_mut().apply(m),
         }
     }

@@ -83,6 +83,11 @@ counters!(
     hls_files_opened,
     /// Commands taken from the application core's channel.
     commands,
+    /// Heads-ups taken (`wake_shards_ahead`): the core began to read an operator's request
+    /// while this shard slept, and the shard stayed awake for the command it announced.
+    heads_ups,
+    /// Of those, holds that ran out with no command (the request sent this shard nothing).
+    heads_ups_unused,
 );
 
 impl ShardStats {

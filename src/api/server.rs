@@ -232,6 +232,13 @@ impl Drop for Slot {
     }
 }
 
+/// Whether a request that begins with `first` may send the shards a command: every method
+/// but `GET` and `HEAD`, which only read. Leading empty lines are allowed before a request
+/// (RFC 9112, 2.2), so a request that starts with one is counted in.
+fn may_command(first: &[u8]) -> bool {
+    !(first.starts_with(b"GET ") || first.starts_with(b"HEAD "))
+}
+
 /// How the requests buffered so far end.
 enum After {
     /// Everything complete is answered: read more.
@@ -346,6 +353,9 @@ async fn connection<S: Transport>(mut stream: S, app: Rc<RefCell<App>>, token: R
         .await;
         match read {
             Some(n) if n > 0 => {
+                if authenticated && started.is_none() && may_command(&chunk[..n]) {
+                    app.borrow().wake_shards_ahead();
+                }
                 started.get_or_insert_with(Instant::now);
                 buf.extend_from_slice(&chunk[..n]);
             }
@@ -361,6 +371,26 @@ async fn connection<S: Transport>(mut stream: S, app: Rc<RefCell<App>>, token: R
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_requests_that_may_command_wake_the_shards() {
+        for (first, wakes) in [
+            (&b"POST /api/groups/g/messages HTTP/1.1\r\n"[..], true),
+            (b"DELETE /api/polls/p HTTP/1.1\r\n", true),
+            (b"PUT /api/x HTTP/1.1", true),
+            (b"P", true),
+            (b"\r\nGET / HTTP/1.1", true),
+            (b"GET /api/stats HTTP/1.1\r\n", false),
+            (b"HEAD /api/stats HTTP/1.1\r\n", false),
+        ] {
+            assert_eq!(
+                may_command(first),
+                wakes,
+                "{}",
+                String::from_utf8_lossy(first)
+            );
+        }
+    }
 
     #[test]
     fn refusals_map_to_statuses_and_codes() {

@@ -6,6 +6,10 @@
 //! anything else. Otherwise it waits in this local queue, which one task per shard moves into
 //! the channel, awaiting when the shard is behind. Order per shard is kept: nothing passes a
 //! queued command or the one the task is sending.
+//!
+//! [`Downlink::heads_up`] tells a sleeping shard that a command is likely coming (see
+//! `wake_shards_ahead`), so that waking its thread, tens of microseconds on an idle CPU,
+//! overlaps the core's handling of the request instead of following it.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -25,6 +29,8 @@ pub struct Downlink {
     channel: RefCell<Option<Rc<ConnectedSender<ShardCommand>>>>,
     /// The task holds a command it is sending (the channel was full).
     sending: Cell<bool>,
+    /// The CPU the shard's thread is pinned to, once the task has connected the channel.
+    cpu: Cell<Option<usize>>,
 }
 
 impl Downlink {
@@ -48,6 +54,25 @@ impl Downlink {
         }
     }
 
+    /// Sends [`ShardCommand::HeadsUp`] if the shard is asleep, nothing waits to go down, and
+    /// the shard's CPU is not `here` (the core's): a shard woken on the core's own CPU would
+    /// take that CPU from the core until its hold ran out. A hint: a shard that wakes or
+    /// falls asleep meanwhile costs one needless heads-up or misses one.
+    pub fn heads_up(&self, here: Option<usize>) {
+        if here.is_some() && here == self.cpu.get() {
+            return;
+        }
+        if self.sending.get() || !self.queue.borrow().is_empty() {
+            return;
+        }
+        if let Some(channel) = self.channel.borrow().as_ref() {
+            if channel.peer_asleep() {
+                // Full or closed: the shard has work, or is gone.
+                let _ = channel.try_send(ShardCommand::HeadsUp);
+            }
+        }
+    }
+
     /// Commands waiting to go down.
     pub fn len(&self) -> usize {
         self.queue.borrow().len()
@@ -62,10 +87,12 @@ impl Downlink {
         self.queue.borrow_mut().drain(..).collect()
     }
 
-    /// Moves queued commands into the channel until the shard hangs up.
-    pub async fn run(&self, sender: ConnectedSender<ShardCommand>) {
+    /// Moves queued commands into the channel until the shard hangs up. `cpu` is where the
+    /// shard's thread is pinned ([`Downlink::heads_up`]).
+    pub async fn run(&self, sender: ConnectedSender<ShardCommand>, cpu: Option<usize>) {
         let sender = Rc::new(sender);
         *self.channel.borrow_mut() = Some(sender.clone());
+        self.cpu.set(cpu);
         let _unset = Unset(self);
         loop {
             let next = poll_fn(|cx| match self.queue.borrow_mut().pop_front() {
@@ -110,6 +137,77 @@ mod tests {
             group: GroupId(n),
             frame: Arc::from(&[][..]),
         }
+    }
+
+    /// A heads-up goes only to a shard that sleeps, on another CPU than the caller's: not
+    /// while the shard runs, not when the caller is on the shard's CPU.
+    #[test]
+    fn heads_ups_go_only_to_sleeping_shards_on_other_cpus() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::time::{Duration, Instant};
+        const SHARD_CPU: usize = 7;
+        let (tx, rx) = shared_channel::new_bounded::<ShardCommand>(4);
+        let spinning = Arc::new(AtomicBool::new(false));
+        let go = Arc::new(AtomicBool::new(false));
+        let (spinning_shard, go_shard) = (spinning.clone(), go.clone());
+        let shard = LocalExecutorBuilder::default()
+            .name("heads-up-shard")
+            .spawn(move || async move {
+                let rx = rx.connect().await;
+                // Awake: this task runs without ever letting the executor sleep until told.
+                spinning_shard.store(true, Ordering::Release);
+                let deadline = Instant::now() + Duration::from_secs(10);
+                while !go_shard.load(Ordering::Acquire) {
+                    assert!(Instant::now() < deadline, "the core never said go");
+                    glommio::executor().yield_task_queue_now().await;
+                }
+                let mut got = Vec::new();
+                while let Some(command) = rx.recv().await {
+                    match command {
+                        ShardCommand::HeadsUp => got.push("heads-up"),
+                        ShardCommand::Cast { .. } => got.push("cast"),
+                        ShardCommand::Shutdown { .. } => break,
+                        _ => got.push("other"),
+                    }
+                }
+                got
+            })
+            .unwrap();
+        let core = LocalExecutorBuilder::default()
+            .name("heads-up-core")
+            .spawn(move || async move {
+                let downlink = Rc::new(Downlink::default());
+                let tx = tx.connect().await;
+                let task = {
+                    let downlink = downlink.clone();
+                    glommio::spawn_local(async move { downlink.run(tx, Some(SHARD_CPU)).await })
+                };
+                let asleep = |d: &Downlink| d.channel.borrow().as_ref().unwrap().peer_asleep();
+                let deadline = Instant::now() + Duration::from_secs(10);
+                while !spinning.load(Ordering::Acquire) || downlink.channel.borrow().is_none() {
+                    assert!(Instant::now() < deadline, "the shard never ran");
+                    glommio::timer::sleep(Duration::from_millis(1)).await;
+                }
+                assert!(!asleep(&downlink));
+                downlink.heads_up(Some(0)); // awake: nothing
+                go.store(true, Ordering::Release);
+                while !asleep(&downlink) {
+                    assert!(Instant::now() < deadline, "the shard never slept");
+                    glommio::timer::sleep(Duration::from_millis(1)).await;
+                }
+                downlink.heads_up(Some(SHARD_CPU)); // the caller's own CPU: nothing
+                                                    // A message sent would have lowered the flag (its notification) already.
+                assert!(asleep(&downlink), "a heads-up went to the caller's own CPU");
+                downlink.heads_up(Some(0)); // asleep, elsewhere: sent
+                downlink.push(cast(1));
+                downlink.push(ShardCommand::Shutdown {
+                    grace: Duration::ZERO,
+                });
+                task.await;
+            })
+            .unwrap();
+        core.join().unwrap();
+        assert_eq!(shard.join().unwrap(), ["heads-up", "cast"]);
     }
 
     /// Pushes 200 commands in bursts through a channel of 4, some straight in, some through the
@@ -157,7 +255,7 @@ mod tests {
                 let tx = tx.connect().await;
                 let task = {
                     let downlink = downlink.clone();
-                    glommio::spawn_local(async move { downlink.run(tx).await })
+                    glommio::spawn_local(async move { downlink.run(tx, None).await })
                 };
                 futures_lite::future::yield_now().await; // the task connects the channel
                 let mut direct = 0;

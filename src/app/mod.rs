@@ -267,6 +267,18 @@ impl App {
         }
     }
 
+    /// The core began to read a request that may command the shards: wake those asleep on
+    /// other CPUs now (`wake_shards_ahead`, [`Downlink::heads_up`]).
+    pub fn wake_shards_ahead(&self) {
+        if !self.config.wake_shards_ahead {
+            return;
+        }
+        let here = netstack::sys::current_cpu();
+        for d in &self.downlinks {
+            d.heads_up(here);
+        }
+    }
+
     fn broadcast(&self, mut make: impl FnMut() -> ShardCommand) {
         for d in &self.downlinks {
             d.push(make());

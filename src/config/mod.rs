@@ -43,6 +43,12 @@ pub struct Config {
     /// preempting it; `batch` always (it cost HLS serving CPU, `bench/RESULTS.md`, seventh
     /// round); `normal` never.
     pub shard_sched: String,
+    /// When the application core begins to read a request other than `GET`/`HEAD` on an API
+    /// connection that has authenticated before, wake the sleeping shards on other CPUs at
+    /// once (`ShardCommand::HeadsUp`): each polls for the command instead of sleeping, for
+    /// at most 0.5 ms, so its wake-up overlaps the core's work (`bench/RESULTS.md`, issue 18,
+    /// twelfth round). A request that sends a shard nothing costs it that 0.5 ms of CPU.
+    pub wake_shards_ahead: bool,
     /// Let a shard take the connections waiting in its neighbour's backlog when that shard
     /// has not looked at it for 2 ms (it is starved of its CPU or busy with a long round).
     pub accept_stealing: bool,
@@ -235,6 +241,7 @@ impl Default for Config {
             shards: 0,
             cpu_steering: true,
             shard_sched: "storms".into(),
+            wake_shards_ahead: true,
             accept_stealing: true,
             max_connections: usize::try_from(crate::limits::default_max_connections())
                 .unwrap_or(usize::MAX),
@@ -332,6 +339,7 @@ impl Config {
             shards,
             cpu_steering,
             shard_sched,
+            wake_shards_ahead,
             accept_stealing,
             max_connections,
             backlog,

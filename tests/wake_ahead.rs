@@ -1,0 +1,149 @@
+//! Waking the shards ahead of an operator's command (`wake_shards_ahead`) on a real server
+//! over loopback: heads-ups go out for requests that may command the shards, on connections
+//! that have authenticated, and never change what viewers receive.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+
+use common::{connect, next_of_type, Server, TOKEN, WAIT};
+use serde_json::{json, Value};
+
+/// One keep-alive API connection that has authenticated (a heads-up needs both).
+struct Api {
+    stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Api {
+    fn open(server: &Server) -> Api {
+        let stream = TcpStream::connect(server.api).expect("connect api");
+        stream.set_read_timeout(Some(WAIT)).unwrap();
+        stream.set_nodelay(true).unwrap();
+        Api {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
+    fn call(&mut self, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
+        let body = body.map(|b| b.to_string()).unwrap_or_default();
+        let request = format!(
+            "{method} {path} HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {TOKEN}\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        self.stream.write_all(request.as_bytes()).unwrap();
+        loop {
+            if let Some(end) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&self.buf[..end]).into_owned();
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| {
+                        let (n, v) = l.split_once(':')?;
+                        n.eq_ignore_ascii_case("content-length")
+                            .then(|| v.trim().parse().ok())?
+                    })
+                    .expect("Content-Length");
+                if self.buf.len() >= end + 4 + len {
+                    let body: Vec<u8> = self.buf.drain(..end + 4 + len).skip(end + 4).collect();
+                    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+                    return (status, serde_json::from_slice(&body).unwrap_or(Value::Null));
+                }
+            }
+            let mut chunk = [0u8; 16384];
+            let n = self
+                .stream
+                .read(&mut chunk)
+                .expect("an answer within the wait");
+            assert!(n > 0, "the API closed the connection");
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    /// The shard counters `heads_ups` and `heads_ups_unused`, summed over the shards.
+    fn heads_ups(&mut self) -> (u64, u64) {
+        let (status, stats) = self.call("GET", "/api/stats", None);
+        assert_eq!(status, 200, "{stats}");
+        let shards = stats["shards"].as_array().expect("shards");
+        let sum = |name: &str| -> u64 {
+            shards
+                .iter()
+                .map(|s| s["counters"][name].as_u64().expect(name))
+                .sum()
+        };
+        (sum("heads_ups"), sum("heads_ups_unused"))
+    }
+}
+
+/// Casts a numbered message on `api` and checks the viewer gets that one.
+fn cast(api: &mut Api, viewer: &mut common::Ws, seq: u64) {
+    let (status, body) = api.call(
+        "POST",
+        "/api/groups/global/messages",
+        Some(&json!({"payload": {"seq": seq}})),
+    );
+    assert_eq!(status, 202, "{body}");
+    let got = next_of_type(viewer, "message");
+    assert_eq!(got["payload"]["seq"], seq, "{got}");
+}
+
+/// One shard: the application core then has a CPU of its own (on a machine with two or more),
+/// so the shard is never on the core's CPU and a sleeping shard is always sent a heads-up.
+#[test]
+fn casts_on_an_authenticated_connection_wake_the_shard_ahead() {
+    let server = Server::start(&["--shards", "1"]);
+    let (mut viewer, _) = connect(&server.url(""), None);
+    let mut api = Api::open(&server);
+    // Reads never wake a shard: these GETs (the first one authenticates) leave no heads-up.
+    for _ in 0..5 {
+        assert_eq!(api.heads_ups(), (0, 0), "a GET woke a shard");
+    }
+    let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+    if cpus < 2 {
+        eprintln!("one CPU: the core shares the shard's, which is never woken ahead");
+        return;
+    }
+    // The shard sleeps between casts unless a timer of its own runs just then, so one of a
+    // few casts is enough.
+    let mut taken = 0;
+    for seq in 0..50 {
+        cast(&mut api, &mut viewer, seq);
+        (taken, _) = api.heads_ups();
+        if taken > 0 {
+            break;
+        }
+    }
+    assert!(taken > 0, "no cast was announced to the sleeping shard");
+    // Requests that send the shard nothing (refused casts): a hold runs out, counted once
+    // the shard is back from it, and later casts arrive as before.
+    let mut unused = 0;
+    for _ in 0..50 {
+        let (status, _) = api.call("POST", "/api/groups/nosuchgroup/messages", Some(&json!({})));
+        assert!((400..500).contains(&status), "{status}");
+        (_, unused) = api.heads_ups();
+        if unused > 0 {
+            break;
+        }
+    }
+    assert!(
+        unused > 0,
+        "no hold ran out after requests that sent nothing"
+    );
+    for seq in 50..55 {
+        cast(&mut api, &mut viewer, seq);
+    }
+}
+
+/// With the setting off, casts go out as before and no shard is woken ahead.
+#[test]
+fn no_heads_ups_with_the_setting_off() {
+    let server = Server::start(&["--shards", "1", "--wake-shards-ahead", "false"]);
+    let (mut viewer, _) = connect(&server.url(""), None);
+    let mut api = Api::open(&server);
+    api.heads_ups();
+    for seq in 0..20 {
+        cast(&mut api, &mut viewer, seq);
+    }
+    assert_eq!(api.heads_ups(), (0, 0));
+}
