@@ -232,11 +232,17 @@ impl Drop for Slot {
     }
 }
 
-/// Whether a request that begins with `first` may send the shards a command: every method
-/// but `GET` and `HEAD`, which only read. Leading empty lines are allowed before a request
-/// (RFC 9112, 2.2), so a request that starts with one is counted in.
+/// Whether a request that begins with `first` (or has this method) may send the shards a
+/// command: every method but `GET` and `HEAD`, which only read. Leading empty lines are
+/// allowed before a request (RFC 9112, 2.2), so a request that starts with one is counted in.
+///
+/// Such a request wakes the sleeping shards as its first bytes arrive
+/// (`App::wake_shards_ahead`) only on a connection whose last such request succeeded: a
+/// token that may not write (a read-only scope, the metrics token), a new connection or a
+/// refused request cannot make the shards wait for nothing more than once in a row.
 fn may_command(first: &[u8]) -> bool {
-    !(first.starts_with(b"GET ") || first.starts_with(b"HEAD "))
+    let method = first.split(|&b| b == b' ').next().unwrap_or_default();
+    method != b"GET" && method != b"HEAD"
 }
 
 /// How the requests buffered so far end.
@@ -261,6 +267,9 @@ async fn connection<S: Transport>(mut stream: S, app: Rc<RefCell<App>>, token: R
     let mut out: Vec<u8> = Vec::new();
     let mut chunk = vec![0u8; 16 * 1024];
     let mut authenticated = false;
+    // The last request that may command the shards was answered with success: its token may
+    // write, so the next such request is announced to the shards ([`may_command`]).
+    let mut wakes_shards = false;
     // When the first byte of the request being received arrived.
     let mut started: Option<Instant> = None;
     loop {
@@ -298,6 +307,9 @@ async fn connection<S: Transport>(mut stream: S, app: Rc<RefCell<App>>, token: R
                         }
                     }
                     authenticated |= response.status != 401;
+                    if may_command(req.method.as_bytes()) {
+                        wakes_shards = (200..300).contains(&response.status);
+                    }
                     let keep = req.keep_alive && response.keeps_connection();
                     response.write(&mut out, keep);
                     if !keep {
@@ -353,7 +365,7 @@ async fn connection<S: Transport>(mut stream: S, app: Rc<RefCell<App>>, token: R
         .await;
         match read {
             Some(n) if n > 0 => {
-                if authenticated && started.is_none() && may_command(&chunk[..n]) {
+                if wakes_shards && started.is_none() && may_command(&chunk[..n]) {
                     app.borrow().wake_shards_ahead();
                 }
                 started.get_or_insert_with(Instant::now);
@@ -382,6 +394,9 @@ mod tests {
             (b"\r\nGET / HTTP/1.1", true),
             (b"GET /api/stats HTTP/1.1\r\n", false),
             (b"HEAD /api/stats HTTP/1.1\r\n", false),
+            (b"GET", false), // a request's method alone
+            (b"HEAD", false),
+            (b"POST", true),
         ] {
             assert_eq!(
                 may_command(first),

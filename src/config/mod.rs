@@ -44,7 +44,7 @@ pub struct Config {
     /// round); `normal` never.
     pub shard_sched: String,
     /// When the application core begins to read a request other than `GET`/`HEAD` on an API
-    /// connection that has authenticated before, wake the sleeping shards on other CPUs at
+    /// connection whose last such request succeeded, wake the sleeping shards on other CPUs at
     /// once (`ShardCommand::HeadsUp`): each polls for the command instead of sleeping, for
     /// at most 0.5 ms, so its wake-up overlaps the core's work (`bench/RESULTS.md`, issue 18,
     /// twelfth round). A request that sends a shard nothing costs it that 0.5 ms of CPU.

@@ -31,8 +31,9 @@ pub struct Overrides {
     /// not preempt other tasks on their CPUs), batch (always) or normal [default: storms].
     #[arg(long, value_name = "POLICY")]
     pub shard_sched: Option<String>,
-    /// Wake sleeping shards as an authenticated API request other than GET/HEAD begins, so
-    /// their wake-up overlaps its handling [default: true].
+    /// Wake sleeping shards as an API request other than GET/HEAD begins (on a connection
+    /// whose last such request succeeded), so their wake-up overlaps its handling
+    /// [default: true].
     #[arg(long, value_name = "BOOL")]
     pub wake_shards_ahead: Option<bool>,
     /// Let a shard take the connections its neighbour leaves waiting for 2 ms [default: true].
