@@ -189,16 +189,19 @@ mod tests {
                     glommio::timer::sleep(Duration::from_millis(1)).await;
                 }
                 assert!(!asleep(&downlink));
-                downlink.heads_up(Some(0)); // awake: nothing
+                // Awake: nothing is sent.
+                downlink.heads_up(Some(0));
                 go.store(true, Ordering::Release);
                 while !asleep(&downlink) {
                     assert!(Instant::now() < deadline, "the shard never slept");
                     glommio::timer::sleep(Duration::from_millis(1)).await;
                 }
-                downlink.heads_up(Some(SHARD_CPU)); // the caller's own CPU: nothing
-                                                    // A message sent would have lowered the flag (its notification) already.
+                // Asleep, but on the caller's own CPU: nothing is sent. A message sent would
+                // have lowered the flag (its notification) already.
+                downlink.heads_up(Some(SHARD_CPU));
                 assert!(asleep(&downlink), "a heads-up went to the caller's own CPU");
-                downlink.heads_up(Some(0)); // asleep, elsewhere: sent
+                // Asleep, on another CPU: sent.
+                downlink.heads_up(Some(0));
                 downlink.push(cast(1));
                 downlink.push(ShardCommand::Shutdown {
                     grace: Duration::ZERO,
