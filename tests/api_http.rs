@@ -8,7 +8,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use common::{parse_response, Raw, Server, TOKEN, WAIT};
+use common::{parse_response, read_response, Raw, Server, TOKEN, WAIT};
 use serde_json::{json, Value};
 
 /// Well under the API's 60 s idle timeout: pipelined answers must not wait for it.
@@ -34,37 +34,6 @@ fn post(path: &str, body: &str) -> String {
         "POST {path} HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {TOKEN}\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     )
-}
-
-/// Reads one response with a `Content-Length` body from `s`, keeping extra bytes in `buf`.
-fn read_response(s: &mut TcpStream, buf: &mut Vec<u8>) -> (u16, String, Value) {
-    loop {
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&buf[..end + 4]).into_owned();
-            let len: usize = head
-                .lines()
-                .find_map(|l| {
-                    let (n, v) = l.split_once(':')?;
-                    n.eq_ignore_ascii_case("content-length")
-                        .then(|| v.trim().parse().ok())?
-                })
-                .expect("Content-Length");
-            if buf.len() >= end + 4 + len {
-                let body: Vec<u8> = buf.drain(..end + 4 + len).skip(end + 4).collect();
-                let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
-                let json = serde_json::from_slice(&body).unwrap_or(Value::Null);
-                return (status, head, json);
-            }
-        }
-        let mut chunk = [0u8; 8192];
-        let n = s.read(&mut chunk).expect("read a response within the wait");
-        assert!(
-            n > 0,
-            "closed before a whole response: {:?}",
-            String::from_utf8_lossy(buf)
-        );
-        buf.extend_from_slice(&chunk[..n]);
-    }
 }
 
 /// Whether the server closes the connection (EOF or reset) within the read timeout.

@@ -4,10 +4,10 @@
 
 mod common;
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::TcpStream;
 
-use common::{connect, next_of_type, Server, TOKEN, WAIT};
+use common::{connect, next_of_type, read_response, Server, TOKEN, WAIT};
 use serde_json::{json, Value};
 
 /// One keep-alive API connection.
@@ -41,31 +41,8 @@ impl Api {
             body.len()
         );
         self.stream.write_all(request.as_bytes()).unwrap();
-        loop {
-            if let Some(end) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                let head = String::from_utf8_lossy(&self.buf[..end]).into_owned();
-                let len: usize = head
-                    .lines()
-                    .find_map(|l| {
-                        let (n, v) = l.split_once(':')?;
-                        n.eq_ignore_ascii_case("content-length")
-                            .then(|| v.trim().parse().ok())?
-                    })
-                    .expect("Content-Length");
-                if self.buf.len() >= end + 4 + len {
-                    let body: Vec<u8> = self.buf.drain(..end + 4 + len).skip(end + 4).collect();
-                    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
-                    return (status, serde_json::from_slice(&body).unwrap_or(Value::Null));
-                }
-            }
-            let mut chunk = [0u8; 16384];
-            let n = self
-                .stream
-                .read(&mut chunk)
-                .expect("an answer within the wait");
-            assert!(n > 0, "the API closed the connection");
-            self.buf.extend_from_slice(&chunk[..n]);
-        }
+        let (status, _, body) = read_response(&mut self.stream, &mut self.buf);
+        (status, body)
     }
 
     /// The shard counters `heads_ups` and `heads_ups_unused`, summed over the shards.

@@ -262,6 +262,37 @@ pub fn parse_response(raw: &[u8]) -> (u16, Value) {
     (status, json)
 }
 
+/// Reads one response with a `Content-Length` body from `s`, keeping extra bytes in `buf`.
+pub fn read_response(s: &mut TcpStream, buf: &mut Vec<u8>) -> (u16, String, Value) {
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end + 4]).into_owned();
+            let len: usize = head
+                .lines()
+                .find_map(|l| {
+                    let (n, v) = l.split_once(':')?;
+                    n.eq_ignore_ascii_case("content-length")
+                        .then(|| v.trim().parse().ok())?
+                })
+                .expect("Content-Length");
+            if buf.len() >= end + 4 + len {
+                let body: Vec<u8> = buf.drain(..end + 4 + len).skip(end + 4).collect();
+                let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+                let json = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                return (status, head, json);
+            }
+        }
+        let mut chunk = [0u8; 8192];
+        let n = s.read(&mut chunk).expect("read a response within the wait");
+        assert!(
+            n > 0,
+            "closed before a whole response: {:?}",
+            String::from_utf8_lossy(buf)
+        );
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
 // ---- independent WebSocket client (tungstenite) ----
 
 pub type Ws = tungstenite::WebSocket<tungstenite::stream::MaybeTlsStream<TcpStream>>;
