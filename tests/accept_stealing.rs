@@ -98,6 +98,7 @@ fn connections_a_starved_shard_leaves_waiting_are_taken_by_its_neighbour() {
         assert!(idle.is_ok_and(|s| s.success()), "chrt -i on thread {tid}");
     }
     let hog = Hog::start(cpu);
+    let connecting = Instant::now();
     let url = server.url("");
     let (shards, viewers) = std::thread::spawn(move || {
         netstack::sys::pin_current_thread(cpu).expect("pin to shard 0's CPU");
@@ -112,6 +113,16 @@ fn connections_a_starved_shard_leaves_waiting_are_taken_by_its_neighbour() {
     })
     .join()
     .expect("connecting thread");
+    // For the message below, should shard 1 take nothing: what the starvation looked like.
+    let seen = format!(
+        "connects took {:?}; the busy loop still ran: {}; shard 0's threads then: {:?}",
+        connecting.elapsed(),
+        hog.looping(),
+        threads_of(server.child.id())
+            .into_iter()
+            .filter(|t| t.name.starts_with("shard-0"))
+            .collect::<Vec<_>>()
+    );
     drop(hog);
     let taken = shards.iter().filter(|&&s| s == 1).count() as u64;
     // Shard 0 still gets a sliver of its CPU, and it may take a few of them itself (it has
@@ -119,7 +130,7 @@ fn connections_a_starved_shard_leaves_waiting_are_taken_by_its_neighbour() {
     // takes every one.
     assert!(
         taken > 0,
-        "with shard 0 starved, shard 1 took none of its {CONNECTS} connections: {shards:?}"
+        "with shard 0 starved, shard 1 took none of its {CONNECTS} connections: {shards:?} ({seen})"
     );
     let stats = server.wait_stats("the viewers", |s| s["connections"] == CONNECTS);
     let from_neighbour: u64 = stats["shards"]
