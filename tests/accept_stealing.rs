@@ -57,8 +57,10 @@ impl Drop for Hog {
     }
 }
 
-/// Connections made while shard 0 is starved.
+/// Connections made while shard 0 is starved, per round.
 const CONNECTS: u64 = 16;
+/// Rounds of starvation tried before the test gives up on shard 1 taking any.
+const ROUNDS: usize = 3;
 
 #[test]
 fn connections_a_starved_shard_leaves_waiting_are_taken_by_its_neighbour() {
@@ -97,42 +99,59 @@ fn connections_a_starved_shard_leaves_waiting_are_taken_by_its_neighbour() {
         let idle = Command::new("chrt").args(["-i", "-p", "0", tid]).status();
         assert!(idle.is_ok_and(|s| s.success()), "chrt -i on thread {tid}");
     }
-    let hog = Hog::start(cpu);
-    let connecting = Instant::now();
-    let url = server.url("");
-    let (shards, viewers) = std::thread::spawn(move || {
-        netstack::sys::pin_current_thread(cpu).expect("pin to shard 0's CPU");
-        let mut shards = Vec::new();
-        let mut viewers = Vec::new();
-        for _ in 0..CONNECTS {
-            let (ws, welcome) = connect(&url, None);
-            shards.push(welcome["shard"].as_u64().expect("shard"));
-            viewers.push(ws);
+    // Under EEVDF a SCHED_IDLE thread still runs in slivers, and in one CI run shard 0 took
+    // every one of 16 connects within 2 ms of its arrival (then answered each about 20 ms
+    // later). A starvation that leaked like that is tried again, at most ROUNDS times;
+    // without stealing every round fails the same way.
+    let mut shards = Vec::new();
+    let mut viewers = Vec::new();
+    let mut seen = Vec::new();
+    for _ in 0..ROUNDS {
+        let hog = Hog::start(cpu);
+        let connecting = Instant::now();
+        let url = server.url("");
+        let (round, ws) = std::thread::spawn(move || {
+            netstack::sys::pin_current_thread(cpu).expect("pin to shard 0's CPU");
+            let mut shards = Vec::new();
+            let mut viewers = Vec::new();
+            for _ in 0..CONNECTS {
+                let (ws, welcome) = connect(&url, None);
+                shards.push(welcome["shard"].as_u64().expect("shard"));
+                viewers.push(ws);
+            }
+            (shards, viewers)
+        })
+        .join()
+        .expect("connecting thread");
+        // For the message below, should shard 1 take nothing: what the starvation looked like.
+        seen.push(format!(
+            "connects took {:?}; the busy loop still ran: {}; shard 0's threads then: {:?}",
+            connecting.elapsed(),
+            hog.looping(),
+            threads_of(server.child.id())
+                .into_iter()
+                .filter(|t| t.name.starts_with("shard-0"))
+                .collect::<Vec<_>>()
+        ));
+        drop(hog);
+        shards.extend(round);
+        viewers.extend(ws);
+        if shards.contains(&1) {
+            break;
         }
-        (shards, viewers)
-    })
-    .join()
-    .expect("connecting thread");
-    // For the message below, should shard 1 take nothing: what the starvation looked like.
-    let seen = format!(
-        "connects took {:?}; the busy loop still ran: {}; shard 0's threads then: {:?}",
-        connecting.elapsed(),
-        hog.looping(),
-        threads_of(server.child.id())
-            .into_iter()
-            .filter(|t| t.name.starts_with("shard-0"))
-            .collect::<Vec<_>>()
-    );
-    drop(hog);
+    }
     let taken = shards.iter().filter(|&&s| s == 1).count() as u64;
     // Shard 0 still gets a sliver of its CPU, and it may take a few of them itself (it has
     // been seen to take 6 of 10 right after its policy changed); without stealing it
     // takes every one.
     assert!(
         taken > 0,
-        "with shard 0 starved, shard 1 took none of its {CONNECTS} connections: {shards:?} ({seen})"
+        "with shard 0 starved, shard 1 took none of {} connections in {ROUNDS} rounds: \
+         {shards:?} ({seen:?})",
+        shards.len()
     );
-    let stats = server.wait_stats("the viewers", |s| s["connections"] == CONNECTS);
+    let connected = shards.len() as u64;
+    let stats = server.wait_stats("the viewers", |s| s["connections"] == connected);
     let from_neighbour: u64 = stats["shards"]
         .as_array()
         .expect("shards")
