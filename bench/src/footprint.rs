@@ -44,6 +44,11 @@ pub struct Args {
     /// server holding that one viewer (0: skip).
     #[arg(long, default_value_t = 200)]
     pub casts: usize,
+    /// An argument for the server the casts are timed on, after its listen arguments;
+    /// repeat for more (`--server-arg=--wake-shards-ahead --server-arg=false` times the
+    /// casts without heads-ups).
+    #[arg(long = "server-arg", allow_hyphen_values = true)]
+    pub server_args: Vec<String>,
 }
 
 /// One piece and its bytes per viewer.
@@ -268,8 +273,12 @@ pub fn cast_latency(args: &Args) -> anyhow::Result<(Vec<f64>, Floor, Vec<RoleCpu
         root: PathBuf::from("."),
         bin_dir: args.bin_dir.clone(),
     };
-    let server =
-        crate::server::Server::start(&paths, ServerKind::Ovation, Duration::from_secs(20))?;
+    let server = crate::server::Server::start_with(
+        &paths,
+        ServerKind::Ovation,
+        Duration::from_secs(20),
+        &args.server_args,
+    )?;
     let timeout = Some(Duration::from_secs(5));
     let mut viewer = std::net::TcpStream::connect(server.viewer)?;
     viewer.set_nodelay(true)?;
@@ -439,9 +448,14 @@ pub fn main() -> anyhow::Result<()> {
         let at = |q: f64| us[((us.len() - 1) as f64 * q).round() as usize] / 1000.0;
         writeln!(
             out,
-            "\nAPI group-cast to one idle viewer ({} casts, one keep-alive API connection): \
+            "\nAPI group-cast to one idle viewer ({} casts, one keep-alive API connection{}): \
              p50 {:.3} ms, p90 {:.3} ms, p99 {:.3} ms",
             us.len(),
+            if args.server_args.is_empty() {
+                String::new()
+            } else {
+                format!("; server run with {}", args.server_args.join(" "))
+            },
             at(0.5),
             at(0.9),
             at(0.99)

@@ -231,6 +231,17 @@ impl Stopped {
 impl Server {
     /// Starts `kind` on port 0 and waits (at most `timeout`) for its ready line.
     pub fn start(paths: &Paths, kind: ServerKind, timeout: Duration) -> anyhow::Result<Server> {
+        Server::start_with(paths, kind, timeout, &[])
+    }
+
+    /// [`Server::start`] with `extra` arguments after the listen arguments (settings to
+    /// compare, such as `--wake-shards-ahead false`).
+    pub fn start_with(
+        paths: &Paths,
+        kind: ServerKind,
+        timeout: Duration,
+        extra: &[String],
+    ) -> anyhow::Result<Server> {
         let (bin, mut args) = paths.program(kind);
         let data_dir = (kind == ServerKind::Ovation).then(fresh_data_dir);
         if let Some(dir) = &data_dir {
@@ -240,6 +251,7 @@ impl Server {
             kind,
             data_dir.as_deref().unwrap_or(Path::new("")),
         ));
+        args.extend(extra.iter().cloned());
         let mut child = Command::new(&bin)
             .args(&args)
             .stdin(Stdio::null())
