@@ -29,6 +29,15 @@ pub enum Scenario {
     Poll,
 }
 
+/// The machine's rescheduling IPIs over a run (`procfs::read_rescheduling_ipis`), listed by
+/// the scenarios where cross-CPU wake-ups are the cost (connects, fan-out).
+const RESCHED_IPIS: Metric = Metric::new(
+    "resched_ipis",
+    "rescheduling IPIs, whole machine (load generator included)",
+    Unit::Count,
+    Better::Lower,
+);
+
 const CONNECT_METRICS: &[Metric] = &[
     Metric::new(
         "connect_rate",
@@ -68,12 +77,7 @@ const CONNECT_METRICS: &[Metric] = &[
         Unit::Seconds,
         Better::Lower,
     ),
-    Metric::new(
-        "resched_ipis",
-        "rescheduling IPIs, whole machine (load generator included)",
-        Unit::Count,
-        Better::Lower,
-    ),
+    RESCHED_IPIS,
 ];
 
 const IDLE_METRICS: &[Metric] = &[
@@ -159,12 +163,7 @@ const FANOUT_METRICS: &[Metric] = &[
         Unit::Seconds,
         Better::Lower,
     ),
-    Metric::new(
-        "resched_ipis",
-        "rescheduling IPIs, whole machine (load generator included)",
-        Unit::Count,
-        Better::Lower,
-    ),
+    RESCHED_IPIS,
 ];
 
 const LATENCY_METRICS: &[Metric] = &[
@@ -442,7 +441,7 @@ pub fn run_once(paths: &Paths, kind: ServerKind, scenario: Scenario, s: &Setting
     let sock_before = procfs::read_sockstat();
     let slab_before = procfs::read_socket_slab_bytes();
     let cpu_before = procfs::read_cpu_seconds(pid);
-    let lists_ipis = scenario.metrics().iter().any(|m| m.key == "resched_ipis");
+    let lists_ipis = scenario.metrics().iter().any(|m| m.key == RESCHED_IPIS.key);
     let ipis_before = lists_ipis.then(procfs::read_rescheduling_ipis);
 
     let run = scenario.loadgen_run(s, server.viewer, server.api);
@@ -559,7 +558,7 @@ pub fn run_once(paths: &Paths, kind: ServerKind, scenario: Scenario, s: &Setting
         }
     }
     if let (Some(Ok(before)), Ok(after)) = (ipis_before, procfs::read_rescheduling_ipis()) {
-        result.set("resched_ipis", after.saturating_sub(before) as f64);
+        result.set(RESCHED_IPIS.key, after.saturating_sub(before) as f64);
     }
     let stopped = server.stop(s.stop_grace);
     if let Some(p) = stopped.problem(s.stop_grace) {

@@ -3,7 +3,8 @@
 //! An API group-cast to an idle viewer wakes three sleeping threads: the application core (by
 //! its API socket), the viewer's shard (by its channel), and the client (by its socket). The
 //! relay wakes them in turn; the server, with `wake_shards_ahead`, wakes a shard on another
-//! CPU than the core's as the request begins, so that wake-up overlaps the core's work. On an idle machine each wake-up may have to bring a halted CPU back, and what that
+//! CPU than the core's as the request begins, so that wake-up overlaps the core's work. On an
+//! idle machine each wake-up may have to bring a halted CPU back, and what that
 //! costs belongs to the machine, not to the server: on the 2-core VM of `bench/RESULTS.md` a
 //! wake-up that crosses to an idle CPU took about 0.09 ms, and one on the waker's CPU about
 //! 0.02 ms (`bench/cast-hops`).
