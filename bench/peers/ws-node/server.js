@@ -16,7 +16,7 @@ const MAX_API_BODY = 1 << 20;
 const MAX_VIEWER_MESSAGE = 64 << 10;
 const SHUTDOWN_GRACE_MS = 1000;
 // Listen backlog for both listeners (the same for every peer).
-const LISTEN_BACKLOG = 1024;
+const LISTEN_BACKLOG = 4096;
 const USAGE = 'usage: node server.js [--viewer-addr ADDR] [--api-addr ADDR]';
 
 function fail(msg, code) {

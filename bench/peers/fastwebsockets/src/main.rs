@@ -48,7 +48,7 @@ const WRITE_BATCH: usize = 64;
 /// How long shutdown waits for viewers to take their close frame.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
 /// Listen backlog for both listeners (the same for every peer).
-const LISTEN_BACKLOG: u32 = 1024;
+const LISTEN_BACKLOG: u32 = 4096;
 /// WebSocket close code 1001 "going away", big-endian.
 const CLOSE_GOING_AWAY: [u8; 2] = 1001u16.to_be_bytes();
 

@@ -50,7 +50,7 @@ const WRITE_BATCH: usize = 64;
 /// How long shutdown waits for viewers to take their close frame.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
 /// Listen backlog for both listeners (the same for every peer).
-const LISTEN_BACKLOG: u32 = 1024;
+const LISTEN_BACKLOG: u32 = 4096;
 
 const USAGE: &str = "usage: peer-tokio-tungstenite [--viewer-addr ADDR] [--api-addr ADDR]";
 
