@@ -24,22 +24,18 @@
 //! poll unarmed and let them gather in the backlog (see `crate::accept`).
 //!
 //! The task waits for the ring through glommio: the ring's descriptor is readable while
-//! completions wait, and glommio's stream type arms a readiness poll on its descriptor when it
-//! is made, so a stream made from a duplicate of the ring's descriptor completes a read (with
-//! `ENOTSOCK`: it is no socket) exactly when the ring has completions. That read is the whole
-//! use of the stream; a new one is made for the next wait (`doorbell_rang`). The test
-//! `the_doorbell_rings_when_the_ring_has_completions` pins that behaviour of glommio.
+//! completions wait, so one readiness poll on glommio's own ring (`glommio::io::ReadyWatch`,
+//! glommio change 9 in `vendor/glommio/OVATION.md`) wakes the task exactly when the ring has
+//! completions ([`doorbell`]). A wait costs that poll and no system call of its own. The test
+//! `the_doorbell_rings_when_the_ring_has_completions` pins that behaviour.
 
 use std::cell::{Cell, RefCell};
 use std::future::poll_fn;
 use std::io;
 use std::os::fd::RawFd;
-use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 
-use futures_lite::AsyncRead;
-use glommio::net::TcpStream;
 use netstack::sys::poller::{Event, Poller};
 
 use crate::conn::Conn;
@@ -397,21 +393,11 @@ fn token(conn: &Conn) -> u64 {
     (u64::from(conn.serial) << 32) | u64::from(conn.slot)
 }
 
-/// A glommio stream on a duplicate of the ring's descriptor: its read completes once the
-/// ring has completions (see the module doc).
-pub(crate) fn doorbell(reactor: &Reactor) -> io::Result<TcpStream> {
-    let fd = netstack::sys::dup_cloexec(reactor.poller.borrow().fd())?;
-    Ok(netstack::sys::from_owned_fd(fd))
-}
-
-/// Waits until the doorbell's descriptor is readable.
-pub(crate) async fn doorbell_rang(stream: &mut TcpStream) {
-    let mut byte = [0u8; 1];
-    poll_fn(|cx| match Pin::new(&mut *stream).poll_read(cx, &mut byte) {
-        Poll::Pending => Poll::Pending,
-        Poll::Ready(_) => Poll::Ready(()),
-    })
-    .await
+/// The ring's doorbell: a glommio readiness watch (one poll on glommio's ring) on the ring's
+/// descriptor, which is readable while completions wait (see the module doc). The reactor
+/// keeps the descriptor open for as long as the shard lives, which outlives the watch.
+pub(crate) fn doorbell(reactor: &Reactor) -> glommio::io::ReadyWatch {
+    glommio::io::ReadyWatch::new(reactor.poller.borrow().fd())
 }
 
 #[cfg(test)]
@@ -570,11 +556,11 @@ mod tests {
                     .watch_read(b.as_raw_fd(), 5)
                     .unwrap();
                 reactor.poller.borrow_mut().submit().unwrap();
-                let mut bell = doorbell(&reactor).unwrap();
+                let mut bell = doorbell(&reactor);
                 // Nothing yet: the doorbell stays silent.
                 let silent = future::or(
                     async {
-                        doorbell_rang(&mut bell).await;
+                        bell.readable().await.unwrap();
                         false
                     },
                     async {
@@ -590,7 +576,7 @@ mod tests {
                     .unwrap();
                 let rang = future::or(
                     async {
-                        doorbell_rang(&mut bell).await;
+                        bell.readable().await.unwrap();
                         true
                     },
                     async {

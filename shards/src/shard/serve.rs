@@ -8,12 +8,11 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use futures_lite::future;
-use glommio::net::TcpStream;
 use netstack::sys::poller::Event;
 
 use crate::conn::{Conn, Drive, State};
 use crate::proto::{ShardEvent, Slot};
-use crate::reactor::{doorbell, doorbell_rang, from_token, BATCH};
+use crate::reactor::{doorbell, from_token, BATCH};
 use crate::stats::ShardStats;
 
 use super::Shard;
@@ -23,7 +22,7 @@ impl Shard {
     pub(crate) async fn serve_connections(self: Rc<Self>) {
         let mut events: Vec<Event> = Vec::with_capacity(BATCH);
         let (mut woken, mut again, mut next_again) = (Vec::new(), Vec::new(), Vec::new());
-        let mut bell: Option<TcpStream> = None;
+        let mut bell = doorbell(&self.reactor);
         loop {
             let submitted = self.reactor.submit();
             if let Err(e) = submitted {
@@ -53,32 +52,16 @@ impl Shard {
                 glommio::yield_if_needed().await;
                 continue;
             }
-            let stream = match bell.take() {
-                Some(stream) => stream,
-                None => match doorbell(&self.reactor) {
-                    Ok(stream) => stream,
-                    Err(e) => {
-                        // Out of descriptors: look at the ring again shortly instead.
-                        tracing::warn!(shard = self.index, error = %e, "reactor doorbell");
-                        glommio::timer::sleep(Duration::from_millis(1)).await;
-                        continue;
-                    }
-                },
-            };
-            let mut stream = stream;
-            let rang = future::or(
-                async {
-                    doorbell_rang(&mut stream).await;
-                    true
-                },
-                async {
-                    self.reactor.wakeups.signal.wait().await;
-                    false
-                },
-            )
+            // A wait that the wake-ups win leaves the bell's poll armed for the next one.
+            let rang = future::or(async { Some(bell.readable().await) }, async {
+                self.reactor.wakeups.signal.wait().await;
+                None
+            })
             .await;
-            if !rang {
-                bell = Some(stream); // its poll is still armed: wait on it next time
+            if let Some(Err(e)) = rang {
+                // The poll itself failed: look at the ring again shortly instead.
+                tracing::warn!(shard = self.index, error = %e, "reactor doorbell");
+                glommio::timer::sleep(Duration::from_millis(1)).await;
             }
         }
     }

@@ -154,6 +154,49 @@ pub async fn remove<P: AsRef<Path>>(path: P) -> Result<()> {
     Ok(())
 }
 
+/// ovation patch: waits, on the executor's ring, until a descriptor it does not own is
+/// readable.
+///
+/// One `IORING_OP_POLL_ADD` per wait and nothing else: no stream around the descriptor, no
+/// read, no duplicate to close. ovation's shards wait for their own io_uring's completions
+/// this way (the ring's descriptor is readable while completions wait). A poll still armed
+/// when the future waiting on it is dropped stays armed and serves the next
+/// [`ReadyWatch::readable`], so a wait that loses a race costs no cancellation.
+#[derive(Debug)]
+pub struct ReadyWatch {
+    fd: std::os::unix::io::RawFd,
+    armed: Option<crate::sys::Source>,
+}
+
+impl ReadyWatch {
+    /// Watches `fd`, which must stay open while this watch lives (the poll names the open
+    /// file, not the number).
+    pub fn new(fd: std::os::unix::io::RawFd) -> ReadyWatch {
+        ReadyWatch { fd, armed: None }
+    }
+
+    /// Completes once `fd` is readable (or has an error or hang-up to report): `Ok` for any
+    /// readiness, `Err` when the poll itself failed (a closed descriptor, say).
+    pub async fn readable(&mut self) -> std::io::Result<()> {
+        let fd = self.fd;
+        let source = self
+            .armed
+            .get_or_insert_with(|| crate::executor().reactor().poll_read_ready(fd));
+        // One waker, replaced on each poll: a wait dropped before the poll completes leaves
+        // nothing behind but the armed poll.
+        let result = std::future::poll_fn(|cx| match source.result() {
+            Some(result) => std::task::Poll::Ready(result),
+            None => {
+                source.add_waiter_single(cx.waker());
+                std::task::Poll::Pending
+            }
+        })
+        .await;
+        self.armed = None;
+        result.map(drop)
+    }
+}
+
 pub(crate) use self::sched::{FileScheduler, IoScheduler, ScheduledSource};
 pub use self::{
     buffered_file::BufferedFile,
