@@ -25,7 +25,9 @@
 
 use std::cell::RefCell;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -198,6 +200,71 @@ fn a_sender_waiting_for_room_is_woken_every_time() {
         sender.recv_timeout(BOUND).expect("sender finished");
         let got = receiver.recv_timeout(BOUND).expect("receiver finished");
         assert_eq!(got, ITEMS, "capacity {capacity}");
+    }
+}
+
+/// A stress run of the test above, by hand only: it hangs now and then, which is the point.
+/// The vendored glommio loses a timer wake-up: in about half the runs of 30 rounds, within 2
+/// to 14 rounds, the receiver sleeps in its 50 us `sleep` and is never woken, while the
+/// sender waits for room in the full channel (`bench/RESULTS.md`, thirteenth round). The
+/// cause is not found yet. Run with
+/// `cargo test --release -p ovation-shards --test executor -- --ignored --nocapture`; a hang
+/// fails after 20 s and says where the receiver was.
+#[test]
+#[ignore = "reproduces an open bug, about once in 20-60 rounds: run by hand"]
+fn a_receiver_sleeping_between_spurts_is_woken_by_its_timer_every_time() {
+    const ITEMS: u64 = 100_000;
+    const STUCK: Duration = Duration::from_secs(20);
+    for round in 0..30 {
+        for capacity in [2, 8, 64] {
+            let sent = Arc::new(AtomicU64::new(0));
+            let taken = Arc::new(AtomicU64::new(0));
+            // Where the receiver is: 0 running, 1 waiting for an item, 2 in its timer sleep.
+            let at = Arc::new(AtomicU64::new(0));
+            let (tx, rx) = shared_channel::new_bounded::<u64>(capacity);
+            let counted = sent.clone();
+            let sender = on_executor("full-sender", move || async move {
+                let tx = tx.connect().await;
+                for i in 0..ITEMS {
+                    tx.send(i).await.expect("send");
+                    counted.fetch_add(1, Ordering::SeqCst);
+                }
+            });
+            let (counted, where_) = (taken.clone(), at.clone());
+            let receiver = on_executor("slow-receiver", move || async move {
+                let rx = rx.connect().await;
+                let mut expect = 0;
+                loop {
+                    where_.store(1, Ordering::SeqCst);
+                    let Some(v) = rx.recv().await else { break };
+                    where_.store(0, Ordering::SeqCst);
+                    assert_eq!(v, expect, "in order, none lost");
+                    expect += 1;
+                    counted.store(expect, Ordering::SeqCst);
+                    if expect % 97 == 0 {
+                        where_.store(2, Ordering::SeqCst);
+                        sleep(Duration::from_micros(50)).await;
+                        where_.store(0, Ordering::SeqCst);
+                    }
+                }
+                expect
+            });
+            let place = |a: &AtomicU64| match a.load(Ordering::SeqCst) {
+                0 => "running",
+                1 => "waiting for an item",
+                _ => "in its timer sleep",
+            };
+            assert!(
+                sender.recv_timeout(STUCK).is_ok(),
+                "round {round}, capacity {capacity}: stuck with {} sent and {} taken, the \
+                 receiver {}",
+                sent.load(Ordering::SeqCst),
+                taken.load(Ordering::SeqCst),
+                place(&at)
+            );
+            let got = receiver.recv_timeout(STUCK).expect("receiver finished");
+            assert_eq!(got, ITEMS, "capacity {capacity}");
+        }
     }
 }
 
