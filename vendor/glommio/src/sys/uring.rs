@@ -1906,8 +1906,12 @@ impl Reactor {
         if should_sleep {
             // We are about to go to sleep. It's ok to sleep, but if there
             // is a timer set, we need to make sure we wake up to handle it.
+            //
+            // ovation patch: a kept timer may have fired since it was kept, its completion
+            // taken by the `consume_rings!` above. It cannot wake this sleep then, and a timer
+            // completion wakes no task, so nothing else would: arm a new one.
             if let Some(dur) = user_timer {
-                if !kept_timer {
+                if !(kept_timer && self.latency_timer_pending()) {
                     self.arm_latency_timer(&mut lat_ring, dur);
                     assert!(flush_rings!(lat_ring)? > 0);
                 }
@@ -1941,7 +1945,9 @@ impl Reactor {
         }
 
         if let Some(preempt) = preempt_timer() {
-            if !kept_timer {
+            // ovation patch: as above, a kept timer taken since must be replaced, or the task
+            // queues would run without a preemption timer.
+            if !(kept_timer && self.latency_timer_pending()) {
                 self.arm_latency_timer(&mut lat_ring, preempt);
             }
             flush_rings!(lat_ring, main_ring)?;
@@ -1973,6 +1979,14 @@ impl Reactor {
             }
             _ => false,
         }
+    }
+
+    /// Whether the latency ring's armed timer has not completed yet (ovation patch).
+    fn latency_timer_pending(&self) -> bool {
+        let src = self.latency_preemption_timeout_src.take();
+        let pending = src.as_ref().is_some_and(|s| s.result().is_none());
+        self.latency_preemption_timeout_src.set(src);
+        pending
     }
 
     /// Arms the latency ring's timer to fire `dur` from now (ovation patch).
