@@ -259,6 +259,36 @@ fn sender_fills_a_slow_receiver(
     assert_eq!(got, items, "{at}");
 }
 
+#[test]
+fn an_idle_executor_sleeps_until_it_is_woken() {
+    // After a burst of work the executor waits for one message, sent 500 ms later. It has no
+    // timer of its own, so it should sleep through: once, or twice when the preemption timer
+    // armed for the burst fires early (change 1 keeps it, and it fires at most once).
+    // Before change 1 armed that timer only for waiting task queues, every poll armed a new
+    // one and each park kept it: an idle executor woke every 100 ms, for ever.
+    let (tx, rx) = shared_channel::new_bounded::<u64>(4);
+    let idle = on_executor("idle", move || async move {
+        let rx = rx.connect().await;
+        for _ in 0..1_000 {
+            glommio::executor().yield_task_queue_now().await;
+        }
+        let before = own_sleeps();
+        let got = rx.recv().await;
+        (got, own_sleeps() - before)
+    });
+    let _waker = on_executor("waker", move || async move {
+        let tx = tx.connect().await;
+        sleep(Duration::from_millis(500)).await;
+        tx.send(7).await.expect("send");
+    });
+    let (got, sleeps) = idle.recv_timeout(BOUND).expect("woken by the message");
+    assert_eq!(got, Some(7));
+    assert!(
+        (1..=3).contains(&sleeps),
+        "{sleeps} sleeps over 500 ms idle: the executor woke for nothing"
+    );
+}
+
 /// `voluntary_ctxt_switches` of the calling thread: each time it blocked, which for an
 /// executor is each time it went to sleep.
 fn own_sleeps() -> u64 {

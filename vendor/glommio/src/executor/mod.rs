@@ -1490,8 +1490,16 @@ impl LocalExecutor {
                 // requests that are latency sensitive we want them out of the
                 // ring ASAP (before we run the task queues). We will also use
                 // the opportunity to install the timer.
+                //
+                // ovation patch: the preemption timer is armed only when a task queue is
+                // waiting to run. Upstream armed it on every poll; with timers kept (change
+                // 1) an idle executor then woke every 100 ms for ever: the kept preemption
+                // timer fired, the next poll armed another, the park kept it.
                 this.parker
-                    .poll_io(|| Some(this.preempt_timer_duration()))
+                    .poll_io(|| {
+                        let waiting = !this.queues.borrow().active_executors.is_empty();
+                        waiting.then(|| this.preempt_timer_duration())
+                    })
                     .expect("Failed to poll io! This is actually pretty bad!");
 
                 // run user code
