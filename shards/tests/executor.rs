@@ -266,18 +266,23 @@ fn an_idle_executor_sleeps_until_it_is_woken() {
     // armed for the burst fires early (change 1 keeps it, and it fires at most once).
     // Before change 1 armed that timer only for waiting task queues, every poll armed a new
     // one and each park kept it: an idle executor woke every 100 ms, for ever.
+    // The waker's 500 ms start only once the idle side has done its burst and counted, so a
+    // slow start cannot make the message arrive before the idle span.
     let (tx, rx) = shared_channel::new_bounded::<u64>(4);
+    let (ready_tx, ready_rx) = shared_channel::new_bounded::<()>(1);
     let idle = on_executor("idle", move || async move {
-        let rx = rx.connect().await;
+        let (rx, ready) = (rx.connect().await, ready_tx.connect().await);
         for _ in 0..1_000 {
             glommio::executor().yield_task_queue_now().await;
         }
         let before = own_sleeps();
+        ready.try_send(()).expect("room for the one signal");
         let got = rx.recv().await;
         (got, own_sleeps() - before)
     });
     let _waker = on_executor("waker", move || async move {
-        let tx = tx.connect().await;
+        let (tx, ready) = (tx.connect().await, ready_rx.connect().await);
+        ready.recv().await.expect("the idle side is ready");
         sleep(Duration::from_millis(500)).await;
         tx.send(7).await.expect("send");
     });
