@@ -1899,11 +1899,10 @@ impl Reactor {
 
         // If we generated any event so far, we can't sleep. Need to handle them.
         //
-        // ovation patch: whether the round may sleep is the caller's `may_sleep` (a park), no
-        // longer the absence of a preemption timer: a poll with no task queue waiting needs
-        // no preemption timer, and must not sleep either.
+        // ovation patch: whether the round may sleep is the caller's `may_sleep` (a park, which
+        // never asks for a preemption timer), no longer the absence of a preemption timer: a
+        // poll with no task queue waiting needs no preemption timer, and must not sleep either.
         let should_sleep = may_sleep
-            && preempt_timer().is_none()
             && (woke == 0)
             && poll_ring.can_sleep()
             && main_ring.can_sleep()
