@@ -1916,7 +1916,7 @@ impl Reactor {
             // taken by the `consume_rings!` above. It cannot wake this sleep then, and a timer
             // completion wakes no task, so nothing else would: arm a new one.
             if let Some(dur) = user_timer {
-                if !(kept_timer && self.latency_timer_pending()) {
+                if !(kept_timer && self.latency_timer_pending(now + dur)) {
                     self.arm_latency_timer(&mut lat_ring, dur);
                     assert!(flush_rings!(lat_ring)? > 0);
                 }
@@ -1951,8 +1951,13 @@ impl Reactor {
 
         if let Some(preempt) = preempt_timer() {
             // ovation patch: as above, a kept timer taken since must be replaced, or the task
-            // queues would run without a preemption timer.
-            if !(kept_timer && self.latency_timer_pending()) {
+            // queues would run without a preemption timer. So must one that fires later than
+            // the preemption period: the timer was kept for the deadline asked at the top of
+            // this round, and a task woken since (by the second `consume_rings!`, or a
+            // cancellation's completion) may have made a queue wait where none did. The
+            // queues would then run until the kept timer's later deadline (a user timer's,
+            // seconds away) before `need_preempt` turned true.
+            if !(kept_timer && self.latency_timer_pending(now + preempt)) {
                 self.arm_latency_timer(&mut lat_ring, preempt);
             }
             flush_rings!(lat_ring, main_ring)?;
@@ -1986,10 +1991,15 @@ impl Reactor {
         }
     }
 
-    /// Whether the latency ring's armed timer has not completed yet (ovation patch).
-    fn latency_timer_pending(&self) -> bool {
+    /// Whether the latency ring's armed timer has not completed yet and fires by `by`
+    /// (ovation patch).
+    fn latency_timer_pending(&self, by: Instant) -> bool {
         let src = self.latency_preemption_timeout_src.take();
-        let pending = src.as_ref().is_some_and(|s| s.result().is_none());
+        let pending = src.as_ref().is_some_and(|s| s.result().is_none())
+            && self
+                .latency_preemption_deadline
+                .get()
+                .is_some_and(|at| at <= by);
         self.latency_preemption_timeout_src.set(src);
         pending
     }
