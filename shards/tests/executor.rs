@@ -23,6 +23,10 @@
 //!   than the timer that is needed. Every timer must still fire, never early, in the order
 //!   of its deadline, however the rounds before it armed the ring, and a kept timer that
 //!   fires just as its executor goes to sleep must still wake it.
+//! - channels (upstream defects, fixed): a task that polls a channel again and again while
+//!   it waits holds one registration, not one per poll (the clones overflowed the task's
+//!   reference count and panicked its thread), and a sender waiting for room in a full
+//!   channel ends with `Closed` when the receiver goes (it spun for ever).
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -397,4 +401,74 @@ fn socket_reads_complete_while_the_executor_never_sleeps() {
     assert_eq!(echoed, ROUNDS);
     // The executor really stayed busy: its spinner ran between the reads.
     assert!(yields >= ROUNDS, "{yields} yields over {ROUNDS} reads");
+}
+
+#[test]
+fn a_channel_polled_again_and_again_while_pending_keeps_one_waker_per_task() {
+    // Each poll of a receive that finds the channel empty (or a send that finds it full)
+    // registers the task's waker with the reactor, and only a message (or room) takes one
+    // out. Upstream each such poll pushed another clone: a shard waiting awake for a command
+    // (`stay_awake`, `future::poll_once` on every turn) piled up hundreds per heads-up, and at
+    // 32,767 clones glommio's `i16` count of a task's references overflowed and the shard's
+    // thread panicked (glommio change 10). Each side here is polled well past that count.
+    const POLLS: u32 = 40_000;
+    let done = on_executor("polled-often", || async {
+        use futures_lite::future;
+        let (tx, rx) = shared_channel::new_bounded::<u32>(1);
+        let (tx, rx) = future::zip(tx.connect(), rx.connect()).await;
+        for _ in 0..POLLS {
+            assert!(future::poll_once(rx.recv()).await.is_none());
+        }
+        tx.try_send(1).expect("room");
+        for i in 0..POLLS {
+            assert!(future::poll_once(tx.send(i)).await.is_none(), "room");
+        }
+        assert_eq!(rx.recv().await, Some(1));
+        tx.try_send(2).expect("room again");
+        rx.recv().await
+    });
+    assert_eq!(
+        done.recv_timeout(BOUND)
+            .expect("the executor finished (a panic drops its result)"),
+        Some(2)
+    );
+}
+
+#[test]
+fn a_sender_waiting_for_room_hears_that_the_receiver_has_gone() {
+    // The channel is full and its sender waits for room; then the receiver goes. The send
+    // must end with `Closed`. Upstream it waited on: the reactor's room check reports the whole
+    // capacity once the receiver is gone, so the sender's task was woken, found the buffer
+    // still full, registered again and spun for ever (glommio change 11). Both ends live on
+    // one executor, so the receiver goes only once the send has been polled and is waiting.
+    use std::cell::Cell;
+    for capacity in [1usize, 2, 4] {
+        let done = on_executor("receiver-goes", move || async move {
+            let (tx, rx) = shared_channel::new_bounded::<usize>(capacity);
+            // Each end's `connect` waits for the other's.
+            let (tx, rx) = futures_lite::future::zip(tx.connect(), rx.connect()).await;
+            for i in 0..capacity {
+                tx.try_send(i).expect("room");
+            }
+            let waiting = Rc::new(Cell::new(false));
+            let sender = glommio::spawn_local({
+                let waiting = waiting.clone();
+                async move {
+                    waiting.set(true);
+                    tx.send(capacity).await.is_err()
+                }
+            });
+            while !waiting.get() {
+                futures_lite::future::yield_now().await;
+            }
+            // The sender task has run up to its first poll of the send, which found no room.
+            drop(rx);
+            sender.await
+        });
+        assert!(
+            done.recv_timeout(BOUND)
+                .expect("the send ended once the receiver had gone"),
+            "capacity {capacity}: the send succeeded with no receiver"
+        );
+    }
 }

@@ -313,7 +313,15 @@ impl Reactor {
             .entry(id)
             .or_insert_with(|| (SmallVec::new(), None));
 
-        map.0.push(waker);
+        // ovation patch: one waker per task. Every poll that found the channel empty (or
+        // full) pushed another clone here, and only a message (or room) takes any out, one per
+        // message. A future polled again and again while pending, or polled once and dropped
+        // (`future::poll_once`, as a shard does while it waits awake for a command), piled up
+        // clones, each holding a reference to its task; at 32,767 glommio's `i16` count of
+        // them overflows and the task's thread panics.
+        if !map.0.iter().any(|w| w.will_wake(&waker)) {
+            map.0.push(waker);
+        }
     }
 
     pub(crate) fn alloc_dma_buffer(&self, size: usize) -> DmaBuffer {

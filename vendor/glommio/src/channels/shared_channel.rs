@@ -304,7 +304,14 @@ impl<T: Send + Sized> ConnectedSender<T> {
     }
 
     fn wait_for_room(&self, cx: &Context<'_>) -> Poll<()> {
-        match self.state.buffer.free_space() > 0 || self.state.buffer.producer_disconnected() {
+        // ovation patch: a receiver gone while the buffer is full also ends the wait, and the
+        // send's `try_send` then answers `Closed`. Upstream kept waiting: the reactor's room
+        // check reports the whole capacity once the consumer has gone, so the sender's task
+        // was woken, found the buffer still full, waited again, and spun for ever.
+        match self.state.buffer.free_space() > 0
+            || self.state.buffer.producer_disconnected()
+            || self.state.buffer.consumer_disconnected()
+        {
             true => Poll::Ready(()),
             false => {
                 self.reactor
