@@ -9,7 +9,8 @@
 //! [`recorder`] writes recordings of live streams on a thread of its own; [`rebroadcast`]
 //! plays a recording out as a live stream; [`relay`] pulls a stream live on another edge of
 //! a cluster from that edge (its origin) and serves it here. [`limits`]
-//! checks at startup that the host's limits fit the configuration.
+//! checks at startup that the host's limits fit the configuration, and [`panics`] makes a
+//! panic in any thread end the process.
 
 #![forbid(unsafe_code)]
 
@@ -18,6 +19,7 @@ pub mod app;
 pub mod config;
 pub mod ingest;
 pub mod limits;
+pub mod panics;
 pub mod rebroadcast;
 pub mod recorder;
 pub mod relay;

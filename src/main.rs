@@ -85,6 +85,8 @@ fn serve(o: &Overrides) -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    // A thread that panicked would leave the others running half a server.
+    ovation::panics::abort_on_panic();
 
     let token = match &config.api_token {
         Some(t) => t.clone(),
