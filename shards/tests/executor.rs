@@ -421,7 +421,10 @@ fn a_channel_polled_again_and_again_while_pending_keeps_one_waker_per_task() {
         }
         tx.try_send(1).expect("room");
         for i in 0..POLLS {
-            assert!(future::poll_once(tx.send(i)).await.is_none(), "room");
+            assert!(
+                future::poll_once(tx.send(i)).await.is_none(),
+                "the channel is full"
+            );
         }
         assert_eq!(rx.recv().await, Some(1));
         tx.try_send(2).expect("room again");

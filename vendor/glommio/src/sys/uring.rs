@@ -1916,7 +1916,7 @@ impl Reactor {
             // taken by the `consume_rings!` above. It cannot wake this sleep then, and a timer
             // completion wakes no task, so nothing else would: arm a new one.
             if let Some(dur) = user_timer {
-                if !(kept_timer && self.latency_timer_pending(now + dur)) {
+                if !(kept_timer && self.latency_timer_pending(Some(now + dur))) {
                     self.arm_latency_timer(&mut lat_ring, dur);
                     assert!(flush_rings!(lat_ring)? > 0);
                 }
@@ -1957,7 +1957,7 @@ impl Reactor {
             // cancellation's completion) may have made a queue wait where none did. The
             // queues would then run until the kept timer's later deadline (a user timer's,
             // seconds away) before `need_preempt` turned true.
-            if !(kept_timer && self.latency_timer_pending(now + preempt)) {
+            if !(kept_timer && self.latency_timer_pending(Some(now + preempt))) {
                 self.arm_latency_timer(&mut lat_ring, preempt);
             }
             flush_rings!(lat_ring, main_ring)?;
@@ -1977,29 +1977,23 @@ impl Reactor {
     /// `deadline` (any time when `None`: firing early costs one extra round); a timer that
     /// does not is dropped here, which queues its cancellation (ovation patch).
     fn keep_latency_timer(&self, deadline: Option<Instant>) -> bool {
-        let Some(src) = self.latency_preemption_timeout_src.take() else {
-            return false;
-        };
-        let fires = self.latency_preemption_deadline.take();
-        match fires {
-            Some(at) if deadline.map_or(true, |d| at <= d) && src.result().is_none() => {
-                self.latency_preemption_timeout_src.set(Some(src));
-                self.latency_preemption_deadline.set(Some(at));
-                true
-            }
-            _ => false,
+        let keep = self.latency_timer_pending(deadline);
+        if !keep {
+            self.latency_preemption_timeout_src.take();
+            self.latency_preemption_deadline.take();
         }
+        keep
     }
 
-    /// Whether the latency ring's armed timer has not completed yet and fires by `by`
-    /// (ovation patch).
-    fn latency_timer_pending(&self, by: Instant) -> bool {
+    /// Whether the latency ring's armed timer has not completed yet and fires by `by` (any
+    /// time when `None`) (ovation patch).
+    fn latency_timer_pending(&self, by: Option<Instant>) -> bool {
         let src = self.latency_preemption_timeout_src.take();
         let pending = src.as_ref().is_some_and(|s| s.result().is_none())
             && self
                 .latency_preemption_deadline
                 .get()
-                .is_some_and(|at| at <= by);
+                .is_some_and(|at| by.map_or(true, |d| at <= d));
         self.latency_preemption_timeout_src.set(src);
         pending
     }
